@@ -1,0 +1,155 @@
+//! Types and names shared by the BPF sampler (`profiler-ebpf`) and the daemon.
+//!
+//! Everything here is `repr(C)` plain data: the BPF side writes it into maps, the daemon reads
+//! the same bytes back.
+#![no_std]
+
+/// Name of the perf-event program in the BPF object.
+pub const PROGRAM_NAME: &str = "sample_cpu";
+
+/// Counts of samples per [`SampleKey`] for generation 0 and 1.
+pub const COUNTS_MAPS: [&str; 2] = ["COUNTS_0", "COUNTS_1"];
+/// Stack traces (user and kernel share one map) for generation 0 and 1.
+pub const STACKS_MAPS: [&str; 2] = ["STACKS_0", "STACKS_1"];
+/// Per-CPU [`Counters`], one entry per generation.
+pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Single-entry array holding the current [`Control`].
+pub const CONTROL_MAP: &str = "CONTROL";
+/// Set of tgids to sample when the pid filter is on.
+pub const FILTER_PIDS_MAP: &str = "FILTER_PIDS";
+/// Set of cgroup v2 ids to sample (with their descendants) when the cgroup filter is on.
+pub const FILTER_CGROUPS_MAP: &str = "FILTER_CGROUPS";
+/// tgids the daemon has already been told about (LRU).
+pub const KNOWN_PIDS_MAP: &str = "KNOWN_PIDS";
+/// Ring buffer of [`NewProcess`] events, so the daemon can capture a process's memory map
+/// while it is still alive.
+pub const NEW_PROCESS_RING: &str = "NEW_PROCESS";
+
+/// Global (read-only after load) set by the daemon: non-zero when only tgids in
+/// [`FILTER_PIDS_MAP`] are sampled.
+pub const GLOBAL_FILTER_PIDS: &str = "FILTER_PIDS_ON";
+/// Global: non-zero when only cgroups in [`FILTER_CGROUPS_MAP`] (and descendants) are sampled.
+pub const GLOBAL_FILTER_CGROUPS: &str = "FILTER_CGROUPS_ON";
+/// Global: lowest cgroup level (root = 0) of any cgroup in the filter.
+pub const GLOBAL_CGROUP_MIN_LEVEL: &str = "CGROUP_MIN_LEVEL";
+/// Global: highest cgroup level of any cgroup in the filter.
+pub const GLOBAL_CGROUP_MAX_LEVEL: &str = "CGROUP_MAX_LEVEL";
+
+/// Deepest cgroup level the in-kernel filter walks (bounded loop for the verifier).
+pub const MAX_CGROUP_LEVEL: u32 = 32;
+/// Frames kept per stack (the kernel's `PERF_MAX_STACK_DEPTH` default).
+pub const MAX_STACK_DEPTH: usize = 127;
+
+/// Key of one aggregated sample bucket in the counts maps.
+///
+/// A stack id below zero means the stack could not be taken; the value is the negated errno
+/// (`-EFAULT` for a task without user memory, such as a kernel thread).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SampleKey {
+    pub tgid: u32,
+    pub tid: u32,
+    pub user_stack_id: i32,
+    pub kernel_stack_id: i32,
+    pub cgroup_id: u64,
+}
+
+/// Indices into [`Counters::values`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Every time the program ran (every sample the kernel delivered).
+    Taken = 0,
+    /// Samples of the idle task (pid 0): counted, never profiled.
+    Idle = 1,
+    /// Samples rejected by the pid / cgroup filter.
+    Filtered = 2,
+    /// Samples stored in the counts map (the ones that end up in profiles).
+    Recorded = 3,
+    /// Samples lost because the counts map was full.
+    DroppedMapFull = 4,
+    /// Samples whose user stack could not be read (error other than "no user memory").
+    UserStackError = 5,
+    /// Samples whose user stack was lost to a stack-map bucket collision or a full stack map.
+    UserStackCollision = 6,
+    /// Samples of tasks without user memory (kernel threads): no user stack exists.
+    UserStackEmpty = 7,
+    /// Samples whose kernel stack could not be read.
+    KernelStackError = 8,
+    /// Samples whose kernel stack was lost to a stack-map bucket collision or a full map.
+    KernelStackCollision = 9,
+    /// New-process notifications lost because the ring buffer was full.
+    NotifyDropped = 10,
+}
+
+/// Number of counters in [`Counters`].
+pub const COUNTER_COUNT: usize = 11;
+
+impl Counter {
+    /// All counters, in index order.
+    pub const ALL: [Counter; COUNTER_COUNT] = [
+        Counter::Taken,
+        Counter::Idle,
+        Counter::Filtered,
+        Counter::Recorded,
+        Counter::DroppedMapFull,
+        Counter::UserStackError,
+        Counter::UserStackCollision,
+        Counter::UserStackEmpty,
+        Counter::KernelStackError,
+        Counter::KernelStackCollision,
+        Counter::NotifyDropped,
+    ];
+
+    /// Stable snake_case name used in logs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Taken => "taken",
+            Counter::Idle => "idle",
+            Counter::Filtered => "filtered",
+            Counter::Recorded => "recorded",
+            Counter::DroppedMapFull => "dropped_map_full",
+            Counter::UserStackError => "user_stack_error",
+            Counter::UserStackCollision => "user_stack_collision",
+            Counter::UserStackEmpty => "user_stack_empty",
+            Counter::KernelStackError => "kernel_stack_error",
+            Counter::KernelStackCollision => "kernel_stack_collision",
+            Counter::NotifyDropped => "notify_dropped",
+        }
+    }
+}
+
+/// Per-CPU sample counters of one generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub values: [u64; COUNTER_COUNT],
+}
+
+/// Mutable control block read by every sample.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Control {
+    /// Which map set (0 or 1) new samples go to. The daemon flips it and then drains the other.
+    pub generation: u32,
+    pub _pad: u32,
+}
+
+/// Sent once per tgid on its first sample (until the daemon forgets the tgid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NewProcess {
+    pub tgid: u32,
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+
+    // SAFETY: all of these are repr(C), Copy, and valid for any bit pattern (no padding).
+    unsafe impl aya::Pod for SampleKey {}
+    unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for Control {}
+    unsafe impl aya::Pod for NewProcess {}
+}

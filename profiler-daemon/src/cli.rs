@@ -1,0 +1,331 @@
+//! Command-line interface of `profilerd`.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXAMPLES: &str = "\
+Examples:
+  # 30 s CPU profile of one process, like `curl /debug/pprof/profile?seconds=30`, no code change
+  profilerd record --pid 1234 --duration 30s --output cpu.pb.gz
+  go tool pprof -top cpu.pb.gz
+
+  # a flame graph of everything in a container's cgroup
+  profilerd record --cgroup /system.slice/docker-abc.scope --duration 10s --format svg -o flame.svg
+
+  # the daemon: one pprof per process every 15 s into ./profiles
+  profilerd run --dump-dir ./profiles";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "profilerd",
+    version,
+    about = "System-wide eBPF CPU profiler: samples user and kernel stacks of every process (or only chosen pids and cgroups) and writes pprof, folded stacks or flame graphs",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (error, warn, info, debug, trace, or tracing-subscriber directives).
+    #[arg(long, global = true, default_value = "info", env = "PROFILERD_LOG")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Record one profile of the selected processes and write it to a file.
+    #[command(after_help = "Examples:
+  profilerd record --pid 1234 --duration 30s --output cpu.pb.gz
+  profilerd record --pid 1234 --format svg --output flame.svg
+  profilerd record --duration 5s --format folded --output all.folded")]
+    Record(RecordArgs),
+    /// Run the profiler daemon: one pprof per sampled process every upload interval.
+    #[command(after_help = "Examples:
+  profilerd run --dump-dir /var/lib/profilerd/profiles
+  profilerd run --pid 1234 --upload-interval 10s --dump-dir ./profiles")]
+    Run(RunArgs),
+}
+
+/// Which processes to sample and how often.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// Sample only this process (tgid); repeatable. Filtered in the kernel.
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Sample only processes in this cgroup v2 directory or below it; repeatable. An absolute
+    /// path (/sys/fs/cgroup/...) or a path relative to the cgroup2 root (/system.slice/x.service).
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<PathBuf>,
+    /// Samples per second per CPU.
+    #[arg(long, default_value_t = 99, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub frequency: u64,
+}
+
+/// Sizes of the kernel maps and user-space caches. Every one is a hard bound with a drop counter.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Entries of each of the two kernel counts maps (distinct pid/thread/stack keys per
+    /// collect interval). The default holds a busy 64-CPU host at 99 Hz for 1 s.
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..))]
+    pub counts_map_entries: u32,
+    /// Entries of each of the two kernel stack-trace maps (distinct user + kernel stacks per
+    /// collect interval).
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..))]
+    pub stack_map_entries: u32,
+    /// Processes tracked at once (kernel "already announced" set and symbolizer cache).
+    #[arg(long, default_value_t = 8_192, value_parser = clap::value_parser!(u32).range(16..))]
+    pub max_processes: u32,
+    /// Distinct stacks kept per profile window over all processes; samples of further new
+    /// stacks are dropped and counted.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(16..))]
+    pub max_stacks: u64,
+    /// Kernel addresses whose symbols are cached across drains.
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(16..))]
+    pub max_kernel_symbols: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// gzipped pprof protobuf (go tool pprof, Pyroscope, Grafana)
+    Pprof,
+    /// Brendan Gregg's collapsed stacks, one `a;b;c count` line per stack
+    Folded,
+    /// interactive SVG flame graph
+    Svg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// How long to record (e.g. 30s, 500ms, 2m). Ends early when every --pid has exited.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Output file (default: profile.pb.gz, profile.folded or profile.svg by --format).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Output format (default: from the --output extension, else pprof).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// How often the kernel maps are drained while recording.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub collect_interval: Duration,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+impl RecordArgs {
+    /// The format and file to write, resolving the defaults.
+    pub fn resolved_output(&self) -> (Format, PathBuf) {
+        let from_extension = self.output.as_ref().and_then(|p| {
+            let name = p.file_name()?.to_string_lossy().to_lowercase();
+            if name.ends_with(".svg") {
+                Some(Format::Svg)
+            } else if name.ends_with(".folded") || name.ends_with(".txt") {
+                Some(Format::Folded)
+            } else if name.ends_with(".pb.gz") || name.ends_with(".pprof") || name.ends_with(".pb")
+            {
+                Some(Format::Pprof)
+            } else {
+                None
+            }
+        });
+        let format = self.format.or(from_extension).unwrap_or(Format::Pprof);
+        let output = self.output.clone().unwrap_or_else(|| {
+            PathBuf::from(match format {
+                Format::Pprof => "profile.pb.gz",
+                Format::Folded => "profile.folded",
+                Format::Svg => "profile.svg",
+            })
+        });
+        (format, output)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// How often the kernel maps are drained.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub collect_interval: Duration,
+    /// How often one profile per sampled process is written.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub upload_interval: Duration,
+    /// Directory for the per-process pprof files.
+    #[arg(long, default_value = "profiles", value_name = "DIR")]
+    pub dump_dir: PathBuf,
+    /// Most profile files kept in --dump-dir; the oldest are removed first.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub dump_max_files: u64,
+    /// Most bytes of profile files kept in --dump-dir (e.g. 512MiB, 2GiB).
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    pub dump_max_bytes: u64,
+    /// Stop after this long (default: run until SIGINT/SIGTERM).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// `30s`, `500ms`, `2m`, `1h`, `1m30s`; a bare number means seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration: use e.g. 30s, 500ms or 2m".into());
+    }
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}: use e.g. 30s, 500ms or 2m"))?;
+        let seconds = match unit {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            _ => {
+                return Err(format!(
+                    "invalid duration {text:?}: unit must be ms, s, m or h"
+                ))
+            }
+        };
+        total += Duration::from_secs_f64(seconds);
+        rest = tail;
+    }
+    if total.is_zero() {
+        return Err(format!("duration {text:?} must be greater than zero"));
+    }
+    Ok(total)
+}
+
+/// `1048576`, `512KiB`, `64MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: use e.g. 512MiB or 2GiB"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "invalid size unit in {text:?}: use B, KiB, MiB or GiB"
+            ))
+        }
+    };
+    value
+        .checked_mul(factor)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("size {text:?} must be between 1 byte and 16 EiB"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("profilerd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("10x").unwrap_err().contains("unit"));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("0s")
+            .unwrap_err()
+            .contains("greater than zero"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("100"), Ok(100));
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert!(parse_bytes("0").is_err());
+    }
+
+    #[test]
+    fn record_defaults_and_format_inference() {
+        let cli = parse(&["record", "--pid", "1", "--pid", "2", "-o", "x.svg"]).unwrap();
+        let Command::Record(args) = cli.command else {
+            panic!("record expected")
+        };
+        assert_eq!(args.target.pids, [1, 2]);
+        assert_eq!(args.target.frequency, 99);
+        assert_eq!(args.duration, Duration::from_secs(30));
+        assert_eq!(
+            args.resolved_output(),
+            (Format::Svg, PathBuf::from("x.svg"))
+        );
+        let cli = parse(&["record", "--format", "folded"]).unwrap();
+        let Command::Record(args) = cli.command else {
+            panic!("record expected")
+        };
+        assert_eq!(
+            args.resolved_output(),
+            (Format::Folded, PathBuf::from("profile.folded"))
+        );
+    }
+
+    #[test]
+    fn run_defaults() {
+        let Command::Run(args) = parse(&["run"]).unwrap().command else {
+            panic!("run expected")
+        };
+        assert_eq!(args.collect_interval, Duration::from_secs(1));
+        assert_eq!(args.upload_interval, Duration::from_secs(15));
+        assert_eq!(args.dump_dir, PathBuf::from("profiles"));
+        assert_eq!(args.limits.counts_map_entries, 16_384);
+    }
+
+    #[test]
+    fn bad_flags_are_rejected_with_the_flag_named() {
+        for (args, needle) in [
+            (&["record", "--pid", "abc"][..], "--pid"),
+            (&["record", "--frequency", "0"][..], "--frequency"),
+            (&["record", "--frequency", "100001"][..], "--frequency"),
+            (&["record", "--duration", "soon"][..], "--duration"),
+            (&["record", "--format", "png"][..], "--format"),
+            (
+                &["run", "--upload-interval", "-1s"][..],
+                "--upload-interval",
+            ),
+            (&["run", "--dump-max-bytes", "lots"][..], "--dump-max-bytes"),
+            (
+                &["run", "--counts-map-entries", "1"][..],
+                "--counts-map-entries",
+            ),
+            (&["profile"][..], "profile"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+}

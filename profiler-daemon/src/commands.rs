@@ -1,0 +1,264 @@
+//! `profilerd record` and `profilerd run`: the pipeline driven to files.
+
+use std::{
+    fs,
+    io::IsTerminal,
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    aggregate::{ProcessProfile, Window},
+    cli::{Format, LimitArgs, RecordArgs, RunArgs, TargetArgs},
+    output::{flame_graph_svg, folded_lines, write_atomic, DumpDir},
+    pipeline::{Pipeline, PipelineConfig},
+    pprof, preflight,
+    sampler::SamplerConfig,
+    symbolize::SymbolsConfig,
+    BPF_OBJECT,
+};
+
+/// Checks privileges and targets, then builds the pipeline configuration.
+fn prepare(target: &TargetArgs, limits: &LimitArgs) -> Result<PipelineConfig> {
+    preflight::check_privileges()?;
+    preflight::check_perf_events(target.frequency)?;
+    preflight::check_pids(&target.pids)?;
+    let cgroups = preflight::resolve_cgroups(&target.cgroups)?;
+    Ok(PipelineConfig {
+        sampler: SamplerConfig {
+            frequency: target.frequency,
+            pids: target.pids.clone(),
+            cgroups,
+            counts_map_entries: limits.counts_map_entries,
+            stack_map_entries: limits.stack_map_entries,
+            known_pids_entries: limits.max_processes,
+            notify_ring_bytes: 256 << 10,
+        },
+        symbols: SymbolsConfig {
+            max_processes: limits.max_processes as usize,
+            max_kernel_symbols: limits.max_kernel_symbols as usize,
+        },
+        max_stacks: limits.max_stacks as usize,
+    })
+}
+
+fn describe_targets(target: &TargetArgs) -> String {
+    let mut parts = Vec::new();
+    if !target.pids.is_empty() {
+        parts.push(format!("pids {:?}", target.pids));
+    }
+    for cgroup in &target.cgroups {
+        parts.push(format!("cgroup {}", cgroup.display()));
+    }
+    if parts.is_empty() {
+        "all processes".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn comments(window: &Window, target: &TargetArgs, process: Option<&ProcessProfile>) -> Vec<String> {
+    let mut comments = vec![
+        format!("profilerd {}", env!("CARGO_PKG_VERSION")),
+        format!(
+            "cpu-clock sampling at {} Hz, targets: {}",
+            window.frequency,
+            describe_targets(target)
+        ),
+    ];
+    if let Some(p) = process {
+        comments.push(format!(
+            "pid {} comm {} exe {} cgroup {}",
+            p.info.pid, p.info.comm, p.info.exe, p.info.cgroup
+        ));
+    }
+    comments
+}
+
+/// One collect tick; returns false once `stop` was raised or `end` passed.
+fn tick(
+    pipeline: &mut Pipeline,
+    next_collect: &mut Instant,
+    interval: Duration,
+    end: Option<Instant>,
+    stop: &AtomicBool,
+) -> Result<bool> {
+    let deadline = end.map_or(*next_collect, |e| e.min(*next_collect));
+    pipeline.wait_until(deadline, stop);
+    pipeline.collect().context("draining the BPF maps failed")?;
+    let now = Instant::now();
+    *next_collect += interval;
+    if *next_collect < now {
+        // Fell behind (suspended, overloaded): skip missed ticks instead of bursting.
+        *next_collect = now + interval;
+    }
+    let running = !stop.load(Ordering::Relaxed) && end.is_none_or(|e| now < e);
+    Ok(running)
+}
+
+/// `profilerd record`: one profile of the selected processes.
+pub fn record(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
+    let config = prepare(&args.target, &args.limits)?;
+    let (format, output) = args.resolved_output();
+    // Fail before sampling, not after 30 s, when the output cannot be written.
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&output)
+        .with_context(|| {
+            format!(
+                "cannot write --output {}: pick a writable path",
+                output.display()
+            )
+        })?;
+
+    let mut pipeline = Pipeline::start(BPF_OBJECT, &config)?;
+    let started = Instant::now();
+    let end = started + args.duration;
+    tracing::info!(
+        targets = %describe_targets(&args.target),
+        frequency = args.target.frequency,
+        cpus = pipeline.cpus(),
+        duration = ?args.duration,
+        "recording"
+    );
+    let progress = std::io::stderr().is_terminal();
+    let mut next_collect = started + args.collect_interval.min(args.duration);
+    loop {
+        let running = tick(
+            &mut pipeline,
+            &mut next_collect,
+            args.collect_interval,
+            Some(end),
+            stop,
+        )?;
+        if progress {
+            let left = end.saturating_duration_since(Instant::now()).as_secs();
+            eprint!(
+                "\rrecording {}: {left:>4}s left, {} samples ",
+                describe_targets(&args.target),
+                pipeline.accounting.in_profiles
+            );
+        }
+        if !running {
+            break;
+        }
+        if !args.target.pids.is_empty()
+            && args
+                .target
+                .pids
+                .iter()
+                .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+        {
+            tracing::info!("every --pid has exited; writing the profile now");
+            pipeline.collect().context("draining the BPF maps failed")?;
+            break;
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    let window = pipeline.take_window();
+    let processes: Vec<&ProcessProfile> = window.processes.iter().collect();
+    let bytes = match format {
+        Format::Pprof => pprof::to_gzip(&pprof::encode(
+            &window,
+            &processes,
+            &comments(&window, &args.target, None),
+        )),
+        Format::Folded => {
+            let mut text = folded_lines(&processes).join("\n");
+            text.push('\n');
+            text.into_bytes()
+        }
+        Format::Svg => {
+            let title = format!(
+                "profilerd: {} ({:.0?})",
+                describe_targets(&args.target),
+                window.duration
+            );
+            flame_graph_svg(&folded_lines(&processes), &title)?
+        }
+    };
+    write_atomic(&output, &bytes)?;
+    tracing::info!(
+        output = %output.display(),
+        samples = window.samples(),
+        processes = window.processes.len(),
+        "wrote profile"
+    );
+    tracing::info!("sample accounting: {}", pipeline.accounting.summary());
+    Ok(())
+}
+
+/// `profilerd run`: one pprof per sampled process every upload interval.
+pub fn run(args: &RunArgs, stop: &AtomicBool) -> Result<()> {
+    let config = prepare(&args.target, &args.limits)?;
+    let mut dump = DumpDir::open(
+        &args.dump_dir,
+        args.dump_max_files as usize,
+        args.dump_max_bytes,
+    )?;
+    let mut pipeline = Pipeline::start(BPF_OBJECT, &config)?;
+    let started = Instant::now();
+    tracing::info!(
+        targets = %describe_targets(&args.target),
+        frequency = args.target.frequency,
+        cpus = pipeline.cpus(),
+        collect_interval = ?args.collect_interval,
+        upload_interval = ?args.upload_interval,
+        dump_dir = %dump.path().display(),
+        "profilerd running: one pprof per sampled process every upload interval; SIGINT/SIGTERM flush and exit"
+    );
+    let end = args.duration.map(|d| started + d);
+    let mut next_collect = started + args.collect_interval;
+    let mut next_upload = started + args.upload_interval;
+    loop {
+        let running = tick(
+            &mut pipeline,
+            &mut next_collect,
+            args.collect_interval,
+            end,
+            stop,
+        )?;
+        let now = Instant::now();
+        if now >= next_upload || !running {
+            let window = pipeline.take_window();
+            write_window(&mut dump, &window, &args.target);
+            next_upload = now.max(next_upload) + args.upload_interval;
+            tracing::info!(
+                tracked_processes = pipeline.symbols().tracked(),
+                last_drain = ?pipeline.accounting.last_drain,
+                counts_map_fill = pipeline.accounting.counts_entries,
+                stack_map_fill = pipeline.accounting.stack_entries,
+                dump_removed = dump.removed,
+                "samples: {}",
+                pipeline.accounting.summary()
+            );
+        }
+        if !running {
+            break;
+        }
+    }
+    tracing::info!(
+        profiles_written = dump.written,
+        "profilerd stopped; last window flushed"
+    );
+    Ok(())
+}
+
+fn write_window(dump: &mut DumpDir, window: &Window, target: &TargetArgs) {
+    let mut written = 0;
+    for process in &window.processes {
+        let profile = pprof::encode(window, &[process], &comments(window, target, Some(process)));
+        let name = DumpDir::profile_name(&process.info.comm, process.info.pid, window.start);
+        match dump.write(&name, &pprof::to_gzip(&profile)) {
+            Ok(_) => written += 1,
+            Err(err) => tracing::error!("{err}"),
+        }
+    }
+    tracing::info!(profiles = written, samples = window.samples(), dir = %dump.path().display(), "window written");
+}

@@ -1,0 +1,26 @@
+//! profilerd: a system-wide eBPF CPU profiler.
+//!
+//! Pipeline, one module per stage: [`sampler`] (BPF, drain) -> [`symbolize`] -> [`aggregate`]
+//! -> [`pprof`] / [`output`]. [`pipeline`] runs the stages on one thread; [`commands`] drives
+//! it for `record` and `run`.
+
+pub mod aggregate;
+pub mod cli;
+pub mod commands;
+pub mod output;
+pub mod pipeline;
+pub mod pprof;
+pub mod preflight;
+pub mod procinfo;
+pub mod sampler;
+pub mod symbolize;
+
+/// Types generated from `proto/profile.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod pprof_proto {
+    include!(concat!(env!("OUT_DIR"), "/perftools.profiles.rs"));
+}
+
+/// The BPF object built by `build.rs` from `profiler-ebpf`.
+pub static BPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler.bpf.o"));

@@ -1,0 +1,327 @@
+//! Local outputs: folded stacks, SVG flame graphs, pprof files, and the bounded dump dir.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use thiserror::Error;
+
+use crate::{aggregate::ProcessProfile, symbolize::FrameKind};
+
+#[derive(Debug, Error)]
+pub enum OutputError {
+    #[error("dump dir {path} is not writable ({source}): pass a writable --dump-dir or fix its permissions")]
+    DumpDirUnwritable { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("rendering the flame graph failed: {0}")]
+    FlameGraph(io::Error),
+}
+
+/// Brendan Gregg's collapsed format: `root;...;leaf count`, one line per distinct stack.
+/// The process name is the root frame; kernel frames end in `_[k]` (as stackcollapse-perf and
+/// inferno expect); inlined functions appear as frames of their own. Stacks that differ only
+/// in instruction addresses are merged.
+pub fn folded_lines(processes: &[&ProcessProfile]) -> Vec<String> {
+    let mut merged: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for process in processes {
+        for (stack, count) in &process.stacks {
+            let mut line = sanitize_frame(&process.info.comm);
+            for &index in stack.iter().rev() {
+                let location = &process.locations[index as usize];
+                for frame in location.lines.iter().rev() {
+                    line.push(';');
+                    line.push_str(&sanitize_frame(&frame.function));
+                    if location.kind == FrameKind::Kernel {
+                        line.push_str("_[k]");
+                    }
+                }
+            }
+            *merged.entry(line).or_insert(0) += count;
+        }
+    }
+    let mut lines: Vec<String> = merged
+        .into_iter()
+        .map(|(stack, count)| format!("{stack} {count}"))
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Frames may not contain the separators of the folded format.
+fn sanitize_frame(name: &str) -> String {
+    name.replace([';', '\n'], "_")
+}
+
+/// Renders folded lines as an interactive SVG flame graph.
+pub fn flame_graph_svg(lines: &[String], title: &str) -> Result<Vec<u8>, OutputError> {
+    let mut options = inferno::flamegraph::Options::default();
+    options.title = title.to_string();
+    options.count_name = "samples".to_string();
+    let mut svg = Vec::new();
+    if lines.is_empty() {
+        // inferno refuses empty input; an empty profile still deserves a readable file.
+        let placeholder = ["no samples 1".to_string()];
+        inferno::flamegraph::from_lines(
+            &mut options,
+            placeholder.iter().map(String::as_str),
+            &mut svg,
+        )
+        .map_err(OutputError::FlameGraph)?;
+    } else {
+        inferno::flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut svg)
+            .map_err(OutputError::FlameGraph)?;
+    }
+    Ok(svg)
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("out")
+    ));
+    let wrap = |source| OutputError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    fs::write(&tmp, bytes).map_err(wrap)?;
+    fs::rename(&tmp, path).map_err(wrap)
+}
+
+/// `YYYYMMDDTHHMMSS.mmmZ` in UTC.
+pub fn utc_timestamp(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// A file-name-safe version of a process name.
+pub fn sanitize_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let trimmed = cleaned.trim_matches('.');
+    if trimmed.is_empty() {
+        "unknown".to_string()
+    } else {
+        trimmed.chars().take(64).collect()
+    }
+}
+
+/// The directory `run` writes profiles into, kept within a file count and a byte size.
+pub struct DumpDir {
+    dir: PathBuf,
+    max_files: usize,
+    max_bytes: u64,
+    /// Old profiles removed to stay within the bounds.
+    pub removed: u64,
+    pub written: u64,
+}
+
+/// Suffix of every file the dump dir manages; other files are left alone.
+const PROFILE_SUFFIX: &str = ".pb.gz";
+
+impl DumpDir {
+    /// Creates the directory if needed and proves it is writable.
+    pub fn open(dir: &Path, max_files: usize, max_bytes: u64) -> Result<Self, OutputError> {
+        let unwritable = |source| OutputError::DumpDirUnwritable {
+            path: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(unwritable)?;
+        let probe = dir.join(format!(".profilerd-write-test-{}", std::process::id()));
+        fs::write(&probe, b"").map_err(unwritable)?;
+        let _ = fs::remove_file(&probe);
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            max_files,
+            max_bytes,
+            removed: 0,
+            written: 0,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `<comm>-<pid>.cpu.<UTC timestamp>.pb.gz`
+    pub fn profile_name(comm: &str, pid: u32, time: SystemTime) -> String {
+        format!(
+            "{}-{pid}.cpu.{}{PROFILE_SUFFIX}",
+            sanitize_name(comm),
+            utc_timestamp(time)
+        )
+    }
+
+    /// Writes one profile, then removes the oldest profiles beyond the bounds.
+    pub fn write(&mut self, name: &str, bytes: &[u8]) -> Result<PathBuf, OutputError> {
+        let path = self.dir.join(name);
+        write_atomic(&path, bytes)?;
+        self.written += 1;
+        self.enforce_bounds();
+        Ok(path)
+    }
+
+    fn enforce_bounds(&mut self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut files: Vec<(SystemTime, PathBuf, u64)> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(PROFILE_SUFFIX))
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                meta.is_file()
+                    .then(|| (meta.modified().unwrap_or(UNIX_EPOCH), e.path(), meta.len()))
+            })
+            .collect();
+        files.sort();
+        let mut count = files.len();
+        let mut bytes: u64 = files.iter().map(|f| f.2).sum();
+        for (_, path, len) in files {
+            if count <= self.max_files && bytes <= self.max_bytes {
+                break;
+            }
+            if fs::remove_file(&path).is_ok() {
+                self.removed += 1;
+                count -= 1;
+                bytes -= len;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, sync::Arc, time::Duration};
+
+    use super::*;
+    use crate::{
+        procinfo::ProcessInfo,
+        symbolize::{Line, Location},
+    };
+
+    #[test]
+    fn timestamps_are_utc_calendar_dates() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_682_096_123);
+        assert_eq!(utc_timestamp(t), "20261126T083456.123Z");
+        assert_eq!(utc_timestamp(UNIX_EPOCH), "19700101T000000.000Z");
+    }
+
+    #[test]
+    fn names_are_sanitized() {
+        assert_eq!(sanitize_name("kworker/0:1H"), "kworker_0_1H");
+        assert_eq!(sanitize_name("../.."), "_._");
+        assert_eq!(sanitize_name(""), "unknown");
+        let name = DumpDir::profile_name("a b", 7, UNIX_EPOCH);
+        assert_eq!(name, "a_b-7.cpu.19700101T000000.000Z.pb.gz");
+    }
+
+    #[test]
+    fn folded_marks_kernel_frames_and_expands_inlined() {
+        let line = |n: &str| Line {
+            function: Arc::from(n),
+            file: None,
+            line: 0,
+        };
+        let profile = ProcessProfile {
+            info: ProcessInfo {
+                pid: 1,
+                comm: "app".into(),
+                ..Default::default()
+            },
+            locations: vec![
+                Location {
+                    kind: FrameKind::User,
+                    address: 1,
+                    vma: None,
+                    lines: vec![line("main")],
+                },
+                Location {
+                    kind: FrameKind::User,
+                    address: 2,
+                    vma: None,
+                    lines: vec![line("inner"), line("outer")],
+                },
+                Location {
+                    kind: FrameKind::Kernel,
+                    address: 3,
+                    vma: None,
+                    lines: vec![line("vfs_write")],
+                },
+            ],
+            stacks: HashMap::from([(vec![2, 1, 0], 4)]),
+            samples: 4,
+        };
+        assert_eq!(
+            folded_lines(&[&profile]),
+            ["app;main;outer;inner;vfs_write_[k] 4"]
+        );
+        let svg =
+            String::from_utf8(flame_graph_svg(&folded_lines(&[&profile]), "t").unwrap()).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("outer"));
+    }
+
+    #[test]
+    fn dump_dir_keeps_within_bounds() {
+        let dir = std::env::temp_dir().join(format!("profilerd-dump-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut dump = DumpDir::open(&dir, 2, 1 << 20).unwrap();
+        fs::write(dir.join("unrelated.txt"), b"keep me").unwrap();
+        for i in 0..4 {
+            dump.write(&format!("p-{i}.cpu.x.pb.gz"), b"data").unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["p-2.cpu.x.pb.gz", "p-3.cpu.x.pb.gz", "unrelated.txt"]
+        );
+        assert_eq!(dump.removed, 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unwritable_dump_dir_is_reported() {
+        let err = DumpDir::open(Path::new("/proc/profilerd-cannot-exist"), 1, 1)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("--dump-dir"), "{err}");
+    }
+}

@@ -1,0 +1,196 @@
+//! What the daemon records about a process while it is alive: names, cgroup, and its
+//! executable mappings (needed for pprof mappings and for naming frames that have no symbol).
+
+use std::{fs, path::PathBuf};
+
+/// One executable, file-backed mapping of a process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    pub file_offset: u64,
+    pub path: String,
+    /// GNU build id (hex) of the file, filled in by the symbolization stage.
+    pub build_id: Option<String>,
+}
+
+/// Identity and layout of a process, captured on its first sample.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub comm: String,
+    /// Path of the executable, empty when unreadable (kernel threads, exited processes).
+    pub exe: String,
+    /// cgroup v2 path relative to the cgroup2 root, e.g. `/system.slice/nginx.service`.
+    pub cgroup: String,
+    /// Start time in clock ticks since boot; tells a reused pid from the original process.
+    pub start_time: u64,
+    pub vmas: Vec<Vma>,
+}
+
+impl ProcessInfo {
+    /// Reads `/proc/PID`; `None` when the process is already gone.
+    pub fn read(pid: u32) -> Option<Self> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (comm, start_time) = parse_stat(&stat)?;
+        let exe = fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .map(|text| parse_cgroup_v2(&text))
+            .unwrap_or_default();
+        let vmas = fs::read_to_string(format!("/proc/{pid}/maps"))
+            .map(|text| parse_maps(&text))
+            .unwrap_or_default();
+        Some(Self {
+            pid,
+            comm,
+            exe,
+            cgroup,
+            start_time,
+            vmas,
+        })
+    }
+
+    /// Placeholder for a process that exited before it could be read.
+    pub fn unknown(pid: u32) -> Self {
+        Self {
+            pid,
+            comm: format!("pid-{pid}"),
+            ..Self::default()
+        }
+    }
+
+    /// The mapping holding `addr`, if any.
+    pub fn vma_for(&self, addr: u64) -> Option<(usize, &Vma)> {
+        let index = self.vmas.partition_point(|v| v.end <= addr);
+        self.vmas
+            .get(index)
+            .filter(|v| v.start <= addr)
+            .map(|v| (index, v))
+    }
+
+    /// Short name of the executable (basename of `exe`, else `comm`).
+    pub fn exe_name(&self) -> &str {
+        self.exe
+            .rsplit('/')
+            .next()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&self.comm)
+    }
+}
+
+/// Start time (field 22) and comm of `/proc/PID/stat`; comm may contain spaces and parens.
+pub fn parse_stat(stat: &str) -> Option<(String, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_string();
+    // Fields after the comm start at field 3 (state); start time is field 22.
+    let start_time = stat
+        .get(close + 2..)?
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    Some((comm, start_time))
+}
+
+/// The cgroup v2 path from `/proc/PID/cgroup` (the `0::` line), `/` when there is none.
+pub fn parse_cgroup_v2(text: &str) -> String {
+    text.lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .unwrap_or("/")
+        .trim()
+        .to_string()
+}
+
+/// Executable file-backed mappings of `/proc/PID/maps`, sorted by address.
+pub fn parse_maps(text: &str) -> Vec<Vma> {
+    let mut vmas: Vec<Vma> = text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(6, ' ');
+            let range = fields.next()?;
+            let perms = fields.next()?;
+            let offset = fields.next()?;
+            let _dev = fields.next()?;
+            let _inode = fields.next()?;
+            let path = fields.next()?.trim_start();
+            if !perms.contains('x') || path.is_empty() {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            Some(Vma {
+                start: u64::from_str_radix(start, 16).ok()?,
+                end: u64::from_str_radix(end, 16).ok()?,
+                file_offset: u64::from_str_radix(offset, 16).ok()?,
+                path: path.to_string(),
+                build_id: None,
+            })
+        })
+        .collect();
+    vmas.sort_by_key(|v| v.start);
+    vmas
+}
+
+/// True when `pid` still names the process that started at `start_time`.
+pub fn is_same_process_alive(pid: u32, start_time: u64) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => parse_stat(&stat).is_some_and(|(_, t)| t == start_time),
+        Err(_) => false,
+    }
+}
+
+/// Where the cgroup2 hierarchy is mounted: `/sys/fs/cgroup` on a pure v2 host,
+/// `/sys/fs/cgroup/unified` on a hybrid one.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        (fstype == "cgroup2").then(|| PathBuf::from(mount_point))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_spaces_and_parens_in_comm() {
+        let stat =
+            "42 (my (odd) prog) S 1 42 42 0 -1 4194304 100 0 0 0 5 6 0 0 20 0 1 0 98765 1000 10";
+        assert_eq!(parse_stat(stat), Some(("my (odd) prog".to_string(), 98765)));
+    }
+
+    #[test]
+    fn cgroup_v2_line_is_picked_on_hybrid_hosts() {
+        let text = "12:cpu,cpuacct:/user.slice\n1:name=systemd:/user.slice/x.scope\n0::/user.slice/x.scope\n";
+        assert_eq!(parse_cgroup_v2(text), "/user.slice/x.scope");
+        assert_eq!(parse_cgroup_v2("3:memory:/\n"), "/");
+    }
+
+    #[test]
+    fn maps_keep_only_executable_file_mappings() {
+        let text = "\
+55d0c0000000-55d0c0001000 r--p 00000000 08:01 1 /usr/bin/prog
+55d0c0001000-55d0c0005000 r-xp 00001000 08:01 1 /usr/bin/prog
+7f0000000000-7f0000100000 r-xp 00028000 08:01 2 /usr/lib/libc.so.6
+7ffd00000000-7ffd00001000 r-xp 00000000 00:00 0 [vdso]
+7ffe00000000-7ffe00001000 rw-p 00000000 00:00 0
+";
+        let vmas = parse_maps(text);
+        assert_eq!(vmas.len(), 3);
+        assert_eq!(vmas[0].path, "/usr/bin/prog");
+        assert_eq!(vmas[0].file_offset, 0x1000);
+        assert_eq!(vmas[2].path, "[vdso]");
+        let info = ProcessInfo {
+            vmas,
+            ..ProcessInfo::default()
+        };
+        assert_eq!(info.vma_for(0x7f0000000010).map(|(i, _)| i), Some(1));
+        assert!(info.vma_for(0x1).is_none());
+        assert!(info.vma_for(0x55d0c0000500).is_none());
+    }
+}

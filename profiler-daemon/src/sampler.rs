@@ -1,0 +1,429 @@
+//! Loads the BPF sampler, attaches it to `cpu-clock` on every online CPU, and drains its maps.
+//!
+//! Hand-over: the BPF program writes into the map set selected by `Control::generation`. A drain
+//! flips the generation, waits a grace period for programs already running on other CPUs to
+//! finish, then reads and empties the set nobody writes any more. Counters are cumulative in
+//! the kernel and turned into deltas here, so a late increment is never lost, only reported in
+//! the next drain.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    io,
+    os::fd::{AsRawFd, RawFd},
+    time::{Duration, Instant},
+};
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::{
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+        PerfEvent,
+    },
+    util::online_cpus,
+    Ebpf, EbpfLoader,
+};
+use profiler_common::{
+    Control, Counter, Counters, NewProcess, SampleKey, CONTROL_MAP, COUNTERS_MAP, COUNTER_COUNT,
+    COUNTS_MAPS, FILTER_CGROUPS_MAP, FILTER_PIDS_MAP, GLOBAL_CGROUP_MAX_LEVEL,
+    GLOBAL_CGROUP_MIN_LEVEL, GLOBAL_FILTER_CGROUPS, GLOBAL_FILTER_PIDS, KNOWN_PIDS_MAP,
+    NEW_PROCESS_RING, PROGRAM_NAME, STACKS_MAPS,
+};
+use thiserror::Error;
+
+/// How long a drain waits after flipping the generation before it reads the old map set.
+/// A sampling program runs for microseconds; the margin covers a vCPU descheduled mid-sample.
+const GRACE: Duration = Duration::from_millis(5);
+
+/// A cgroup v2 directory selected by the in-kernel filter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupSelector {
+    /// The cgroup id (inode number of the cgroup2 directory).
+    pub id: u64,
+    /// Depth below the cgroup2 root (the root itself is level 0).
+    pub level: u32,
+}
+
+/// What to sample and how big the kernel maps are.
+#[derive(Clone, Debug)]
+pub struct SamplerConfig {
+    pub frequency: u64,
+    pub pids: Vec<u32>,
+    pub cgroups: Vec<CgroupSelector>,
+    /// Entries of each counts map (one per generation).
+    pub counts_map_entries: u32,
+    /// Entries of each stack-trace map (one per generation).
+    pub stack_map_entries: u32,
+    /// Processes remembered by the kernel as already announced.
+    pub known_pids_entries: u32,
+    /// Size of the new-process ring buffer in bytes (power of two, multiple of the page size).
+    pub notify_ring_bytes: u32,
+}
+
+/// Why the sampler could not start or drain.
+#[derive(Debug, Error)]
+pub enum SamplerError {
+    #[error("permission denied loading BPF programs or opening perf events: run as root, or grant CAP_BPF and CAP_PERFMON (e.g. `setcap cap_bpf,cap_perfmon+ep profilerd`)")]
+    Permission,
+    #[error("perf events are not available on this kernel ({0}): profilerd needs CONFIG_PERF_EVENTS and the software cpu-clock event")]
+    PerfEventsUnavailable(io::Error),
+    #[error("--frequency {requested} Hz is above kernel.perf_event_max_sample_rate ({max}): lower --frequency or raise it with `sysctl -w kernel.perf_event_max_sample_rate={requested}`")]
+    FrequencyTooHigh { requested: u64, max: u64 },
+    #[error("loading the BPF sampler failed: {0}")]
+    Load(String),
+    #[error("BPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("cannot list online CPUs: {0}")]
+    Cpus(io::Error),
+}
+
+/// Everything one drain took out of the kernel.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Sample buckets with their counts.
+    pub samples: Vec<(SampleKey, u64)>,
+    /// Instruction pointers of every stack referenced by `samples`, leaf first.
+    pub stacks: StdHashMap<i32, Vec<u64>>,
+    /// Counter increments since the previous drain, summed over CPUs.
+    pub counters: CounterDelta,
+    /// Entries the drained counts map held (its fill level).
+    pub counts_entries: usize,
+    /// Entries the drained stack map held.
+    pub stack_entries: usize,
+    /// How long the drain took, grace period included.
+    pub duration: Duration,
+}
+
+/// Counter values indexed by [`Counter`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterDelta(pub [u64; COUNTER_COUNT]);
+
+impl CounterDelta {
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.0[counter as usize]
+    }
+
+    pub fn add(&mut self, other: &CounterDelta) {
+        for (total, value) in self.0.iter_mut().zip(other.0) {
+            *total += value;
+        }
+    }
+}
+
+/// The loaded and attached sampler. Dropping it detaches the programs.
+pub struct Sampler {
+    _ebpf: Ebpf,
+    counts: [HashMap<MapData, SampleKey, u64>; 2],
+    stacks: [StackTraceMap<MapData>; 2],
+    counters: PerCpuArray<MapData, Counters>,
+    control: Array<MapData, Control>,
+    known_pids: HashMap<MapData, u32, u8>,
+    ring: RingBuf<MapData>,
+    generation: u32,
+    /// Last cumulative counters read per generation, to compute deltas.
+    seen: [[u64; COUNTER_COUNT]; 2],
+    cpus: usize,
+}
+
+impl Sampler {
+    /// Loads the embedded BPF object, fills the filters and attaches on every online CPU.
+    pub fn start(object: &[u8], config: &SamplerConfig) -> Result<Self, SamplerError> {
+        let filter_pids = u8::from(!config.pids.is_empty());
+        let filter_cgroups = u8::from(!config.cgroups.is_empty());
+        let min_level = config.cgroups.iter().map(|c| c.level).min().unwrap_or(0);
+        let max_level = config.cgroups.iter().map(|c| c.level).max().unwrap_or(0);
+        let mut loader = EbpfLoader::new();
+        for name in COUNTS_MAPS {
+            loader.map_max_entries(name, config.counts_map_entries);
+        }
+        for name in STACKS_MAPS {
+            loader.map_max_entries(name, config.stack_map_entries);
+        }
+        loader
+            .map_max_entries(FILTER_PIDS_MAP, config.pids.len().max(1) as u32)
+            .map_max_entries(FILTER_CGROUPS_MAP, config.cgroups.len().max(1) as u32)
+            .map_max_entries(KNOWN_PIDS_MAP, config.known_pids_entries)
+            .map_max_entries(NEW_PROCESS_RING, config.notify_ring_bytes)
+            .override_global(GLOBAL_FILTER_PIDS, &filter_pids, true)
+            .override_global(GLOBAL_FILTER_CGROUPS, &filter_cgroups, true)
+            .override_global(GLOBAL_CGROUP_MIN_LEVEL, &min_level, true)
+            .override_global(GLOBAL_CGROUP_MAX_LEVEL, &max_level, true);
+        let mut ebpf = loader.load(object).map_err(|err| classify_load(&err))?;
+
+        let mut pid_filter: HashMap<_, u32, u8> = take(&mut ebpf, FILTER_PIDS_MAP)?;
+        for pid in &config.pids {
+            pid_filter
+                .insert(pid, 1, 0)
+                .map_err(|source| SamplerError::Map {
+                    map: FILTER_PIDS_MAP,
+                    source,
+                })?;
+        }
+        let mut cgroup_filter: HashMap<_, u64, u8> = take(&mut ebpf, FILTER_CGROUPS_MAP)?;
+        for cgroup in &config.cgroups {
+            cgroup_filter
+                .insert(cgroup.id, 1, 0)
+                .map_err(|source| SamplerError::Map {
+                    map: FILTER_CGROUPS_MAP,
+                    source,
+                })?;
+        }
+
+        let counts = [
+            take(&mut ebpf, COUNTS_MAPS[0])?,
+            take(&mut ebpf, COUNTS_MAPS[1])?,
+        ];
+        let stacks = [
+            take(&mut ebpf, STACKS_MAPS[0])?,
+            take(&mut ebpf, STACKS_MAPS[1])?,
+        ];
+        let counters = take(&mut ebpf, COUNTERS_MAP)?;
+        let mut control: Array<MapData, Control> = take(&mut ebpf, CONTROL_MAP)?;
+        control
+            .set(0, Control::default(), 0)
+            .map_err(|source| SamplerError::Map {
+                map: CONTROL_MAP,
+                source,
+            })?;
+        let known_pids = take(&mut ebpf, KNOWN_PIDS_MAP)?;
+        let ring = take(&mut ebpf, NEW_PROCESS_RING)?;
+
+        let program: &mut PerfEvent = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| {
+                SamplerError::Load(format!("program {PROGRAM_NAME} missing from the object"))
+            })?
+            .try_into()
+            .map_err(|err| SamplerError::Load(format!("{err}")))?;
+        program
+            .load()
+            .map_err(|err| classify_program(&err, config.frequency))?;
+        let cpus = online_cpus().map_err(|(_, err)| SamplerError::Cpus(err))?;
+        for &cpu in &cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(config.frequency),
+                    true,
+                )
+                .map_err(|err| classify_program(&err, config.frequency))?;
+        }
+        // The filter maps stay owned by the kernel program; their handles are no longer needed.
+        drop(pid_filter);
+        drop(cgroup_filter);
+        Ok(Self {
+            _ebpf: ebpf,
+            counts,
+            stacks,
+            counters,
+            control,
+            known_pids,
+            ring,
+            generation: 0,
+            seen: [[0; COUNTER_COUNT]; 2],
+            cpus: cpus.len(),
+        })
+    }
+
+    /// Number of CPUs sampled.
+    pub fn cpus(&self) -> usize {
+        self.cpus
+    }
+
+    /// File descriptor that becomes readable when a new process was announced.
+    pub fn notify_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+
+    /// tgids seen for the first time since they were last forgotten.
+    pub fn new_processes(&mut self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        while let Some(item) = self.ring.next() {
+            if item.len() >= std::mem::size_of::<NewProcess>() {
+                // SAFETY: the ring carries NewProcess records written by our program.
+                let event: NewProcess =
+                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<NewProcess>()) };
+                pids.push(event.tgid);
+            }
+        }
+        pids
+    }
+
+    /// Lets the kernel announce `tgid` again (after it exited, its number may be reused).
+    pub fn forget_process(&mut self, tgid: u32) {
+        let _ = self.known_pids.remove(&tgid);
+    }
+
+    /// Flips the generation and empties the map set that was being written.
+    pub fn drain(&mut self) -> Result<Drained, SamplerError> {
+        let started = Instant::now();
+        let old = self.generation;
+        self.generation ^= 1;
+        self.control
+            .set(
+                0,
+                Control {
+                    generation: self.generation,
+                    _pad: 0,
+                },
+                0,
+            )
+            .map_err(|source| SamplerError::Map {
+                map: CONTROL_MAP,
+                source,
+            })?;
+        std::thread::sleep(GRACE);
+
+        let index = old as usize;
+        let mut samples = Vec::new();
+        for entry in self.counts[index].iter() {
+            let (key, count) = entry.map_err(|source| SamplerError::Map {
+                map: COUNTS_MAPS[index],
+                source,
+            })?;
+            samples.push((key, count));
+        }
+        for (key, _) in &samples {
+            // A key already gone cannot happen (nobody else deletes); ignore to keep draining.
+            let _ = self.counts[index].remove(key);
+        }
+        let counts_entries = samples.len();
+
+        let stack_ids: Vec<u32> = self.stacks[index]
+            .stack_ids()
+            .filter_map(Result::ok)
+            .collect();
+        let mut stacks = StdHashMap::with_capacity(stack_ids.len());
+        for &(key, _) in &samples {
+            for id in [key.user_stack_id, key.kernel_stack_id] {
+                if id >= 0 && !stacks.contains_key(&id) {
+                    if let Ok(trace) = self.stacks[index].get(&(id as u32), 0) {
+                        let ips: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
+                        stacks.insert(id, ips);
+                    }
+                }
+            }
+        }
+        for id in &stack_ids {
+            let _ = self.stacks[index].remove(id);
+        }
+
+        let counters = self.counter_delta()?;
+        Ok(Drained {
+            samples,
+            stacks,
+            counters,
+            counts_entries,
+            stack_entries: stack_ids.len(),
+            duration: started.elapsed(),
+        })
+    }
+
+    /// Counter increments of both generations since the last call.
+    fn counter_delta(&mut self) -> Result<CounterDelta, SamplerError> {
+        let mut delta = CounterDelta::default();
+        for generation in 0..2u32 {
+            let per_cpu =
+                self.counters
+                    .get(&generation, 0)
+                    .map_err(|source| SamplerError::Map {
+                        map: COUNTERS_MAP,
+                        source,
+                    })?;
+            let mut total = [0u64; COUNTER_COUNT];
+            for cpu in per_cpu.iter() {
+                for (sum, value) in total.iter_mut().zip(cpu.values) {
+                    *sum += value;
+                }
+            }
+            let seen = &mut self.seen[generation as usize];
+            for i in 0..COUNTER_COUNT {
+                delta.0[i] += total[i].saturating_sub(seen[i]);
+            }
+            *seen = total;
+        }
+        Ok(delta)
+    }
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, SamplerError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| SamplerError::Load(format!("map {name} missing from the BPF object")))?;
+    T::try_from(map).map_err(|source| SamplerError::Map { map: name, source })
+}
+
+/// First `io::Error` in an error's source chain.
+fn io_error_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a io::Error> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return Some(io);
+        }
+        current = e.source();
+    }
+    None
+}
+
+fn is_permission(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+}
+
+fn classify_load(err: &aya::EbpfError) -> SamplerError {
+    match io_error_in(err) {
+        Some(io) if is_permission(io) => SamplerError::Permission,
+        _ => SamplerError::Load(error_chain(err)),
+    }
+}
+
+fn classify_program(err: &aya::programs::ProgramError, frequency: u64) -> SamplerError {
+    if let aya::programs::ProgramError::SyscallError(syscall) = err {
+        if syscall.call == "perf_event_open" {
+            let io = &syscall.io_error;
+            return match io.raw_os_error() {
+                Some(libc::EPERM) | Some(libc::EACCES) => SamplerError::Permission,
+                Some(libc::EINVAL) => match max_sample_rate() {
+                    Some(max) if frequency > max => SamplerError::FrequencyTooHigh {
+                        requested: frequency,
+                        max,
+                    },
+                    _ => SamplerError::PerfEventsUnavailable(io::Error::from_raw_os_error(
+                        libc::EINVAL,
+                    )),
+                },
+                _ => SamplerError::PerfEventsUnavailable(io::Error::from(io.kind())),
+            };
+        }
+    }
+    match io_error_in(err) {
+        Some(io) if is_permission(io) => SamplerError::Permission,
+        _ => SamplerError::Load(error_chain(err)),
+    }
+}
+
+/// `kernel.perf_event_max_sample_rate`, when readable.
+pub fn max_sample_rate() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}

@@ -1,0 +1,363 @@
+//! Turns instruction pointers into named frames with blazesym.
+//!
+//! One long-lived [`Symbols`] owns the `Symbolizer` (which is neither `Send` nor `Sync`) on the
+//! pipeline thread. A process is cached on its first sample, so that its memory map survives
+//! its exit until the next drain; it is evicted once it is gone and no longer sampled.
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+    sync::Arc,
+};
+
+use blazesym::{
+    symbolize::{
+        cache, evict,
+        source::{Kernel, Process, Source},
+        CodeInfo, Input, Reason, Symbolized, Symbolizer,
+    },
+    Pid,
+};
+
+use crate::procinfo::{is_same_process_alive, ProcessInfo};
+
+/// Whether a frame ran in user space or in the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrameKind {
+    User,
+    Kernel,
+}
+
+/// One source-level function at a location (several when functions were inlined).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Line {
+    pub function: Arc<str>,
+    pub file: Option<Arc<str>>,
+    pub line: u32,
+}
+
+/// A symbolized instruction address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub kind: FrameKind,
+    pub address: u64,
+    /// Index into the process's `vmas` for user frames inside a file mapping.
+    pub vma: Option<usize>,
+    /// Innermost function first; never empty.
+    pub lines: Vec<Line>,
+}
+
+impl Location {
+    /// Name of the outermost function at this location (what a flat profile shows).
+    pub fn function(&self) -> &str {
+        &self
+            .lines
+            .last()
+            .expect("a location has at least one line")
+            .function
+    }
+
+    fn named(kind: FrameKind, address: u64, vma: Option<usize>, function: String) -> Self {
+        Self {
+            kind,
+            address,
+            vma,
+            lines: vec![Line {
+                function: function.into(),
+                file: None,
+                line: 0,
+            }],
+        }
+    }
+}
+
+/// Bounds of the symbolization caches.
+#[derive(Clone, Copy, Debug)]
+pub struct SymbolsConfig {
+    /// Processes tracked at once (cached memory maps).
+    pub max_processes: usize,
+    /// Kernel addresses whose names are remembered across drains.
+    pub max_kernel_symbols: usize,
+}
+
+/// Counters of the symbolization stage.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SymbolsStats {
+    pub processes_tracked: u64,
+    pub processes_evicted: u64,
+    /// Processes not tracked because the cache was full (their frames show module+offset or
+    /// their own symbols, read late).
+    pub processes_dropped: u64,
+    pub kernel_cache_hits: u64,
+    pub kernel_cache_misses: u64,
+    pub unknown_frames: u64,
+}
+
+struct Tracked {
+    info: ProcessInfo,
+    /// Whether a drain still referenced the process since it was last checked for exit.
+    seen: bool,
+}
+
+/// The symbolization stage.
+pub struct Symbols {
+    symbolizer: Symbolizer,
+    config: SymbolsConfig,
+    processes: HashMap<u32, Tracked>,
+    kernel: HashMap<u64, Location>,
+    build_ids: HashMap<String, Option<String>>,
+    pub stats: SymbolsStats,
+}
+
+impl Symbols {
+    pub fn new(config: SymbolsConfig) -> Self {
+        let symbolizer = Symbolizer::builder()
+            .enable_code_info(true)
+            .enable_inlined_fns(true)
+            .enable_demangling(true)
+            .build();
+        Self {
+            symbolizer,
+            config,
+            processes: HashMap::new(),
+            kernel: HashMap::new(),
+            build_ids: HashMap::new(),
+            stats: SymbolsStats::default(),
+        }
+    }
+
+    /// Captures a process while it is alive: names, cgroup, memory map (blazesym's VMA cache
+    /// and our own copy). Called on the first sample; again when its map changed.
+    pub fn track(&mut self, pid: u32) {
+        if pid == 0 {
+            // blazesym reads pid 0 as "this process"; the idle task is never profiled anyway.
+            return;
+        }
+        if !self.processes.contains_key(&pid) && self.processes.len() >= self.config.max_processes {
+            self.stats.processes_dropped += 1;
+            return;
+        }
+        let Some(mut info) = ProcessInfo::read(pid) else {
+            return;
+        };
+        for vma in &mut info.vmas {
+            vma.build_id = self.build_id(pid, &vma.path);
+        }
+        let mut process = cache::Process::new(Pid::from(pid));
+        process.cache_vmas = true;
+        process.cache_perf_map = false;
+        let request = cache::Cache::from(process);
+        if let Err(err) = self.symbolizer.cache(&request) {
+            tracing::debug!(pid, %err, "caching process memory map failed");
+        }
+        if self
+            .processes
+            .insert(pid, Tracked { info, seen: true })
+            .is_none()
+        {
+            self.stats.processes_tracked += 1;
+        }
+    }
+
+    /// Build id of a mapped file, read once per path (bounded cache).
+    fn build_id(&mut self, pid: u32, path: &str) -> Option<String> {
+        if !path.starts_with('/') {
+            return None;
+        }
+        if let Some(id) = self.build_ids.get(path) {
+            return id.clone();
+        }
+        if self.build_ids.len() >= self.config.max_processes {
+            self.build_ids.clear();
+        }
+        // Through /proc/PID/root so that a containerized process's own file is read.
+        let id = blazesym::helper::read_elf_build_id(&format!("/proc/{pid}/root{path}"))
+            .ok()
+            .flatten()
+            .map(|bytes| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        self.build_ids.insert(path.to_string(), id.clone());
+        id
+    }
+
+    /// What is known about `pid`; a process first met at drain time is read now.
+    pub fn process(&mut self, pid: u32) -> ProcessInfo {
+        if !self.processes.contains_key(&pid) {
+            self.track(pid);
+        }
+        match self.processes.get_mut(&pid) {
+            Some(tracked) => {
+                tracked.seen = true;
+                tracked.info.clone()
+            }
+            None => ProcessInfo::unknown(pid),
+        }
+    }
+
+    /// Symbolizes user-space addresses of one process, one batch.
+    pub fn user(&mut self, pid: u32, addrs: &[u64]) -> Vec<Location> {
+        if addrs.is_empty() {
+            return Vec::new();
+        }
+        let mut results = self.symbolize_process(pid, addrs);
+        let unmapped = results.iter().any(|r| matches!(r, Err(Reason::Unmapped)));
+        let alive = self
+            .processes
+            .get(&pid)
+            .is_some_and(|t| is_same_process_alive(pid, t.info.start_time));
+        if unmapped && alive {
+            // The process mapped more code (dlopen, JIT) since it was cached: refresh once.
+            self.track(pid);
+            results = self.symbolize_process(pid, addrs);
+        }
+        let info = self.processes.get(&pid).map(|t| &t.info);
+        let mut locations = Vec::with_capacity(addrs.len());
+        for (&addr, result) in addrs.iter().zip(results) {
+            let vma = info.and_then(|i| i.vma_for(addr));
+            let location = match result {
+                Ok(lines) => Location {
+                    kind: FrameKind::User,
+                    address: addr,
+                    vma: vma.map(|v| v.0),
+                    lines,
+                },
+                Err(_) => {
+                    self.stats.unknown_frames += 1;
+                    let name = match vma {
+                        Some((_, v)) => format!(
+                            "{}+{:#x}",
+                            v.path.rsplit('/').next().unwrap_or(&v.path),
+                            addr - v.start + v.file_offset
+                        ),
+                        None => format!("[unknown] {addr:#x}"),
+                    };
+                    Location::named(FrameKind::User, addr, vma.map(|v| v.0), name)
+                }
+            };
+            locations.push(location);
+        }
+        locations
+    }
+
+    fn symbolize_process(&mut self, pid: u32, addrs: &[u64]) -> Vec<Result<Vec<Line>, Reason>> {
+        let alive = Path::new(&format!("/proc/{pid}")).exists();
+        let mut source = Process::new(Pid::from(pid));
+        // map_files reaches binaries inside other mount namespaces (containers) but only
+        // while the process lives; after its exit the cached paths are opened directly.
+        source.map_files = alive;
+        source.perf_map = alive;
+        let source = Source::Process(source);
+        match self.symbolizer.symbolize(&source, Input::AbsAddr(addrs)) {
+            Ok(results) => results.into_iter().map(symbolized_lines).collect(),
+            Err(err) => {
+                tracing::debug!(pid, %err, "symbolizing process failed");
+                addrs.iter().map(|_| Err(Reason::Unsupported)).collect()
+            }
+        }
+    }
+
+    /// Symbolizes kernel addresses via kallsyms, remembering them across drains (bounded).
+    pub fn kernel(&mut self, addrs: &[u64]) -> Vec<Location> {
+        let missing: Vec<u64> = {
+            let mut seen = HashSet::new();
+            addrs
+                .iter()
+                .copied()
+                .filter(|a| !self.kernel.contains_key(a) && seen.insert(*a))
+                .collect()
+        };
+        self.stats.kernel_cache_misses += missing.len() as u64;
+        self.stats.kernel_cache_hits += (addrs.len() - missing.len()) as u64;
+        if !missing.is_empty() {
+            if self.kernel.len() + missing.len() > self.config.max_kernel_symbols {
+                self.kernel.clear();
+            }
+            let source = Source::Kernel(Kernel {
+                // vmlinux discovery probes many paths per call and is absent on most hosts.
+                vmlinux: blazesym::MaybeDefault::None,
+                debug_syms: false,
+                ..Kernel::default()
+            });
+            let results = match self.symbolizer.symbolize(&source, Input::AbsAddr(&missing)) {
+                Ok(results) => results.into_iter().map(symbolized_lines).collect(),
+                Err(err) => {
+                    tracing::debug!(%err, "kernel symbolization failed");
+                    vec![Err(Reason::Unsupported); missing.len()]
+                }
+            };
+            for (&addr, result) in missing.iter().zip(results) {
+                let location = match result {
+                    Ok(lines) => Location {
+                        kind: FrameKind::Kernel,
+                        address: addr,
+                        vma: None,
+                        lines,
+                    },
+                    Err(_) => {
+                        self.stats.unknown_frames += 1;
+                        Location::named(
+                            FrameKind::Kernel,
+                            addr,
+                            None,
+                            format!("[kernel] {addr:#x}"),
+                        )
+                    }
+                };
+                self.kernel.insert(addr, location);
+            }
+        }
+        addrs.iter().map(|a| self.kernel[a].clone()).collect()
+    }
+
+    /// Forgets processes that exited and were not referenced since the last call. Returns
+    /// their pids so the sampler can announce a reused pid again.
+    pub fn evict_exited(&mut self) -> Vec<u32> {
+        let mut gone = Vec::new();
+        for (&pid, tracked) in self.processes.iter_mut() {
+            if tracked.seen {
+                tracked.seen = false;
+                continue;
+            }
+            if !is_same_process_alive(pid, tracked.info.start_time) {
+                gone.push(pid);
+            }
+        }
+        for pid in &gone {
+            self.processes.remove(pid);
+            let evict = evict::Evict::Process(evict::Process::new(Pid::from(*pid)));
+            let _ = self.symbolizer.evict(&evict);
+            self.stats.processes_evicted += 1;
+        }
+        gone
+    }
+
+    /// Processes currently tracked.
+    pub fn tracked(&self) -> usize {
+        self.processes.len()
+    }
+}
+
+fn code_file(info: &CodeInfo<'_>) -> Arc<str> {
+    info.to_path().to_string_lossy().into()
+}
+
+/// pprof lines of one symbolization result, innermost inlined function first.
+fn symbolized_lines(result: Symbolized<'_>) -> Result<Vec<Line>, Reason> {
+    let sym = match result {
+        Symbolized::Sym(sym) => sym,
+        Symbolized::Unknown(reason) => return Err(reason),
+    };
+    let mut lines = Vec::with_capacity(1 + sym.inlined.len());
+    for inlined in sym.inlined.iter().rev() {
+        lines.push(Line {
+            function: inlined.name.as_ref().into(),
+            file: inlined.code_info.as_ref().map(code_file),
+            line: inlined.code_info.as_ref().and_then(|c| c.line).unwrap_or(0),
+        });
+    }
+    lines.push(Line {
+        function: sym.name.as_ref().into(),
+        file: sym.code_info.as_deref().map(code_file),
+        line: sym.code_info.as_ref().and_then(|c| c.line).unwrap_or(0),
+    });
+    Ok(lines)
+}
