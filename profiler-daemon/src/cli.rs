@@ -314,7 +314,7 @@ mod tests {
             (&["record", "--duration", "soon"][..], "--duration"),
             (&["record", "--format", "png"][..], "--format"),
             (
-                &["run", "--upload-interval", "-1s"][..],
+                &["run", "--upload-interval", "1week"][..],
                 "--upload-interval",
             ),
             (&["run", "--dump-max-bytes", "lots"][..], "--dump-max-bytes"),

@@ -3,7 +3,6 @@
 use std::{
     fs,
     io::IsTerminal,
-    path::Path,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -16,6 +15,7 @@ use crate::{
     output::{flame_graph_svg, folded_lines, write_atomic, DumpDir},
     pipeline::{Pipeline, PipelineConfig},
     pprof, preflight,
+    procinfo::is_running,
     sampler::SamplerConfig,
     symbolize::SymbolsConfig,
     BPF_OBJECT,
@@ -146,13 +146,7 @@ pub fn record(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
         if !running {
             break;
         }
-        if !args.target.pids.is_empty()
-            && args
-                .target
-                .pids
-                .iter()
-                .all(|p| !Path::new(&format!("/proc/{p}")).exists())
-        {
+        if !args.target.pids.is_empty() && !args.target.pids.iter().any(|&p| is_running(p)) {
             tracing::info!("every --pid has exited; writing the profile now");
             pipeline.collect().context("draining the BPF maps failed")?;
             break;

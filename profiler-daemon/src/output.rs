@@ -243,7 +243,7 @@ mod tests {
     #[test]
     fn names_are_sanitized() {
         assert_eq!(sanitize_name("kworker/0:1H"), "kworker_0_1H");
-        assert_eq!(sanitize_name("../.."), "_._");
+        assert_eq!(sanitize_name("../.."), "_");
         assert_eq!(sanitize_name(""), "unknown");
         let name = DumpDir::profile_name("a b", 7, UNIX_EPOCH);
         assert_eq!(name, "a_b-7.cpu.19700101T000000.000Z.pb.gz");

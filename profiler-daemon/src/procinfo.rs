@@ -133,6 +133,17 @@ pub fn parse_maps(text: &str) -> Vec<Vma> {
     vmas
 }
 
+/// True when `pid` exists and has not exited (a zombie waiting for its parent has exited).
+pub fn is_running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.get(stat.rfind(')')? + 2..)?.chars().next()?;
+            Some(!matches!(state, 'Z' | 'X'))
+        })
+        .unwrap_or(false)
+}
+
 /// True when `pid` still names the process that started at `start_time`.
 pub fn is_same_process_alive(pid: u32, start_time: u64) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {

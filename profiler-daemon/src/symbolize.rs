@@ -6,7 +6,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    path::Path,
     sync::Arc,
 };
 
@@ -19,7 +18,7 @@ use blazesym::{
     Pid,
 };
 
-use crate::procinfo::{is_same_process_alive, ProcessInfo};
+use crate::procinfo::{is_running, is_same_process_alive, ProcessInfo};
 
 /// Whether a frame ran in user space or in the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -239,7 +238,7 @@ impl Symbols {
     }
 
     fn symbolize_process(&mut self, pid: u32, addrs: &[u64]) -> Vec<Result<Vec<Line>, Reason>> {
-        let alive = Path::new(&format!("/proc/{pid}")).exists();
+        let alive = is_running(pid);
         let mut source = Process::new(Pid::from(pid));
         // map_files reaches binaries inside other mount namespaces (containers) but only
         // while the process lives; after its exit the cached paths are opened directly.

@@ -1,1 +1,258 @@
+//! Helpers for the end-to-end tests: build C fixtures, run the real `profilerd` binary, read
+//! the pprof it writes.
+//!
+//! The tests need root (they load BPF programs and make cgroups) and a built `profilerd`
+//! (`cargo xtask test` builds it before running them).
 
+use std::{
+    collections::HashMap,
+    io::Read,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+pub use profilerd::pprof_proto::Profile;
+use prost::Message;
+
+/// The workspace's target directory, found from this test binary (target/<profile>/deps/x).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.ancestors().nth(3).expect("target dir").to_path_buf()
+}
+
+/// The `profilerd` binary built next to this test binary.
+pub fn profilerd() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let binary = profile_dir.join("profilerd");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first (`cargo xtask test` does)",
+        binary.display()
+    );
+    binary
+}
+
+/// A scratch directory unique to one test, emptied on creation.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = target_dir()
+        .join("e2e")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+/// Compiles `tests/fixtures/NAME.c` with frame pointers everywhere (-O0) and returns the binary.
+pub fn fixture(name: &str) -> PathBuf {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(format!("{name}.c"));
+    let out_dir = target_dir().join("fixtures");
+    std::fs::create_dir_all(&out_dir).expect("fixtures dir");
+    let binary = out_dir.join(name);
+    let output = Command::new("gcc")
+        .args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("gcc must be installed (cargo xtask setup installs it)");
+    assert!(
+        output.status.success(),
+        "gcc failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    binary
+}
+
+/// A child process killed when dropped.
+pub struct Running(pub Child);
+
+impl Running {
+    pub fn spawn(program: &Path, args: &[&str]) -> Self {
+        let child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        Running(child)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `profilerd ARGS` to completion (bounded by `limit`) and returns its output.
+pub fn run_profilerd(args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(profilerd())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start profilerd");
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("wait profilerd").is_some() {
+            return child.wait_with_output().expect("profilerd output");
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("profilerd output");
+            panic!(
+                "profilerd {args:?} did not finish within {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Like [`run_profilerd`], and asserts it succeeded.
+pub fn run_ok(args: &[&str], limit: Duration) -> Output {
+    let output = run_profilerd(args, limit);
+    assert!(
+        output.status.success(),
+        "profilerd {args:?} failed ({}); stderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Decodes a gzipped (or plain) pprof file.
+pub fn read_pprof(path: &Path) -> Profile {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let raw = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut raw)
+            .expect("gunzip");
+        raw
+    } else {
+        bytes
+    };
+    Profile::decode(&raw[..]).expect("valid pprof protobuf")
+}
+
+/// A decoded sample: its labels and its stack as function names, leaf first (inlined
+/// functions expanded), with kernel frames marked by their mapping.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub labels: HashMap<String, String>,
+    pub frames: Vec<Frame>,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub function: String,
+    pub kernel: bool,
+}
+
+impl Stack {
+    pub fn pid(&self) -> u32 {
+        self.labels["pid"].parse().expect("numeric pid label")
+    }
+
+    pub fn has(&self, function: &str) -> bool {
+        self.frames.iter().any(|f| f.function == function)
+    }
+
+    pub fn leaf_user(&self) -> Option<&str> {
+        self.frames
+            .iter()
+            .find(|f| !f.kernel)
+            .map(|f| f.function.as_str())
+    }
+}
+
+/// All samples of a profile as [`Stack`]s.
+pub fn stacks(profile: &Profile) -> Vec<Stack> {
+    let s = |i: i64| profile.string_table[i as usize].clone();
+    let functions: HashMap<u64, String> =
+        profile.function.iter().map(|f| (f.id, s(f.name))).collect();
+    let kernel_mappings: Vec<u64> = profile
+        .mapping
+        .iter()
+        .filter(|m| s(m.filename) == "[kernel.kallsyms]")
+        .map(|m| m.id)
+        .collect();
+    let locations: HashMap<u64, Vec<Frame>> = profile
+        .location
+        .iter()
+        .map(|l| {
+            let kernel = kernel_mappings.contains(&l.mapping_id);
+            let frames = l
+                .line
+                .iter()
+                .map(|line| Frame {
+                    function: functions[&line.function_id].clone(),
+                    kernel,
+                })
+                .collect();
+            (l.id, frames)
+        })
+        .collect();
+    profile
+        .sample
+        .iter()
+        .map(|sample| Stack {
+            labels: sample.label.iter().map(|l| (s(l.key), s(l.str))).collect(),
+            frames: sample
+                .location_id
+                .iter()
+                .flat_map(|id| locations[id].clone())
+                .collect(),
+            count: sample.value[0],
+        })
+        .collect()
+}
+
+/// `go tool pprof ARGS FILE`, asserting it succeeds; returns stdout.
+pub fn go_pprof(args: &[&str], file: &Path) -> String {
+    let output = Command::new("go")
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(file)
+        .env("HOME", target_dir())
+        .env("PPROF_TMPDIR", target_dir())
+        .output()
+        .expect("go must be installed (cargo xtask setup installs golang-go)");
+    assert!(
+        output.status.success(),
+        "go tool pprof {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Waits until `path` exists with content, up to `limit`.
+pub fn wait_for_file(path: &Path, limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if std::fs::metadata(path)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false)
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}

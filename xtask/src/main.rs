@@ -1,1 +1,202 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | build | run | test`.
+//!
+//! `setup` installs exactly what is missing on a Debian 12 host (the BPF toolchain, the
+//! reference pprof reader) and is quick when everything is present; every other task runs it
+//! first, so the README's two commands work on a fresh machine.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Context, Result};
+
+/// Debian packages the build and the tests need, with what each is for.
+const PACKAGES: &[(&str, &str)] = &[
+    (
+        "rustc-web",
+        "rustc with LLVM 22 that compiles the BPF crate",
+    ),
+    (
+        "libstd-rust-web-dev-bpf",
+        "precompiled core library for bpfel-unknown-none",
+    ),
+    ("llvm-22-dev", "LLVM that bpf-linker links against"),
+    (
+        "libpolly-22-dev",
+        "needed to link bpf-linker against LLVM 22",
+    ),
+    ("libzstd-dev", "needed to link bpf-linker against LLVM 22"),
+    (
+        "golang-go",
+        "`go tool pprof`, the reference pprof reader used by the tests",
+    ),
+    ("gcc", "compiles the C test fixtures"),
+    ("util-linux", "setpriv, used by the privilege tests"),
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("build") => setup().and_then(|()| cargo(&["build", "--workspace"])),
+        Some("run") => run(&args[1..]),
+        Some("test") => test(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n\
+                 tasks:\n  \
+                 setup   install what is missing (Debian packages, bpf-linker)\n  \
+                 build   setup, then build everything\n  \
+                 run     setup, build release, run `profilerd run` (extra args are passed on;\n          \
+                 default: --dump-dir profiles)\n  \
+                 test    setup, build, then fmt check, clippy, unit and end-to-end tests"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn cargo_bin() -> PathBuf {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+        .join("bin")
+}
+
+fn status(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    status(Command::new(cargo).current_dir(root()).args(args))
+}
+
+fn is_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn setup() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !is_installed(p))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+        for (package, why) in PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
+            eprintln!("  {package}: {why}");
+        }
+        status(Command::new("apt-get").args(["update", "-qq"]))
+            .context("apt-get update failed: setup must run as root on Debian 12")?;
+        status(
+            Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing),
+        )
+        .context("installing Debian packages failed")?;
+    }
+
+    let linker = cargo_bin().join("bpf-linker");
+    let linker_ok = Command::new(&linker)
+        .arg("--version")
+        .output()
+        .map(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        })
+        .unwrap_or(false);
+    if !linker_ok {
+        eprintln!(
+            "xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)"
+        );
+        let path = format!(
+            "/usr/lib/llvm-22/bin:{}",
+            env::var("PATH").unwrap_or_default()
+        );
+        let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        status(
+            Command::new(cargo)
+                .env("PATH", path)
+                .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22")
+                .args([
+                    "install",
+                    "--locked",
+                    "bpf-linker",
+                    "--version",
+                    BPF_LINKER_VERSION,
+                ])
+                .args(["--no-default-features", "--features", "llvm-22"]),
+        )
+        .context("installing bpf-linker failed")?;
+    }
+    Ok(())
+}
+
+fn run(extra: &[String]) -> Result<()> {
+    setup()?;
+    cargo(&["build", "--release", "-p", "profiler-daemon"])?;
+    let binary = root().join("target/release/profilerd");
+    let mut args: Vec<String> = vec!["run".into()];
+    if extra.is_empty() {
+        args.extend([
+            "--dump-dir".into(),
+            root().join("profiles").display().to_string(),
+        ]);
+    } else {
+        args.extend(extra.iter().cloned());
+    }
+    eprintln!(
+        "xtask: {} {} (Ctrl-C flushes and stops)",
+        binary.display(),
+        args.join(" ")
+    );
+    status(Command::new(binary).args(&args))
+}
+
+fn test() -> Result<()> {
+    setup()?;
+    cargo(&["fmt", "--all", "--check"]).context("code is not formatted: run `cargo fmt --all`")?;
+    cargo(&["build", "--workspace", "--bins"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    // The end-to-end tests share the kernel (perf events, cgroups): one at a time.
+    cargo(&["test", "--workspace", "--", "--test-threads=1"])
+}

@@ -1,0 +1,103 @@
+//! Bad input gets one line naming the cause and the fix, and a non-zero exit.
+
+use std::{process::Command, time::Duration};
+
+use profiler_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs profilerd expecting failure; returns its single error line.
+fn one_line_error(args: &[&str]) -> String {
+    let output = run_profilerd(args, LIMIT);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{args:?} should fail with exit 1"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{args:?} should print exactly one line, got:\n{stderr}"
+    );
+    lines[0].to_string()
+}
+
+#[test]
+fn missing_pid() {
+    let line = one_line_error(&["record", "--pid", "999999999", "--duration", "1s"]);
+    assert!(line.contains("no process with pid 999999999"), "{line}");
+}
+
+#[test]
+fn missing_and_non_cgroup2_paths() {
+    let line = one_line_error(&["record", "--cgroup", "/no/such/cgroup", "--duration", "1s"]);
+    assert!(line.contains("does not exist"), "{line}");
+    let line = one_line_error(&["record", "--cgroup", "/proc/self", "--duration", "1s"]);
+    assert!(line.contains("not a cgroup2 directory"), "{line}");
+}
+
+#[test]
+fn unwritable_dump_dir_and_output() {
+    let line = one_line_error(&[
+        "run",
+        "--dump-dir",
+        "/proc/profilerd-no",
+        "--duration",
+        "1s",
+    ]);
+    assert!(
+        line.contains("--dump-dir") && line.contains("/proc/profilerd-no"),
+        "{line}"
+    );
+    let line = one_line_error(&[
+        "record",
+        "--duration",
+        "1s",
+        "--output",
+        "/proc/profilerd-no/x.pb.gz",
+    ]);
+    assert!(line.contains("--output"), "{line}");
+}
+
+#[test]
+fn unprivileged_user_is_told_which_capabilities_are_missing() {
+    let nobody = "65534";
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid",
+            nobody,
+            "--regid",
+            nobody,
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(profilerd())
+        .args([
+            "record",
+            "--duration",
+            "1s",
+            "--output",
+            "/tmp/profilerd-unprivileged.pb.gz",
+        ])
+        .output()
+        .expect("setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("CAP_BPF") && stderr.contains("CAP_PERFMON") && stderr.contains("root"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_flags_name_the_flag() {
+    let output = run_profilerd(&["record", "--frequency", "0"], LIMIT);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--frequency"));
+    let output = run_profilerd(&["run", "--upload-interval", "often"], LIMIT);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--upload-interval"));
+}
