@@ -1,4 +1,5 @@
 use std::{
+    io::IsTerminal,
     process::ExitCode,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 

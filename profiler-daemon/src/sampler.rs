@@ -312,7 +312,7 @@ impl Sampler {
             let _ = self.stacks[index].remove(id);
         }
 
-        let counters = self.counter_delta()?;
+        let counters = self.counter_delta(old)?;
         Ok(Drained {
             samples,
             stacks,
@@ -323,29 +323,28 @@ impl Sampler {
         })
     }
 
-    /// Counter increments of both generations since the last call.
-    fn counter_delta(&mut self) -> Result<CounterDelta, SamplerError> {
-        let mut delta = CounterDelta::default();
-        for generation in 0..2u32 {
-            let per_cpu =
-                self.counters
-                    .get(&generation, 0)
-                    .map_err(|source| SamplerError::Map {
-                        map: COUNTERS_MAP,
-                        source,
-                    })?;
-            let mut total = [0u64; COUNTER_COUNT];
-            for cpu in per_cpu.iter() {
-                for (sum, value) in total.iter_mut().zip(cpu.values) {
-                    *sum += value;
-                }
+    /// Counter increments of the just-drained generation since it was last drained. Only that
+    /// generation is read, so the counters describe exactly the samples drained with them.
+    fn counter_delta(&mut self, generation: u32) -> Result<CounterDelta, SamplerError> {
+        let per_cpu = self
+            .counters
+            .get(&generation, 0)
+            .map_err(|source| SamplerError::Map {
+                map: COUNTERS_MAP,
+                source,
+            })?;
+        let mut total = [0u64; COUNTER_COUNT];
+        for cpu in per_cpu.iter() {
+            for (sum, value) in total.iter_mut().zip(cpu.values) {
+                *sum += value;
             }
-            let seen = &mut self.seen[generation as usize];
-            for i in 0..COUNTER_COUNT {
-                delta.0[i] += total[i].saturating_sub(seen[i]);
-            }
-            *seen = total;
         }
+        let seen = &mut self.seen[generation as usize];
+        let mut delta = CounterDelta::default();
+        for i in 0..COUNTER_COUNT {
+            delta.0[i] = total[i].saturating_sub(seen[i]);
+        }
+        *seen = total;
         Ok(delta)
     }
 }

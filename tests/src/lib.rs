@@ -256,3 +256,16 @@ pub fn wait_for_file(path: &Path, limit: Duration) -> bool {
     }
     false
 }
+
+/// The `key=value` counters of profilerd's "sample accounting:" log line.
+pub fn accounting(stderr: &str) -> HashMap<String, u64> {
+    let line = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.split_once("sample accounting: ").map(|(_, rest)| rest))
+        .unwrap_or_else(|| panic!("no sample accounting line in:\n{stderr}"));
+    line.split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().expect("numeric counter")))
+        .collect()
+}

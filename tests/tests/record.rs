@@ -28,7 +28,7 @@ fn hot_function_share_and_caller_chain_in_pprof() {
     let dir = scratch("record-pprof");
     let out = dir.join("cpu.pb.gz");
     let pid = fixture.pid().to_string();
-    run_ok(
+    let output = run_ok(
         &[
             "record",
             "--pid",
@@ -44,6 +44,18 @@ fn hot_function_share_and_caller_chain_in_pprof() {
     let profile = read_pprof(&out);
     let stacks = stacks(&profile);
     let total: i64 = stacks.iter().map(|s| s.count).sum();
+
+    // Every sample taken is either in the profile or in a counter with its reason.
+    let acc = accounting(&String::from_utf8_lossy(&output.stderr));
+    eprintln!("accounting: {acc:?}");
+    assert_eq!(
+        acc["taken"],
+        acc["idle"] + acc["filtered"] + acc["recorded"] + acc["dropped_map_full"],
+        "{acc:?}"
+    );
+    assert_eq!(acc["recorded"], acc["drained"], "{acc:?}");
+    assert_eq!(acc["drained"], acc["in_profiles"] + acc["dropped_stack_limit"], "{acc:?}");
+    assert_eq!(acc["in_profiles"], total as u64, "{acc:?}");
     // 4 s at 99 Hz of one busy thread is ~396 samples; a shared VM loses some.
     assert!(total >= 150, "only {total} samples in 4 s");
     assert!(
