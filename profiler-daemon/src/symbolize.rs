@@ -92,10 +92,14 @@ pub struct SymbolsStats {
     pub unknown_frames: u64,
 }
 
+/// Eviction rounds (drains) after which a live process that was not sampled is forgotten; the
+/// kernel announces it again on its next sample.
+const IDLE_ROUNDS: u32 = 300;
+
 struct Tracked {
     info: ProcessInfo,
-    /// Whether a drain still referenced the process since it was last checked for exit.
-    seen: bool,
+    /// Eviction rounds since a drain last referenced the process (0: referenced in this one).
+    idle_rounds: u32,
 }
 
 /// The symbolization stage.
@@ -151,7 +155,13 @@ impl Symbols {
         }
         if self
             .processes
-            .insert(pid, Tracked { info, seen: true })
+            .insert(
+                pid,
+                Tracked {
+                    info,
+                    idle_rounds: 0,
+                },
+            )
             .is_none()
         {
             self.stats.processes_tracked += 1;
@@ -185,7 +195,7 @@ impl Symbols {
         }
         match self.processes.get_mut(&pid) {
             Some(tracked) => {
-                tracked.seen = true;
+                tracked.idle_rounds = 0;
                 tracked.info.clone()
             }
             None => ProcessInfo::unknown(pid),
@@ -307,16 +317,30 @@ impl Symbols {
         addrs.iter().map(|a| self.kernel[a].clone()).collect()
     }
 
-    /// Forgets processes that exited and were not referenced since the last call. Returns
-    /// their pids so the sampler can announce a reused pid again.
+    /// Forgets processes that exited and were not referenced by the last drain, and live ones
+    /// idle for [`IDLE_ROUNDS`] drains. Returns their pids so the sampler announces them (or a
+    /// process that reuses the pid) again.
     pub fn evict_exited(&mut self) -> Vec<u32> {
         let mut gone = Vec::new();
         for (&pid, tracked) in self.processes.iter_mut() {
-            if tracked.seen {
-                tracked.seen = false;
+            tracked.idle_rounds += 1;
+            if tracked.idle_rounds == 1 {
                 continue;
             }
-            if !is_same_process_alive(pid, tracked.info.start_time) {
+            // kill(pid, 0) is one cheap syscall per idle process; the /proc read that also
+            // tells a reused pid apart runs only when the process is about to be forgotten.
+            // SAFETY: signal 0 only checks that the process exists.
+            let exists = unsafe { libc::kill(pid as i32, 0) } == 0
+                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+            let forget = if !exists {
+                true
+            } else if tracked.idle_rounds % 10 != 0 {
+                false
+            } else {
+                tracked.idle_rounds > IDLE_ROUNDS
+                    || !is_same_process_alive(pid, tracked.info.start_time)
+            };
+            if forget {
                 gone.push(pid);
             }
         }

@@ -54,7 +54,11 @@ fn hot_function_share_and_caller_chain_in_pprof() {
         "{acc:?}"
     );
     assert_eq!(acc["recorded"], acc["drained"], "{acc:?}");
-    assert_eq!(acc["drained"], acc["in_profiles"] + acc["dropped_stack_limit"], "{acc:?}");
+    assert_eq!(
+        acc["drained"],
+        acc["in_profiles"] + acc["dropped_stack_limit"],
+        "{acc:?}"
+    );
     assert_eq!(acc["in_profiles"], total as u64, "{acc:?}");
     // 4 s at 99 Hz of one busy thread is ~396 samples; a shared VM loses some.
     assert!(total >= 150, "only {total} samples in 4 s");
