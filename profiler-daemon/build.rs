@@ -17,8 +17,11 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
 
-    println!("cargo::rerun-if-changed=proto/profile.proto");
-    let fds = match protox::compile(["profile.proto"], [manifest_dir.join("proto")]) {
+    println!("cargo::rerun-if-changed=proto");
+    let fds = match protox::compile(
+        ["profile.proto", "push.proto"],
+        [manifest_dir.join("proto")],
+    ) {
         Ok(fds) => fds,
         Err(err) => {
             println!("cargo::error=proto/profile.proto does not compile: {err}");

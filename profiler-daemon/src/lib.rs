@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod cli;
 pub mod commands;
+pub mod labels;
 pub mod output;
 pub mod pipeline;
 pub mod pprof;
@@ -19,6 +20,12 @@ pub mod symbolize;
 #[allow(clippy::all, missing_docs)]
 pub mod pprof_proto {
     include!(concat!(env!("OUT_DIR"), "/perftools.profiles.rs"));
+}
+
+/// Types generated from `proto/push.proto` (Pyroscope's push API).
+#[allow(clippy::all, missing_docs)]
+pub mod push_proto {
+    include!(concat!(env!("OUT_DIR"), "/push.v1.rs"));
 }
 
 /// The BPF object built by `build.rs` from `profiler-ebpf`.

@@ -54,7 +54,7 @@ pub fn encode(window: &Window, processes: &[&ProcessProfile], comments: &[String
     let period_type = Some(value_type(&mut strings, "cpu", "nanoseconds"));
 
     let mut mappings: Vec<pb::Mapping> = Vec::new();
-    let mut mapping_ids: HashMap<(u32, usize), u64> = HashMap::new();
+    let mut mapping_ids: HashMap<(u32, u64), u64> = HashMap::new();
     let mut kernel_mapping: Option<u64> = None;
     let mut functions: Vec<pb::Function> = Vec::new();
     let mut function_ids: HashMap<(i64, i64), u64> = HashMap::new();
@@ -66,7 +66,7 @@ pub fn encode(window: &Window, processes: &[&ProcessProfile], comments: &[String
         let pid = process.info.pid;
         let mut location_ids = vec![0u64; process.locations.len()];
         for (i, location) in process.locations.iter().enumerate() {
-            let mapping_id = match (location.kind, location.vma) {
+            let mapping_id = match (location.kind, &location.vma) {
                 (FrameKind::Kernel, _) if location.address != 0 => *kernel_mapping
                     .get_or_insert_with(|| {
                         mappings.push(pb::Mapping {
@@ -79,9 +79,8 @@ pub fn encode(window: &Window, processes: &[&ProcessProfile], comments: &[String
                         });
                         mappings.len() as u64
                     }),
-                (FrameKind::User, Some(vma_index)) => {
-                    *mapping_ids.entry((pid, vma_index)).or_insert_with(|| {
-                        let vma = &process.info.vmas[vma_index];
+                (FrameKind::User, Some(vma)) => {
+                    *mapping_ids.entry((pid, vma.start)).or_insert_with(|| {
                         mappings.push(pb::Mapping {
                             id: mappings.len() as u64 + 1,
                             memory_start: vma.start,
@@ -210,29 +209,32 @@ mod tests {
     }
 
     fn window() -> Window {
+        let vma = Arc::new(Vma {
+            start: 0x1000,
+            end: 0x2000,
+            file_offset: 0,
+            path: "/usr/bin/hot".into(),
+            build_id: Some("abcd".into()),
+        });
         let info = ProcessInfo {
             pid: 42,
             comm: "hot".into(),
-            vmas: vec![Vma {
-                start: 0x1000,
-                end: 0x2000,
-                file_offset: 0,
-                path: "/usr/bin/hot".into(),
-                build_id: Some("abcd".into()),
-            }],
+            // Empty on purpose: a process re-read after a dlopen has a different VMA list than
+            // the one captured when its window began; locations carry their own mapping.
+            vmas: vec![],
             ..Default::default()
         };
         let locations = vec![
             Location {
                 kind: FrameKind::User,
                 address: 0x1100,
-                vma: Some(0),
+                vma: Some(vma.clone()),
                 lines: vec![line("main")],
             },
             Location {
                 kind: FrameKind::User,
                 address: 0x1200,
-                vma: Some(0),
+                vma: Some(vma.clone()),
                 lines: vec![line("inlined_leaf"), line("hot")],
             },
             Location {

@@ -1,7 +1,7 @@
 //! What the daemon records about a process while it is alive: names, cgroup, and its
 //! executable mappings (needed for pprof mappings and for naming frames that have no symbol).
 
-use std::{fs, path::PathBuf};
+use std::{fs, path::PathBuf, sync::Arc};
 
 /// One executable, file-backed mapping of a process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub struct ProcessInfo {
     pub cgroup: String,
     /// Start time in clock ticks since boot; tells a reused pid from the original process.
     pub start_time: u64,
-    pub vmas: Vec<Vma>,
+    pub vmas: Vec<Arc<Vma>>,
 }
 
 impl ProcessInfo {
@@ -40,7 +40,7 @@ impl ProcessInfo {
             .map(|text| parse_cgroup_v2(&text))
             .unwrap_or_default();
         let vmas = fs::read_to_string(format!("/proc/{pid}/maps"))
-            .map(|text| parse_maps(&text))
+            .map(|text| parse_maps(&text).into_iter().map(Arc::new).collect())
             .unwrap_or_default();
         Some(Self {
             pid,
@@ -62,12 +62,9 @@ impl ProcessInfo {
     }
 
     /// The mapping holding `addr`, if any.
-    pub fn vma_for(&self, addr: u64) -> Option<(usize, &Vma)> {
+    pub fn vma_for(&self, addr: u64) -> Option<&Arc<Vma>> {
         let index = self.vmas.partition_point(|v| v.end <= addr);
-        self.vmas
-            .get(index)
-            .filter(|v| v.start <= addr)
-            .map(|v| (index, v))
+        self.vmas.get(index).filter(|v| v.start <= addr)
     }
 
     /// Short name of the executable (basename of `exe`, else `comm`).
@@ -197,10 +194,13 @@ mod tests {
         assert_eq!(vmas[0].file_offset, 0x1000);
         assert_eq!(vmas[2].path, "[vdso]");
         let info = ProcessInfo {
-            vmas,
+            vmas: vmas.into_iter().map(Arc::new).collect(),
             ..ProcessInfo::default()
         };
-        assert_eq!(info.vma_for(0x7f0000000010).map(|(i, _)| i), Some(1));
+        assert_eq!(
+            info.vma_for(0x7f0000000010).map(|v| v.start),
+            Some(0x7f0000000000)
+        );
         assert!(info.vma_for(0x1).is_none());
         assert!(info.vma_for(0x55d0c0000500).is_none());
     }

@@ -18,7 +18,7 @@ use blazesym::{
     Pid,
 };
 
-use crate::procinfo::{is_running, is_same_process_alive, ProcessInfo};
+use crate::procinfo::{is_running, is_same_process_alive, ProcessInfo, Vma};
 
 /// Whether a frame ran in user space or in the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,8 +40,8 @@ pub struct Line {
 pub struct Location {
     pub kind: FrameKind,
     pub address: u64,
-    /// Index into the process's `vmas` for user frames inside a file mapping.
-    pub vma: Option<usize>,
+    /// The file mapping of a user frame, when it is in one.
+    pub vma: Option<Arc<Vma>>,
     /// Innermost function first; never empty.
     pub lines: Vec<Line>,
 }
@@ -56,7 +56,7 @@ impl Location {
             .function
     }
 
-    fn named(kind: FrameKind, address: u64, vma: Option<usize>, function: String) -> Self {
+    fn named(kind: FrameKind, address: u64, vma: Option<Arc<Vma>>, function: String) -> Self {
         Self {
             kind,
             address,
@@ -144,7 +144,8 @@ impl Symbols {
             return;
         };
         for vma in &mut info.vmas {
-            vma.build_id = self.build_id(pid, &vma.path);
+            let build_id = self.build_id(pid, &vma.path);
+            Arc::make_mut(vma).build_id = build_id;
         }
         let mut process = cache::Process::new(Pid::from(pid));
         process.cache_vmas = true;
@@ -226,20 +227,20 @@ impl Symbols {
                 Ok(lines) => Location {
                     kind: FrameKind::User,
                     address: addr,
-                    vma: vma.map(|v| v.0),
+                    vma: vma.cloned(),
                     lines,
                 },
                 Err(_) => {
                     self.stats.unknown_frames += 1;
                     let name = match vma {
-                        Some((_, v)) => format!(
+                        Some(v) => format!(
                             "{}+{:#x}",
                             v.path.rsplit('/').next().unwrap_or(&v.path),
                             addr - v.start + v.file_offset
                         ),
                         None => format!("[unknown] {addr:#x}"),
                     };
-                    Location::named(FrameKind::User, addr, vma.map(|v| v.0), name)
+                    Location::named(FrameKind::User, addr, vma.cloned(), name)
                 }
             };
             locations.push(location);

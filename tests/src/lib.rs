@@ -52,15 +52,22 @@ static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
 /// Compiles `tests/fixtures/NAME.c` with frame pointers everywhere (-O0) and returns the binary.
 pub fn fixture(name: &str) -> PathBuf {
+    fixture_with(name, name, &[])
+}
+
+/// Compiles `tests/fixtures/SOURCE.c` into `OUTPUT` with extra gcc arguments (e.g. `-shared`).
+pub fn fixture_with(source: &str, output: &str, extra: &[&str]) -> PathBuf {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
-        .join(format!("{name}.c"));
+        .join(format!("{source}.c"));
     let out_dir = target_dir().join("fixtures");
     std::fs::create_dir_all(&out_dir).expect("fixtures dir");
-    let binary = out_dir.join(name);
+    let binary = out_dir.join(output);
     let output = Command::new("gcc")
-        .args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
+        .args(["-O0", "-g", "-fno-omit-frame-pointer"])
+        .args(extra)
+        .arg("-o")
         .arg(&binary)
         .arg(&source)
         .output()

@@ -219,3 +219,45 @@ fn process_exiting_before_the_drain_keeps_its_symbols() {
     );
     assert!(reaper.join().unwrap().unwrap().success());
 }
+
+#[test]
+fn code_mapped_after_the_first_sample_is_named() {
+    let library = fixture_with("libhot", "libhot.so", &["-shared", "-fPIC"]);
+    let program = fixture_with("dlopen", "dlopen", &["-ldl"]);
+    let fixture = Running::spawn(&program, &[library.to_str().unwrap(), "30"]);
+    let out = scratch("record-dlopen").join("cpu.pb.gz");
+    let pid = fixture.pid().to_string();
+    run_ok(
+        &[
+            "record",
+            "--pid",
+            &pid,
+            "--duration",
+            "4s",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    let stacks = stacks(&read_pprof(&out));
+    let warm: i64 = stacks
+        .iter()
+        .filter(|s| s.has("warm_up"))
+        .map(|s| s.count)
+        .sum();
+    let hot: i64 = stacks
+        .iter()
+        .filter(|s| s.has("hot_in_library") && s.has("main"))
+        .map(|s| s.count)
+        .sum();
+    assert!(
+        warm > 20,
+        "the process was sampled before the dlopen: {warm} samples"
+    );
+    assert!(
+        hot > 100,
+        "only {hot} samples named hot_in_library under main: {stacks:#?}"
+    );
+    let top = go_pprof(&["-top"], &out);
+    assert!(top.contains("hot_in_library"), "{top}");
+}
