@@ -14,7 +14,10 @@ Examples:
   profilerd record --cgroup /system.slice/docker-abc.scope --duration 10s --format svg -o flame.svg
 
   # the daemon: one pprof per process every 15 s into ./profiles
-  profilerd run --dump-dir ./profiles";
+  profilerd run --dump-dir ./profiles
+
+  # ... to a Pyroscope server, tagged like the article tags each pod
+  profilerd run --server http://pyroscope:4040 --tag region=eu-west-1";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,8 +45,10 @@ pub enum Command {
     /// Run the profiler daemon: one pprof per sampled process every upload interval.
     #[command(after_help = "Examples:
   profilerd run --dump-dir /var/lib/profilerd/profiles
-  profilerd run --pid 1234 --upload-interval 10s --dump-dir ./profiles")]
-    Run(RunArgs),
+  profilerd run --pid 1234 --upload-interval 10s --dump-dir ./profiles
+  profilerd run --server http://pyroscope:4040 --tag region=eu-west-1 --tag env=prod
+  PROFILERD_BEARER_TOKEN=... profilerd run --server https://profiles.example.com --tenant-id team-a")]
+    Run(Box<RunArgs>),
 }
 
 /// Which processes to sample and how often.
@@ -152,9 +157,10 @@ pub struct RunArgs {
     /// How often one profile per sampled process is written.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub upload_interval: Duration,
-    /// Directory for the per-process pprof files.
-    #[arg(long, default_value = "profiles", value_name = "DIR")]
-    pub dump_dir: PathBuf,
+    /// Directory for the per-process pprof files [default: profiles, unless --server is set,
+    /// in which case files are written only when --dump-dir is given].
+    #[arg(long, value_name = "DIR")]
+    pub dump_dir: Option<PathBuf>,
     /// Most profile files kept in --dump-dir; the oldest are removed first.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub dump_max_files: u64,
@@ -165,7 +171,78 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// Default dump dir of `run`.
+pub const DEFAULT_DUMP_DIR: &str = "profiles";
+
+impl RunArgs {
+    /// Where files go: --dump-dir, else the default unless profiles go to a server.
+    pub fn dump_dir(&self) -> Option<PathBuf> {
+        match (&self.dump_dir, &self.server.server) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, None) => Some(PathBuf::from(DEFAULT_DUMP_DIR)),
+            (None, Some(_)) => None,
+        }
+    }
+}
+
+/// Sending profiles to a Grafana Pyroscope server.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Pyroscope server")]
+pub struct ServerArgs {
+    /// Send profiles to this Pyroscope server (e.g. http://pyroscope:4040).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Wire protocol: push (Connect API, labels as a list; what current Grafana Pyroscope and
+    /// Alloy use) or ingest (legacy /ingest, labels encoded in the name).
+    #[arg(long, value_enum, default_value = "push")]
+    pub protocol: crate::upload::Protocol,
+    /// service_name of every profile (default: the process's systemd unit or container from
+    /// its cgroup, else its comm).
+    #[arg(long, value_name = "NAME")]
+    pub service_name: Option<String>,
+    /// Extra label NAME=VALUE on every profile; repeatable.
+    #[arg(long = "tag", value_name = "NAME=VALUE")]
+    pub tags: Vec<String>,
+    /// HTTP basic auth user; the password comes from --basic-auth-password-file or the
+    /// PROFILERD_BASIC_AUTH_PASSWORD environment variable.
+    #[arg(long, value_name = "USER")]
+    pub basic_auth_user: Option<String>,
+    /// File holding the basic auth password.
+    #[arg(long, value_name = "FILE")]
+    pub basic_auth_password_file: Option<PathBuf>,
+    /// File holding a bearer token (or set PROFILERD_BEARER_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Tenant id, sent as X-Scope-OrgID (multi-tenant servers).
+    #[arg(long, value_name = "ID")]
+    pub tenant_id: Option<String>,
+    /// Extra HTTP header 'Name: value'; repeatable.
+    #[arg(long = "header", value_name = "'NAME: VALUE'")]
+    pub headers: Vec<String>,
+    /// Time limit of one upload request.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub upload_timeout: Duration,
+    /// Retries of one profile (connection errors, timeouts, 429, 5xx) before it is spooled.
+    #[arg(long, default_value_t = 3)]
+    pub upload_retries: u32,
+    /// Longest wait between two attempts (exponential backoff with jitter up to this).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub retry_max_backoff: Duration,
+    /// Profiles waiting in memory for the server; beyond it they go to the spool.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub upload_queue: u64,
+    /// Directory for profiles the server could not take yet; replayed in order when it is back,
+    /// also after a restart.
+    #[arg(long, default_value = "spool", value_name = "DIR")]
+    pub spool_dir: PathBuf,
+    /// Most bytes kept in --spool-dir; when full, the oldest profiles are dropped (and counted).
+    #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
+    pub spool_max_bytes: u64,
 }
 
 /// `30s`, `500ms`, `2m`, `1h`, `1m30s`; a bare number means seconds.
@@ -301,7 +378,26 @@ mod tests {
         };
         assert_eq!(args.collect_interval, Duration::from_secs(1));
         assert_eq!(args.upload_interval, Duration::from_secs(15));
-        assert_eq!(args.dump_dir, PathBuf::from("profiles"));
+        assert_eq!(args.dump_dir(), Some(PathBuf::from("profiles")));
+        assert_eq!(args.server.protocol, crate::upload::Protocol::Push);
+        let Command::Run(args) = parse(&["run", "--server", "http://x:4040"])
+            .unwrap()
+            .command
+        else {
+            panic!("run expected")
+        };
+        assert_eq!(
+            args.dump_dir(),
+            None,
+            "server only: no files unless --dump-dir"
+        );
+        let Command::Run(args) = parse(&["run", "--server", "http://x", "--dump-dir", "d"])
+            .unwrap()
+            .command
+        else {
+            panic!("run expected")
+        };
+        assert_eq!(args.dump_dir(), Some(PathBuf::from("d")));
         assert_eq!(args.limits.counts_map_entries, 16_384);
     }
 

@@ -3,6 +3,7 @@
 use std::{
     fs,
     io::IsTerminal,
+    path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -11,13 +12,17 @@ use anyhow::{Context, Result};
 
 use crate::{
     aggregate::{ProcessProfile, Window},
-    cli::{Format, LimitArgs, RecordArgs, RunArgs, TargetArgs},
+    cli::{Format, LimitArgs, RecordArgs, RunArgs, TargetArgs, DEFAULT_DUMP_DIR},
+    delivery::{DeliveryConfig, Exporter},
+    labels::LabelConfig,
     output::{flame_graph_svg, folded_lines, write_atomic, DumpDir},
     pipeline::{Pipeline, PipelineConfig},
     pprof, preflight,
     procinfo::is_running,
     sampler::SamplerConfig,
+    spool::Spool,
     symbolize::SymbolsConfig,
+    upload::{self, Auth, Client, ServerConfig},
     BPF_OBJECT,
 };
 
@@ -188,14 +193,88 @@ pub fn record(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
     Ok(())
 }
 
-/// `profilerd run`: one pprof per sampled process every upload interval.
-pub fn run(args: &RunArgs, stop: &AtomicBool) -> Result<()> {
-    let config = prepare(&args.target, &args.limits)?;
-    let mut dump = DumpDir::open(
-        &args.dump_dir,
-        args.dump_max_files as usize,
-        args.dump_max_bytes,
+/// The server side of `run`, checked before anything starts: URL, credentials, labels, spool.
+pub struct ServerSetup {
+    pub client: Client,
+    pub spool: Spool,
+    pub delivery: DeliveryConfig,
+    pub labels: LabelConfig,
+}
+
+/// Validates `--server` and its companions; `None` when no server is configured.
+pub fn prepare_server(args: &RunArgs) -> Result<Option<ServerSetup>> {
+    let server = &args.server;
+    let Some(url) = &server.server else {
+        return Ok(None);
+    };
+    let url = upload::parse_url(url)?;
+    let labels = LabelConfig::new(server.service_name.clone(), &server.tags)?;
+    let password = upload::read_secret(
+        "--basic-auth-password-file",
+        server.basic_auth_password_file.as_ref(),
+        "PROFILERD_BASIC_AUTH_PASSWORD",
     )?;
+    let token = upload::read_secret(
+        "--bearer-token-file",
+        server.bearer_token_file.as_ref(),
+        "PROFILERD_BEARER_TOKEN",
+    )?;
+    // Precedence as the server's clients use it: basic auth, then bearer token.
+    let auth = match (&server.basic_auth_user, password, token) {
+        (Some(user), Some(password), _) => Auth::Basic {
+            user: user.clone(),
+            password,
+        },
+        (Some(_), None, _) => return Err(upload::ServerConfigError::MissingPassword.into()),
+        (None, _, Some(token)) => Auth::Bearer(token),
+        (None, _, None) => Auth::None,
+    };
+    let headers = server
+        .headers
+        .iter()
+        .map(|h| upload::parse_header(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let client = Client::new(ServerConfig {
+        url,
+        protocol: server.protocol,
+        timeout: server.upload_timeout,
+        auth,
+        tenant: server.tenant_id.clone(),
+        headers,
+    })?;
+    let spool = Spool::open(&server.spool_dir, server.spool_max_bytes)?;
+    let delivery = DeliveryConfig {
+        retries: server.upload_retries,
+        max_backoff: server.retry_max_backoff,
+        queue: server.upload_queue as usize,
+        dump_dir: args
+            .dump_dir()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DUMP_DIR)),
+    };
+    Ok(Some(ServerSetup {
+        client,
+        spool,
+        delivery,
+        labels,
+    }))
+}
+
+/// `profilerd run`: one pprof per sampled process every upload interval, to the dump dir
+/// and/or the server (through `exporter`).
+pub fn run(
+    args: &RunArgs,
+    stop: &AtomicBool,
+    server: Option<(&Exporter, &LabelConfig)>,
+) -> Result<()> {
+    let config = prepare(&args.target, &args.limits)?;
+    let mut dump = match args.dump_dir() {
+        Some(dir) => Some(DumpDir::open(
+            &dir,
+            args.dump_max_files as usize,
+            args.dump_max_bytes,
+        )?),
+        None => None,
+    };
     let mut pipeline = Pipeline::start(BPF_OBJECT, &config)?;
     let started = Instant::now();
     tracing::info!(
@@ -204,7 +283,8 @@ pub fn run(args: &RunArgs, stop: &AtomicBool) -> Result<()> {
         cpus = pipeline.cpus(),
         collect_interval = ?args.collect_interval,
         upload_interval = ?args.upload_interval,
-        dump_dir = %dump.path().display(),
+        dump_dir = %dump.as_ref().map_or("none".to_string(), |d| d.path().display().to_string()),
+        server = %args.server.server.as_deref().unwrap_or("none"),
         "profilerd running: one pprof per sampled process every upload interval; SIGINT/SIGTERM flush and exit"
     );
     let end = args.duration.map(|d| started + d);
@@ -221,38 +301,71 @@ pub fn run(args: &RunArgs, stop: &AtomicBool) -> Result<()> {
         let now = Instant::now();
         if now >= next_upload || !running {
             let window = pipeline.take_window();
-            write_window(&mut dump, &window, &args.target);
+            export_window(dump.as_mut(), server, &window, &args.target);
             next_upload = now.max(next_upload) + args.upload_interval;
             tracing::info!(
                 tracked_processes = pipeline.symbols().tracked(),
                 last_drain = ?pipeline.accounting.last_drain,
                 counts_map_fill = pipeline.accounting.counts_entries,
                 stack_map_fill = pipeline.accounting.stack_entries,
-                dump_removed = dump.removed,
+                dump_removed = dump.as_ref().map_or(0, |d| d.removed),
                 "samples: {}",
                 pipeline.accounting.summary()
             );
+            if let Some((exporter, _)) = server {
+                tracing::info!("delivery: {}", exporter.summary());
+            }
         }
         if !running {
             break;
         }
     }
     tracing::info!(
-        profiles_written = dump.written,
+        profiles_written = dump.as_ref().map_or(0, |d| d.written),
         "profilerd stopped; last window flushed"
     );
     Ok(())
 }
 
-fn write_window(dump: &mut DumpDir, window: &Window, target: &TargetArgs) {
+fn export_window(
+    mut dump: Option<&mut DumpDir>,
+    server: Option<(&Exporter, &LabelConfig)>,
+    window: &Window,
+    target: &TargetArgs,
+) {
     let mut written = 0;
+    let until = window.start + window.duration;
     for process in &window.processes {
-        let profile = pprof::encode(window, &[process], &comments(window, target, Some(process)));
-        let name = DumpDir::profile_name(&process.info.comm, process.info.pid, window.start);
-        match dump.write(&name, &pprof::to_gzip(&profile)) {
-            Ok(_) => written += 1,
-            Err(err) => tracing::error!("{err}"),
+        let comments = comments(window, target, Some(process));
+        if let Some(dump) = dump.as_deref_mut() {
+            let profile = pprof::encode(window, &[process], &comments);
+            let name = DumpDir::profile_name(&process.info.comm, process.info.pid, window.start);
+            match dump.write(&name, &pprof::to_gzip(&profile)) {
+                Ok(_) => written += 1,
+                Err(err) => tracing::error!("{err}"),
+            }
+        }
+        if let Some((exporter, labels)) = server {
+            let parts = pprof::encode_split(
+                window,
+                process,
+                &comments,
+                pprof::MAX_SAMPLES,
+                pprof::MAX_BYTES,
+            );
+            if parts.len() > 1 {
+                exporter.count_split();
+            }
+            let labels = labels.for_process(&process.info);
+            for part in parts {
+                exporter.submit(labels.clone(), window.start, until, pprof::to_gzip(&part));
+            }
         }
     }
-    tracing::info!(profiles = written, samples = window.samples(), dir = %dump.path().display(), "window written");
+    tracing::info!(
+        processes = window.processes.len(),
+        files = written,
+        samples = window.samples(),
+        "window exported"
+    );
 }

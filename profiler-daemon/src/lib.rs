@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod cli;
 pub mod commands;
+pub mod delivery;
 pub mod labels;
 pub mod output;
 pub mod pipeline;
@@ -14,7 +15,9 @@ pub mod pprof;
 pub mod preflight;
 pub mod procinfo;
 pub mod sampler;
+pub mod spool;
 pub mod symbolize;
+pub mod upload;
 
 /// Types generated from `proto/profile.proto`.
 #[allow(clippy::all, missing_docs)]

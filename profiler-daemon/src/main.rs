@@ -11,8 +11,12 @@ use clap::Parser;
 use profilerd::{
     cli::{Cli, Command},
     commands,
+    delivery::Exporter,
 };
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::watch,
+};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -41,12 +45,6 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let stop = Arc::new(AtomicBool::new(false));
-        let worker_stop = Arc::clone(&stop);
-        let mut work = tokio::task::spawn_blocking(move || match &cli.command {
-            Command::Record(args) => commands::record(args, &worker_stop),
-            Command::Run(args) => commands::run(args, &worker_stop),
-        });
         let (mut sigint, mut sigterm) = match (
             signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),
@@ -56,13 +54,45 @@ fn main() -> ExitCode {
                 return Err(anyhow::anyhow!("cannot install signal handlers: {err}"))
             }
         };
-        tokio::select! {
-            joined = &mut work => return joined.map_err(anyhow::Error::from)?,
-            _ = sigint.recv() => tracing::info!("SIGINT: flushing the current window"),
-            _ = sigterm.recv() => tracing::info!("SIGTERM: flushing the current window"),
-        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker_stop = Arc::clone(&stop);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut delivery = None;
+        let mut work = match cli.command {
+            Command::Record(args) => {
+                tokio::task::spawn_blocking(move || commands::record(&args, &worker_stop))
+            }
+            Command::Run(args) => {
+                let server = commands::prepare_server(&args)?.map(|setup| {
+                    let (exporter, handle) =
+                        Exporter::start(setup.client, setup.spool, setup.delivery, shutdown_rx);
+                    delivery = Some(handle);
+                    (exporter, setup.labels)
+                });
+                // The exporter moves into the pipeline thread and is dropped when it ends,
+                // which closes the delivery queue.
+                tokio::task::spawn_blocking(move || {
+                    let server = server.as_ref().map(|(exporter, labels)| (exporter, labels));
+                    commands::run(&args, &worker_stop, server)
+                })
+            }
+        };
+        let finished = tokio::select! {
+            joined = &mut work => Some(joined),
+            _ = sigint.recv() => { tracing::info!("SIGINT: flushing the current window"); None }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: flushing the current window"); None }
+        };
         stop.store(true, Ordering::Relaxed);
-        work.await.map_err(anyhow::Error::from)?
+        let joined = match finished {
+            Some(joined) => joined,
+            None => work.await,
+        };
+        // Delivery gets one more attempt per queued profile; what fails stays in the spool.
+        let _ = shutdown_tx.send(true);
+        if let Some(handle) = delivery {
+            let _ = handle.await;
+        }
+        joined.map_err(anyhow::Error::from)?
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

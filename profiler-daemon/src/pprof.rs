@@ -8,7 +8,7 @@ use prost::Message;
 use crate::{
     aggregate::{ProcessProfile, Window},
     pprof_proto as pb,
-    symbolize::FrameKind,
+    symbolize::{FrameKind, Location},
 };
 
 /// Name of the mapping that holds every kernel frame (the convention of perf and pprof).
@@ -38,124 +38,219 @@ impl Strings {
     }
 }
 
+/// Most samples (distinct stacks) per profile the server accepts.
+pub const MAX_SAMPLES: usize = 16_000;
+/// Largest decompressed profile the server accepts.
+pub const MAX_BYTES: usize = 4 << 20;
+
+/// The stacks of one process that go into a profile, with their counts.
+type Part<'a> = (&'a ProcessProfile, Vec<(&'a Vec<u32>, u64)>);
+
+/// Stacks sorted, so that the same window always encodes to the same bytes.
+fn sorted_stacks(process: &ProcessProfile) -> Vec<(&Vec<u32>, u64)> {
+    let mut stacks: Vec<(&Vec<u32>, u64)> = process.stacks.iter().map(|(s, &c)| (s, c)).collect();
+    stacks.sort();
+    stacks
+}
+
 /// Builds one pprof profile from the given processes of a window. Every sample carries `pid`
 /// and `comm` labels, so one file can hold many processes (`record`) or one (`run`).
 pub fn encode(window: &Window, processes: &[&ProcessProfile], comments: &[String]) -> pb::Profile {
-    let mut strings = Strings::new();
-    let period = 1_000_000_000 / window.frequency.max(1) as i64;
-    let value_type = |strings: &mut Strings, ty: &str, unit: &str| pb::ValueType {
-        r#type: strings.get(ty),
-        unit: strings.get(unit),
-    };
-    let sample_type = vec![
-        value_type(&mut strings, "samples", "count"),
-        value_type(&mut strings, "cpu", "nanoseconds"),
-    ];
-    let period_type = Some(value_type(&mut strings, "cpu", "nanoseconds"));
+    let parts: Vec<Part<'_>> = processes.iter().map(|p| (*p, sorted_stacks(p))).collect();
+    encode_parts(window, &parts, comments)
+}
 
-    let mut mappings: Vec<pb::Mapping> = Vec::new();
-    let mut mapping_ids: HashMap<(u32, u64), u64> = HashMap::new();
-    let mut kernel_mapping: Option<u64> = None;
-    let mut functions: Vec<pb::Function> = Vec::new();
-    let mut function_ids: HashMap<(i64, i64), u64> = HashMap::new();
-    let mut locations: Vec<pb::Location> = Vec::new();
-    let mut samples = Vec::new();
+/// One process's profile as one or more profiles of the same series, each within the
+/// server's limits on samples and size; together they hold every sample.
+pub fn encode_split(
+    window: &Window,
+    process: &ProcessProfile,
+    comments: &[String],
+    max_samples: usize,
+    max_bytes: usize,
+) -> Vec<pb::Profile> {
+    let stacks = sorted_stacks(process);
+    let mut pending = vec![&stacks[..]];
+    let mut done = Vec::new();
+    while let Some(chunk) = pending.pop() {
+        if chunk.len() > max_samples {
+            // Equal parts, each within the sample limit; pushed in reverse to keep stack order.
+            let parts = chunk.len().div_ceil(max_samples);
+            pending.extend(chunk.chunks(chunk.len().div_ceil(parts)).rev());
+            continue;
+        }
+        let profile = encode_parts(window, &[(process, chunk.to_vec())], comments);
+        if chunk.len() > 1 && profile.encoded_len() > max_bytes {
+            let (first, second) = chunk.split_at(chunk.len() / 2);
+            pending.push(second);
+            pending.push(first);
+        } else {
+            done.push(profile);
+        }
+    }
+    done
+}
+
+/// String table, mappings, functions and locations, each created on first use so that a
+/// profile holds only what its samples reference.
+struct Tables {
+    strings: Strings,
+    mappings: Vec<pb::Mapping>,
+    mapping_ids: HashMap<(u32, u64), u64>,
+    kernel_mapping: Option<u64>,
+    functions: Vec<pb::Function>,
+    function_ids: HashMap<(i64, i64), u64>,
+    locations: Vec<pb::Location>,
+}
+
+impl Tables {
+    fn mapping(&mut self, pid: u32, location: &Location) -> u64 {
+        match (location.kind, &location.vma) {
+            (FrameKind::Kernel, _) if location.address != 0 => {
+                if let Some(id) = self.kernel_mapping {
+                    return id;
+                }
+                let id = self.mappings.len() as u64 + 1;
+                let filename = self.strings.get(KERNEL_MAPPING);
+                self.mappings.push(pb::Mapping {
+                    id,
+                    memory_start: 0,
+                    memory_limit: u64::MAX,
+                    filename,
+                    has_functions: true,
+                    ..Default::default()
+                });
+                self.kernel_mapping = Some(id);
+                id
+            }
+            (FrameKind::User, Some(vma)) => {
+                if let Some(&id) = self.mapping_ids.get(&(pid, vma.start)) {
+                    return id;
+                }
+                let id = self.mappings.len() as u64 + 1;
+                let filename = self.strings.get(&vma.path);
+                let build_id = self.strings.get(vma.build_id.as_deref().unwrap_or(""));
+                self.mappings.push(pb::Mapping {
+                    id,
+                    memory_start: vma.start,
+                    memory_limit: vma.end,
+                    file_offset: vma.file_offset,
+                    filename,
+                    build_id,
+                    has_functions: true,
+                    has_filenames: true,
+                    has_line_numbers: true,
+                    has_inline_frames: true,
+                });
+                self.mapping_ids.insert((pid, vma.start), id);
+                id
+            }
+            _ => 0,
+        }
+    }
+
+    fn function(&mut self, name: &str, file: &str) -> u64 {
+        let (name, file) = (self.strings.get(name), self.strings.get(file));
+        if let Some(&id) = self.function_ids.get(&(name, file)) {
+            return id;
+        }
+        let id = self.functions.len() as u64 + 1;
+        self.functions.push(pb::Function {
+            id,
+            name,
+            system_name: name,
+            filename: file,
+            start_line: 0,
+        });
+        self.function_ids.insert((name, file), id);
+        id
+    }
+
+    fn location(&mut self, pid: u32, location: &Location) -> u64 {
+        let mapping_id = self.mapping(pid, location);
+        let line = location
+            .lines
+            .iter()
+            .map(|line| pb::Line {
+                function_id: self.function(&line.function, line.file.as_deref().unwrap_or("")),
+                line: line.line as i64,
+                column: 0,
+            })
+            .collect();
+        let id = self.locations.len() as u64 + 1;
+        self.locations.push(pb::Location {
+            id,
+            mapping_id,
+            address: location.address,
+            line,
+            is_folded: false,
+        });
+        id
+    }
+}
+
+fn encode_parts(window: &Window, parts: &[Part<'_>], comments: &[String]) -> pb::Profile {
+    let mut tables = Tables {
+        strings: Strings::new(),
+        mappings: Vec::new(),
+        mapping_ids: HashMap::new(),
+        kernel_mapping: None,
+        functions: Vec::new(),
+        function_ids: HashMap::new(),
+        locations: Vec::new(),
+    };
+    let strings = &mut tables.strings;
+    let period = 1_000_000_000 / window.frequency.max(1) as i64;
+    let sample_type = vec![
+        pb::ValueType {
+            r#type: strings.get("samples"),
+            unit: strings.get("count"),
+        },
+        pb::ValueType {
+            r#type: strings.get("cpu"),
+            unit: strings.get("nanoseconds"),
+        },
+    ];
+    let period_type = Some(pb::ValueType {
+        r#type: strings.get("cpu"),
+        unit: strings.get("nanoseconds"),
+    });
     let (pid_key, comm_key) = (strings.get("pid"), strings.get("comm"));
 
-    for process in processes {
+    let mut samples = Vec::new();
+    for (process, stacks) in parts {
         let pid = process.info.pid;
-        let mut location_ids = vec![0u64; process.locations.len()];
-        for (i, location) in process.locations.iter().enumerate() {
-            let mapping_id = match (location.kind, &location.vma) {
-                (FrameKind::Kernel, _) if location.address != 0 => *kernel_mapping
-                    .get_or_insert_with(|| {
-                        mappings.push(pb::Mapping {
-                            id: mappings.len() as u64 + 1,
-                            memory_start: 0,
-                            memory_limit: u64::MAX,
-                            filename: strings.get(KERNEL_MAPPING),
-                            has_functions: true,
-                            ..Default::default()
-                        });
-                        mappings.len() as u64
-                    }),
-                (FrameKind::User, Some(vma)) => {
-                    *mapping_ids.entry((pid, vma.start)).or_insert_with(|| {
-                        mappings.push(pb::Mapping {
-                            id: mappings.len() as u64 + 1,
-                            memory_start: vma.start,
-                            memory_limit: vma.end,
-                            file_offset: vma.file_offset,
-                            filename: strings.get(&vma.path),
-                            build_id: strings.get(vma.build_id.as_deref().unwrap_or("")),
-                            has_functions: true,
-                            has_filenames: true,
-                            has_line_numbers: true,
-                            has_inline_frames: true,
-                        });
-                        mappings.len() as u64
-                    })
-                }
-                _ => 0,
-            };
-            let lines = location
-                .lines
-                .iter()
-                .map(|line| {
-                    let name = strings.get(&line.function);
-                    let file = strings.get(line.file.as_deref().unwrap_or(""));
-                    let function_id = *function_ids.entry((name, file)).or_insert_with(|| {
-                        functions.push(pb::Function {
-                            id: functions.len() as u64 + 1,
-                            name,
-                            system_name: name,
-                            filename: file,
-                            start_line: 0,
-                        });
-                        functions.len() as u64
-                    });
-                    pb::Line {
-                        function_id,
-                        line: line.line as i64,
-                        column: 0,
-                    }
-                })
-                .collect();
-            locations.push(pb::Location {
-                id: locations.len() as u64 + 1,
-                mapping_id,
-                address: location.address,
-                line: lines,
-                is_folded: false,
-            });
-            location_ids[i] = locations.len() as u64;
-        }
-
         let labels = vec![
             pb::Label {
                 key: pid_key,
-                str: strings.get(&pid.to_string()),
+                str: tables.strings.get(&pid.to_string()),
                 ..Default::default()
             },
             pb::Label {
                 key: comm_key,
-                str: strings.get(&process.info.comm),
+                str: tables.strings.get(&process.info.comm),
                 ..Default::default()
             },
         ];
-        let mut stacks: Vec<(&Vec<u32>, &u64)> = process.stacks.iter().collect();
-        // Deterministic output: the same window always encodes to the same bytes.
-        stacks.sort();
-        for (stack, &count) in stacks {
+        let mut location_ids: HashMap<u32, u64> = HashMap::new();
+        for (stack, count) in stacks {
+            let location_id = stack
+                .iter()
+                .map(|&index| {
+                    *location_ids
+                        .entry(index)
+                        .or_insert_with(|| tables.location(pid, &process.locations[index as usize]))
+                })
+                .collect();
             samples.push(pb::Sample {
-                location_id: stack.iter().map(|&i| location_ids[i as usize]).collect(),
-                value: vec![count as i64, count as i64 * period],
+                location_id,
+                value: vec![*count as i64, *count as i64 * period],
                 label: labels.clone(),
             });
         }
     }
 
-    let comment = comments.iter().map(|c| strings.get(c)).collect();
+    let comment = comments.iter().map(|c| tables.strings.get(c)).collect();
     let time_nanos = window
         .start
         .duration_since(UNIX_EPOCH)
@@ -164,10 +259,10 @@ pub fn encode(window: &Window, processes: &[&ProcessProfile], comments: &[String
     pb::Profile {
         sample_type,
         sample: samples,
-        mapping: mappings,
-        location: locations,
-        function: functions,
-        string_table: strings.table,
+        mapping: tables.mappings,
+        location: tables.locations,
+        function: tables.functions,
+        string_table: tables.strings.table,
         time_nanos,
         duration_nanos: window.duration.as_nanos() as i64,
         period_type,
@@ -415,6 +510,52 @@ mod tests {
             .collect();
         assert_eq!(names, ["inlined_leaf", "hot"]);
         assert!(profile.comment.iter().any(|&c| s(c) == "made by a test"));
+    }
+
+    #[test]
+    fn big_profiles_split_into_valid_parts_holding_every_sample() {
+        let mut window = window();
+        let process = &mut window.processes[0];
+        process.stacks.clear();
+        for i in 0..1000u32 {
+            process.locations.push(Location {
+                kind: FrameKind::User,
+                address: 0x10_0000 + u64::from(i),
+                vma: None,
+                lines: vec![line(&format!("f{i}"))],
+            });
+            process.stacks.insert(vec![3 + i, 0], u64::from(i % 7) + 1);
+        }
+        let total: u64 = process.stacks.values().sum();
+        let process = &window.processes[0];
+        let whole = encode_split(&window, process, &[], MAX_SAMPLES, MAX_BYTES);
+        assert_eq!(whole.len(), 1, "within limits: one profile");
+        let parts = encode_split(&window, process, &[], 300, MAX_BYTES);
+        assert_eq!(parts.len(), 4);
+        let by_size = encode_split(
+            &window,
+            process,
+            &[],
+            MAX_SAMPLES,
+            whole[0].encoded_len() / 3,
+        );
+        assert!(by_size.len() >= 3);
+        for set in [&parts, &by_size] {
+            let mut seen = 0;
+            for part in set.iter() {
+                assert_valid(part);
+                assert!(part.sample.len() <= 300 || set.len() == by_size.len());
+                seen += part.sample.iter().map(|s| s.value[0] as u64).sum::<u64>();
+                // Each part holds only the locations its samples use.
+                let used: std::collections::HashSet<u64> = part
+                    .sample
+                    .iter()
+                    .flat_map(|s| s.location_id.iter().copied())
+                    .collect();
+                assert_eq!(used.len(), part.location.len());
+            }
+            assert_eq!(seen, total, "every sample in exactly one part");
+        }
     }
 
     #[test]
