@@ -14,6 +14,8 @@ use std::{
 };
 
 pub use profilerd::pprof_proto::Profile;
+pub mod standin;
+
 use prost::Message;
 
 /// The workspace's target directory, found from this test binary (target/<profile>/deps/x).
