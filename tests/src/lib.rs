@@ -278,3 +278,79 @@ pub fn accounting(stderr: &str) -> HashMap<String, u64> {
         .map(|(k, v)| (k.to_string(), v.parse().expect("numeric counter")))
         .collect()
 }
+
+/// A `profilerd` daemon in the background, stopped with SIGTERM.
+pub struct Daemon {
+    child: Child,
+    stderr_path: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `profilerd ARGS`; its stderr goes to `DIR/NAME.stderr`.
+    pub fn start(args: &[&str], dir: &Path, name: &str) -> Self {
+        let stderr_path = dir.join(format!("{name}.stderr"));
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let child = Command::new(profilerd())
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start profilerd");
+        Daemon { child, stderr_path }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit; returns the daemon's stderr.
+    pub fn terminate(mut self) -> String {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.wait_exit(Duration::from_secs(30))
+    }
+
+    /// Waits for the daemon to exit on its own (e.g. --duration), asserting success.
+    pub fn wait_exit(&mut self, limit: Duration) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait profilerd") {
+                let stderr = self.stderr();
+                assert!(
+                    status.success(),
+                    "profilerd exited with {status}; stderr:\n{stderr}"
+                );
+                return stderr;
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!(
+                    "profilerd did not exit within {limit:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `check` until it holds or `limit` passes; returns whether it held.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}

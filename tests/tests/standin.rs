@@ -175,10 +175,13 @@ fn valid_profiles_are_accepted_on_both_endpoints() {
         .all(|a| a.samples() == 5 && a.has_function("hot")));
 }
 
+/// Turns a valid profile into a malformed one.
+type Mutation = Box<dyn Fn(&mut pb::Profile)>;
+
 #[test]
 fn each_malformed_profile_is_rejected() {
     let standin = StandIn::start();
-    let cases: Vec<(&str, Box<dyn Fn(&mut pb::Profile)>, &str)> = vec![
+    let cases: Vec<(&str, Mutation, &str)> = vec![
         (
             "empty sample_type",
             Box::new(|p| p.sample_type.clear()),
