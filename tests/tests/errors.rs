@@ -101,3 +101,72 @@ fn bad_flags_name_the_flag() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--upload-interval"));
 }
+
+#[test]
+fn bad_server_settings_are_start_up_errors_naming_the_setting() {
+    let line = one_line_error(&[
+        "run",
+        "--server",
+        "http://127.0.0.1:9",
+        "--tag",
+        "bad-name=x",
+        "--duration",
+        "1s",
+    ]);
+    assert!(line.contains("bad-name"), "{line}");
+    let line = one_line_error(&[
+        "run",
+        "--server",
+        "http://127.0.0.1:9",
+        "--tag",
+        "pid=1",
+        "--duration",
+        "1s",
+    ]);
+    assert!(line.contains("\"pid\"") && line.contains("twice"), "{line}");
+    let line = one_line_error(&["run", "--server", "localhost:4040", "--duration", "1s"]);
+    assert!(line.contains("--server"), "{line}");
+    let line = one_line_error(&[
+        "run",
+        "--server",
+        "http://127.0.0.1:9",
+        "--basic-auth-user",
+        "u",
+        "--duration",
+        "1s",
+    ]);
+    assert!(line.contains("password"), "{line}");
+    let line = one_line_error(&[
+        "run",
+        "--server",
+        "http://127.0.0.1:9",
+        "--bearer-token-file",
+        "/no/such/token",
+        "--duration",
+        "1s",
+    ]);
+    assert!(
+        line.contains("--bearer-token-file") && line.contains("/no/such/token"),
+        "{line}"
+    );
+    let line = one_line_error(&[
+        "run",
+        "--server",
+        "http://127.0.0.1:9",
+        "--header",
+        "Authorization: x",
+        "--duration",
+        "1s",
+    ]);
+    assert!(line.contains("--header"), "{line}");
+    let line = one_line_error(&[
+        "run",
+        "--server",
+        "http://127.0.0.1:9",
+        "--spool-dir",
+        "/proc/no",
+        "--duration",
+        "1s",
+    ]);
+    assert!(line.contains("--spool-dir"), "{line}");
+}

@@ -413,3 +413,54 @@ fn process_with_more_than_16000_stacks_is_split_and_every_sample_arrives() {
     assert_eq!(stacks, whole.sample.len());
     assert!(stderr.contains("split=1"), "{stderr}");
 }
+
+#[test]
+fn spooled_profile_too_old_for_the_server_goes_to_the_dump_dir() {
+    use profilerd::{spool::Spool, upload::Upload};
+
+    let standin = StandIn::start();
+    let fixture = Running::spawn(&fixture("split"), &["60"]);
+    let dir = scratch("pyroscope-too-old");
+    let hour_and_a_bit = 3_700_000_000_000i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let old = Upload {
+        seq: 0,
+        labels: vec![
+            ("__name__".into(), "process_cpu".into()),
+            ("comm".into(), "old".into()),
+            ("pid".into(), "4242".into()),
+            ("service_name".into(), "old".into()),
+        ],
+        from_nanos: now - hour_and_a_bit,
+        until_nanos: now - hour_and_a_bit + 15_000_000_000,
+        pprof_gz: vec![0x1f, 0x8b, 0, 0],
+    };
+    Spool::open(&dir.join("spool"), 1 << 20)
+        .unwrap()
+        .push(&old)
+        .unwrap();
+
+    let url = standin.url();
+    let pid = fixture.pid().to_string();
+    let args = server_args(&url, &pid, &["--duration", "3s", "--dump-dir", "files"]);
+    let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
+    assert!(
+        standin
+            .accepted()
+            .iter()
+            .all(|a| a.label("pid") != Some("4242")),
+        "a profile older than 1 h was sent"
+    );
+    let moved: Vec<String> = fs::read_dir(dir.join("files"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("old-4242.cpu."))
+        .collect();
+    assert_eq!(moved.len(), 1, "{moved:?}\n{stderr}");
+    assert_eq!(spooled(&dir.join("spool")), 0);
+    assert!(stderr.contains("moved_too_old=1"), "{stderr}");
+    assert!(!standin.accepted().is_empty(), "fresh profiles still flow");
+}
