@@ -337,28 +337,39 @@ fn export_window(
     let until = window.start + window.duration;
     for process in &window.processes {
         let comments = comments(window, target, Some(process));
-        if let Some(dump) = dump.as_deref_mut() {
-            let profile = pprof::encode(window, &[process], &comments);
-            let name = DumpDir::profile_name(&process.info.comm, process.info.pid, window.start);
-            match dump.write(&name, &pprof::to_gzip(&profile)) {
-                Ok(_) => written += 1,
-                Err(err) => tracing::error!("{err}"),
-            }
-        }
-        if let Some((exporter, labels)) = server {
-            let parts = pprof::encode_split(
+        // The server's limits decide the parts; a profile within them (the usual case) is
+        // encoded once and written to both places.
+        let parts: Vec<Vec<u8>> = match server {
+            Some(_) => pprof::encode_split(
                 window,
                 process,
                 &comments,
                 pprof::MAX_SAMPLES,
                 pprof::MAX_BYTES,
-            );
+            )
+            .iter()
+            .map(pprof::to_gzip)
+            .collect(),
+            None => Vec::new(),
+        };
+        if let Some(dump) = dump.as_deref_mut() {
+            let whole = match parts.as_slice() {
+                [only] => only.clone(),
+                _ => pprof::to_gzip(&pprof::encode(window, &[process], &comments)),
+            };
+            let name = DumpDir::profile_name(&process.info.comm, process.info.pid, window.start);
+            match dump.write(&name, &whole) {
+                Ok(_) => written += 1,
+                Err(err) => tracing::error!("{err}"),
+            }
+        }
+        if let Some((exporter, labels)) = server {
             if parts.len() > 1 {
                 exporter.count_split();
             }
             let labels = labels.for_process(&process.info);
             for part in parts {
-                exporter.submit(labels.clone(), window.start, until, pprof::to_gzip(&part));
+                exporter.submit(labels.clone(), window.start, until, part);
             }
         }
     }
