@@ -139,6 +139,15 @@ pub fn sanitize_name(name: &str) -> String {
     }
 }
 
+/// Creates `dir` if needed and proves a file can be written in it, so that a bad directory is
+/// a start-up error rather than a lost profile later.
+pub fn ensure_writable_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".profilerd-write-test-{}", std::process::id()));
+    fs::write(&probe, b"")?;
+    fs::remove_file(&probe)
+}
+
 /// The directory `run` writes profiles into, kept within a file count and a byte size.
 pub struct DumpDir {
     dir: PathBuf,
@@ -155,14 +164,10 @@ const PROFILE_SUFFIX: &str = ".pb.gz";
 impl DumpDir {
     /// Creates the directory if needed and proves it is writable.
     pub fn open(dir: &Path, max_files: usize, max_bytes: u64) -> Result<Self, OutputError> {
-        let unwritable = |source| OutputError::DumpDirUnwritable {
+        ensure_writable_dir(dir).map_err(|source| OutputError::DumpDirUnwritable {
             path: dir.to_path_buf(),
             source,
-        };
-        fs::create_dir_all(dir).map_err(unwritable)?;
-        let probe = dir.join(format!(".profilerd-write-test-{}", std::process::id()));
-        fs::write(&probe, b"").map_err(unwritable)?;
-        let _ = fs::remove_file(&probe);
+        })?;
         Ok(Self {
             dir: dir.to_path_buf(),
             max_files,

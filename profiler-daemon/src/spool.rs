@@ -10,7 +10,10 @@ use std::{
 use prost::Message;
 use thiserror::Error;
 
-use crate::{output::write_atomic, upload::Upload};
+use crate::{
+    output::{ensure_writable_dir, write_atomic},
+    upload::Upload,
+};
 
 const SUFFIX: &str = ".spool";
 
@@ -66,10 +69,7 @@ impl Spool {
             path: dir.to_path_buf(),
             source,
         };
-        fs::create_dir_all(dir).map_err(unwritable)?;
-        let probe = dir.join(format!(".profilerd-write-test-{}", std::process::id()));
-        fs::write(&probe, b"").map_err(unwritable)?;
-        let _ = fs::remove_file(&probe);
+        ensure_writable_dir(dir).map_err(unwritable)?;
         let mut entries = BTreeMap::new();
         let mut bytes = 0;
         for entry in fs::read_dir(dir)

@@ -354,3 +354,24 @@ pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+/// `profilerd record ARGS -o SCRATCH/NAME/cpu.pb.gz` (must succeed), decoded into stacks.
+pub fn record_stacks(name: &str, args: &[&str]) -> Vec<Stack> {
+    let out = scratch(name).join("cpu.pb.gz");
+    let mut full: Vec<&str> = vec!["record"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--output", out.to_str().unwrap()]);
+    run_ok(&full, Duration::from_secs(60));
+    stacks(&read_pprof(&out))
+}
+
+/// Asserts a profile has a fair number of samples and only those of `pid`.
+pub fn assert_only_pid(stacks: &[Stack], pid: u32, context: &str) {
+    let total: i64 = stacks.iter().map(|s| s.count).sum();
+    assert!(total > 50, "only {total} samples ({context})");
+    let pids: Vec<u32> = stacks.iter().map(Stack::pid).collect();
+    assert!(
+        pids.iter().all(|&p| p == pid),
+        "pids {pids:?}, expected only {pid} ({context})"
+    );
+}

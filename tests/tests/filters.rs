@@ -4,33 +4,16 @@ use std::{fs, path::PathBuf, time::Duration};
 
 use profiler_tests::*;
 
-const LIMIT: Duration = Duration::from_secs(60);
-
 #[test]
 fn pid_filter_excludes_a_second_busy_process() {
     let wanted = Running::spawn(&fixture("split"), &["30"]);
     let other = Running::spawn(&fixture("split"), &["30"]);
-    let out = scratch("filter-pid").join("cpu.pb.gz");
-    run_ok(
-        &[
-            "record",
-            "--pid",
-            &wanted.pid().to_string(),
-            "--duration",
-            "3s",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        LIMIT,
-    );
-    let stacks = stacks(&read_pprof(&out));
-    let total: i64 = stacks.iter().map(|s| s.count).sum();
-    assert!(total > 50, "only {total} samples");
-    let pids: Vec<u32> = stacks.iter().map(Stack::pid).collect();
-    assert!(
-        pids.iter().all(|&p| p == wanted.pid()),
-        "pids {pids:?}, other busy pid {}",
-        other.pid()
+    let pid = wanted.pid().to_string();
+    let stacks = record_stacks("filter-pid", &["--pid", &pid, "--duration", "3s"]);
+    assert_only_pid(
+        &stacks,
+        wanted.pid(),
+        &format!("{} is busy too", other.pid()),
     );
 }
 
@@ -70,48 +53,26 @@ fn cgroup_filter_profiles_only_the_process_moved_into_it() {
     let inside = Running::spawn(&fixture("split"), &["30"]);
     fs::write(group.0.join("cgroup.procs"), inside.pid().to_string())
         .expect("move the fixture into the cgroup");
-
-    let out = scratch("filter-cgroup").join("cpu.pb.gz");
-    // Relative to the cgroup2 root, as a user would name a systemd unit's cgroup.
-    let relative = format!("/{name}");
-    run_ok(
-        &[
-            "record",
-            "--cgroup",
-            &relative,
-            "--duration",
-            "3s",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        LIMIT,
-    );
-    let stacks = stacks(&read_pprof(&out));
-    let total: i64 = stacks.iter().map(|s| s.count).sum();
-    assert!(total > 50, "only {total} samples");
-    let pids: Vec<u32> = stacks.iter().map(Stack::pid).collect();
-    assert!(
-        pids.iter().all(|&p| p == inside.pid()),
-        "pids {pids:?}: only {} is in the cgroup, {} is not",
+    let context = format!(
+        "only {} is in the cgroup, {} is not",
         inside.pid(),
         outside.pid()
     );
 
-    // The absolute path form selects the same cgroup.
-    let out = scratch("filter-cgroup-abs").join("cpu.pb.gz");
-    run_ok(
-        &[
-            "record",
-            "--cgroup",
-            group.0.to_str().unwrap(),
-            "--duration",
-            "2s",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        LIMIT,
+    // Relative to the cgroup2 root, as a user would name a systemd unit's cgroup.
+    let relative = format!("/{name}");
+    let stacks = record_stacks(
+        "filter-cgroup",
+        &["--cgroup", &relative, "--duration", "3s"],
     );
-    let again = profiler_tests::stacks(&read_pprof(&out));
-    assert!(!again.is_empty() && again.iter().all(|s| s.pid() == inside.pid()));
+    assert_only_pid(&stacks, inside.pid(), &context);
+
+    // The absolute path form selects the same cgroup.
+    let absolute = group.0.to_str().unwrap();
+    let stacks = record_stacks(
+        "filter-cgroup-abs",
+        &["--cgroup", absolute, "--duration", "2s"],
+    );
+    assert_only_pid(&stacks, inside.pid(), &context);
     drop(inside);
 }
