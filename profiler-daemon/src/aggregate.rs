@@ -47,6 +47,44 @@ pub struct ProcessProfile {
 }
 
 impl ProcessProfile {
+    /// Adds `other`'s samples (the same process, another interval) to this profile.
+    pub fn merge(&mut self, other: &ProcessProfile) {
+        if self.locations.is_empty() && self.stacks.is_empty() {
+            self.info = other.info.clone();
+        }
+        let mut index: HashMap<(FrameKind, u64, &str), u32> = HashMap::new();
+        for (i, location) in self.locations.iter().enumerate() {
+            index.insert(
+                (location.kind, location.address, location.function()),
+                i as u32,
+            );
+        }
+        let mut added = Vec::new();
+        let mut remap = Vec::with_capacity(other.locations.len());
+        for location in &other.locations {
+            let key = (location.kind, location.address, location.function());
+            let next = (self.locations.len() + added.len()) as u32;
+            let i = *index.entry(key).or_insert_with(|| {
+                added.push(location.clone());
+                next
+            });
+            remap.push(i);
+        }
+        self.locations.extend(added);
+        for (stack, count) in &other.stacks {
+            let stack: Vec<u32> = stack.iter().map(|&i| remap[i as usize]).collect();
+            *self.stacks.entry(stack).or_insert(0) += count;
+        }
+        self.samples += other.samples;
+    }
+
+    /// Rough heap footprint, for the history bound.
+    pub fn approx_bytes(&self) -> usize {
+        let locations: usize = self.locations.iter().map(|l| 64 + 32 * l.lines.len()).sum();
+        let stacks: usize = self.stacks.keys().map(|s| 48 + 4 * s.len()).sum();
+        256 + locations + stacks
+    }
+
     /// Stacks as function names, root first (for folded output and tests).
     pub fn folded(&self) -> Vec<(Vec<&str>, u64)> {
         self.stacks
@@ -342,6 +380,37 @@ pub(crate) mod tests {
                 (vec!["fn_20", "fn_10"], 5),
                 (vec!["fn_20", "fn_10", "k_ff00"], 3),
             ]
+        );
+    }
+
+    #[test]
+    fn merging_intervals_adds_counts_and_unifies_locations() {
+        let mut agg = Aggregator::new(99, 100);
+        let mut resolver = FakeResolver { user_calls: 0 };
+        agg.ingest(
+            &drained(vec![(key(7, 1, NO_STACK), 2)], &[(1, &[0x10, 0x20])]),
+            &mut resolver,
+        );
+        let first = agg.take_window(SystemTime::now());
+        agg.ingest(
+            &drained(
+                vec![(key(7, 1, NO_STACK), 3), (key(7, 2, NO_STACK), 1)],
+                &[(1, &[0x10, 0x20]), (2, &[0x30, 0x20])],
+            ),
+            &mut resolver,
+        );
+        let second = agg.take_window(SystemTime::now());
+        let mut merged = ProcessProfile::default();
+        merged.merge(&first.processes[0]);
+        merged.merge(&second.processes[0]);
+        assert_eq!(merged.info.comm, "comm7");
+        assert_eq!(merged.samples, 6);
+        assert_eq!(merged.locations.len(), 3, "0x10, 0x20, 0x30 once each");
+        let mut folded = merged.folded();
+        folded.sort();
+        assert_eq!(
+            folded,
+            vec![(vec!["fn_20", "fn_10"], 5), (vec!["fn_20", "fn_30"], 1)]
         );
     }
 

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod delivery;
 pub mod labels;
+pub mod limits;
 pub mod output;
 pub mod pipeline;
 pub mod pprof;
@@ -17,7 +18,10 @@ pub mod procinfo;
 pub mod sampler;
 pub mod spool;
 pub mod symbolize;
+pub mod trigger;
+pub mod triggered;
 pub mod upload;
+pub mod watch;
 
 /// Types generated from `proto/profile.proto`.
 #[allow(clippy::all, missing_docs)]
