@@ -4,6 +4,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::trigger::{parse_rule, Rule, Rules};
+
 const EXAMPLES: &str = "\
 Examples:
   # 30 s CPU profile of one process, like `curl /debug/pprof/profile?seconds=30`, no code change
@@ -154,7 +156,8 @@ pub struct RunArgs {
     /// How often the kernel maps are drained.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub collect_interval: Duration,
-    /// How often one profile per sampled process is written.
+    /// continuous mode: how often one profile per sampled process is written; triggered mode:
+    /// how often the status line is logged.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub upload_interval: Duration,
     /// Directory for the per-process pprof files [default: profiles, unless --server is set,
@@ -171,9 +174,91 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     #[command(flatten)]
+    pub trigger: TriggerArgs,
+    #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// What `run` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// keep a profile only when a threshold rule fires, with the seconds before it
+    Triggered,
+    /// every upload interval, one profile per sampled process
+    Continuous,
+}
+
+/// A rule flag's value: the rule, or `None` for `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleSetting(pub Option<Rule>);
+
+fn parse_rule4(text: &str) -> Result<RuleSetting, String> {
+    parse_rule(text, false).map(RuleSetting)
+}
+
+fn parse_rule5(text: &str) -> Result<RuleSetting, String> {
+    parse_rule(text, true).map(RuleSetting)
+}
+
+/// Cores as a decimal (`2`, `0.5`), in thousandths.
+fn parse_cores(text: &str) -> Result<u64, String> {
+    let cores: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of cores (e.g. 2 or 0.5)"))?;
+    if !(0.001..=100_000.0).contains(&cores) {
+        return Err(format!("{text:?} cores is out of range"));
+    }
+    Ok((cores * 1000.0).round() as u64)
+}
+
+/// Threshold triggers (holmes rules) of `--mode triggered`.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Triggers")]
+pub struct TriggerArgs {
+    /// triggered: keep a profile only when a rule fires; continuous: one per process per interval.
+    #[arg(long, value_enum, default_value = "triggered")]
+    pub mode: Mode,
+    /// CPU rule min,diff,abs,cooldown in percent of the target's cores, or off.
+    #[arg(long, default_value = "10,25,70,1m", value_parser = parse_rule4, value_name = "MIN,DIFF,ABS,COOLDOWN")]
+    pub cpu_trigger: RuleSetting,
+    /// Memory rule min,diff,abs,cooldown in percent of the memory limit (RSS), or off.
+    #[arg(long, default_value = "10,25,80,1m", value_parser = parse_rule4, value_name = "MIN,DIFF,ABS,COOLDOWN")]
+    pub mem_trigger: RuleSetting,
+    /// Thread rule min,diff,abs,max,cooldown in threads (max 0: none), or off.
+    #[arg(long, default_value = "10,25,70,0,1h", value_parser = parse_rule5, value_name = "MIN,DIFF,ABS,MAX,COOLDOWN")]
+    pub thread_trigger: RuleSetting,
+    /// Skip every rule while the target's CPU is at or above this percent (0: never skip).
+    #[arg(long, default_value_t = 0)]
+    pub cpu_max: u64,
+    /// Cores the CPU percent is relative to (default: the target's cgroup quota, else the host's CPUs).
+    #[arg(long, value_parser = parse_cores, value_name = "CORES")]
+    pub cpu_cores: Option<u64>,
+    /// Memory the memory percent is relative to (default: the cgroup limit, else host RAM).
+    #[arg(long, value_parser = parse_bytes, value_name = "SIZE")]
+    pub memory_limit: Option<u64>,
+    /// Seconds before the firing that the kept profile covers.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub pre_trigger: Duration,
+    /// Seconds after the firing that the kept profile covers.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub post_trigger: Duration,
+    /// Memory for the drained history that supplies the seconds before a trigger.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    pub history_max_bytes: u64,
+}
+
+impl TriggerArgs {
+    pub fn rules(&self) -> Rules {
+        Rules {
+            cpu: self.cpu_trigger.0,
+            mem: self.mem_trigger.0,
+            thread: self.thread_trigger.0,
+            cpu_max: self.cpu_max,
+        }
+    }
 }
 
 /// Default dump dir of `run`.
@@ -399,6 +484,48 @@ mod tests {
         };
         assert_eq!(args.dump_dir(), Some(PathBuf::from("d")));
         assert_eq!(args.limits.counts_map_entries, 16_384);
+        assert_eq!(args.trigger.mode, Mode::Triggered);
+        let rules = args.trigger.rules();
+        let rule = |min, diff, abs, max, secs| {
+            Some(Rule {
+                min,
+                diff,
+                abs,
+                max,
+                cooldown: Duration::from_secs(secs),
+            })
+        };
+        assert_eq!(rules.cpu, rule(10, 25, 70, 0, 60));
+        assert_eq!(rules.mem, rule(10, 25, 80, 0, 60));
+        assert_eq!(rules.thread, rule(10, 25, 70, 0, 3600));
+        assert_eq!(args.trigger.pre_trigger, Duration::from_secs(10));
+        assert_eq!(args.trigger.post_trigger, Duration::from_secs(5));
+        // The article's settings for a 2-core pod with a 100 MB limit.
+        let Command::Run(args) = parse(&[
+            "run",
+            "--cpu-cores",
+            "2",
+            "--memory-limit",
+            "100MB",
+            "--cpu-trigger",
+            "20,100,150,2m",
+            "--mem-trigger",
+            "50,100,800,1m",
+            "--thread-trigger",
+            "off",
+            "--collect-interval",
+            "1s",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("run expected")
+        };
+        assert_eq!(args.trigger.cpu_cores, Some(2000));
+        assert_eq!(args.trigger.memory_limit, Some(100_000_000));
+        let rules = args.trigger.rules();
+        assert_eq!(rules.cpu, rule(20, 100, 150, 0, 120));
+        assert_eq!(rules.thread, None);
     }
 
     #[test]
@@ -419,6 +546,13 @@ mod tests {
                 "--counts-map-entries",
             ),
             (&["profile"][..], "profile"),
+            (&["run", "--cpu-trigger", "10,25"][..], "--cpu-trigger"),
+            (
+                &["run", "--thread-trigger", "10,25,70,1h"][..],
+                "--thread-trigger",
+            ),
+            (&["run", "--cpu-cores", "lots"][..], "--cpu-cores"),
+            (&["run", "--mode", "sometimes"][..], "--mode"),
         ] {
             let err = parse(args).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");

@@ -5,34 +5,39 @@ use std::{
     io::IsTerminal,
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context, Result};
 
 use crate::{
     aggregate::{ProcessProfile, Window},
-    cli::{Format, LimitArgs, RecordArgs, RunArgs, TargetArgs, DEFAULT_DUMP_DIR},
+    cli::{Format, LimitArgs, Mode, RecordArgs, RunArgs, TargetArgs, DEFAULT_DUMP_DIR},
     delivery::{DeliveryConfig, Exporter},
     labels::LabelConfig,
-    output::{flame_graph_svg, folded_lines, write_atomic, DumpDir},
+    output::{flame_graph_svg, folded_lines, utc_timestamp, write_atomic, DumpDir},
     pipeline::{Pipeline, PipelineConfig},
     pprof, preflight,
     procinfo::is_running,
     sampler::SamplerConfig,
     spool::Spool,
     symbolize::SymbolsConfig,
+    trigger::{Rule, Rules, Scene},
+    triggered::{Captures, Kept},
     upload::{self, Auth, Client, ServerConfig},
+    watch::{CgroupTarget, WatchConfig, Watcher},
     BPF_OBJECT,
 };
 
 /// Checks privileges and targets, then builds the pipeline configuration.
-fn prepare(target: &TargetArgs, limits: &LimitArgs) -> Result<PipelineConfig> {
+fn prepare(target: &TargetArgs, limits: &LimitArgs) -> Result<(PipelineConfig, Vec<CgroupTarget>)> {
     preflight::check_privileges()?;
     preflight::check_perf_events(target.frequency)?;
     preflight::check_pids(&target.pids)?;
-    let cgroups = preflight::resolve_cgroups(&target.cgroups)?;
-    Ok(PipelineConfig {
+    let (cgroups, cgroup_targets): (Vec<_>, Vec<_>) = preflight::resolve_cgroups(&target.cgroups)?
+        .into_iter()
+        .unzip();
+    let config = PipelineConfig {
         sampler: SamplerConfig {
             frequency: target.frequency,
             pids: target.pids.clone(),
@@ -47,7 +52,8 @@ fn prepare(target: &TargetArgs, limits: &LimitArgs) -> Result<PipelineConfig> {
             max_kernel_symbols: limits.max_kernel_symbols as usize,
         },
         max_stacks: limits.max_stacks as usize,
-    })
+    };
+    Ok((config, cgroup_targets))
 }
 
 fn describe_targets(target: &TargetArgs) -> String {
@@ -106,7 +112,7 @@ fn tick(
 
 /// `profilerd record`: one profile of the selected processes.
 pub fn record(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
-    let config = prepare(&args.target, &args.limits)?;
+    let (config, _) = prepare(&args.target, &args.limits)?;
     let (format, output) = args.resolved_output();
     // Fail before sampling, not after 30 s, when the output cannot be written.
     fs::OpenOptions::new()
@@ -259,15 +265,26 @@ pub fn prepare_server(args: &RunArgs) -> Result<Option<ServerSetup>> {
     }))
 }
 
-/// `profilerd run`: one pprof per sampled process every upload interval, to the dump dir
+/// `profilerd run`: in `continuous` mode one pprof per sampled process every upload interval;
+/// in `triggered` mode only the profiles of targets whose rules fired. Both go to the dump dir
 /// and/or the server (through `exporter`).
 pub fn run(
     args: &RunArgs,
     stop: &AtomicBool,
     server: Option<(&Exporter, &LabelConfig)>,
 ) -> Result<()> {
-    let config = prepare(&args.target, &args.limits)?;
-    let mut dump = match args.dump_dir() {
+    let (config, cgroup_targets) = prepare(&args.target, &args.limits)?;
+    let rules = args.trigger.rules();
+    let dump_dir = match args.trigger.mode {
+        // Kept profiles are rare and precious: always on disk too.
+        Mode::Triggered => Some(
+            args.dump_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DUMP_DIR)),
+        ),
+        Mode::Continuous => args.dump_dir(),
+    };
+    let mut dump = match dump_dir {
         Some(dir) => Some(DumpDir::open(
             &dir,
             args.dump_max_files as usize,
@@ -277,19 +294,74 @@ pub fn run(
     };
     let mut pipeline = Pipeline::start(BPF_OBJECT, &config)?;
     let started = Instant::now();
-    tracing::info!(
-        targets = %describe_targets(&args.target),
-        frequency = args.target.frequency,
-        cpus = pipeline.cpus(),
-        collect_interval = ?args.collect_interval,
-        upload_interval = ?args.upload_interval,
-        dump_dir = %dump.as_ref().map_or("none".to_string(), |d| d.path().display().to_string()),
-        server = %args.server.server.as_deref().unwrap_or("none"),
-        "profilerd running: one pprof per sampled process every upload interval; SIGINT/SIGTERM flush and exit"
+    let destination = format!(
+        "{}{}",
+        dump.as_ref().map_or("no files".to_string(), |d| format!(
+            "files in {}",
+            d.path().display()
+        )),
+        args.server
+            .server
+            .as_deref()
+            .map_or(String::new(), |s| format!(" and server {s}"))
     );
     let end = args.duration.map(|d| started + d);
     let mut next_collect = started + args.collect_interval;
-    let mut next_upload = started + args.upload_interval;
+    let mut next_report = started + args.upload_interval;
+    let mut mode = match args.trigger.mode {
+        Mode::Continuous => {
+            tracing::info!(
+                targets = %describe_targets(&args.target),
+                frequency = args.target.frequency,
+                cpus = pipeline.cpus(),
+                collect_interval = ?args.collect_interval,
+                upload_interval = ?args.upload_interval,
+                "profilerd running in continuous mode: one pprof per sampled process every upload interval to {destination}; SIGINT/SIGTERM flush and exit"
+            );
+            None
+        }
+        Mode::Triggered => {
+            let processes = cgroup_targets.is_empty() || !args.target.pids.is_empty();
+            let watcher = Watcher::new(WatchConfig {
+                rules,
+                cores_flag: args.trigger.cpu_cores,
+                memory_flag: args.trigger.memory_limit,
+                frequency: args.target.frequency,
+                processes,
+                cgroups: cgroup_targets.clone(),
+                max_targets: args.limits.max_processes as usize,
+            });
+            let captures = Captures::new(
+                args.trigger.pre_trigger,
+                args.trigger.post_trigger,
+                args.trigger.history_max_bytes as usize,
+                args.target.frequency,
+                cgroup_targets.clone(),
+            );
+            let watched = match (processes, cgroup_targets.is_empty()) {
+                (true, true) => format!("each process of {}", describe_targets(&args.target)),
+                (true, false) => format!(
+                    "each of pids {:?} and each cgroup as a whole ({})",
+                    args.target.pids,
+                    describe_cgroups(&cgroup_targets)
+                ),
+                (false, _) => format!(
+                    "each cgroup as a whole ({})",
+                    describe_cgroups(&cgroup_targets)
+                ),
+            };
+            tracing::info!(
+                frequency = args.target.frequency,
+                collect_interval = ?args.collect_interval,
+                pre_trigger = ?args.trigger.pre_trigger,
+                post_trigger = ?args.trigger.post_trigger,
+                "profilerd running in triggered mode: watching {watched}; rules {}; kept profiles ({{cpu|mem|thread}}.<event>.<time>.pb.gz + .svg) go to {destination}; a status line every {:?}",
+                describe_rules(&rules),
+                args.upload_interval
+            );
+            Some((watcher, captures))
+        }
+    };
     loop {
         let running = tick(
             &mut pipeline,
@@ -299,10 +371,60 @@ pub fn run(
             stop,
         )?;
         let now = Instant::now();
-        if now >= next_upload || !running {
-            let window = pipeline.take_window();
-            export_window(dump.as_mut(), server, &window, &args.target);
-            next_upload = now.max(next_upload) + args.upload_interval;
+        let report = now >= next_report || !running;
+        match &mut mode {
+            None => {
+                if report {
+                    let window = pipeline.take_window();
+                    export_window(dump.as_mut(), server, &window, &args.target);
+                }
+            }
+            Some((watcher, captures)) => {
+                let slice = pipeline.take_window();
+                let wall = SystemTime::now();
+                for firing in watcher.tick(&slice, now) {
+                    for scene in &firing.scenes {
+                        tracing::info!(
+                            target = %firing.name,
+                            trigger = scene.metric.name(),
+                            reason = scene.reason.text(),
+                            cur = scene.cur,
+                            avg = scene.avg,
+                            min = scene.rule.min,
+                            diff = scene.rule.diff,
+                            abs = scene.rule.abs,
+                            max = scene.rule.max,
+                            cooldown = ?scene.rule.cooldown,
+                            "trigger fired"
+                        );
+                    }
+                    captures.fire(firing, wall);
+                }
+                let mut kept = captures.on_slice(slice, wall);
+                if !running {
+                    kept.extend(captures.flush(SystemTime::now()));
+                }
+                for kept in kept {
+                    write_kept(dump.as_mut(), server, &kept, &args.target);
+                }
+                if report {
+                    tracing::info!("status: {}", watcher.status(3));
+                    let stats = captures.stats;
+                    tracing::info!(
+                        fired = stats.fired,
+                        merged = stats.merged,
+                        kept = stats.kept,
+                        history_bytes = captures.history_bytes(),
+                        history_dropped = stats.history_dropped,
+                        file_reads = watcher.file_reads,
+                        dropped_targets = watcher.dropped_targets,
+                        "triggers"
+                    );
+                }
+            }
+        }
+        if report {
+            next_report = now.max(next_report) + args.upload_interval;
             tracing::info!(
                 tracked_processes = pipeline.symbols().tracked(),
                 last_drain = ?pipeline.accounting.last_drain,
@@ -325,6 +447,119 @@ pub fn run(
         "profilerd stopped; last window flushed"
     );
     Ok(())
+}
+
+fn describe_cgroups(targets: &[CgroupTarget]) -> String {
+    targets
+        .iter()
+        .map(|t| t.relative.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe_rules(rules: &Rules) -> String {
+    let rule = |name: &str, rule: Option<&Rule>| match rule {
+        Some(r) if name == "thread" => format!(
+            "{name} {},{},{},{},{:?}",
+            r.min, r.diff, r.abs, r.max, r.cooldown
+        ),
+        Some(r) => format!("{name} {},{},{},{:?}", r.min, r.diff, r.abs, r.cooldown),
+        None => format!("{name} off"),
+    };
+    format!(
+        "{}; {}; {}; cpu-max {}",
+        rule("cpu", rules.cpu.as_ref()),
+        rule("mem", rules.mem.as_ref()),
+        rule("thread", rules.thread.as_ref()),
+        if rules.cpu_max == 0 {
+            "off".to_string()
+        } else {
+            rules.cpu_max.to_string()
+        }
+    )
+}
+
+/// Writes a kept profile (`<metric>.<event>.<time>.pb.gz` and `.svg`) and sends it.
+fn write_kept(
+    dump: Option<&mut DumpDir>,
+    server: Option<(&Exporter, &LabelConfig)>,
+    kept: &Kept,
+    target: &TargetArgs,
+) {
+    let processes: Vec<&ProcessProfile> = kept.window.processes.iter().collect();
+    let mut comments = comments(&kept.window, target, None);
+    comments.push(format!("kept for {} (event {})", kept.name, kept.event_id));
+    comments.extend(kept.scenes.iter().map(Scene::describe));
+    let metric = kept.scenes[0].metric.name();
+    let reasons: Vec<String> = kept
+        .scenes
+        .iter()
+        .map(|s| format!("{}: {}", s.metric.name(), s.reason.text()))
+        .collect();
+    let base = format!(
+        "{metric}.{}.{}",
+        kept.event_id,
+        utc_timestamp(kept.fired_at)
+    );
+    let mut written = None;
+    if let Some(dump) = dump {
+        let profile = pprof::to_gzip(&pprof::encode(&kept.window, &processes, &comments));
+        let title = format!("profilerd: {} — {}", kept.name, reasons.join("; "));
+        let svg = flame_graph_svg(&folded_lines(&processes), &title);
+        let result = dump
+            .write(&format!("{base}.pb.gz"), &profile)
+            .and_then(|path| {
+                dump.write(&format!("{base}.svg"), &svg?)?;
+                Ok(path)
+            });
+        match result {
+            Ok(path) => written = Some(path),
+            Err(err) => tracing::error!("kept profile {base} not written: {err}"),
+        }
+    }
+    if let Some((exporter, labels)) = server {
+        let until = kept.window.start + kept.window.duration;
+        for process in &kept.window.processes {
+            let mut series = labels.for_process(&process.info);
+            series.push(("trigger".into(), metric.into()));
+            series.push((
+                "reason".into(),
+                crate::labels::truncate(&reasons.join("; "), crate::labels::MAX_VALUE_LEN)
+                    .to_string(),
+            ));
+            let parts = pprof::encode_split(
+                &kept.window,
+                process,
+                &comments,
+                pprof::MAX_SAMPLES,
+                pprof::MAX_BYTES,
+            );
+            if parts.len() > 1 {
+                exporter.count_split();
+            }
+            for part in parts {
+                exporter.submit(
+                    series.clone(),
+                    kept.window.start,
+                    until,
+                    pprof::to_gzip(&part),
+                );
+            }
+        }
+    }
+    let latency = SystemTime::now()
+        .duration_since(kept.fired_at)
+        .unwrap_or_default();
+    tracing::info!(
+        target = %kept.name,
+        event = %kept.event_id,
+        trigger = metric,
+        file = %written.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
+        samples = kept.window.samples(),
+        window = ?kept.window.duration,
+        on_disk_after = ?latency,
+        "kept profile written"
+    );
 }
 
 fn export_window(

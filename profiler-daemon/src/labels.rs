@@ -12,8 +12,18 @@ use crate::procinfo::ProcessInfo;
 pub const MAX_LABEL_NAMES: usize = 30;
 pub const MAX_NAME_LEN: usize = 1024;
 pub const MAX_VALUE_LEN: usize = 2048;
-/// Label names every profile carries besides user tags: `__name__` and these.
-pub const BUILTIN_LABELS: [&str; 6] = ["service_name", "pid", "comm", "exe", "cgroup", "hostname"];
+/// Label names profiles carry besides user tags: `__name__` and these (`trigger` and `reason`
+/// on kept profiles of triggered mode).
+pub const BUILTIN_LABELS: [&str; 8] = [
+    "service_name",
+    "pid",
+    "comm",
+    "exe",
+    "cgroup",
+    "hostname",
+    "trigger",
+    "reason",
+];
 /// What Pyroscope derives from our `cpu` sample type.
 pub const PROFILE_NAME: &str = "process_cpu";
 
@@ -31,7 +41,7 @@ pub enum LabelError {
     NameTooLong { name: String },
     #[error("value of label {name:?} is empty or longer than {MAX_VALUE_LEN} bytes")]
     BadValue { name: String },
-    #[error("label {0:?} is given twice (tags may not repeat each other or the built-in labels service_name, pid, comm, exe, cgroup, hostname)")]
+    #[error("label {0:?} is given twice (tags may not repeat each other or the built-in labels service_name, pid, comm, exe, cgroup, hostname, trigger, reason)")]
     Duplicate(String),
     #[error("{count} label names per profile, the server accepts at most {MAX_LABEL_NAMES}: drop some --tag")]
     TooMany { count: usize },
@@ -307,9 +317,13 @@ mod tests {
             parse_tags(&["a=1".into(), "a=2".into()]),
             Err(LabelError::Duplicate("a".into()))
         );
-        let many: Vec<String> = (0..24).map(|i| format!("t{i}=v")).collect();
+        let many: Vec<String> = (0..22).map(|i| format!("t{i}=v")).collect();
         assert_eq!(parse_tags(&many), Err(LabelError::TooMany { count: 31 }));
-        assert!(parse_tags(&many[..23]).is_ok());
+        assert!(parse_tags(&many[..21]).is_ok());
+        assert_eq!(
+            parse_tags(&["reason=x".into()]),
+            Err(LabelError::Duplicate("reason".into()))
+        );
     }
 
     #[test]

@@ -158,8 +158,10 @@ pub struct DumpDir {
     pub written: u64,
 }
 
-/// Suffix of every file the dump dir manages; other files are left alone.
+/// Suffix of the per-process profiles of `run`.
 const PROFILE_SUFFIX: &str = ".pb.gz";
+/// Suffixes of every file the dump dir manages (and bounds); other files are left alone.
+const MANAGED_SUFFIXES: [&str; 2] = [PROFILE_SUFFIX, ".svg"];
 
 impl DumpDir {
     /// Creates the directory if needed and proves it is writable.
@@ -205,7 +207,11 @@ impl DumpDir {
         };
         let mut files: Vec<(SystemTime, PathBuf, u64)> = entries
             .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().ends_with(PROFILE_SUFFIX))
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                MANAGED_SUFFIXES.iter().any(|s| name.ends_with(s))
+            })
             .filter_map(|e| {
                 let meta = e.metadata().ok()?;
                 meta.is_file()

@@ -8,7 +8,7 @@ use std::{
 
 use thiserror::Error;
 
-use crate::{procinfo::cgroup2_mount, sampler::CgroupSelector};
+use crate::{procinfo::cgroup2_mount, sampler::CgroupSelector, watch::CgroupTarget};
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -88,8 +88,11 @@ pub fn check_pids(pids: &[u32]) -> Result<(), PreflightError> {
     Ok(())
 }
 
-/// Resolves `--cgroup` arguments to cgroup v2 ids and depths.
-pub fn resolve_cgroups(paths: &[PathBuf]) -> Result<Vec<CgroupSelector>, PreflightError> {
+/// Resolves `--cgroup` arguments to cgroup v2 ids and depths (for the BPF filter) and to
+/// directories and paths (for the trigger targets).
+pub fn resolve_cgroups(
+    paths: &[PathBuf],
+) -> Result<Vec<(CgroupSelector, CgroupTarget)>, PreflightError> {
     if paths.is_empty() {
         return Ok(Vec::new());
     }
@@ -100,7 +103,10 @@ pub fn resolve_cgroups(paths: &[PathBuf]) -> Result<Vec<CgroupSelector>, Preflig
         .collect()
 }
 
-fn resolve_cgroup(path: &Path, mount: &Path) -> Result<CgroupSelector, PreflightError> {
+fn resolve_cgroup(
+    path: &Path,
+    mount: &Path,
+) -> Result<(CgroupSelector, CgroupTarget), PreflightError> {
     // A path under the mount is taken as is; anything else is read relative to the root.
     let full = if path.starts_with(mount) {
         path.to_path_buf()
@@ -134,10 +140,15 @@ fn resolve_cgroup(path: &Path, mount: &Path) -> Result<CgroupSelector, Preflight
         path: path.to_path_buf(),
         example: format!("{}/system.slice", mount.display()),
     })?;
-    Ok(CgroupSelector {
+    let selector = CgroupSelector {
         id: meta.ino(),
         level: relative.components().count() as u32,
-    })
+    };
+    let target = CgroupTarget {
+        relative: format!("/{}", relative.display()),
+        dir: canonical,
+    };
+    Ok((selector, target))
 }
 
 fn is_cgroup2(path: &Path) -> bool {
@@ -184,7 +195,8 @@ mod tests {
         assert!(matches!(err, PreflightError::NoSuchCgroup { .. }), "{err}");
         let err = resolve_cgroup(Path::new("/proc"), &mount).unwrap_err();
         assert!(matches!(err, PreflightError::NotCgroup2 { .. }), "{err}");
-        let root = resolve_cgroup(&mount, &mount).unwrap();
+        let (root, target) = resolve_cgroup(&mount, &mount).unwrap();
         assert_eq!(root.level, 0);
+        assert_eq!(target.relative, "/");
     }
 }

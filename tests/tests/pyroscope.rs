@@ -63,6 +63,8 @@ fn check_process_labels(labels: &BTreeMap<String, String>, pid: u32) {
 fn server_args<'a>(standin_url: &'a str, pid: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "run",
+        "--mode",
+        "continuous",
         "--pid",
         pid,
         "--server",
@@ -368,6 +370,8 @@ fn process_with_more_than_16000_stacks_is_split_and_every_sample_arrives() {
     let pid = fixture.pid().to_string();
     let args = [
         "run",
+        "--mode",
+        "continuous",
         "--pid",
         &pid,
         "--server",

@@ -29,6 +29,8 @@ fn run_writes_per_process_files_each_interval_and_flushes_on_sigterm() {
     let mut daemon = Command::new(profilerd())
         .args([
             "run",
+            "--mode",
+            "continuous",
             "--pid",
             &fixture.pid().to_string(),
             "--collect-interval",

@@ -1,0 +1,324 @@
+//! `run --mode triggered`: holmes rules on real processes keep exactly the profiles they should,
+//! with the seconds before the trigger.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use profiler_tests::*;
+
+const EXIT: Duration = Duration::from_secs(90);
+
+/// Kept profiles (`<metric>.<event>.<time>.pb.gz`) in `dir`.
+fn kept(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| p.to_string_lossy().ends_with(".pb.gz"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn cpu_spike_keeps_one_profile_with_the_seconds_before_it() {
+    // 12 s light marker (warm-up), 3 s burn, 3 s light, 3 s burn inside the cooldown.
+    let fixture = Running::spawn(&fixture("spike"), &["12", "3", "3", "3"]);
+    let dir = scratch("trigger-cpu");
+    let pid = fixture.pid().to_string();
+    let args = [
+        "run",
+        "--pid",
+        &pid,
+        "--pre-trigger",
+        "10s",
+        "--post-trigger",
+        "2s",
+        "--upload-interval",
+        "5s",
+        "--dump-dir",
+        "kept",
+        "--duration",
+        "24s",
+    ];
+    let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
+
+    assert!(
+        stderr.contains("triggered mode: watching each process of pids"),
+        "start-up line:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("status: ") && stderr.contains("cpu "),
+        "status line:\n{stderr}"
+    );
+    let files = kept(&dir.join("kept"));
+    assert_eq!(
+        files.len(),
+        1,
+        "exactly one kept profile: {files:?}\n{stderr}"
+    );
+    let name = file_name(&files[0]);
+    assert!(name.starts_with("cpu."), "{name}");
+    assert!(
+        dir.join("kept")
+            .join(name.replace(".pb.gz", ".svg"))
+            .exists(),
+        "flame graph next to it"
+    );
+    assert_eq!(
+        stderr.matches("trigger fired").count(),
+        1,
+        "second spike inside the cooldown:\n{stderr}"
+    );
+    let fired = stderr
+        .lines()
+        .find(|l| l.contains("trigger fired"))
+        .unwrap();
+    assert!(
+        fired.contains("trigger=\"cpu\"") || fired.contains("trigger=cpu"),
+        "{fired}"
+    );
+    assert!(
+        fired.contains("meet diff trigger condition") || fired.contains("curVal > ruleAbs"),
+        "{fired}"
+    );
+    eprintln!("{fired}");
+    eprintln!(
+        "{}",
+        stderr
+            .lines()
+            .find(|l| l.contains("kept profile written"))
+            .unwrap()
+    );
+
+    let profile = read_pprof(&files[0]);
+    let stacks = stacks(&profile);
+    let burn: i64 = stacks
+        .iter()
+        .filter(|s| s.has("burn_cpu"))
+        .map(|s| s.count)
+        .sum();
+    let before: i64 = stacks
+        .iter()
+        .filter(|s| s.has("pre_spike_marker"))
+        .map(|s| s.count)
+        .sum();
+    assert!(burn > 100, "the spike's function: {burn} samples");
+    assert!(
+        before > 0,
+        "samples from before the trigger (pre_spike_marker) are kept"
+    );
+    assert!(
+        profile.duration_nanos >= 9_000_000_000,
+        "pre + post trigger window: {} ns",
+        profile.duration_nanos
+    );
+    let comments: Vec<&str> = profile
+        .comment
+        .iter()
+        .map(|&c| profile.string_table[c as usize].as_str())
+        .collect();
+    assert!(
+        comments
+            .iter()
+            .any(|c| c.starts_with("cpu trigger: ") && c.contains("cur ") && c.contains("avg ")),
+        "{comments:?}"
+    );
+    let top = go_pprof(&["-top"], &files[0]);
+    assert!(top.contains("burn_cpu"), "{top}");
+}
+
+#[test]
+fn memory_growth_past_a_small_limit_fires_the_mem_rule() {
+    let fixture = Running::spawn(&fixture("grow"), &["mem", "12", "90", "8"]);
+    let dir = scratch("trigger-mem");
+    let pid = fixture.pid().to_string();
+    let args = [
+        "run",
+        "--pid",
+        &pid,
+        "--memory-limit",
+        "100MiB",
+        "--cpu-trigger",
+        "off",
+        "--thread-trigger",
+        "off",
+        "--post-trigger",
+        "1s",
+        "--dump-dir",
+        "kept",
+        "--duration",
+        "17s",
+    ];
+    let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
+    let files = kept(&dir.join("kept"));
+    assert_eq!(files.len(), 1, "{files:?}\n{stderr}");
+    assert!(file_name(&files[0]).starts_with("mem."), "{files:?}");
+    let fired = stderr
+        .lines()
+        .find(|l| l.contains("trigger fired"))
+        .unwrap();
+    assert!(
+        fired.contains("curVal > ruleAbs"),
+        "90 MiB of 100 MiB is over abs 80: {fired}"
+    );
+    // The kept profile is the CPU profile of the same window.
+    assert!(stacks(&read_pprof(&files[0]))
+        .iter()
+        .any(|s| s.has("light_work")));
+}
+
+#[test]
+fn starting_many_threads_fires_the_thread_rule() {
+    let fixture = Running::spawn(
+        &fixture_with("grow", "grow", &["-pthread"]),
+        &["threads", "12", "60", "8"],
+    );
+    let dir = scratch("trigger-thread");
+    let pid = fixture.pid().to_string();
+    let args = [
+        "run",
+        "--pid",
+        &pid,
+        "--thread-trigger",
+        "10,25,40,0,1h",
+        "--cpu-trigger",
+        "off",
+        "--mem-trigger",
+        "off",
+        "--post-trigger",
+        "1s",
+        "--dump-dir",
+        "kept",
+        "--duration",
+        "17s",
+    ];
+    let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
+    let files = kept(&dir.join("kept"));
+    assert_eq!(files.len(), 1, "{files:?}\n{stderr}");
+    assert!(file_name(&files[0]).starts_with("thread."), "{files:?}");
+    let fired = stderr
+        .lines()
+        .find(|l| l.contains("trigger fired"))
+        .unwrap();
+    assert!(
+        fired.contains("cur=61") || fired.contains("cur=6"),
+        "{fired}"
+    );
+}
+
+fn cgroup2_mount() -> PathBuf {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| PathBuf::from(left.split_whitespace().nth(4).unwrap()))
+        })
+        .expect("a cgroup2 hierarchy is mounted")
+}
+
+struct TestCgroup(PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn cgroup_target_fires_on_the_sum_of_processes_below_the_threshold_alone() {
+    let group =
+        TestCgroup(cgroup2_mount().join(format!("profilerd-trigger-{}", std::process::id())));
+    fs::create_dir(&group.0).expect("create a child cgroup (needs root)");
+    let first = Running::spawn(&fixture("split"), &["60"]);
+    let second = Running::spawn(&fixture("split"), &["60"]);
+    for pid in [first.pid(), second.pid()] {
+        fs::write(group.0.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+    let dir = scratch("trigger-cgroup");
+    let (a, b) = (first.pid().to_string(), second.pid().to_string());
+    // Only abs fires (diff 1000%): each process is at ~50% of 2 cores, the cgroup at ~100%.
+    let args = [
+        "run",
+        "--pid",
+        &a,
+        "--pid",
+        &b,
+        "--cgroup",
+        group.0.to_str().unwrap(),
+        "--cpu-cores",
+        "2",
+        "--cpu-trigger",
+        "10,1000,70,1m",
+        "--mem-trigger",
+        "off",
+        "--thread-trigger",
+        "off",
+        "--post-trigger",
+        "1s",
+        "--dump-dir",
+        "kept",
+        "--duration",
+        "15s",
+    ];
+    let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
+    let files = kept(&dir.join("kept"));
+    assert_eq!(files.len(), 1, "only the cgroup fires: {files:?}\n{stderr}");
+    let fired: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("trigger fired"))
+        .collect();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert!(
+        fired[0].contains("profilerd-trigger-"),
+        "the cgroup target fired: {}",
+        fired[0]
+    );
+    let pids: std::collections::BTreeSet<u32> = stacks(&read_pprof(&files[0]))
+        .iter()
+        .map(Stack::pid)
+        .collect();
+    assert_eq!(
+        pids,
+        [first.pid(), second.pid()].into_iter().collect(),
+        "both processes in the kept profile"
+    );
+    drop(first);
+    drop(second);
+}
+
+#[test]
+fn idle_host_in_triggered_mode_writes_nothing() {
+    let dir = scratch("trigger-idle");
+    let args = [
+        "run",
+        "--dump-dir",
+        "kept",
+        "--duration",
+        "13s",
+        "--upload-interval",
+        "5s",
+    ];
+    let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
+    assert!(
+        stderr.contains("triggered mode: watching each process of all processes"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("status: "), "{stderr}");
+    let files = kept(&dir.join("kept"));
+    assert!(files.is_empty(), "an idle host kept {files:?}\n{stderr}");
+}
