@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         Some("build") => setup().and_then(|()| cargo(&["build", "--workspace"])),
         Some("run") => run(&args[1..]),
         Some("test") => test(),
+        Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
@@ -53,7 +54,9 @@ fn main() -> ExitCode {
                  build   setup, then build everything\n  \
                  run     setup, build release, run `profilerd run` (extra args are passed on;\n          \
                  default: --dump-dir profiles)\n  \
-                 test    setup, build, then fmt check, clippy, unit and end-to-end tests"
+                 test    setup, build, then fmt check, clippy, unit and end-to-end tests\n  \
+                 bench   setup (with bpftrace, perf, bpftool), build release, run the benchmarks\n          \
+                 side by side with bpftrace and perf [--quick]"
             );
             return ExitCode::from(2);
         }
@@ -65,6 +68,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+mod bench;
+
+/// Peers and tools the benchmarks need besides the build's packages.
+const BENCH_PACKAGES: &[&str] = &["bpftrace", "linux-perf", "bpftool"];
+
+fn bench(args: &[String]) -> Result<()> {
+    let quick = match args {
+        [] => false,
+        [flag] if flag == "--quick" => true,
+        _ => bail!("usage: cargo xtask bench [--quick]"),
+    };
+    setup()?;
+    install(BENCH_PACKAGES)?;
+    cargo(&["build", "--release", "-p", "profiler-daemon"])?;
+    bench::bench(&root(), quick)
 }
 
 fn root() -> PathBuf {
@@ -106,27 +126,33 @@ fn is_installed(package: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn setup() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+/// Installs the Debian packages of `packages` that are missing.
+fn install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
-        .map(|(p, _)| *p)
+        .copied()
         .filter(|p| !is_installed(p))
         .collect();
-    if !missing.is_empty() {
-        eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
-        for (package, why) in PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
-            eprintln!("  {package}: {why}");
-        }
-        status(Command::new("apt-get").args(["update", "-qq"]))
-            .context("apt-get update failed: setup must run as root on Debian 12")?;
-        status(
-            Command::new("apt-get")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .args(["install", "-y", "-qq", "--no-install-recommends"])
-                .args(&missing),
-        )
-        .context("installing Debian packages failed")?;
+    if missing.is_empty() {
+        return Ok(());
     }
+    eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+    status(Command::new("apt-get").args(["update", "-qq"]))
+        .context("apt-get update failed: setup must run as root on Debian 12")?;
+    status(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing),
+    )
+    .context("installing Debian packages failed")
+}
+
+fn setup() -> Result<()> {
+    for (package, why) in PACKAGES.iter().filter(|(p, _)| !is_installed(p)) {
+        eprintln!("xtask: missing {package}: {why}");
+    }
+    install(&PACKAGES.iter().map(|(p, _)| *p).collect::<Vec<_>>())?;
 
     let linker = cargo_bin().join("bpf-linker");
     let linker_ok = Command::new(&linker)
