@@ -30,6 +30,14 @@ pub const NEW_PROCESS_RING: &str = "NEW_PROCESS";
 pub const GLOBAL_FILTER_PIDS: &str = "FILTER_PIDS_ON";
 /// Global: non-zero when only cgroups in [`FILTER_CGROUPS_MAP`] (and descendants) are sampled.
 pub const GLOBAL_FILTER_CGROUPS: &str = "FILTER_CGROUPS_ON";
+/// Global: the pid filter's tgids when there are at most [`INLINE_PIDS`] of them: compared
+/// inline, cheaper than a hash lookup on every sample.
+pub const GLOBAL_FILTER_PID_LIST: &str = "FILTER_PID_LIST";
+/// Global: how many entries of [`GLOBAL_FILTER_PID_LIST`] are used; above [`INLINE_PIDS`]
+/// the tgids are looked up in [`FILTER_PIDS_MAP`] instead.
+pub const GLOBAL_FILTER_PID_COUNT: &str = "FILTER_PID_COUNT";
+/// Most tgids the pid filter compares inline.
+pub const INLINE_PIDS: usize = 8;
 /// Global: lowest cgroup level (root = 0) of any cgroup in the filter.
 pub const GLOBAL_CGROUP_MIN_LEVEL: &str = "CGROUP_MIN_LEVEL";
 /// Global: highest cgroup level of any cgroup in the filter.

@@ -86,8 +86,8 @@ pub struct LimitArgs {
     /// stacks are dropped and counted.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(16..))]
     pub max_stacks: u64,
-    /// Kernel addresses whose symbols are cached across drains.
-    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(16..))]
+    /// Kernel addresses whose symbols are cached across drains (about 150 bytes each).
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(16..))]
     pub max_kernel_symbols: u64,
 }
 

@@ -25,8 +25,9 @@ use aya::{
 use profiler_common::{
     Control, Counter, Counters, NewProcess, SampleKey, CONTROL_MAP, COUNTERS_MAP, COUNTER_COUNT,
     COUNTS_MAPS, FILTER_CGROUPS_MAP, FILTER_PIDS_MAP, GLOBAL_CGROUP_MAX_LEVEL,
-    GLOBAL_CGROUP_MIN_LEVEL, GLOBAL_FILTER_CGROUPS, GLOBAL_FILTER_PIDS, KNOWN_PIDS_MAP,
-    NEW_PROCESS_RING, PROGRAM_NAME, STACKS_MAPS,
+    GLOBAL_CGROUP_MIN_LEVEL, GLOBAL_FILTER_CGROUPS, GLOBAL_FILTER_PIDS, GLOBAL_FILTER_PID_COUNT,
+    GLOBAL_FILTER_PID_LIST, INLINE_PIDS, KNOWN_PIDS_MAP, NEW_PROCESS_RING, PROGRAM_NAME,
+    STACKS_MAPS,
 };
 use thiserror::Error;
 
@@ -135,6 +136,11 @@ impl Sampler {
         let filter_cgroups = u8::from(!config.cgroups.is_empty());
         let min_level = config.cgroups.iter().map(|c| c.level).min().unwrap_or(0);
         let max_level = config.cgroups.iter().map(|c| c.level).max().unwrap_or(0);
+        let pid_count = config.pids.len() as u32;
+        let mut pid_list = [0u32; INLINE_PIDS];
+        if config.pids.len() <= INLINE_PIDS {
+            pid_list[..config.pids.len()].copy_from_slice(&config.pids);
+        }
         let mut loader = EbpfLoader::new();
         for name in COUNTS_MAPS {
             loader.map_max_entries(name, config.counts_map_entries);
@@ -149,6 +155,8 @@ impl Sampler {
             .map_max_entries(NEW_PROCESS_RING, config.notify_ring_bytes)
             .override_global(GLOBAL_FILTER_PIDS, &filter_pids, true)
             .override_global(GLOBAL_FILTER_CGROUPS, &filter_cgroups, true)
+            .override_global(GLOBAL_FILTER_PID_LIST, &pid_list, true)
+            .override_global(GLOBAL_FILTER_PID_COUNT, &pid_count, true)
             .override_global(GLOBAL_CGROUP_MIN_LEVEL, &min_level, true)
             .override_global(GLOBAL_CGROUP_MAX_LEVEL, &max_level, true);
         let mut ebpf = loader.load(object).map_err(|err| classify_load(&err))?;

@@ -6,6 +6,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    path::PathBuf,
     sync::Arc,
 };
 
@@ -98,6 +99,9 @@ const IDLE_ROUNDS: u32 = 300;
 
 struct Tracked {
     info: ProcessInfo,
+    /// Whether the process shares the daemon's mount namespace: then its files are opened by
+    /// path, and their parsed symbols are shared with every other process mapping them.
+    same_mount_ns: bool,
     /// Eviction rounds since a drain last referenced the process (0: referenced in this one).
     idle_rounds: u32,
 }
@@ -109,6 +113,7 @@ pub struct Symbols {
     processes: HashMap<u32, Tracked>,
     kernel: HashMap<u64, Location>,
     build_ids: HashMap<String, Option<String>>,
+    own_mount_ns: Option<PathBuf>,
     pub stats: SymbolsStats,
 }
 
@@ -125,6 +130,7 @@ impl Symbols {
             processes: HashMap::new(),
             kernel: HashMap::new(),
             build_ids: HashMap::new(),
+            own_mount_ns: mount_ns(std::process::id()),
             stats: SymbolsStats::default(),
         }
     }
@@ -160,6 +166,7 @@ impl Symbols {
                 pid,
                 Tracked {
                     info,
+                    same_mount_ns: mount_ns(pid).is_some_and(|ns| Some(ns) == self.own_mount_ns),
                     idle_rounds: 0,
                 },
             )
@@ -250,10 +257,12 @@ impl Symbols {
 
     fn symbolize_process(&mut self, pid: u32, addrs: &[u64]) -> Vec<Result<Vec<Line>, Reason>> {
         let alive = is_running(pid);
+        let same_ns = self.processes.get(&pid).is_some_and(|t| t.same_mount_ns);
         let mut source = Process::new(Pid::from(pid));
-        // map_files reaches binaries inside other mount namespaces (containers) but only
-        // while the process lives; after its exit the cached paths are opened directly.
-        source.map_files = alive;
+        // map_files reaches binaries inside other mount namespaces (containers), but only
+        // while the process lives, and blazesym then caches each file once per process. In
+        // our own namespace, and after an exit, files are opened by path and shared.
+        source.map_files = alive && !same_ns;
         source.perf_map = alive;
         let source = Source::Process(source);
         match self.symbolizer.symbolize(&source, Input::AbsAddr(addrs)) {
@@ -346,9 +355,20 @@ impl Symbols {
             }
         }
         for pid in &gone {
-            self.processes.remove(pid);
+            let Some(tracked) = self.processes.remove(pid) else {
+                continue;
+            };
             let evict = evict::Evict::Process(evict::Process::new(Pid::from(*pid)));
             let _ = self.symbolizer.evict(&evict);
+            if !tracked.same_mount_ns {
+                // Files reached through map_files are cached per process: release them.
+                for vma in &tracked.info.vmas {
+                    let path = format!("/proc/{pid}/map_files/{:x}-{:x}", vma.start, vma.end);
+                    let _ = self
+                        .symbolizer
+                        .evict(&evict::Evict::Elf(evict::Elf::new(path)));
+                }
+            }
             self.stats.processes_evicted += 1;
         }
         gone
@@ -358,6 +378,11 @@ impl Symbols {
     pub fn tracked(&self) -> usize {
         self.processes.len()
     }
+}
+
+/// The mount namespace of a process (`/proc/PID/ns/mnt` link target).
+fn mount_ns(pid: u32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()
 }
 
 fn code_file(info: &CodeInfo<'_>) -> Arc<str> {

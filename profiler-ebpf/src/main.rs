@@ -17,7 +17,7 @@ use aya_ebpf::{
     programs::{tracing::StackIdContext, PerfEventContext},
 };
 use profiler_common::{
-    Control, Counter, Counters, NewProcess, SampleKey, COUNTER_COUNT, MAX_CGROUP_LEVEL,
+    Control, Counter, Counters, NewProcess, SampleKey, COUNTER_COUNT, INLINE_PIDS, MAX_CGROUP_LEVEL,
 };
 
 const EFAULT: i32 = 14;
@@ -53,6 +53,10 @@ static NEW_PROCESS: RingBuf = RingBuf::with_byte_size(4096, 0);
 static FILTER_PIDS_ON: u8 = 0;
 #[no_mangle]
 static FILTER_CGROUPS_ON: u8 = 0;
+#[no_mangle]
+static FILTER_PID_LIST: [u32; INLINE_PIDS] = [0; INLINE_PIDS];
+#[no_mangle]
+static FILTER_PID_COUNT: u32 = 0;
 #[no_mangle]
 static CGROUP_MIN_LEVEL: u32 = 0;
 #[no_mangle]
@@ -177,10 +181,28 @@ fn selected(tgid: u32) -> bool {
     if !pids_on && !cgroups_on {
         return true;
     }
-    if pids_on && FILTER_PIDS.get_ptr(tgid).is_some() {
+    if pids_on && pid_selected(tgid) {
         return true;
     }
     cgroups_on && in_filtered_cgroup()
+}
+
+#[inline(always)]
+fn pid_selected(tgid: u32) -> bool {
+    // SAFETY: read-only globals patched by the loader.
+    let count = unsafe { core::ptr::read_volatile(&FILTER_PID_COUNT) } as usize;
+    if count > INLINE_PIDS {
+        return FILTER_PIDS.get_ptr(tgid).is_some();
+    }
+    for i in 0..INLINE_PIDS {
+        if i >= count {
+            break;
+        }
+        if unsafe { core::ptr::read_volatile(&FILTER_PID_LIST[i]) } == tgid {
+            return true;
+        }
+    }
+    false
 }
 
 /// True when the current task's cgroup v2, or one of its ancestors, is in the filter set.

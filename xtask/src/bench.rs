@@ -264,17 +264,13 @@ impl Ctx {
                 get("idle"),
             ));
 
-            let child = bpftrace(BPFTRACE_PROFILE)?;
-            let mut guard = Procs(vec![child]);
+            let guard = Procs(vec![bpftrace(BPFTRACE_PROFILE)?]);
             peer.push(cost_per_run(
                 "99",
                 Duration::from_millis(1500),
                 Duration::from_secs(secs - 3),
             )?);
-            drop(guard.0.pop().map(|mut c| {
-                let _ = c.kill();
-                c.wait()
-            }));
+            drop(guard);
         }
         let ours = stat(&ours);
         let peer = stat(&peer);
@@ -331,7 +327,7 @@ impl Ctx {
                 Duration::from_secs(secs - 3),
             )?);
             child.wait_with_output()?;
-            let mut guard = Procs(vec![bpftrace(&format!(
+            let guard = Procs(vec![bpftrace(&format!(
                 "profile:hz:99 /pid == {idle}/ {{ @[pid, ustack, kstack] = count(); }}"
             ))?]);
             peer.push(cost_per_run(
@@ -339,7 +335,7 @@ impl Ctx {
                 Duration::from_millis(1500),
                 Duration::from_secs(secs - 3),
             )?);
-            guard.0.clear();
+            drop(guard);
             drop(procs);
         }
         let ours = stat(&ours);
@@ -539,9 +535,10 @@ impl Ctx {
             ours.push(first_sample("sample_cpu", started)?);
             child.wait_with_output()?;
             let started = Instant::now();
-            let mut guard = Procs(vec![bpftrace(BPFTRACE_PROFILE)?]);
+            let peer_run = Procs(vec![bpftrace(BPFTRACE_PROFILE)?]);
             peer.push(first_sample("99", started)?);
-            guard.0.clear();
+            // Killed and reaped: the next start must not find this program still loaded.
+            drop(peer_run);
             thread::sleep(Duration::from_millis(500));
         }
         Ok(Row {
