@@ -99,12 +99,17 @@ fn build_bpf(manifest_dir: &Path, out_dir: &Path) -> Result<(), String> {
             "CARGO_ENCODED_RUSTFLAGS",
             ["-C", "debuginfo=2", "-C", "link-arg=--btf"].join("\x1f"),
         );
-    let status = cmd
-        .status()
+    let output = cmd
+        .output()
         .map_err(|err| format!("cannot start cargo for the BPF build: {err}"))?;
-    if !status.success() {
+    if !output.status.success() {
+        // Cargo hides a build script's output; surface the compiler's messages.
+        for line in String::from_utf8_lossy(&output.stderr).lines() {
+            println!("cargo::warning={line}");
+        }
         return Err(format!(
-            "building profiler-ebpf failed ({status}); see the output above, or run `cargo xtask setup`"
+            "building profiler-ebpf failed ({}); its messages are above",
+            output.status
         ));
     }
     let object = target_dir.join("bpfel-unknown-none/release/profiler");

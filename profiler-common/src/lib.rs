@@ -25,23 +25,11 @@ pub const KNOWN_PIDS_MAP: &str = "KNOWN_PIDS";
 /// while it is still alive.
 pub const NEW_PROCESS_RING: &str = "NEW_PROCESS";
 
-/// Global (read-only after load) set by the daemon: non-zero when only tgids in
-/// [`FILTER_PIDS_MAP`] are sampled.
-pub const GLOBAL_FILTER_PIDS: &str = "FILTER_PIDS_ON";
-/// Global: non-zero when only cgroups in [`FILTER_CGROUPS_MAP`] (and descendants) are sampled.
-pub const GLOBAL_FILTER_CGROUPS: &str = "FILTER_CGROUPS_ON";
-/// Global: the pid filter's tgids when there are at most [`INLINE_PIDS`] of them: compared
-/// inline, cheaper than a hash lookup on every sample.
-pub const GLOBAL_FILTER_PID_LIST: &str = "FILTER_PID_LIST";
-/// Global: how many entries of [`GLOBAL_FILTER_PID_LIST`] are used; above [`INLINE_PIDS`]
-/// the tgids are looked up in [`FILTER_PIDS_MAP`] instead.
-pub const GLOBAL_FILTER_PID_COUNT: &str = "FILTER_PID_COUNT";
-/// Most tgids the pid filter compares inline.
+/// Most tgids the pid filter compares inline (in [`Control::pids`]); more are looked up in
+/// [`FILTER_PIDS_MAP`].
 pub const INLINE_PIDS: usize = 8;
-/// Global: lowest cgroup level (root = 0) of any cgroup in the filter.
-pub const GLOBAL_CGROUP_MIN_LEVEL: &str = "CGROUP_MIN_LEVEL";
-/// Global: highest cgroup level of any cgroup in the filter.
-pub const GLOBAL_CGROUP_MAX_LEVEL: &str = "CGROUP_MAX_LEVEL";
+/// [`Control::pid_count`] when the pid filter uses [`FILTER_PIDS_MAP`].
+pub const PIDS_IN_MAP: u32 = u32::MAX;
 
 /// Deepest cgroup level the in-kernel filter walks (bounded loop for the verifier).
 pub const MAX_CGROUP_LEVEL: u32 = 32;
@@ -134,12 +122,22 @@ pub struct Counters {
     pub values: [u64; COUNTER_COUNT],
 }
 
-/// Mutable control block read by every sample.
+/// Control block read by every sample: the generation and the filters, in one cache line so
+/// that a filtered-out sample touches as little memory as possible.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Control {
     /// Which map set (0 or 1) new samples go to. The daemon flips it and then drains the other.
     pub generation: u32,
+    /// 0: no pid filter; 1..=[`INLINE_PIDS`]: that many tgids in `pids`; [`PIDS_IN_MAP`]: the
+    /// tgids are in [`FILTER_PIDS_MAP`].
+    pub pid_count: u32,
+    pub pids: [u32; INLINE_PIDS],
+    /// Non-zero: only cgroups in [`FILTER_CGROUPS_MAP`] (and their descendants) are sampled.
+    pub cgroup_filter: u32,
+    /// Lowest and highest cgroup level (root = 0) of the cgroups in the filter.
+    pub cgroup_min_level: u32,
+    pub cgroup_max_level: u32,
     pub _pad: u32,
 }
 

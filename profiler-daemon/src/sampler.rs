@@ -24,10 +24,8 @@ use aya::{
 };
 use profiler_common::{
     Control, Counter, Counters, NewProcess, SampleKey, CONTROL_MAP, COUNTERS_MAP, COUNTER_COUNT,
-    COUNTS_MAPS, FILTER_CGROUPS_MAP, FILTER_PIDS_MAP, GLOBAL_CGROUP_MAX_LEVEL,
-    GLOBAL_CGROUP_MIN_LEVEL, GLOBAL_FILTER_CGROUPS, GLOBAL_FILTER_PIDS, GLOBAL_FILTER_PID_COUNT,
-    GLOBAL_FILTER_PID_LIST, INLINE_PIDS, KNOWN_PIDS_MAP, NEW_PROCESS_RING, PROGRAM_NAME,
-    STACKS_MAPS,
+    COUNTS_MAPS, FILTER_CGROUPS_MAP, FILTER_PIDS_MAP, INLINE_PIDS, KNOWN_PIDS_MAP,
+    NEW_PROCESS_RING, PIDS_IN_MAP, PROGRAM_NAME, STACKS_MAPS,
 };
 use thiserror::Error;
 
@@ -124,6 +122,8 @@ pub struct Sampler {
     known_pids: HashMap<MapData, u32, u8>,
     ring: RingBuf<MapData>,
     generation: u32,
+    /// The filters, written with every generation flip.
+    control_block: Control,
     /// Last cumulative counters read per generation, to compute deltas.
     seen: [[u64; COUNTER_COUNT]; 2],
     cpus: usize,
@@ -132,15 +132,7 @@ pub struct Sampler {
 impl Sampler {
     /// Loads the embedded BPF object, fills the filters and attaches on every online CPU.
     pub fn start(object: &[u8], config: &SamplerConfig) -> Result<Self, SamplerError> {
-        let filter_pids = u8::from(!config.pids.is_empty());
-        let filter_cgroups = u8::from(!config.cgroups.is_empty());
-        let min_level = config.cgroups.iter().map(|c| c.level).min().unwrap_or(0);
-        let max_level = config.cgroups.iter().map(|c| c.level).max().unwrap_or(0);
-        let pid_count = config.pids.len() as u32;
-        let mut pid_list = [0u32; INLINE_PIDS];
-        if config.pids.len() <= INLINE_PIDS {
-            pid_list[..config.pids.len()].copy_from_slice(&config.pids);
-        }
+        let control_block = control_block(config);
         let mut loader = EbpfLoader::new();
         for name in COUNTS_MAPS {
             loader.map_max_entries(name, config.counts_map_entries);
@@ -152,13 +144,7 @@ impl Sampler {
             .map_max_entries(FILTER_PIDS_MAP, config.pids.len().max(1) as u32)
             .map_max_entries(FILTER_CGROUPS_MAP, config.cgroups.len().max(1) as u32)
             .map_max_entries(KNOWN_PIDS_MAP, config.known_pids_entries)
-            .map_max_entries(NEW_PROCESS_RING, config.notify_ring_bytes)
-            .override_global(GLOBAL_FILTER_PIDS, &filter_pids, true)
-            .override_global(GLOBAL_FILTER_CGROUPS, &filter_cgroups, true)
-            .override_global(GLOBAL_FILTER_PID_LIST, &pid_list, true)
-            .override_global(GLOBAL_FILTER_PID_COUNT, &pid_count, true)
-            .override_global(GLOBAL_CGROUP_MIN_LEVEL, &min_level, true)
-            .override_global(GLOBAL_CGROUP_MAX_LEVEL, &max_level, true);
+            .map_max_entries(NEW_PROCESS_RING, config.notify_ring_bytes);
         let mut ebpf = loader.load(object).map_err(|err| classify_load(&err))?;
 
         let mut pid_filter: HashMap<_, u32, u8> = take(&mut ebpf, FILTER_PIDS_MAP)?;
@@ -191,7 +177,7 @@ impl Sampler {
         let counters = take(&mut ebpf, COUNTERS_MAP)?;
         let mut control: Array<MapData, Control> = take(&mut ebpf, CONTROL_MAP)?;
         control
-            .set(0, Control::default(), 0)
+            .set(0, control_block, 0)
             .map_err(|source| SamplerError::Map {
                 map: CONTROL_MAP,
                 source,
@@ -232,6 +218,7 @@ impl Sampler {
             known_pids,
             ring,
             generation: 0,
+            control_block,
             seen: [[0; COUNTER_COUNT]; 2],
             cpus: cpus.len(),
         })
@@ -271,15 +258,12 @@ impl Sampler {
         let started = Instant::now();
         let old = self.generation;
         self.generation ^= 1;
+        let block = Control {
+            generation: self.generation,
+            ..self.control_block
+        };
         self.control
-            .set(
-                0,
-                Control {
-                    generation: self.generation,
-                    _pad: 0,
-                },
-                0,
-            )
+            .set(0, block, 0)
             .map_err(|source| SamplerError::Map {
                 map: CONTROL_MAP,
                 source,
@@ -355,6 +339,23 @@ impl Sampler {
         *seen = total;
         Ok(delta)
     }
+}
+
+/// The control block for `config`: generation 0 and the filters.
+fn control_block(config: &SamplerConfig) -> Control {
+    let mut control = Control::default();
+    if config.pids.len() > INLINE_PIDS {
+        control.pid_count = PIDS_IN_MAP;
+    } else {
+        control.pid_count = config.pids.len() as u32;
+        control.pids[..config.pids.len()].copy_from_slice(&config.pids);
+    }
+    if !config.cgroups.is_empty() {
+        control.cgroup_filter = 1;
+        control.cgroup_min_level = config.cgroups.iter().map(|c| c.level).min().unwrap_or(0);
+        control.cgroup_max_level = config.cgroups.iter().map(|c| c.level).max().unwrap_or(0);
+    }
+    control
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, SamplerError>

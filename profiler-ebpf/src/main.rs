@@ -17,7 +17,8 @@ use aya_ebpf::{
     programs::{tracing::StackIdContext, PerfEventContext},
 };
 use profiler_common::{
-    Control, Counter, Counters, NewProcess, SampleKey, COUNTER_COUNT, INLINE_PIDS, MAX_CGROUP_LEVEL,
+    Control, Counter, Counters, NewProcess, SampleKey, COUNTER_COUNT, INLINE_PIDS,
+    MAX_CGROUP_LEVEL, PIDS_IN_MAP,
 };
 
 const EFAULT: i32 = 14;
@@ -47,36 +48,21 @@ static KNOWN_PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(1, 0);
 #[map]
 static NEW_PROCESS: RingBuf = RingBuf::with_byte_size(4096, 0);
 
-// Filter settings are fixed for the life of the program, so they are load-time constants: the
-// verifier prunes the filter code entirely when a filter is off.
-#[no_mangle]
-static FILTER_PIDS_ON: u8 = 0;
-#[no_mangle]
-static FILTER_CGROUPS_ON: u8 = 0;
-#[no_mangle]
-static FILTER_PID_LIST: [u32; INLINE_PIDS] = [0; INLINE_PIDS];
-#[no_mangle]
-static FILTER_PID_COUNT: u32 = 0;
-#[no_mangle]
-static CGROUP_MIN_LEVEL: u32 = 0;
-#[no_mangle]
-static CGROUP_MAX_LEVEL: u32 = 0;
-
 #[perf_event]
 pub fn sample_cpu(ctx: PerfEventContext) -> u32 {
-    let generation = match CONTROL.get(0) {
-        Some(control) => control.generation & 1,
-        None => 0,
+    let Some(control) = CONTROL.get(0) else {
+        return 0;
     };
+    let generation = control.generation & 1;
     let Some(counters) = COUNTERS.get_ptr_mut(generation) else {
         return 0;
     };
     // SAFETY: per-CPU value of this CPU; a perf-event program is not re-entered on one CPU.
     let counters = unsafe { &mut *counters };
     if generation == 0 {
-        sample(&ctx, counters, &COUNTS_0, &STACKS_0);
+        sample(&ctx, control, counters, &COUNTS_0, &STACKS_0);
     } else {
-        sample(&ctx, counters, &COUNTS_1, &STACKS_1);
+        sample(&ctx, control, counters, &COUNTS_1, &STACKS_1);
     }
     0
 }
@@ -92,6 +78,7 @@ fn bump(counters: &mut Counters, counter: Counter) {
 #[inline(always)]
 fn sample(
     ctx: &PerfEventContext,
+    control: &Control,
     counters: &mut Counters,
     counts: &HashMap<SampleKey, u64>,
     stacks: &StackTrace,
@@ -104,7 +91,7 @@ fn sample(
         bump(counters, Counter::Idle);
         return;
     }
-    if !selected(tgid) {
+    if !selected(control, tgid) {
         bump(counters, Counter::Filtered);
         return;
     }
@@ -174,31 +161,29 @@ fn add_one(counts: &HashMap<SampleKey, u64>, key: &SampleKey) -> bool {
 }
 
 #[inline(always)]
-fn selected(tgid: u32) -> bool {
-    // SAFETY: read-only globals patched by the loader.
-    let pids_on = unsafe { core::ptr::read_volatile(&FILTER_PIDS_ON) } != 0;
-    let cgroups_on = unsafe { core::ptr::read_volatile(&FILTER_CGROUPS_ON) } != 0;
+fn selected(control: &Control, tgid: u32) -> bool {
+    let pids_on = control.pid_count != 0;
+    let cgroups_on = control.cgroup_filter != 0;
     if !pids_on && !cgroups_on {
         return true;
     }
-    if pids_on && pid_selected(tgid) {
+    if pids_on && pid_selected(control, tgid) {
         return true;
     }
-    cgroups_on && in_filtered_cgroup()
+    cgroups_on && in_filtered_cgroup(control)
 }
 
 #[inline(always)]
-fn pid_selected(tgid: u32) -> bool {
-    // SAFETY: read-only globals patched by the loader.
-    let count = unsafe { core::ptr::read_volatile(&FILTER_PID_COUNT) } as usize;
-    if count > INLINE_PIDS {
+fn pid_selected(control: &Control, tgid: u32) -> bool {
+    if control.pid_count == PIDS_IN_MAP {
         return FILTER_PIDS.get_ptr(tgid).is_some();
     }
+    let count = control.pid_count as usize;
     for i in 0..INLINE_PIDS {
         if i >= count {
             break;
         }
-        if unsafe { core::ptr::read_volatile(&FILTER_PID_LIST[i]) } == tgid {
+        if control.pids[i] == tgid {
             return true;
         }
     }
@@ -207,9 +192,8 @@ fn pid_selected(tgid: u32) -> bool {
 
 /// True when the current task's cgroup v2, or one of its ancestors, is in the filter set.
 #[inline(always)]
-fn in_filtered_cgroup() -> bool {
-    let min = unsafe { core::ptr::read_volatile(&CGROUP_MIN_LEVEL) };
-    let max = unsafe { core::ptr::read_volatile(&CGROUP_MAX_LEVEL) };
+fn in_filtered_cgroup(control: &Control) -> bool {
+    let (min, max) = (control.cgroup_min_level, control.cgroup_max_level);
     for step in 0..MAX_CGROUP_LEVEL {
         let level = min + step;
         if level > max {
