@@ -425,6 +425,10 @@ pub fn run(
         }
         if report {
             next_report = now.max(next_report) + args.upload_interval;
+            // A window's profiles were just freed: hand the freed pages back to the system so
+            // that RSS follows what is live, not the high-water mark of the busiest window.
+            // SAFETY: malloc_trim only releases unused heap memory.
+            unsafe { libc::malloc_trim(0) };
             tracing::info!(
                 tracked_processes = pipeline.symbols().tracked(),
                 last_drain = ?pipeline.accounting.last_drain,
