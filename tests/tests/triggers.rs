@@ -166,9 +166,12 @@ fn memory_growth_past_a_small_limit_fires_the_mem_rule() {
         .lines()
         .find(|l| l.contains("trigger fired"))
         .unwrap();
+    // Over abs once the 90 MiB are in place, or the diff rule while the memset is still
+    // running: either way the mem rule fired on the growth.
+    assert!(fired.contains("trigger=\"mem\""), "{fired}");
     assert!(
-        fired.contains("curVal > ruleAbs"),
-        "90 MiB of 100 MiB is over abs 80: {fired}"
+        fired.contains("curVal > ruleAbs") || fired.contains("meet diff trigger condition"),
+        "{fired}"
     );
     // The kept profile is the CPU profile of the same window.
     assert!(stacks(&read_pprof(&files[0]))
@@ -209,10 +212,8 @@ fn starting_many_threads_fires_the_thread_rule() {
         .lines()
         .find(|l| l.contains("trigger fired"))
         .unwrap();
-    assert!(
-        fired.contains("cur=61") || fired.contains("cur=6"),
-        "{fired}"
-    );
+    // 60 threads plus main, or a count caught while they were starting.
+    assert!(fired.contains("trigger=\"thread\""), "{fired}");
 }
 
 fn cgroup2_mount() -> PathBuf {
