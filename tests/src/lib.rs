@@ -375,3 +375,43 @@ pub fn assert_only_pid(stacks: &[Stack], pid: u32, context: &str) {
         "pids {pids:?}, expected only {pid} ({context})"
     );
 }
+
+/// Where the cgroup2 hierarchy is mounted on this host.
+pub fn cgroup2_mount() -> PathBuf {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| PathBuf::from(left.split_whitespace().nth(4).unwrap()))
+        })
+        .expect("a cgroup2 hierarchy is mounted")
+}
+
+/// A child cgroup made for a test (needs root), removed on drop once its processes are gone.
+pub struct TestCgroup(pub PathBuf);
+
+impl TestCgroup {
+    pub fn create(name: &str) -> Self {
+        let path = cgroup2_mount().join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir(&path).expect("create a child cgroup (needs root)");
+        TestCgroup(path)
+    }
+
+    /// Moves a process into the cgroup.
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string())
+            .expect("move a process into the cgroup");
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -1,7 +1,5 @@
 //! In-kernel filters: `--pid` and `--cgroup` keep other busy processes out of the profile.
 
-use std::{fs, path::PathBuf, time::Duration};
-
 use profiler_tests::*;
 
 #[test]
@@ -17,42 +15,14 @@ fn pid_filter_excludes_a_second_busy_process() {
     );
 }
 
-fn cgroup2_mount() -> PathBuf {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    text.lines()
-        .find_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| PathBuf::from(left.split_whitespace().nth(4).unwrap()))
-        })
-        .expect("a cgroup2 hierarchy is mounted")
-}
-
-/// A child cgroup made for the test, removed (after its processes are gone) on drop.
-struct TestCgroup(PathBuf);
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
 #[test]
 fn cgroup_filter_profiles_only_the_process_moved_into_it() {
-    let mount = cgroup2_mount();
-    let name = format!("profilerd-e2e-{}", std::process::id());
-    let group = TestCgroup(mount.join(&name));
-    fs::create_dir(&group.0).expect("create a child cgroup (needs root)");
+    let group = TestCgroup::create("profilerd-e2e");
+    let name = group.0.file_name().unwrap().to_string_lossy().into_owned();
 
     let outside = Running::spawn(&fixture("split"), &["30"]);
     let inside = Running::spawn(&fixture("split"), &["30"]);
-    fs::write(group.0.join("cgroup.procs"), inside.pid().to_string())
-        .expect("move the fixture into the cgroup");
+    group.add(inside.pid());
     let context = format!(
         "only {} is in the cgroup, {} is not",
         inside.pid(),

@@ -216,30 +216,6 @@ fn starting_many_threads_fires_the_thread_rule() {
     assert!(fired.contains("trigger=\"thread\""), "{fired}");
 }
 
-fn cgroup2_mount() -> PathBuf {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    text.lines()
-        .find_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| PathBuf::from(left.split_whitespace().nth(4).unwrap()))
-        })
-        .expect("a cgroup2 hierarchy is mounted")
-}
-
-struct TestCgroup(PathBuf);
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
 #[test]
 fn cgroup_target_fires_on_the_sum_of_processes_below_the_threshold_alone() {
     let group =
@@ -247,9 +223,8 @@ fn cgroup_target_fires_on_the_sum_of_processes_below_the_threshold_alone() {
     fs::create_dir(&group.0).expect("create a child cgroup (needs root)");
     let first = Running::spawn(&fixture("split"), &["60"]);
     let second = Running::spawn(&fixture("split"), &["60"]);
-    for pid in [first.pid(), second.pid()] {
-        fs::write(group.0.join("cgroup.procs"), pid.to_string()).unwrap();
-    }
+    group.add(first.pid());
+    group.add(second.pid());
     let dir = scratch("trigger-cgroup");
     let (a, b) = (first.pid().to_string(), second.pid().to_string());
     // Only abs fires (diff 1000%): each process is at ~50% of 2 cores, the cgroup at ~100%.
