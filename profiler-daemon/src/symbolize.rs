@@ -217,11 +217,13 @@ impl Symbols {
         }
         let mut results = self.symbolize_process(pid, addrs);
         let unmapped = results.iter().any(|r| matches!(r, Err(Reason::Unmapped)));
-        let alive = self
-            .processes
-            .get(&pid)
-            .is_some_and(|t| is_same_process_alive(pid, t.info.start_time));
-        if unmapped && alive {
+        // Only an unmapped address needs the /proc read that tells whether a refresh can help.
+        if unmapped
+            && self
+                .processes
+                .get(&pid)
+                .is_some_and(|t| is_same_process_alive(pid, t.info.start_time))
+        {
             // The process mapped more code (dlopen, JIT) since it was cached: refresh once.
             self.track(pid);
             results = self.symbolize_process(pid, addrs);

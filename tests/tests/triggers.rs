@@ -28,6 +28,24 @@ fn file_name(path: &Path) -> String {
     path.file_name().unwrap().to_string_lossy().into_owned()
 }
 
+/// Runs the daemon to completion and checks it kept exactly one `<metric>.*` profile; returns
+/// the file and the "trigger fired" log line.
+fn one_kept(args: &[&str], dir: &Path, metric: &str) -> (PathBuf, String) {
+    let stderr = Daemon::start(args, dir, "daemon").wait_exit(EXIT);
+    let files = kept(&dir.join("kept"));
+    assert_eq!(files.len(), 1, "{files:?}\n{stderr}");
+    assert!(
+        file_name(&files[0]).starts_with(&format!("{metric}.")),
+        "{files:?}"
+    );
+    let fired = stderr
+        .lines()
+        .find(|l| l.contains("trigger fired"))
+        .expect("a trigger line");
+    assert!(fired.contains(&format!("trigger=\"{metric}\"")), "{fired}");
+    (files[0].clone(), fired.to_string())
+}
+
 #[test]
 fn cpu_spike_keeps_one_profile_with_the_seconds_before_it() {
     // 12 s light marker (warm-up), 3 s burn, 3 s light, 3 s burn inside the cooldown.
@@ -158,23 +176,15 @@ fn memory_growth_past_a_small_limit_fires_the_mem_rule() {
         "--duration",
         "17s",
     ];
-    let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
-    let files = kept(&dir.join("kept"));
-    assert_eq!(files.len(), 1, "{files:?}\n{stderr}");
-    assert!(file_name(&files[0]).starts_with("mem."), "{files:?}");
-    let fired = stderr
-        .lines()
-        .find(|l| l.contains("trigger fired"))
-        .unwrap();
+    let (file, fired) = one_kept(&args, &dir, "mem");
     // Over abs once the 90 MiB are in place, or the diff rule while the memset is still
     // running: either way the mem rule fired on the growth.
-    assert!(fired.contains("trigger=\"mem\""), "{fired}");
     assert!(
         fired.contains("curVal > ruleAbs") || fired.contains("meet diff trigger condition"),
         "{fired}"
     );
     // The kept profile is the CPU profile of the same window.
-    assert!(stacks(&read_pprof(&files[0]))
+    assert!(stacks(&read_pprof(&file))
         .iter()
         .any(|s| s.has("light_work")));
 }
@@ -204,16 +214,8 @@ fn starting_many_threads_fires_the_thread_rule() {
         "--duration",
         "17s",
     ];
-    let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
-    let files = kept(&dir.join("kept"));
-    assert_eq!(files.len(), 1, "{files:?}\n{stderr}");
-    assert!(file_name(&files[0]).starts_with("thread."), "{files:?}");
-    let fired = stderr
-        .lines()
-        .find(|l| l.contains("trigger fired"))
-        .unwrap();
     // 60 threads plus main, or a count caught while they were starting.
-    assert!(fired.contains("trigger=\"thread\""), "{fired}");
+    one_kept(&args, &dir, "thread");
 }
 
 #[test]

@@ -200,6 +200,15 @@ impl Ctx {
         self.fixtures.join(name)
     }
 
+    /// The 3:1 C fixture, burning one CPU until killed; returns its pid.
+    fn busy_loop(&self, procs: &mut Procs, cpu: u32) -> Result<u32> {
+        let split = self.fixture("split");
+        procs.spawn(
+            Path::new("taskset"),
+            &["-c", &cpu.to_string(), split.to_str().unwrap(), "1000"],
+        )
+    }
+
     fn profilerd(&self, args: &[&str]) -> Result<Child> {
         Command::new(&self.profilerd)
             .args(args)
@@ -229,14 +238,8 @@ impl Ctx {
             // One busy loop per CPU: every sample is a full one (no idle CPU in the mix), so
             // both tools' averages describe the same work.
             let mut procs = Procs::default();
-            let busy = procs.spawn(
-                Path::new("taskset"),
-                &["-c", "1", self.fixture("split").to_str().unwrap(), "1000"],
-            )?;
-            let other = procs.spawn(
-                Path::new("taskset"),
-                &["-c", "0", self.fixture("split").to_str().unwrap(), "1000"],
-            )?;
+            let busy = self.busy_loop(&mut procs, 1)?;
+            let other = self.busy_loop(&mut procs, 0)?;
             let out = self.dir.join("cost.pb.gz");
             let ticks0 = cpu_ticks(busy).unwrap_or(0) + cpu_ticks(other).unwrap_or(0);
             let child = self.profilerd(&[
@@ -312,10 +315,7 @@ impl Ctx {
         let mut peer = Vec::new();
         for _ in 0..self.pairs {
             let mut procs = Procs::default();
-            procs.spawn(
-                Path::new("taskset"),
-                &["-c", "1", self.fixture("split").to_str().unwrap(), "1000"],
-            )?;
+            self.busy_loop(&mut procs, 1)?;
             let idle = procs.spawn(Path::new("sleep"), &["1000"])?.to_string();
             let out = self.dir.join("filtered.pb.gz");
             let child = self.profilerd(&[
@@ -529,10 +529,7 @@ impl Ctx {
         let mut ours = Vec::new();
         let mut peer = Vec::new();
         let mut procs = Procs::default();
-        procs.spawn(
-            Path::new("taskset"),
-            &["-c", "1", self.fixture("split").to_str().unwrap(), "1000"],
-        )?;
+        self.busy_loop(&mut procs, 1)?;
         for _ in 0..self.pairs {
             let out = self.dir.join("startup.pb.gz");
             let started = Instant::now();
@@ -567,10 +564,7 @@ impl Ctx {
         let mut worst: f64 = 0.0;
         for _ in 0..self.pairs {
             let mut procs = Procs::default();
-            let pid = procs.spawn(
-                Path::new("taskset"),
-                &["-c", "1", self.fixture("split").to_str().unwrap(), "1000"],
-            )?;
+            let pid = self.busy_loop(&mut procs, 1)?;
             let folded = self.dir.join("accuracy.folded");
             let data = self.dir.join("accuracy.perf.data");
             let perf = Command::new("perf")
