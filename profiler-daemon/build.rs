@@ -45,6 +45,7 @@ fn build_bpf(manifest_dir: &Path, out_dir: &Path) -> Result<(), String> {
         ebpf_dir.join("src"),
         ebpf_dir.join("Cargo.toml"),
         ebpf_dir.join("Cargo.lock"),
+        ebpf_dir.join("build.rs"),
         root.join("profiler-common/src"),
         root.join("profiler-common/Cargo.toml"),
     ] {

@@ -9,8 +9,12 @@ pub const PROGRAM_NAME: &str = "sample_cpu";
 
 /// Counts of samples per [`SampleKey`] for generation 0 and 1.
 pub const COUNTS_MAPS: [&str; 2] = ["COUNTS_0", "COUNTS_1"];
-/// Stack traces (user and kernel share one map) for generation 0 and 1.
+/// Kernel stack traces (a kernel stack-trace map) for generation 0 and 1.
 pub const STACKS_MAPS: [&str; 2] = ["STACKS_0", "STACKS_1"];
+/// User stacks ([`UserStack`] keyed by [`SampleKey::user_stack`]) for generation 0 and 1.
+pub const USER_STACKS_MAPS: [&str; 2] = ["USER_STACKS_0", "USER_STACKS_1"];
+/// Per-CPU scratch [`UserStack`] the program builds a stack in before storing it.
+pub const SCRATCH_MAP: &str = "SCRATCH";
 /// Per-CPU [`Counters`], one entry per generation.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 /// Single-entry array holding the current [`Control`].
@@ -37,17 +41,29 @@ pub const MAX_CGROUP_LEVEL: u32 = 32;
 pub const MAX_STACK_DEPTH: usize = 127;
 
 /// Key of one aggregated sample bucket in the counts maps.
-///
-/// A stack id below zero means the stack could not be taken; the value is the negated errno
-/// (`-EFAULT` for a task without user memory, such as a kernel thread).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SampleKey {
     pub tgid: u32,
     pub tid: u32,
-    pub user_stack_id: i32,
+    /// Key of the user stack in the user-stack map (a 64-bit hash of its frames, never 0), or
+    /// 0 when the sample has none (see `user_stack_error`).
+    pub user_stack: u64,
+    /// 0 when `user_stack` is set, else the negated errno of why there is no user stack
+    /// (`-EFAULT`: the task has no user memory, such as a kernel thread).
+    pub user_stack_error: i32,
+    /// Id in the kernel stack-trace map, or the negated errno (`-EFAULT`: the sample
+    /// interrupted user mode, so there is no kernel stack).
     pub kernel_stack_id: i32,
     pub cgroup_id: u64,
+}
+
+/// One user stack: `len` instruction pointers, leaf first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserStack {
+    pub len: u64,
+    pub ips: [u64; MAX_STACK_DEPTH],
 }
 
 /// Indices into [`Counters::values`].
@@ -66,8 +82,8 @@ pub enum Counter {
     DroppedMapFull = 4,
     /// Samples whose user stack could not be read (error other than "no user memory").
     UserStackError = 5,
-    /// Samples whose user stack was lost to a stack-map bucket collision or a full stack map.
-    UserStackCollision = 6,
+    /// Samples whose user stack was lost because the user-stack map was full.
+    UserStackLost = 6,
     /// Samples of tasks without user memory (kernel threads): no user stack exists.
     UserStackEmpty = 7,
     /// Samples whose kernel stack could not be read.
@@ -90,7 +106,7 @@ impl Counter {
         Counter::Recorded,
         Counter::DroppedMapFull,
         Counter::UserStackError,
-        Counter::UserStackCollision,
+        Counter::UserStackLost,
         Counter::UserStackEmpty,
         Counter::KernelStackError,
         Counter::KernelStackCollision,
@@ -106,7 +122,7 @@ impl Counter {
             Counter::Recorded => "recorded",
             Counter::DroppedMapFull => "dropped_map_full",
             Counter::UserStackError => "user_stack_error",
-            Counter::UserStackCollision => "user_stack_collision",
+            Counter::UserStackLost => "user_stack_lost",
             Counter::UserStackEmpty => "user_stack_empty",
             Counter::KernelStackError => "kernel_stack_error",
             Counter::KernelStackCollision => "kernel_stack_collision",
@@ -158,4 +174,5 @@ mod user {
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for Control {}
     unsafe impl aya::Pod for NewProcess {}
+    unsafe impl aya::Pod for UserStack {}
 }

@@ -9,13 +9,9 @@ use profiler_common::SampleKey;
 
 use crate::{
     procinfo::ProcessInfo,
-    sampler::Drained,
+    sampler::{Drained, StackRef},
     symbolize::{FrameKind, Location, Symbols},
 };
-
-/// `-EFAULT` from `bpf_get_stackid`: the task had no stack of that kind (kernel thread, or a
-/// sample taken in user mode for the kernel stack).
-const NO_STACK: i32 = -libc::EFAULT;
 
 /// Names frames: the aggregation stage asks for them, [`Symbols`] or a test double answers.
 pub trait Resolve {
@@ -231,11 +227,11 @@ fn resolve_new_addresses(
     let mut user = Vec::new();
     let mut kernel = Vec::new();
     for (key, _) in samples {
-        for (id, kind, out) in [
-            (key.user_stack_id, FrameKind::User, &mut user),
-            (key.kernel_stack_id, FrameKind::Kernel, &mut kernel),
+        for (stack, kind, out) in [
+            (drained.user_stack(key), FrameKind::User, &mut user),
+            (drained.kernel_stack(key), FrameKind::Kernel, &mut kernel),
         ] {
-            if let Some(ips) = drained.stacks.get(&id) {
+            if let StackRef::Ips(ips) = stack {
                 out.extend(
                     ips.iter()
                         .filter(|ip| !agg.index.contains_key(&(kind, **ip))),
@@ -262,29 +258,24 @@ fn resolve_new_addresses(
 /// The stack of one sample as location indices, leaf (kernel) first.
 fn build_stack(agg: &mut ProcessAgg, key: &SampleKey, drained: &Drained) -> Vec<u32> {
     let mut stack = Vec::new();
-    for (id, kind) in [
-        (key.kernel_stack_id, FrameKind::Kernel),
-        (key.user_stack_id, FrameKind::User),
+    for (found, kind) in [
+        (drained.kernel_stack(key), FrameKind::Kernel),
+        (drained.user_stack(key), FrameKind::User),
     ] {
-        if id == NO_STACK {
-            continue;
-        }
-        match drained.stacks.get(&id) {
-            Some(ips) if id >= 0 => {
+        let name = match (found, kind) {
+            (StackRef::Absent, _) => continue,
+            (StackRef::Ips(ips), _) => {
                 stack.extend(
                     ips.iter()
                         .filter_map(|ip| agg.index.get(&(kind, *ip)).copied()),
                 );
+                continue;
             }
-            _ => {
-                let name = match (kind, id >= 0) {
-                    (_, true) => "[stack lost]",
-                    (FrameKind::User, false) => "[user stack unavailable]",
-                    (FrameKind::Kernel, false) => "[kernel stack unavailable]",
-                };
-                stack.push(agg.pseudo(name, kind));
-            }
-        }
+            (StackRef::Lost, _) => "[stack lost]",
+            (StackRef::Unavailable, FrameKind::User) => "[user stack unavailable]",
+            (StackRef::Unavailable, FrameKind::Kernel) => "[kernel stack unavailable]",
+        };
+        stack.push(agg.pseudo(name, kind));
     }
     if stack.is_empty() {
         stack.push(agg.pseudo("[no stack]", FrameKind::User));
@@ -298,6 +289,10 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::symbolize::Line;
+
+    /// `-EFAULT`: the task had no stack of that kind (kernel thread, or a sample taken in
+    /// user mode for the kernel stack).
+    const NO_STACK: i32 = -libc::EFAULT;
 
     /// Names every address `fn_<hex>` (kernel: `k_<hex>`), so tests need no real binaries.
     pub(crate) struct FakeResolver {
@@ -340,20 +335,27 @@ pub(crate) mod tests {
         }
     }
 
+    /// A key whose user stack is `user` (an id > 0) or the negated errno `user` (< 0).
     fn key(tgid: u32, user: i32, kernel: i32) -> SampleKey {
         SampleKey {
             tgid,
             tid: tgid,
-            user_stack_id: user,
+            user_stack: if user > 0 { user as u64 } else { 0 },
+            user_stack_error: if user > 0 { 0 } else { user },
             kernel_stack_id: kernel,
             cgroup_id: 1,
         }
     }
 
+    /// A batch holding each stack under its id, as a user and as a kernel stack.
     pub(crate) fn drained(samples: Vec<(SampleKey, u64)>, stacks: &[(i32, &[u64])]) -> Drained {
         Drained {
             samples,
-            stacks: stacks.iter().map(|(id, ips)| (*id, ips.to_vec())).collect(),
+            user_stacks: stacks
+                .iter()
+                .map(|(id, ips)| (*id as u64, ips.to_vec()))
+                .collect(),
+            kernel_stacks: stacks.iter().map(|(id, ips)| (*id, ips.to_vec())).collect(),
             ..Default::default()
         }
     }

@@ -75,10 +75,15 @@ pub struct LimitArgs {
     /// collect interval). The default holds a busy 64-CPU host at 99 Hz for 1 s.
     #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..))]
     pub counts_map_entries: u32,
-    /// Entries of each of the two kernel stack-trace maps (distinct user + kernel stacks per
-    /// collect interval).
-    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..))]
+    /// Entries of each of the two kernel user-stack maps (distinct user stacks per collect
+    /// interval, about 1 KiB of kernel memory each). The default holds a 64-CPU host at 99 Hz
+    /// for 1 s even if every sample has a new stack.
+    #[arg(long, default_value_t = 8_192, value_parser = clap::value_parser!(u32).range(64..))]
     pub stack_map_entries: u32,
+    /// Entries of each of the two kernel stack-trace maps for kernel stacks (distinct kernel
+    /// stacks per collect interval, about 1 KiB of kernel memory each).
+    #[arg(long, default_value_t = 8_192, value_parser = clap::value_parser!(u32).range(64..))]
+    pub kernel_stack_map_entries: u32,
     /// Processes tracked at once (kernel "already announced" set and symbolizer cache).
     #[arg(long, default_value_t = 8_192, value_parser = clap::value_parser!(u32).range(16..))]
     pub max_processes: u32,

@@ -44,6 +44,7 @@ fn prepare(target: &TargetArgs, limits: &LimitArgs) -> Result<(PipelineConfig, V
             cgroups,
             counts_map_entries: limits.counts_map_entries,
             stack_map_entries: limits.stack_map_entries,
+            kernel_stack_map_entries: limits.kernel_stack_map_entries,
             known_pids_entries: limits.max_processes,
             notify_ring_bytes: 256 << 10,
         },
@@ -433,7 +434,8 @@ pub fn run(
                 tracked_processes = pipeline.symbols().tracked(),
                 last_drain = ?pipeline.accounting.last_drain,
                 counts_map_fill = pipeline.accounting.counts_entries,
-                stack_map_fill = pipeline.accounting.stack_entries,
+                user_stack_map_fill = pipeline.accounting.stack_entries,
+                kernel_stack_map_fill = pipeline.accounting.kernel_stack_entries,
                 dump_removed = dump.as_ref().map_or(0, |d| d.removed),
                 "samples: {}",
                 pipeline.accounting.summary()

@@ -44,6 +44,8 @@ pub struct Accounting {
     /// Fill of the last drained maps.
     pub counts_entries: usize,
     pub stack_entries: usize,
+    /// Entries the last drained kernel stack map held.
+    pub kernel_stack_entries: usize,
 }
 
 impl Accounting {
@@ -51,7 +53,7 @@ impl Accounting {
     pub fn summary(&self) -> String {
         let k = |c: Counter| self.kernel.get(c);
         format!(
-            "taken={} idle={} filtered={} recorded={} dropped_map_full={} drained={} in_profiles={} dropped_stack_limit={} user_stack_empty={} user_stack_error={} user_stack_collision={} kernel_stack_error={} kernel_stack_collision={} notify_dropped={}",
+            "taken={} idle={} filtered={} recorded={} dropped_map_full={} drained={} in_profiles={} dropped_stack_limit={} user_stack_empty={} user_stack_error={} user_stack_lost={} kernel_stack_error={} kernel_stack_collision={} notify_dropped={}",
             k(Counter::Taken),
             k(Counter::Idle),
             k(Counter::Filtered),
@@ -62,7 +64,7 @@ impl Accounting {
             self.dropped_stack_limit,
             k(Counter::UserStackEmpty),
             k(Counter::UserStackError),
-            k(Counter::UserStackCollision),
+            k(Counter::UserStackLost),
             k(Counter::KernelStackError),
             k(Counter::KernelStackCollision),
             k(Counter::NotifyDropped),
@@ -134,6 +136,7 @@ impl Pipeline {
         acc.last_drain = drained.duration;
         acc.counts_entries = drained.counts_entries;
         acc.stack_entries = drained.stack_entries;
+        acc.kernel_stack_entries = drained.kernel_stack_entries;
         for pid in self.symbols.evict_exited() {
             self.sampler.forget_process(pid);
         }

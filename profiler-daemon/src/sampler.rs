@@ -23,9 +23,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use profiler_common::{
-    Control, Counter, Counters, NewProcess, SampleKey, CONTROL_MAP, COUNTERS_MAP, COUNTER_COUNT,
-    COUNTS_MAPS, FILTER_CGROUPS_MAP, FILTER_PIDS_MAP, INLINE_PIDS, KNOWN_PIDS_MAP,
-    NEW_PROCESS_RING, PIDS_IN_MAP, PROGRAM_NAME, STACKS_MAPS,
+    Control, Counter, Counters, NewProcess, SampleKey, UserStack, CONTROL_MAP, COUNTERS_MAP,
+    COUNTER_COUNT, COUNTS_MAPS, FILTER_CGROUPS_MAP, FILTER_PIDS_MAP, INLINE_PIDS, KNOWN_PIDS_MAP,
+    NEW_PROCESS_RING, PIDS_IN_MAP, PROGRAM_NAME, STACKS_MAPS, USER_STACKS_MAPS,
 };
 use thiserror::Error;
 
@@ -50,8 +50,10 @@ pub struct SamplerConfig {
     pub cgroups: Vec<CgroupSelector>,
     /// Entries of each counts map (one per generation).
     pub counts_map_entries: u32,
-    /// Entries of each stack-trace map (one per generation).
+    /// Entries of each user-stack map (one per generation).
     pub stack_map_entries: u32,
+    /// Entries of each kernel stack-trace map (one per generation).
+    pub kernel_stack_map_entries: u32,
     /// Processes remembered by the kernel as already announced.
     pub known_pids_entries: u32,
     /// Size of the new-process ring buffer in bytes (power of two, multiple of the page size).
@@ -84,16 +86,62 @@ pub enum SamplerError {
 pub struct Drained {
     /// Sample buckets with their counts.
     pub samples: Vec<(SampleKey, u64)>,
-    /// Instruction pointers of every stack referenced by `samples`, leaf first.
-    pub stacks: StdHashMap<i32, Vec<u64>>,
+    /// Instruction pointers of every user stack referenced by `samples`, leaf first.
+    pub user_stacks: StdHashMap<u64, Vec<u64>>,
+    /// Instruction pointers of every kernel stack referenced by `samples`, leaf first.
+    pub kernel_stacks: StdHashMap<i32, Vec<u64>>,
     /// Counter increments since the previous drain, summed over CPUs.
     pub counters: CounterDelta,
     /// Entries the drained counts map held (its fill level).
     pub counts_entries: usize,
-    /// Entries the drained stack map held.
+    /// Entries the drained user-stack map held.
     pub stack_entries: usize,
+    /// Entries the drained kernel stack-trace map held.
+    pub kernel_stack_entries: usize,
     /// How long the drain took, grace period included.
     pub duration: Duration,
+}
+
+/// What one sample's user or kernel stack resolves to in a [`Drained`] batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackRef<'a> {
+    /// There is no such stack (a kernel thread's user stack, a user-mode sample's kernel stack).
+    Absent,
+    /// The frames, leaf first.
+    Ips(&'a [u64]),
+    /// The sample named a stack that the drained map did not hold.
+    Lost,
+    /// The kernel could not take the stack.
+    Unavailable,
+}
+
+impl Drained {
+    /// The user stack of `key`.
+    pub fn user_stack(&self, key: &SampleKey) -> StackRef<'_> {
+        if key.user_stack != 0 {
+            return self
+                .user_stacks
+                .get(&key.user_stack)
+                .map_or(StackRef::Lost, |ips| StackRef::Ips(ips));
+        }
+        if key.user_stack_error == -libc::EFAULT {
+            StackRef::Absent
+        } else {
+            StackRef::Unavailable
+        }
+    }
+
+    /// The kernel stack of `key`.
+    pub fn kernel_stack(&self, key: &SampleKey) -> StackRef<'_> {
+        match key.kernel_stack_id {
+            id if id >= 0 => self
+                .kernel_stacks
+                .get(&id)
+                .map_or(StackRef::Lost, |ips| StackRef::Ips(ips)),
+            id if id == -libc::EFAULT => StackRef::Absent,
+            _ => StackRef::Unavailable,
+        }
+    }
 }
 
 /// Counter values indexed by [`Counter`].
@@ -117,6 +165,7 @@ pub struct Sampler {
     _ebpf: Ebpf,
     counts: [HashMap<MapData, SampleKey, u64>; 2],
     stacks: [StackTraceMap<MapData>; 2],
+    user_stacks: [HashMap<MapData, u64, UserStack>; 2],
     counters: PerCpuArray<MapData, Counters>,
     control: Array<MapData, Control>,
     known_pids: HashMap<MapData, u32, u8>,
@@ -138,6 +187,9 @@ impl Sampler {
             loader.map_max_entries(name, config.counts_map_entries);
         }
         for name in STACKS_MAPS {
+            loader.map_max_entries(name, config.kernel_stack_map_entries);
+        }
+        for name in USER_STACKS_MAPS {
             loader.map_max_entries(name, config.stack_map_entries);
         }
         loader
@@ -173,6 +225,10 @@ impl Sampler {
         let stacks = [
             take(&mut ebpf, STACKS_MAPS[0])?,
             take(&mut ebpf, STACKS_MAPS[1])?,
+        ];
+        let user_stacks = [
+            take(&mut ebpf, USER_STACKS_MAPS[0])?,
+            take(&mut ebpf, USER_STACKS_MAPS[1])?,
         ];
         let counters = take(&mut ebpf, COUNTERS_MAP)?;
         let mut control: Array<MapData, Control> = take(&mut ebpf, CONTROL_MAP)?;
@@ -213,6 +269,7 @@ impl Sampler {
             _ebpf: ebpf,
             counts,
             stacks,
+            user_stacks,
             counters,
             control,
             known_pids,
@@ -289,28 +346,44 @@ impl Sampler {
             .stack_ids()
             .filter_map(Result::ok)
             .collect();
-        let mut stacks = StdHashMap::with_capacity(stack_ids.len());
+        let mut kernel_stacks = StdHashMap::with_capacity(stack_ids.len());
+        let mut user_stacks = StdHashMap::new();
         for &(key, _) in &samples {
-            for id in [key.user_stack_id, key.kernel_stack_id] {
-                if id >= 0 && !stacks.contains_key(&id) {
-                    if let Ok(trace) = self.stacks[index].get(&(id as u32), 0) {
-                        let ips: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
-                        stacks.insert(id, ips);
-                    }
+            let id = key.kernel_stack_id;
+            if id >= 0 && !kernel_stacks.contains_key(&id) {
+                if let Ok(trace) = self.stacks[index].get(&(id as u32), 0) {
+                    let ips: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
+                    kernel_stacks.insert(id, ips);
+                }
+            }
+            let hash = key.user_stack;
+            if hash != 0 && !user_stacks.contains_key(&hash) {
+                if let Ok(stack) = self.user_stacks[index].get(&hash, 0) {
+                    let len = (stack.len as usize).min(stack.ips.len());
+                    user_stacks.insert(hash, stack.ips[..len].to_vec());
                 }
             }
         }
         for id in &stack_ids {
             let _ = self.stacks[index].remove(id);
         }
+        let user_keys: Vec<u64> = self.user_stacks[index]
+            .keys()
+            .filter_map(Result::ok)
+            .collect();
+        for hash in &user_keys {
+            let _ = self.user_stacks[index].remove(hash);
+        }
 
         let counters = self.counter_delta(old)?;
         Ok(Drained {
             samples,
-            stacks,
+            user_stacks,
+            kernel_stacks,
             counters,
             counts_entries,
-            stack_entries: stack_ids.len(),
+            stack_entries: user_keys.len(),
+            kernel_stack_entries: stack_ids.len(),
             duration: started.elapsed(),
         })
     }

@@ -9,21 +9,22 @@
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     helpers::{
-        bpf_get_current_pid_tgid,
-        generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
+        bpf_get_current_pid_tgid, bpf_probe_read_user,
+        generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_stack},
     },
     macros::{map, perf_event},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
     programs::{tracing::StackIdContext, PerfEventContext},
 };
 use profiler_common::{
-    Control, Counter, Counters, NewProcess, SampleKey, COUNTER_COUNT, INLINE_PIDS,
-    MAX_CGROUP_LEVEL, PIDS_IN_MAP,
+    Control, Counter, Counters, NewProcess, SampleKey, UserStack, COUNTER_COUNT, INLINE_PIDS,
+    MAX_CGROUP_LEVEL, MAX_STACK_DEPTH, PIDS_IN_MAP,
 };
 
 const EFAULT: i32 = 14;
 const EEXIST: i32 = 17;
 const ENOMEM: i32 = 12;
+const E2BIG: i32 = 7;
 const BPF_NOEXIST: u64 = 1;
 
 // Sizes are placeholders: the daemon sets every max_entries at load time from its flags.
@@ -35,6 +36,12 @@ static COUNTS_1: HashMap<SampleKey, u64> = HashMap::with_max_entries(1, 0);
 static STACKS_0: StackTrace = StackTrace::with_max_entries(1, 0);
 #[map]
 static STACKS_1: StackTrace = StackTrace::with_max_entries(1, 0);
+#[map]
+static USER_STACKS_0: HashMap<u64, UserStack> = HashMap::with_max_entries(1, 0);
+#[map]
+static USER_STACKS_1: HashMap<u64, UserStack> = HashMap::with_max_entries(1, 0);
+#[map]
+static SCRATCH: PerCpuArray<UserStack> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(2, 0);
 #[map]
@@ -60,9 +67,9 @@ pub fn sample_cpu(ctx: PerfEventContext) -> u32 {
     // SAFETY: per-CPU value of this CPU; a perf-event program is not re-entered on one CPU.
     let counters = unsafe { &mut *counters };
     if generation == 0 {
-        sample(&ctx, control, counters, &COUNTS_0, &STACKS_0);
+        sample(&ctx, control, counters, &COUNTS_0, &STACKS_0, &USER_STACKS_0);
     } else {
-        sample(&ctx, control, counters, &COUNTS_1, &STACKS_1);
+        sample(&ctx, control, counters, &COUNTS_1, &STACKS_1, &USER_STACKS_1);
     }
     0
 }
@@ -82,6 +89,7 @@ fn sample(
     counters: &mut Counters,
     counts: &HashMap<SampleKey, u64>,
     stacks: &StackTrace,
+    user_stacks: &HashMap<u64, UserStack>,
 ) {
     bump(counters, Counter::Taken);
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -96,27 +104,33 @@ fn sample(
         return;
     }
 
-    let user_stack_id = match ctx.get_stackid(stacks, BPF_F_USER_STACK as u64) {
-        Ok(id) => id as i32,
+    let in_user_mode = interrupted_user_mode(ctx);
+    let (user_stack, user_stack_error) = match take_user_stack(ctx, in_user_mode, user_stacks) {
+        Ok(key) => (key, 0),
         Err(err) => {
             match -err {
                 EFAULT => bump(counters, Counter::UserStackEmpty),
-                EEXIST | ENOMEM => bump(counters, Counter::UserStackCollision),
+                E2BIG | ENOMEM => bump(counters, Counter::UserStackLost),
                 _ => bump(counters, Counter::UserStackError),
             }
-            err
+            (0, err)
         }
     };
-    let kernel_stack_id = match ctx.get_stackid(stacks, 0) {
-        Ok(id) => id as i32,
-        Err(err) => {
-            match -err {
-                // Interrupted in user mode: there is no kernel stack to take.
-                EFAULT => {}
-                EEXIST | ENOMEM => bump(counters, Counter::KernelStackCollision),
-                _ => bump(counters, Counter::KernelStackError),
+    // A sample that interrupted user mode has no kernel stack; asking the kernel would only
+    // cost a callchain buffer round trip to learn that.
+    let kernel_stack_id = if in_user_mode {
+        -EFAULT
+    } else {
+        match ctx.get_stackid(stacks, 0) {
+            Ok(id) => id as i32,
+            Err(err) => {
+                match -err {
+                    EFAULT => {}
+                    EEXIST | ENOMEM => bump(counters, Counter::KernelStackCollision),
+                    _ => bump(counters, Counter::KernelStackError),
+                }
+                err
             }
-            err
         }
     };
     // SAFETY: helper without memory arguments.
@@ -124,7 +138,8 @@ fn sample(
     let key = SampleKey {
         tgid,
         tid,
-        user_stack_id,
+        user_stack,
+        user_stack_error,
         kernel_stack_id,
         cgroup_id,
     };
@@ -135,6 +150,147 @@ fn sample(
         bump(counters, Counter::DroppedMapFull);
     }
     notify_new_process(counters, tgid);
+}
+
+/// True when the sample interrupted user code, so `ctx`'s registers are the user registers.
+#[inline(always)]
+fn interrupted_user_mode(ctx: &PerfEventContext) -> bool {
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        // SAFETY: reading the context's register block, which the verifier allows.
+        let cs = unsafe { (*ctx.ctx).regs.cs };
+        cs & 3 == 3
+    }
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    {
+        let _ = ctx;
+        false
+    }
+}
+
+/// Takes the current user stack into this CPU's scratch buffer, stores it in `user_stacks`
+/// under the hash of its frames and returns that key, or the negated errno.
+#[inline(always)]
+fn take_user_stack(
+    ctx: &PerfEventContext,
+    in_user_mode: bool,
+    user_stacks: &HashMap<u64, UserStack>,
+) -> Result<u64, i32> {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return Err(-ENOMEM);
+    };
+    // SAFETY: per-CPU value of this CPU; a perf-event program is not re-entered on one CPU.
+    let scratch = unsafe { &mut *scratch };
+    let hash = if in_user_mode {
+        walk_frame_pointers(ctx, scratch)
+    } else {
+        kernel_user_stack(ctx, scratch)?
+    };
+    if user_stacks.get_ptr(hash).is_none() {
+        if let Err(err) = user_stacks.insert(&hash, scratch, BPF_NOEXIST) {
+            // EEXIST: another CPU stored the same stack first.
+            if -(err as i32) != EEXIST {
+                return Err(err as i32);
+            }
+        }
+    }
+    Ok(hash)
+}
+
+/// Walks the user frame-pointer chain from the interrupted registers; returns the stack hash.
+#[inline(always)]
+fn walk_frame_pointers(ctx: &PerfEventContext, scratch: &mut UserStack) -> u64 {
+    #[cfg(bpf_target_arch = "x86_64")]
+    // SAFETY: reading the context's register block, which the verifier allows.
+    let (ip, mut fp) = unsafe { ((*ctx.ctx).regs.rip, (*ctx.ctx).regs.rbp) };
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    let (ip, mut fp) = {
+        let _ = ctx;
+        (0u64, 0u64)
+    };
+    scratch.ips[0] = ip;
+    let mut hash = mix(HASH_SEED, ip);
+    let mut len = 1;
+    for i in 1..MAX_STACK_DEPTH {
+        if fp < MIN_FRAME_ADDRESS || fp & 7 != 0 {
+            break;
+        }
+        // A frame is [saved frame pointer, return address].
+        let Ok(frame) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }) else {
+            break;
+        };
+        let ret = frame[1];
+        if ret == 0 {
+            break;
+        }
+        scratch.ips[i] = ret;
+        hash = mix(hash, ret);
+        len = i + 1;
+        if frame[0] == fp {
+            break;
+        }
+        fp = frame[0];
+    }
+    scratch.len = len as u64;
+    finish(hash, len as u64)
+}
+
+/// The user stack of a sample taken in kernel mode, through the kernel's walker (the user
+/// registers are not in the context then). Returns the stack hash.
+#[inline(always)]
+fn kernel_user_stack(ctx: &PerfEventContext, scratch: &mut UserStack) -> Result<u64, i32> {
+    const BYTES: u32 = (MAX_STACK_DEPTH * 8) as u32;
+    // SAFETY: the buffer is this CPU's scratch value, BYTES long.
+    let copied = unsafe {
+        bpf_get_stack(
+            ctx.ctx.cast(),
+            scratch.ips.as_mut_ptr().cast(),
+            BYTES,
+            BPF_F_USER_STACK as u64,
+        )
+    };
+    if copied < 0 {
+        return Err(copied as i32);
+    }
+    let len = (copied as usize / 8).min(MAX_STACK_DEPTH);
+    if len == 0 {
+        // No user memory (a kernel thread) or nothing walkable.
+        return Err(-EFAULT);
+    }
+    let mut hash = HASH_SEED;
+    for i in 0..MAX_STACK_DEPTH {
+        if i >= len {
+            break;
+        }
+        hash = mix(hash, scratch.ips[i]);
+    }
+    scratch.len = len as u64;
+    Ok(finish(hash, len as u64))
+}
+
+/// Lowest address a frame pointer may hold: the first page is never mapped.
+const MIN_FRAME_ADDRESS: u64 = 4096;
+const HASH_SEED: u64 = 0x243f_6a88_85a3_08d3;
+
+/// One splitmix64 round over `value`: collisions between the at most a few thousand stacks of
+/// one collect interval are astronomically unlikely with 64 bits.
+#[inline(always)]
+fn mix(hash: u64, value: u64) -> u64 {
+    let mut x = hash ^ value.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The map key of a stack: its hash with the length mixed in, never 0 (0 means "no stack").
+#[inline(always)]
+fn finish(hash: u64, len: u64) -> u64 {
+    let hash = mix(hash, len);
+    if hash == 0 {
+        1
+    } else {
+        hash
+    }
 }
 
 /// Adds one sample to `key`'s count; false when the map is full.
