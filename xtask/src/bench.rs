@@ -219,6 +219,18 @@ impl Ctx {
             .context("cannot start profilerd")
     }
 
+    /// profilerd with its log in `<name>.log` (a pipe nobody reads would fill and block it).
+    fn profilerd_logged(&self, name: &str, args: &[&str]) -> Result<Child> {
+        let log = fs::File::create(self.dir.join(format!("{name}.log")))?;
+        Command::new(&self.profilerd)
+            .args(args)
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("cannot start profilerd")
+    }
+
     fn seconds(&self, full: u64, quick: u64) -> u64 {
         if self.quick {
             quick
@@ -314,8 +326,11 @@ impl Ctx {
         let mut ours = Vec::new();
         let mut peer = Vec::new();
         for _ in 0..self.pairs {
+            // A busy loop on each CPU, as in scenario 1: every sample is one the filter rejects,
+            // with no idle-task samples (which cost less) in the average.
             let mut procs = Procs::default();
             self.busy_loop(&mut procs, 1)?;
+            self.busy_loop(&mut procs, 0)?;
             let idle = procs.spawn(Path::new("sleep"), &["1000"])?.to_string();
             let out = self.dir.join("filtered.pb.gz");
             let child = self.profilerd(&[
@@ -352,7 +367,9 @@ impl Ctx {
             peer: Some(("bpftrace /pid == X/".into(), stat(&peer))),
             target: format!("<= 15% of scenario 1 ({:.0} ns)", full_cost * 0.15),
             pass: Some(ours.median <= full_cost * 0.15),
-            workload: format!("{secs} s, --pid of a sleeping process while a C loop burns CPU 1"),
+            workload: format!(
+                "{secs} s, --pid of a sleeping process while a C loop pinned to each CPU burns it"
+            ),
         })
     }
 
@@ -449,15 +466,18 @@ impl Ctx {
                 let dump = self.dir.join("memory-profiles");
                 let _ = fs::remove_dir_all(&dump);
                 let mut child = if ours_turn {
-                    self.profilerd(&[
-                        "run",
-                        "--mode",
-                        "continuous",
-                        "--duration",
-                        &format!("{secs}s"),
-                        "--dump-dir",
-                        dump.to_str().unwrap(),
-                    ])?
+                    self.profilerd_logged(
+                        "memory",
+                        &[
+                            "run",
+                            "--mode",
+                            "continuous",
+                            "--duration",
+                            &format!("{secs}s"),
+                            "--dump-dir",
+                            dump.to_str().unwrap(),
+                        ],
+                    )?
                 } else {
                     bpftrace(BPFTRACE_PROFILE)?
                 };
@@ -482,7 +502,7 @@ impl Ctx {
                 if ours_turn {
                     peaks.0.push(peak);
                     finals.0.push(last);
-                    slopes.push(slope(&series[series.len() / 2..]));
+                    slopes.push(slope(&interval_means(&series[series.len() / 2..])));
                 } else {
                     peaks.1.push(peak);
                     finals.1.push(last);
@@ -513,7 +533,7 @@ impl Ctx {
                 workload: workload.clone(),
             },
             Row {
-                figure: "4c. RSS slope over the second half".into(),
+                figure: "4c. RSS slope over the second half (15 s means)".into(),
                 unit: "MiB/min".into(),
                 ours: slope,
                 peer: None,
@@ -656,6 +676,32 @@ fn short_lived(program: &Path, stop: &AtomicBool) -> usize {
     started
 }
 
+/// The daemon's upload interval: its RSS rises while a window fills and falls when it is
+/// written and trimmed, a sawtooth of this period.
+const UPLOAD_INTERVAL_SECS: f64 = 15.0;
+
+/// Mean RSS per whole upload interval, so that the slope describes the trend and not where in
+/// the sawtooth the series happens to start and stop.
+fn interval_means(series: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut bins: Vec<(f64, f64, usize)> = Vec::new();
+    for &(t, rss) in series {
+        let bin = (t / UPLOAD_INTERVAL_SECS).floor();
+        match bins.last_mut() {
+            Some(last) if last.0 == bin => {
+                last.1 += rss;
+                last.2 += 1;
+            }
+            _ => bins.push((bin, rss, 1)),
+        }
+    }
+    // Partial intervals at either end would bring the sawtooth back.
+    let full = UPLOAD_INTERVAL_SECS as usize - 1;
+    bins.into_iter()
+        .filter(|b| b.2 >= full)
+        .map(|(bin, sum, n)| ((bin + 0.5) * UPLOAD_INTERVAL_SECS, sum / n as f64))
+        .collect()
+}
+
 /// Least-squares slope in MiB per minute.
 fn slope(series: &[(f64, f64)]) -> f64 {
     let n = series.len() as f64;
@@ -712,7 +758,20 @@ fn json_escape(s: &str) -> String {
 }
 
 /// Runs every scenario; prints the table and writes `target/bench/results.json`.
-pub fn bench(root: &Path, quick: bool) -> Result<()> {
+/// What `cargo xtask bench` runs.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// Shorter runs and 2 pairs per comparison.
+    pub quick: bool,
+    /// Scenarios to run (1-7); empty: all. 7 is measured with 1.
+    pub only: Vec<u8>,
+    /// Pairs per comparison instead of the default (5, `--quick` 2).
+    pub pairs: Option<usize>,
+}
+
+pub fn bench(root: &Path, options: &Options) -> Result<()> {
+    let quick = options.quick;
+    let wanted = |n: u8| options.only.is_empty() || options.only.contains(&n);
     let dir = root.join("target/bench");
     fs::create_dir_all(&dir)?;
     let fixtures = dir.join("fixtures");
@@ -733,7 +792,7 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
         fixtures,
         profilerd: root.join("target/release/profilerd"),
         quick,
-        pairs: if quick { 2 } else { 5 },
+        pairs: options.pairs.unwrap_or(if quick { 2 } else { 5 }),
     };
     let machine = machine();
     eprintln!(
@@ -751,23 +810,36 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
             failures.push(name.to_string());
         }
     };
-    eprintln!("bench: 1/7 cost per sample and accounting");
-    attempt("1+7", ctx.cost_and_accounting(), &mut rows);
-    let full_cost = rows.first().map_or(f64::NAN, |r| r.ours.median);
-    eprintln!("bench: 2 filtered sample");
-    attempt(
-        "2",
-        ctx.filtered_cost(full_cost).map(|r| vec![r]),
-        &mut rows,
-    );
-    eprintln!("bench: 5 start-up");
-    attempt("5", ctx.startup().map(|r| vec![r]), &mut rows);
-    eprintln!("bench: 6 accuracy");
-    attempt("6", ctx.accuracy().map(|r| vec![r]), &mut rows);
-    eprintln!("bench: 3 user-space CPU");
-    attempt("3", ctx.user_cpu().map(|r| vec![r]), &mut rows);
-    eprintln!("bench: 4 memory");
-    attempt("4", ctx.memory(), &mut rows);
+    let mut full_cost = f64::NAN;
+    if wanted(1) || wanted(7) || wanted(2) {
+        eprintln!("bench: 1/7 cost per sample and accounting");
+        attempt("1+7", ctx.cost_and_accounting(), &mut rows);
+        full_cost = rows.first().map_or(f64::NAN, |r| r.ours.median);
+    }
+    if wanted(2) {
+        eprintln!("bench: 2 filtered sample");
+        attempt(
+            "2",
+            ctx.filtered_cost(full_cost).map(|r| vec![r]),
+            &mut rows,
+        );
+    }
+    if wanted(5) {
+        eprintln!("bench: 5 start-up");
+        attempt("5", ctx.startup().map(|r| vec![r]), &mut rows);
+    }
+    if wanted(6) {
+        eprintln!("bench: 6 accuracy");
+        attempt("6", ctx.accuracy().map(|r| vec![r]), &mut rows);
+    }
+    if wanted(3) {
+        eprintln!("bench: 3 user-space CPU");
+        attempt("3", ctx.user_cpu().map(|r| vec![r]), &mut rows);
+    }
+    if wanted(4) {
+        eprintln!("bench: 4 memory");
+        attempt("4", ctx.memory(), &mut rows);
+    }
     rows.sort_by(|a, b| a.figure.cmp(&b.figure));
 
     println!(
@@ -836,8 +908,14 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
         ));
     }
     json.push_str("  ]\n}\n");
-    fs::write(ctx.dir.join("results.json"), json.replace("NaN", "null"))?;
-    println!("\nwritten: {}", ctx.dir.join("results.json").display());
+    // A partial run must not overwrite the figures of a complete one.
+    let name = if options.only.is_empty() && options.pairs.is_none() {
+        "results.json"
+    } else {
+        "results-partial.json"
+    };
+    fs::write(ctx.dir.join(name), json.replace("NaN", "null"))?;
+    println!("\nwritten: {}", ctx.dir.join(name).display());
     if !failures.is_empty() {
         bail!("scenarios that could not run: {}", failures.join(", "));
     }

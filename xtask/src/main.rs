@@ -56,7 +56,8 @@ fn main() -> ExitCode {
                  default: --dump-dir profiles)\n  \
                  test    setup, build, then fmt check, clippy, unit and end-to-end tests\n  \
                  bench   setup (with bpftrace, perf, bpftool), build release, run the benchmarks\n          \
-                 side by side with bpftrace and perf [--quick]"
+                 side by side with bpftrace and perf. [--quick] shorter runs, 2 pairs;\n          \
+                 [--only 1,3] some scenarios (7 comes with 1); [--pairs N] pairs per comparison"
             );
             return ExitCode::from(2);
         }
@@ -76,15 +77,40 @@ mod bench;
 const BENCH_PACKAGES: &[&str] = &["bpftrace", "linux-perf", "bpftool"];
 
 fn bench(args: &[String]) -> Result<()> {
-    let quick = match args {
-        [] => false,
-        [flag] if flag == "--quick" => true,
-        _ => bail!("usage: cargo xtask bench [--quick]"),
-    };
+    const USAGE: &str = "usage: cargo xtask bench [--quick] [--only 1,2,3,4,5,6,7] [--pairs N]";
+    let mut options = bench::Options::default();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => options.quick = true,
+            "--only" => {
+                let list = args.next().with_context(|| USAGE)?;
+                for item in list.split(',') {
+                    let n: u8 = item
+                        .trim()
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=7).contains(n))
+                        .with_context(|| format!("--only {list}: scenarios are 1 to 7; {USAGE}"))?;
+                    options.only.push(n);
+                }
+            }
+            "--pairs" => {
+                let n = args.next().with_context(|| USAGE)?;
+                options.pairs = Some(
+                    n.parse()
+                        .ok()
+                        .filter(|&n: &usize| n > 0)
+                        .with_context(|| format!("--pairs {n}: a number above 0; {USAGE}"))?,
+                );
+            }
+            other => bail!("unknown argument {other}; {USAGE}"),
+        }
+    }
     setup()?;
     install(BENCH_PACKAGES)?;
     cargo(&["build", "--release", "-p", "profiler-daemon"])?;
-    bench::bench(&root(), quick)
+    bench::bench(&root(), &options)
 }
 
 fn root() -> PathBuf {
