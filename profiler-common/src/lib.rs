@@ -15,6 +15,10 @@ pub const STACKS_MAPS: [&str; 2] = ["STACKS_0", "STACKS_1"];
 pub const USER_STACKS_MAPS: [&str; 2] = ["USER_STACKS_0", "USER_STACKS_1"];
 /// Per-CPU scratch [`UserStack`] the program builds a stack in before storing it.
 pub const SCRATCH_MAP: &str = "SCRATCH";
+/// Per-CPU flags (one per log event) that limit BPF log lines to one per collect interval.
+pub const LOG_GATE_MAP: &str = "LOG_GATE";
+/// Number of log events the BPF program can report.
+pub const LOG_EVENTS: u32 = 4;
 /// Per-CPU [`Counters`], one entry per generation.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 /// Single-entry array holding the current [`Control`].

@@ -34,6 +34,13 @@ pub struct Cli {
     /// Log filter (error, warn, info, debug, trace, or tracing-subscriber directives).
     #[arg(long, global = true, default_value = "info", env = "PROFILERD_LOG")]
     pub log_level: String,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// TOML file with any of the flags of `run` as keys (`frequency = 99`, `dump_dir = "..."`,
+    /// `tag = { region = "eu" }`); flags on the command line override it.
+    #[arg(long, global = true, value_name = "FILE", env = "PROFILERD_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,6 +58,13 @@ pub enum Command {
   profilerd run --server http://pyroscope:4040 --tag region=eu-west-1 --tag env=prod
   PROFILERD_BEARER_TOKEN=... profilerd run --server https://profiles.example.com --tenant-id team-a")]
     Run(Box<RunArgs>),
+    /// Check that profilerd can run here with these settings: kernel, privileges, perf events,
+    /// cgroups, sample rate, directories, server. Exits non-zero when something would fail.
+    #[command(after_help = "Examples:
+  profilerd check
+  profilerd check --config /etc/profilerd/config.toml
+  profilerd check --frequency 199 --server http://pyroscope:4040")]
+    Check(Box<RunArgs>),
 }
 
 /// Which processes to sample and how often.
@@ -84,6 +98,9 @@ pub struct LimitArgs {
     /// stacks per collect interval, about 1 KiB of kernel memory each).
     #[arg(long, default_value_t = 8_192, value_parser = clap::value_parser!(u32).range(64..))]
     pub kernel_stack_map_entries: u32,
+    /// Pids and cgroups the in-kernel filter can hold (each); a reload may add targets up to it.
+    #[arg(long, default_value_t = 1_024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_filter_entries: u32,
     /// Processes tracked at once (kernel "already announced" set and symbolizer cache).
     #[arg(long, default_value_t = 8_192, value_parser = clap::value_parser!(u32).range(16..))]
     pub max_processes: u32,
@@ -178,12 +195,42 @@ pub struct RunArgs {
     /// Stop after this long (default: run until SIGINT/SIGTERM).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Address of the HTTP listener with /metrics, /healthz and the page of kept profiles at /,
+    /// or `off`. Loopback by default; a public address only when given here.
+    #[arg(long, default_value = "127.0.0.1:7070", value_parser = parse_listen, value_name = "ADDR:PORT|off")]
+    pub listen: Listen,
+    /// How far back the page at / lists kept profiles.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub page_window: Duration,
     #[command(flatten)]
     pub trigger: TriggerArgs,
     #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// `--listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<std::net::SocketAddr>);
+
+fn parse_listen(text: &str) -> Result<Listen, String> {
+    if text.trim() == "off" {
+        return Ok(Listen(None));
+    }
+    text.trim()
+        .parse()
+        .map(|addr| Listen(Some(addr)))
+        .map_err(|_| format!("{text:?} is not ADDR:PORT (e.g. 127.0.0.1:7070, [::1]:7070) or off"))
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// one human-readable line per event
+    Text,
+    /// one JSON object per line (for log shippers)
+    Json,
 }
 
 /// What `run` keeps.
@@ -270,6 +317,19 @@ impl TriggerArgs {
 pub const DEFAULT_DUMP_DIR: &str = "profiles";
 
 impl RunArgs {
+    /// Where `run` writes: in triggered mode always (kept profiles are rare and precious),
+    /// in continuous mode as [`RunArgs::dump_dir`] says.
+    pub fn files_dir(&self) -> Option<PathBuf> {
+        match self.trigger.mode {
+            Mode::Triggered => Some(
+                self.dump_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DUMP_DIR)),
+            ),
+            Mode::Continuous => self.dump_dir(),
+        }
+    }
+
     /// Where files go: --dump-dir, else the default unless profiles go to a server.
     pub fn dump_dir(&self) -> Option<PathBuf> {
         match (&self.dump_dir, &self.server.server) {
@@ -333,6 +393,48 @@ pub struct ServerArgs {
     /// Most bytes kept in --spool-dir; when full, the oldest profiles are dropped (and counted).
     #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
     pub spool_max_bytes: u64,
+}
+
+/// The full command tree with global flags propagated to the subcommands.
+pub fn command() -> clap::Command {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    command.build();
+    command
+}
+
+/// Why the command line (with its config file) could not be parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// Parses `argv` (program name first). With `--config FILE`, the file's settings fill in
+/// what the command line does not set.
+pub fn parse_from(argv: Vec<std::ffi::OsString>) -> Result<Cli, ParseError> {
+    use clap::FromArgMatches;
+
+    let command = command();
+    let matches = command.clone().try_get_matches_from(&argv)?;
+    let Some((name, sub_matches)) = matches.subcommand() else {
+        return Ok(Cli::from_arg_matches(&matches)?);
+    };
+    let Some(path) = sub_matches.get_one::<PathBuf>("config") else {
+        return Ok(Cli::from_arg_matches(&matches)?);
+    };
+    let run = command
+        .find_subcommand("run")
+        .expect("the run subcommand exists");
+    let file = crate::config::ConfigFile::load(path, run)?;
+    let sub = command
+        .find_subcommand(name)
+        .expect("the parsed subcommand exists");
+    let mut argv = argv;
+    argv.extend(file.arguments_for(sub, sub_matches));
+    let matches = command.try_get_matches_from(argv)?;
+    Ok(Cli::from_arg_matches(&matches)?)
 }
 
 /// `30s`, `500ms`, `2m`, `1h`, `1m30s`; a bare number means seconds.

@@ -1,11 +1,15 @@
 //! `profilerd record` and `profilerd run`: the pipeline driven to files.
 
 use std::{
+    collections::BTreeMap,
     fs,
     io::IsTerminal,
     path::PathBuf,
-    sync::atomic::{AtomicBool, Ordering},
-    time::{Duration, Instant, SystemTime},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc::Receiver,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context, Result};
@@ -15,7 +19,8 @@ use crate::{
     cli::{Format, LimitArgs, Mode, RecordArgs, RunArgs, TargetArgs, DEFAULT_DUMP_DIR},
     delivery::{DeliveryConfig, Exporter},
     labels::LabelConfig,
-    output::{flame_graph_svg, folded_lines, utc_timestamp, write_atomic, DumpDir},
+    metrics::{MapCapacity, Snapshot},
+    output::{flame_graph_svg, folded_lines, rfc3339, utc_timestamp, write_atomic, DumpDir},
     pipeline::{Pipeline, PipelineConfig},
     pprof, preflight,
     procinfo::is_running,
@@ -26,11 +31,25 @@ use crate::{
     triggered::{Captures, Kept},
     upload::{self, Auth, Client, ServerConfig},
     watch::{CgroupTarget, WatchConfig, Watcher},
+    web::{KeptSummary, WebState, SIDECAR_SUFFIX},
     BPF_OBJECT,
 };
 
 /// Checks privileges and targets, then builds the pipeline configuration.
 fn prepare(target: &TargetArgs, limits: &LimitArgs) -> Result<(PipelineConfig, Vec<CgroupTarget>)> {
+    // The host report of `profilerd check`, in the log: notes and problems as warnings (the
+    // checks below turn the fatal ones into errors with their fix).
+    let wanted = crate::check::Wanted {
+        frequency: target.frequency,
+        cgroups: !target.cgroups.is_empty(),
+        ..Default::default()
+    };
+    for item in crate::check::report(&crate::check::Host::real(), &wanted) {
+        match item.status {
+            crate::check::Status::Ok => tracing::debug!("preflight: {item}"),
+            _ => tracing::warn!("preflight: {item}"),
+        }
+    }
     preflight::check_privileges()?;
     preflight::check_perf_events(target.frequency)?;
     preflight::check_pids(&target.pids)?;
@@ -46,6 +65,7 @@ fn prepare(target: &TargetArgs, limits: &LimitArgs) -> Result<(PipelineConfig, V
             stack_map_entries: limits.stack_map_entries,
             kernel_stack_map_entries: limits.kernel_stack_map_entries,
             known_pids_entries: limits.max_processes,
+            filter_entries: limits.max_filter_entries,
             notify_ring_bytes: 256 << 10,
         },
         symbols: SymbolsConfig {
@@ -128,6 +148,7 @@ pub fn record(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
         })?;
 
     let mut pipeline = Pipeline::start(BPF_OBJECT, &config)?;
+    crate::privileges::drop_after_attach();
     let started = Instant::now();
     let end = started + args.duration;
     tracing::info!(
@@ -210,6 +231,29 @@ pub struct ServerSetup {
 
 /// Validates `--server` and its companions; `None` when no server is configured.
 pub fn prepare_server(args: &RunArgs) -> Result<Option<ServerSetup>> {
+    let Some((client, labels)) = server_client(args)? else {
+        return Ok(None);
+    };
+    let server = &args.server;
+    let spool = Spool::open(&server.spool_dir, server.spool_max_bytes)?;
+    let delivery = DeliveryConfig {
+        retries: server.upload_retries,
+        max_backoff: server.retry_max_backoff,
+        queue: server.upload_queue as usize,
+        dump_dir: args
+            .dump_dir()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DUMP_DIR)),
+    };
+    Ok(Some(ServerSetup {
+        client,
+        spool,
+        delivery,
+        labels,
+    }))
+}
+
+/// The HTTP client and labels of `--server` and its companions, without touching the spool.
+pub fn server_client(args: &RunArgs) -> Result<Option<(Client, LabelConfig)>> {
     let server = &args.server;
     let Some(url) = &server.server else {
         return Ok(None);
@@ -249,21 +293,7 @@ pub fn prepare_server(args: &RunArgs) -> Result<Option<ServerSetup>> {
         tenant: server.tenant_id.clone(),
         headers,
     })?;
-    let spool = Spool::open(&server.spool_dir, server.spool_max_bytes)?;
-    let delivery = DeliveryConfig {
-        retries: server.upload_retries,
-        max_backoff: server.retry_max_backoff,
-        queue: server.upload_queue as usize,
-        dump_dir: args
-            .dump_dir()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DUMP_DIR)),
-    };
-    Ok(Some(ServerSetup {
-        client,
-        spool,
-        delivery,
-        labels,
-    }))
+    Ok(Some((client, labels)))
 }
 
 /// `profilerd run`: in `continuous` mode one pprof per sampled process every upload interval;
@@ -272,20 +302,21 @@ pub fn prepare_server(args: &RunArgs) -> Result<Option<ServerSetup>> {
 pub fn run(
     args: &RunArgs,
     stop: &AtomicBool,
-    server: Option<(&Exporter, &LabelConfig)>,
+    server: Option<(&Exporter, LabelConfig)>,
+    web: &WebState,
+    reloads: &Receiver<Box<RunArgs>>,
 ) -> Result<()> {
-    let (config, cgroup_targets) = prepare(&args.target, &args.limits)?;
-    let rules = args.trigger.rules();
-    let dump_dir = match args.trigger.mode {
-        // Kept profiles are rare and precious: always on disk too.
-        Mode::Triggered => Some(
-            args.dump_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DUMP_DIR)),
-        ),
-        Mode::Continuous => args.dump_dir(),
+    let (exporter, mut labels) = match server {
+        Some((exporter, labels)) => (Some(exporter), Some(labels)),
+        None => (None, None),
     };
-    let mut dump = match dump_dir {
+    // What is in effect: the start-up settings, then whatever reloads changed.
+    let mut active = args.clone();
+    let (config, mut cgroup_targets) = prepare(&args.target, &args.limits)?;
+    let rules = args.trigger.rules();
+    // Service names for the page; the same rules as the server's labels.
+    let mut page_labels = LabelConfig::new(args.server.service_name.clone(), &args.server.tags)?;
+    let mut dump = match args.files_dir() {
         Some(dir) => Some(DumpDir::open(
             &dir,
             args.dump_max_files as usize,
@@ -294,6 +325,13 @@ pub fn run(
         None => None,
     };
     let mut pipeline = Pipeline::start(BPF_OBJECT, &config)?;
+    crate::privileges::drop_after_attach();
+    let capacity = MapCapacity {
+        counts: config.sampler.counts_map_entries,
+        user_stacks: config.sampler.stack_map_entries,
+        kernel_stacks: config.sampler.kernel_stack_map_entries,
+    };
+    let mut triggers_fired: BTreeMap<&'static str, u64> = BTreeMap::new();
     let started = Instant::now();
     let destination = format!(
         "{}{}",
@@ -323,21 +361,12 @@ pub fn run(
         }
         Mode::Triggered => {
             let processes = cgroup_targets.is_empty() || !args.target.pids.is_empty();
-            let watcher = Watcher::new(WatchConfig {
-                rules,
-                cores_flag: args.trigger.cpu_cores,
-                memory_flag: args.trigger.memory_limit,
-                frequency: args.target.frequency,
-                processes,
-                cgroups: cgroup_targets.clone(),
-                max_targets: args.limits.max_processes as usize,
-            });
+            let watcher = Watcher::new(watch_config(args, &cgroup_targets));
             let captures = Captures::new(
                 args.trigger.pre_trigger,
                 args.trigger.post_trigger,
                 args.trigger.history_max_bytes as usize,
                 args.target.frequency,
-                cgroup_targets.clone(),
             );
             let watched = match (processes, cgroup_targets.is_empty()) {
                 (true, true) => format!("each process of {}", describe_targets(&args.target)),
@@ -367,17 +396,33 @@ pub fn run(
         let running = tick(
             &mut pipeline,
             &mut next_collect,
-            args.collect_interval,
+            active.collect_interval,
             end,
             stop,
         )?;
+        web.beat();
+        while let Ok(new) = reloads.try_recv() {
+            reload(
+                &mut active,
+                *new,
+                Live {
+                    pipeline: &mut pipeline,
+                    mode: &mut mode,
+                    cgroup_targets: &mut cgroup_targets,
+                    exporter,
+                    labels: &mut labels,
+                    page_labels: &mut page_labels,
+                },
+            );
+        }
+        let server = exporter.zip(labels.as_ref());
         let now = Instant::now();
         let report = now >= next_report || !running;
         match &mut mode {
             None => {
                 if report {
                     let window = pipeline.take_window();
-                    export_window(dump.as_mut(), server, &window, &args.target);
+                    export_window(dump.as_mut(), server, &window, &active.target);
                 }
             }
             Some((watcher, captures)) => {
@@ -385,6 +430,7 @@ pub fn run(
                 let wall = SystemTime::now();
                 for firing in watcher.tick(&slice, now) {
                     for scene in &firing.scenes {
+                        *triggers_fired.entry(scene.metric.name()).or_insert(0) += 1;
                         tracing::info!(
                             target = %firing.name,
                             trigger = scene.metric.name(),
@@ -406,7 +452,7 @@ pub fn run(
                     kept.extend(captures.flush(SystemTime::now()));
                 }
                 for kept in kept {
-                    write_kept(dump.as_mut(), server, &kept, &args.target);
+                    write_kept(dump.as_mut(), server, &kept, &active.target, &page_labels);
                 }
                 if report {
                     tracing::info!("status: {}", watcher.status(3));
@@ -424,8 +470,22 @@ pub fn run(
                 }
             }
         }
+        let (history_bytes, history_dropped) = mode.as_ref().map_or((0, 0), |(_, c)| {
+            (c.history_bytes() as u64, c.stats.history_dropped)
+        });
+        web.metrics.publish(Snapshot {
+            accounting: pipeline.accounting,
+            capacity,
+            symbols: pipeline.symbols().stats,
+            tracked_processes: pipeline.symbols().tracked() as u64,
+            triggers_fired: triggers_fired.clone(),
+            profiles_written: dump.as_ref().map_or(0, |d| d.written),
+            dump_removed: dump.as_ref().map_or(0, |d| d.removed),
+            history_bytes,
+            history_dropped,
+        });
         if report {
-            next_report = now.max(next_report) + args.upload_interval;
+            next_report = now.max(next_report) + active.upload_interval;
             // A window's profiles were just freed: hand the freed pages back to the system so
             // that RSS follows what is live, not the high-water mark of the busiest window.
             // SAFETY: malloc_trim only releases unused heap memory.
@@ -453,6 +513,192 @@ pub fn run(
         "profilerd stopped; last window flushed"
     );
     Ok(())
+}
+
+/// The trigger watcher's settings from `args` and the resolved cgroups.
+fn watch_config(args: &RunArgs, cgroups: &[CgroupTarget]) -> WatchConfig {
+    WatchConfig {
+        rules: args.trigger.rules(),
+        cores_flag: args.trigger.cpu_cores,
+        memory_flag: args.trigger.memory_limit,
+        frequency: args.target.frequency,
+        processes: cgroups.is_empty() || !args.target.pids.is_empty(),
+        cgroups: cgroups.to_vec(),
+        max_targets: args.limits.max_processes as usize,
+    }
+}
+
+/// What a reload can change in the running daemon.
+struct Live<'a> {
+    pipeline: &'a mut Pipeline,
+    mode: &'a mut Option<(Watcher, Captures)>,
+    cgroup_targets: &'a mut Vec<CgroupTarget>,
+    exporter: Option<&'a Exporter>,
+    labels: &'a mut Option<LabelConfig>,
+    page_labels: &'a mut LabelConfig,
+}
+
+/// Settings that only a restart changes: they size kernel maps, attach perf events, or own
+/// files and sockets. A reload that changes them says so and leaves them as they are.
+fn restart_only(old: &RunArgs, new: &RunArgs) -> Vec<&'static str> {
+    let debug = |v: &dyn std::fmt::Debug| format!("{v:?}");
+    [
+        ("--frequency", old.target.frequency != new.target.frequency),
+        ("--mode", old.trigger.mode != new.trigger.mode),
+        (
+            "map and cache limits",
+            debug(&old.limits) != debug(&new.limits),
+        ),
+        (
+            "--dump-dir / --dump-max-files / --dump-max-bytes",
+            old.files_dir() != new.files_dir()
+                || old.dump_max_files != new.dump_max_files
+                || old.dump_max_bytes != new.dump_max_bytes,
+        ),
+        ("--listen", old.listen != new.listen),
+        ("--page-window", old.page_window != new.page_window),
+        ("--duration", old.duration != new.duration),
+        (
+            "--history-max-bytes",
+            old.trigger.history_max_bytes != new.trigger.history_max_bytes,
+        ),
+        (
+            "--server (added or removed)",
+            old.server.server.is_some() != new.server.server.is_some(),
+        ),
+        (
+            "spool and queue settings",
+            old.server.spool_dir != new.server.spool_dir
+                || old.server.spool_max_bytes != new.server.spool_max_bytes
+                || old.server.upload_queue != new.server.upload_queue
+                || old.server.upload_retries != new.server.upload_retries
+                || old.server.retry_max_backoff != new.server.retry_max_backoff,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(name, _)| name)
+    .collect()
+}
+
+/// Applies a reloaded configuration: targets, rules, tags and server settings change now,
+/// trigger history, queued and spooled profiles stay. A part that fails to apply is logged
+/// and keeps its old value; the other parts still apply.
+fn reload(active: &mut RunArgs, new: RunArgs, live: Live<'_>) {
+    let mut applied = Vec::new();
+    for name in restart_only(active, &new) {
+        tracing::warn!("reload: {name} changed; that takes effect at the next restart");
+    }
+
+    if active.target.pids != new.target.pids || active.target.cgroups != new.target.cgroups {
+        let resolved = preflight::check_pids(&new.target.pids)
+            .and_then(|()| preflight::resolve_cgroups(&new.target.cgroups));
+        match resolved {
+            Err(err) => tracing::error!("reload: targets unchanged: {err}"),
+            Ok(resolved) => {
+                let (selectors, targets): (Vec<_>, Vec<_>) = resolved.into_iter().unzip();
+                match live.pipeline.set_filters(&new.target.pids, &selectors) {
+                    Err(err) => tracing::error!("reload: targets unchanged: {err}"),
+                    Ok(()) => {
+                        active.target.pids = new.target.pids.clone();
+                        active.target.cgroups = new.target.cgroups.clone();
+                        *live.cgroup_targets = targets;
+                        applied.push("targets");
+                    }
+                }
+            }
+        }
+    }
+
+    let trigger_changed = debug_text(&active.trigger.rules()) != debug_text(&new.trigger.rules())
+        || active.trigger.cpu_cores != new.trigger.cpu_cores
+        || active.trigger.memory_limit != new.trigger.memory_limit
+        || active.trigger.pre_trigger != new.trigger.pre_trigger
+        || active.trigger.post_trigger != new.trigger.post_trigger;
+    if trigger_changed {
+        let t = &mut active.trigger;
+        t.cpu_trigger = new.trigger.cpu_trigger;
+        t.mem_trigger = new.trigger.mem_trigger;
+        t.thread_trigger = new.trigger.thread_trigger;
+        t.cpu_max = new.trigger.cpu_max;
+        t.cpu_cores = new.trigger.cpu_cores;
+        t.memory_limit = new.trigger.memory_limit;
+        t.pre_trigger = new.trigger.pre_trigger;
+        t.post_trigger = new.trigger.post_trigger;
+        applied.push("rules");
+    }
+    if let Some((watcher, captures)) = live.mode.as_mut() {
+        // Targets or rules: the watcher keeps the history of every target that stays.
+        watcher.reconfigure(watch_config(active, live.cgroup_targets));
+        captures.set_windows(active.trigger.pre_trigger, active.trigger.post_trigger);
+    }
+
+    if debug_text(&active.server.tags) != debug_text(&new.server.tags)
+        || active.server.service_name != new.server.service_name
+    {
+        match LabelConfig::new(new.server.service_name.clone(), &new.server.tags) {
+            Err(err) => tracing::error!("reload: tags unchanged: {err}"),
+            Ok(labels) => {
+                *live.page_labels = labels.clone();
+                if live.labels.is_some() {
+                    *live.labels = Some(labels);
+                }
+                active.server.tags = new.server.tags.clone();
+                active.server.service_name = new.server.service_name.clone();
+                applied.push("tags");
+            }
+        }
+    }
+
+    let client_changed = active.server.server != new.server.server
+        || active.server.protocol != new.server.protocol
+        || active.server.basic_auth_user != new.server.basic_auth_user
+        || active.server.basic_auth_password_file != new.server.basic_auth_password_file
+        || active.server.bearer_token_file != new.server.bearer_token_file
+        || active.server.tenant_id != new.server.tenant_id
+        || active.server.headers != new.server.headers
+        || active.server.upload_timeout != new.server.upload_timeout;
+    if let (Some(exporter), true, true) =
+        (live.exporter, client_changed, new.server.server.is_some())
+    {
+        match server_client(&new) {
+            Err(err) => tracing::error!("reload: server settings unchanged: {err:#}"),
+            Ok(None) => {}
+            Ok(Some((client, _))) => {
+                exporter.replace_client(client);
+                let s = &mut active.server;
+                s.server = new.server.server.clone();
+                s.protocol = new.server.protocol;
+                s.basic_auth_user = new.server.basic_auth_user.clone();
+                s.basic_auth_password_file = new.server.basic_auth_password_file.clone();
+                s.bearer_token_file = new.server.bearer_token_file.clone();
+                s.tenant_id = new.server.tenant_id.clone();
+                s.headers = new.server.headers.clone();
+                s.upload_timeout = new.server.upload_timeout;
+                applied.push("server");
+            }
+        }
+    }
+
+    if active.collect_interval != new.collect_interval
+        || active.upload_interval != new.upload_interval
+    {
+        active.collect_interval = new.collect_interval;
+        active.upload_interval = new.upload_interval;
+        applied.push("intervals");
+    }
+    if applied.is_empty() {
+        tracing::info!("reload: configuration read; nothing that can change live changed");
+    } else {
+        tracing::info!(
+            "reload: applied {}; trigger history, queued and spooled profiles kept",
+            applied.join(", ")
+        );
+    }
+}
+
+fn debug_text(value: &dyn std::fmt::Debug) -> String {
+    format!("{value:?}")
 }
 
 fn describe_cgroups(targets: &[CgroupTarget]) -> String {
@@ -491,6 +737,7 @@ fn write_kept(
     server: Option<(&Exporter, &LabelConfig)>,
     kept: &Kept,
     target: &TargetArgs,
+    page_labels: &LabelConfig,
 ) {
     let processes: Vec<&ProcessProfile> = kept.window.processes.iter().collect();
     let mut comments = comments(&kept.window, target, None);
@@ -512,10 +759,38 @@ fn write_kept(
         let profile = pprof::to_gzip(&pprof::encode(&kept.window, &processes, &comments));
         let title = format!("profilerd: {} — {}", kept.name, reasons.join("; "));
         let svg = flame_graph_svg(&folded_lines(&processes), &title);
+        let summary = KeptSummary {
+            fired_at: rfc3339(kept.fired_at),
+            fired_unix: kept
+                .fired_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            target: kept.name.clone(),
+            service: kept.window.processes.first().map_or_else(
+                || kept.name.clone(),
+                |p| {
+                    page_labels
+                        .for_process(&p.info)
+                        .into_iter()
+                        .find(|(k, _)| k == "service_name")
+                        .map_or_else(|| kept.name.clone(), |(_, v)| v)
+                },
+            ),
+            trigger: metric.to_string(),
+            reasons: reasons.clone(),
+            top: top_functions(&processes, 3),
+            samples: kept.window.samples(),
+            window_seconds: kept.window.duration.as_secs_f64(),
+            pprof: format!("{base}.pb.gz"),
+            svg: Some(format!("{base}.svg")),
+        };
         let result = dump
             .write(&format!("{base}.pb.gz"), &profile)
             .and_then(|path| {
                 dump.write(&format!("{base}.svg"), &svg?)?;
+                // The sidecar last: the page lists a profile only once its files exist.
+                let sidecar = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+                dump.write(&format!("{base}{SIDECAR_SUFFIX}"), &sidecar)?;
                 Ok(path)
             });
         match result {
@@ -620,4 +895,91 @@ fn export_window(
         samples = window.samples(),
         "window exported"
     );
+}
+
+/// `profilerd check`: prints one line per host requirement and per setting; false when any
+/// line is a problem.
+pub fn check(args: &RunArgs) -> bool {
+    use crate::check::{self, Host, Item, Status, Wanted};
+
+    let mut dirs = Vec::new();
+    if let Some(dir) = args.dump_dir() {
+        dirs.push(("dump dir", dir));
+    }
+    if args.server.server.is_some() {
+        dirs.push(("spool dir", args.server.spool_dir.clone()));
+    }
+    let wanted = Wanted {
+        frequency: args.target.frequency,
+        cgroups: !args.target.cgroups.is_empty(),
+        dirs,
+        server: args.server.server.clone(),
+    };
+    let mut items = check::report(&Host::real(), &wanted);
+    // The settings themselves, checked exactly as `run` checks them at start-up.
+    let targets = preflight::check_pids(&args.target.pids)
+        .and_then(|()| preflight::resolve_cgroups(&args.target.cgroups).map(|_| ()));
+    items.push(match targets {
+        Ok(()) => Item {
+            name: "targets",
+            status: Status::Ok,
+            detail: describe_targets(&args.target),
+        },
+        Err(err) => Item {
+            name: "targets",
+            status: Status::Problem,
+            detail: err.to_string(),
+        },
+    });
+    if args.server.server.is_some() {
+        items.push(match server_client(args) {
+            Ok(_) => Item {
+                name: "server config",
+                status: Status::Ok,
+                detail: "URL, labels, auth and headers are valid".into(),
+            },
+            Err(err) => Item {
+                name: "server config",
+                status: Status::Problem,
+                detail: format!("{err:#}"),
+            },
+        });
+    }
+    let problems = items.iter().filter(|i| i.status == Status::Problem).count();
+    for item in &items {
+        println!("{item}");
+    }
+    if problems == 0 {
+        println!("profilerd check: ready ({} checks)", items.len());
+    } else {
+        println!(
+            "profilerd check: {problems} problem{} of {} checks",
+            if problems == 1 { "" } else { "s" },
+            items.len()
+        );
+    }
+    problems == 0
+}
+
+/// The `n` functions with the most self samples (leaf frames, inlined callee first) over
+/// `processes`, with their share of all samples in percent.
+fn top_functions(processes: &[&ProcessProfile], n: usize) -> Vec<(String, f64)> {
+    let mut by_function: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut total = 0;
+    for process in processes {
+        for (stack, count) in &process.stacks {
+            total += count;
+            if let Some(&leaf) = stack.first() {
+                let name = process.locations[leaf as usize].function();
+                *by_function.entry(name).or_insert(0) += count;
+            }
+        }
+    }
+    let mut ranked: Vec<(&str, u64)> = by_function.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    ranked
+        .into_iter()
+        .take(n)
+        .map(|(name, count)| (name.to_string(), count as f64 * 100.0 / total.max(1) as f64))
+        .collect()
 }

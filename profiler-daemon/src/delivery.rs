@@ -59,9 +59,17 @@ pub struct Exporter {
     spool: Arc<Mutex<Spool>>,
     seq: AtomicU64,
     pub stats: Arc<DeliveryStats>,
+    /// A client with new server settings (a reload), taken by the task before its next send.
+    next_client: Arc<Mutex<Option<Client>>>,
 }
 
 impl Exporter {
+    /// New server settings (a reload): the delivery task switches before its next request.
+    /// Queued and spooled profiles stay and go to the new server.
+    pub fn replace_client(&self, client: Client) {
+        *self.next_client.lock().unwrap_or_else(|e| e.into_inner()) = Some(client);
+    }
+
     /// Starts the delivery task on the current tokio runtime.
     pub fn start(
         client: Client,
@@ -73,8 +81,10 @@ impl Exporter {
         let seq = AtomicU64::new(spool.next_seq());
         let spool = Arc::new(Mutex::new(spool));
         let stats = Arc::new(DeliveryStats::default());
+        let next_client = Arc::new(Mutex::new(None));
         let task = Delivery {
             client,
+            next_client: Arc::clone(&next_client),
             spool: Arc::clone(&spool),
             stats: Arc::clone(&stats),
             config,
@@ -91,6 +101,7 @@ impl Exporter {
                 spool,
                 seq,
                 stats,
+                next_client,
             },
             handle,
         )
@@ -173,6 +184,7 @@ fn seed() -> u64 {
 
 struct Delivery {
     client: Client,
+    next_client: Arc<Mutex<Option<Client>>>,
     spool: Arc<Mutex<Spool>>,
     stats: Arc<DeliveryStats>,
     config: DeliveryConfig,
@@ -186,8 +198,24 @@ struct Delivery {
 }
 
 impl Delivery {
+    /// Switches to the client of a reload, if there is one.
+    fn adopt_new_client(&mut self) {
+        let next = self
+            .next_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(client) = next {
+            tracing::info!(server = %client.config().url, "delivery uses the reloaded server settings");
+            self.client = client;
+            self.outage = false;
+            self.backoff = FIRST_BACKOFF;
+        }
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Upload>) {
         loop {
+            self.adopt_new_client();
             let stopping = *self.shutdown.borrow();
             if let Some(seq) = self.spool_head(&mut rx) {
                 if stopping {
@@ -276,6 +304,8 @@ impl Delivery {
     async fn deliver(&mut self, upload: Upload) {
         let mut attempt = 0;
         loop {
+            // A retry after a reload goes to the new server.
+            self.adopt_new_client();
             match self.client.send(&upload).await {
                 Ok(()) => {
                     bump(&self.stats.sent);

@@ -5,15 +5,19 @@
 //! it for `record` and `run`.
 
 pub mod aggregate;
+pub mod check;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod delivery;
 pub mod labels;
 pub mod limits;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod pprof;
 pub mod preflight;
+pub mod privileges;
 pub mod procinfo;
 pub mod sampler;
 pub mod spool;
@@ -22,6 +26,7 @@ pub mod trigger;
 pub mod triggered;
 pub mod upload;
 pub mod watch;
+pub mod web;
 
 /// Types generated from `proto/profile.proto`.
 #[allow(clippy::all, missing_docs)]

@@ -1,17 +1,21 @@
 use std::{
+    ffi::OsString,
     io::IsTerminal,
     process::ExitCode,
     sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc, Arc,
     },
+    time::Duration,
 };
 
-use clap::Parser;
 use profilerd::{
-    cli::{Cli, Command},
+    cli::{self, Command, Listen, LogFormat, ParseError, RunArgs},
     commands,
     delivery::Exporter,
+    metrics::Metrics,
+    privileges,
+    web::{self, WebState},
 };
 use tokio::{
     signal::unix::{signal, SignalKind},
@@ -19,8 +23,49 @@ use tokio::{
 };
 use tracing_subscriber::EnvFilter;
 
+/// SIGHUP: re-reads the command line and config file and hands a valid result to the
+/// pipeline; an invalid one is logged and the running configuration stays.
+fn reload(argv: &[OsString], reloadable: bool, tx: &mpsc::Sender<Box<RunArgs>>) {
+    if !reloadable {
+        tracing::info!("SIGHUP: only `profilerd run` reloads; ignored");
+        return;
+    }
+    match cli::parse_from(argv.to_vec()) {
+        Ok(cli::Cli {
+            command: Command::Run(args),
+            ..
+        }) => {
+            tracing::info!("SIGHUP: configuration re-read; applying it at the next collect");
+            let _ = tx.send(args);
+        }
+        Ok(_) => {
+            tracing::error!("SIGHUP: the command line no longer parses as `run`; nothing changed")
+        }
+        Err(err) => {
+            let text = match &err {
+                ParseError::Clap(err) => err.render().to_string(),
+                ParseError::Config(err) => err.to_string(),
+            };
+            let first = text.lines().next().unwrap_or_default();
+            tracing::error!(
+                "SIGHUP: the new configuration is invalid, the running one stays: {}",
+                first.strip_prefix("error: ").unwrap_or(first)
+            );
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Kept for SIGHUP: a reload parses the same command line with the config file re-read.
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let cli = match cli::parse_from(argv.clone()) {
+        Ok(cli) => cli,
+        Err(ParseError::Clap(err)) => err.exit(),
+        Err(ParseError::Config(err)) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|err| {
         eprintln!(
             "error: invalid --log-level {:?} ({err}): use error, warn, info, debug or trace",
@@ -28,11 +73,21 @@ fn main() -> ExitCode {
         );
         std::process::exit(2);
     });
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+
+    if let Command::Check(args) = &cli.command {
+        return if commands::check(args) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
 
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -45,42 +100,78 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let (mut sigint, mut sigterm) = match (
+        let (mut sigint, mut sigterm, mut sighup) = match (
             signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
         ) {
-            (Ok(i), Ok(t)) => (i, t),
-            (Err(err), _) | (_, Err(err)) => {
+            (Ok(i), Ok(t), Ok(h)) => (i, t, h),
+            (Err(err), _, _) | (_, Err(err), _) | (_, _, Err(err)) => {
                 return Err(anyhow::anyhow!("cannot install signal handlers: {err}"))
             }
         };
+        let (reload_tx, reload_rx) = mpsc::channel::<Box<RunArgs>>();
+        let reloadable = matches!(cli.command, Command::Run(_));
         let stop = Arc::new(AtomicBool::new(false));
         let worker_stop = Arc::clone(&stop);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut delivery = None;
+        let mut listening = None;
         let mut work = match cli.command {
             Command::Record(args) => {
                 tokio::task::spawn_blocking(move || commands::record(&args, &worker_stop))
             }
             Command::Run(args) => {
+                let metrics = Arc::new(Metrics::default());
+                let web = Arc::new(WebState {
+                    metrics: Arc::clone(&metrics),
+                    dump_dir: args.files_dir(),
+                    page_window: args.page_window,
+                    heartbeat: AtomicU64::new(0),
+                    stall_after: (args.collect_interval * 5).max(Duration::from_secs(10)),
+                });
+                if let Listen(Some(addr)) = args.listen {
+                    let (listener, bound) = web::bind(addr).await?;
+                    tracing::info!(
+                        "HTTP listener on http://{bound}/: kept profiles at /, /metrics, /healthz"
+                    );
+                    listening = Some(tokio::spawn(web::serve(
+                        listener,
+                        Arc::clone(&web),
+                        shutdown_rx.clone(),
+                    )));
+                }
                 let server = commands::prepare_server(&args)?.map(|setup| {
                     let (exporter, handle) =
                         Exporter::start(setup.client, setup.spool, setup.delivery, shutdown_rx);
+                    metrics.set_delivery(Arc::clone(&exporter.stats));
                     delivery = Some(handle);
                     (exporter, setup.labels)
                 });
                 // The exporter moves into the pipeline thread and is dropped when it ends,
                 // which closes the delivery queue.
                 tokio::task::spawn_blocking(move || {
-                    let server = server.as_ref().map(|(exporter, labels)| (exporter, labels));
-                    commands::run(&args, &worker_stop, server)
+                    let server = server
+                        .as_ref()
+                        .map(|(exporter, labels)| (exporter, labels.clone()));
+                    commands::run(&args, &worker_stop, server, &web, &reload_rx)
                 })
             }
+            Command::Check(_) => unreachable!("handled before the runtime starts"),
         };
-        let finished = tokio::select! {
-            joined = &mut work => Some(joined),
-            _ = sigint.recv() => { tracing::info!("SIGINT: flushing the current window"); None }
-            _ = sigterm.recv() => { tracing::info!("SIGTERM: flushing the current window"); None }
+        // The pipeline thread exists now with every capability (it loads the sampler and
+        // drops its own after attaching). This thread serves HTTP, delivers and reloads: it
+        // needs none. Threads it starts later inherit that.
+        if let Err(err) = privileges::drop_to(&[]) {
+            tracing::warn!("could not drop the main thread's capabilities: {err}");
+        }
+        let finished = loop {
+            tokio::select! {
+                joined = &mut work => break Some(joined),
+                _ = sigint.recv() => { tracing::info!("SIGINT: flushing the current window"); break None }
+                _ = sigterm.recv() => { tracing::info!("SIGTERM: flushing the current window"); break None }
+                _ = sighup.recv() => reload(&argv, reloadable, &reload_tx),
+            }
         };
         stop.store(true, Ordering::Relaxed);
         let joined = match finished {
@@ -90,6 +181,9 @@ fn main() -> ExitCode {
         // Delivery gets one more attempt per queued profile; what fails stays in the spool.
         let _ = shutdown_tx.send(true);
         if let Some(handle) = delivery {
+            let _ = handle.await;
+        }
+        if let Some(handle) = listening {
             let _ = handle.await;
         }
         joined.map_err(anyhow::Error::from)?

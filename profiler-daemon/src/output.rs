@@ -106,6 +106,22 @@ pub fn utc_timestamp(time: SystemTime) -> String {
     )
 }
 
+/// `2026-11-26T10:57:59Z` (RFC 3339, UTC, whole seconds).
+pub fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 /// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -161,7 +177,7 @@ pub struct DumpDir {
 /// Suffix of the per-process profiles of `run`.
 const PROFILE_SUFFIX: &str = ".pb.gz";
 /// Suffixes of every file the dump dir manages (and bounds); other files are left alone.
-const MANAGED_SUFFIXES: [&str; 2] = [PROFILE_SUFFIX, ".svg"];
+const MANAGED_SUFFIXES: [&str; 3] = [PROFILE_SUFFIX, ".svg", crate::web::SIDECAR_SUFFIX];
 
 impl DumpDir {
     /// Creates the directory if needed and proves it is writable.

@@ -41,6 +41,8 @@ pub struct Accounting {
     pub dropped_stack_limit: u64,
     pub drains: u64,
     pub last_drain: Duration,
+    /// Time spent in all drains.
+    pub drain_total: Duration,
     /// Fill of the last drained maps.
     pub counts_entries: usize,
     pub stack_entries: usize,
@@ -104,13 +106,21 @@ impl Pipeline {
                 return;
             }
             let timeout = (deadline - now).min(STOP_CHECK);
-            let mut fd = libc::pollfd {
-                fd: self.sampler.notify_fd(),
+            let poll = |fd| libc::pollfd {
+                fd,
                 events: libc::POLLIN,
                 revents: 0,
             };
-            // SAFETY: one valid pollfd for the duration of the call.
-            unsafe { libc::poll(&mut fd, 1, timeout.as_millis().max(1) as i32) };
+            let mut fds = [
+                poll(self.sampler.notify_fd()),
+                // -1 is ignored by poll(2).
+                poll(self.sampler.log_fd().unwrap_or(-1)),
+            ];
+            // SAFETY: two valid pollfds for the duration of the call.
+            unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout.as_millis().max(1) as i32) };
+            if fds[1].revents != 0 {
+                self.sampler.flush_logs();
+            }
         }
     }
 
@@ -134,6 +144,7 @@ impl Pipeline {
         acc.dropped_stack_limit += self.aggregator.dropped_stack_limit - before;
         acc.drains += 1;
         acc.last_drain = drained.duration;
+        acc.drain_total += drained.duration;
         acc.counts_entries = drained.counts_entries;
         acc.stack_entries = drained.stack_entries;
         acc.kernel_stack_entries = drained.kernel_stack_entries;
@@ -141,6 +152,15 @@ impl Pipeline {
             self.sampler.forget_process(pid);
         }
         Ok(())
+    }
+
+    /// Changes which processes the kernel samples (a reload).
+    pub fn set_filters(
+        &mut self,
+        pids: &[u32],
+        cgroups: &[crate::sampler::CgroupSelector],
+    ) -> Result<(), SamplerError> {
+        self.sampler.set_filters(pids, cgroups)
     }
 
     /// Ends the current window now and returns it.

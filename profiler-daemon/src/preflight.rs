@@ -10,9 +10,9 @@ use thiserror::Error;
 
 use crate::{procinfo::cgroup2_mount, sampler::CgroupSelector, watch::CgroupTarget};
 
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
+pub const CAP_SYS_ADMIN: u32 = 21;
+pub const CAP_PERFMON: u32 = 38;
+pub const CAP_BPF: u32 = 39;
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 #[derive(Debug, Error)]
@@ -35,7 +35,8 @@ pub enum PreflightError {
 
 /// Effective capability mask of this process.
 fn effective_caps() -> u64 {
-    fs::read_to_string("/proc/self/status")
+    // This thread's: capabilities are per thread, and the main thread drops its own early.
+    fs::read_to_string("/proc/thread-self/status")
         .ok()
         .and_then(|status| {
             status

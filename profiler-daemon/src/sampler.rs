@@ -14,7 +14,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf, StackTraceMap},
     programs::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
         PerfEvent,
@@ -25,7 +25,8 @@ use aya::{
 use profiler_common::{
     Control, Counter, Counters, NewProcess, SampleKey, UserStack, CONTROL_MAP, COUNTERS_MAP,
     COUNTER_COUNT, COUNTS_MAPS, FILTER_CGROUPS_MAP, FILTER_PIDS_MAP, INLINE_PIDS, KNOWN_PIDS_MAP,
-    NEW_PROCESS_RING, PIDS_IN_MAP, PROGRAM_NAME, STACKS_MAPS, USER_STACKS_MAPS,
+    LOG_EVENTS, LOG_GATE_MAP, NEW_PROCESS_RING, PIDS_IN_MAP, PROGRAM_NAME, STACKS_MAPS,
+    USER_STACKS_MAPS,
 };
 use thiserror::Error;
 
@@ -56,6 +57,8 @@ pub struct SamplerConfig {
     pub kernel_stack_map_entries: u32,
     /// Processes remembered by the kernel as already announced.
     pub known_pids_entries: u32,
+    /// Capacity of the pid and the cgroup filter maps (a reload may grow the filters up to it).
+    pub filter_entries: u32,
     /// Size of the new-process ring buffer in bytes (power of two, multiple of the page size).
     pub notify_ring_bytes: u32,
 }
@@ -79,6 +82,12 @@ pub enum SamplerError {
     },
     #[error("cannot list online CPUs: {0}")]
     Cpus(io::Error),
+    #[error("{count} {what} exceed the filter's {capacity} entries: restart with --max-filter-entries {count} or more")]
+    FilterFull {
+        what: &'static str,
+        count: usize,
+        capacity: u32,
+    },
 }
 
 /// Everything one drain took out of the kernel.
@@ -100,6 +109,28 @@ pub struct Drained {
     pub kernel_stack_entries: usize,
     /// How long the drain took, grace period included.
     pub duration: Duration,
+}
+
+/// Forwards the BPF program's aya-log records to `tracing`, under the `bpf` target.
+pub struct TracingLog;
+
+impl log::Log for TracingLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let text = record.args().to_string();
+        match record.level() {
+            log::Level::Error => tracing::error!(target: "bpf", "{text}"),
+            log::Level::Warn => tracing::warn!(target: "bpf", "{text}"),
+            log::Level::Info => tracing::info!(target: "bpf", "{text}"),
+            log::Level::Debug => tracing::debug!(target: "bpf", "{text}"),
+            log::Level::Trace => tracing::trace!(target: "bpf", "{text}"),
+        }
+    }
+
+    fn flush(&self) {}
 }
 
 /// What one sample's user or kernel stack resolves to in a [`Drained`] batch.
@@ -166,6 +197,16 @@ pub struct Sampler {
     counts: [HashMap<MapData, SampleKey, u64>; 2],
     stacks: [StackTraceMap<MapData>; 2],
     user_stacks: [HashMap<MapData, u64, UserStack>; 2],
+    pid_filter: HashMap<MapData, u32, u8>,
+    cgroup_filter: HashMap<MapData, u64, u8>,
+    log_gate: PerCpuArray<MapData, u32>,
+    /// Possible CPUs (the length of per-CPU map values).
+    possible_cpus: usize,
+    /// Log lines of the BPF program (aya-log), forwarded to `tracing`; `None` if unavailable.
+    logger: Option<aya_log::EbpfLogger<TracingLog>>,
+    filter_entries: u32,
+    /// The pids and cgroups the kernel filter holds now.
+    filter: (Vec<u32>, Vec<CgroupSelector>),
     counters: PerCpuArray<MapData, Counters>,
     control: Array<MapData, Control>,
     known_pids: HashMap<MapData, u32, u8>,
@@ -192,14 +233,19 @@ impl Sampler {
         for name in USER_STACKS_MAPS {
             loader.map_max_entries(name, config.stack_map_entries);
         }
+        let filter_entries = config
+            .filter_entries
+            .max(config.pids.len() as u32)
+            .max(config.cgroups.len() as u32)
+            .max(1);
         loader
-            .map_max_entries(FILTER_PIDS_MAP, config.pids.len().max(1) as u32)
-            .map_max_entries(FILTER_CGROUPS_MAP, config.cgroups.len().max(1) as u32)
+            .map_max_entries(FILTER_PIDS_MAP, filter_entries)
+            .map_max_entries(FILTER_CGROUPS_MAP, filter_entries)
             .map_max_entries(KNOWN_PIDS_MAP, config.known_pids_entries)
             .map_max_entries(NEW_PROCESS_RING, config.notify_ring_bytes);
         let mut ebpf = loader.load(object).map_err(|err| classify_load(&err))?;
 
-        let mut pid_filter: HashMap<_, u32, u8> = take(&mut ebpf, FILTER_PIDS_MAP)?;
+        let mut pid_filter: HashMap<MapData, u32, u8> = take(&mut ebpf, FILTER_PIDS_MAP)?;
         for pid in &config.pids {
             pid_filter
                 .insert(pid, 1, 0)
@@ -208,7 +254,7 @@ impl Sampler {
                     source,
                 })?;
         }
-        let mut cgroup_filter: HashMap<_, u64, u8> = take(&mut ebpf, FILTER_CGROUPS_MAP)?;
+        let mut cgroup_filter: HashMap<MapData, u64, u8> = take(&mut ebpf, FILTER_CGROUPS_MAP)?;
         for cgroup in &config.cgroups {
             cgroup_filter
                 .insert(cgroup.id, 1, 0)
@@ -239,6 +285,14 @@ impl Sampler {
                 source,
             })?;
         let known_pids = take(&mut ebpf, KNOWN_PIDS_MAP)?;
+        let log_gate = take(&mut ebpf, LOG_GATE_MAP)?;
+        let logger = match aya_log::EbpfLogger::init_with_logger(&mut ebpf, TracingLog) {
+            Ok(logger) => Some(logger),
+            Err(err) => {
+                tracing::warn!("BPF log lines will not reach this log: {err}");
+                None
+            }
+        };
         let ring = take(&mut ebpf, NEW_PROCESS_RING)?;
 
         let program: &mut PerfEvent = ebpf
@@ -262,10 +316,14 @@ impl Sampler {
                 )
                 .map_err(|err| classify_program(&err, config.frequency))?;
         }
-        // The filter maps stay owned by the kernel program; their handles are no longer needed.
-        drop(pid_filter);
-        drop(cgroup_filter);
         Ok(Self {
+            pid_filter,
+            cgroup_filter,
+            log_gate,
+            possible_cpus: aya::util::nr_cpus().unwrap_or(cpus.len()),
+            logger,
+            filter_entries,
+            filter: (config.pids.clone(), config.cgroups.clone()),
             _ebpf: ebpf,
             counts,
             stacks,
@@ -291,6 +349,18 @@ impl Sampler {
         self.ring.as_raw_fd()
     }
 
+    /// File descriptor that becomes readable when the BPF program logged something.
+    pub fn log_fd(&self) -> Option<RawFd> {
+        self.logger.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Writes what the BPF program logged to this process's log.
+    pub fn flush_logs(&mut self) {
+        if let Some(logger) = self.logger.as_mut() {
+            logger.flush();
+        }
+    }
+
     /// tgids seen for the first time since they were last forgotten.
     pub fn new_processes(&mut self) -> Vec<u32> {
         let mut pids = Vec::new();
@@ -308,6 +378,53 @@ impl Sampler {
     /// Lets the kernel announce `tgid` again (after it exited, its number may be reused).
     pub fn forget_process(&mut self, tgid: u32) {
         let _ = self.known_pids.remove(&tgid);
+    }
+
+    /// Changes which processes are sampled (a reload). New entries go in before the control
+    /// block switches to them and old ones leave after it, so no sample of a process selected
+    /// both before and after is lost.
+    pub fn set_filters(
+        &mut self,
+        pids: &[u32],
+        cgroups: &[CgroupSelector],
+    ) -> Result<(), SamplerError> {
+        for (what, count) in [("pids", pids.len()), ("cgroups", cgroups.len())] {
+            if count > self.filter_entries as usize {
+                return Err(SamplerError::FilterFull {
+                    what,
+                    count,
+                    capacity: self.filter_entries,
+                });
+            }
+        }
+        let map_err = |map| move |source| SamplerError::Map { map, source };
+        for pid in pids {
+            self.pid_filter
+                .insert(pid, 1, 0)
+                .map_err(map_err(FILTER_PIDS_MAP))?;
+        }
+        for cgroup in cgroups {
+            self.cgroup_filter
+                .insert(cgroup.id, 1, 0)
+                .map_err(map_err(FILTER_CGROUPS_MAP))?;
+        }
+        self.control_block = filter_block(pids, cgroups);
+        let block = Control {
+            generation: self.generation,
+            ..self.control_block
+        };
+        self.control
+            .set(0, block, 0)
+            .map_err(map_err(CONTROL_MAP))?;
+        let (old_pids, old_cgroups) =
+            std::mem::replace(&mut self.filter, (pids.to_vec(), cgroups.to_vec()));
+        for pid in old_pids.iter().filter(|p| !pids.contains(p)) {
+            let _ = self.pid_filter.remove(pid);
+        }
+        for cgroup in old_cgroups.iter().filter(|c| !cgroups.contains(c)) {
+            let _ = self.cgroup_filter.remove(&cgroup.id);
+        }
+        Ok(())
     }
 
     /// Flips the generation and empties the map set that was being written.
@@ -376,6 +493,13 @@ impl Sampler {
         }
 
         let counters = self.counter_delta(old)?;
+        // Lets each CPU log each condition once more in the next interval.
+        for event in 0..LOG_EVENTS {
+            if let Ok(zeros) = PerCpuValues::try_from(vec![0u32; self.possible_cpus]) {
+                let _ = self.log_gate.set(event, zeros, 0);
+            }
+        }
+        self.flush_logs();
         Ok(Drained {
             samples,
             user_stacks,
@@ -416,17 +540,22 @@ impl Sampler {
 
 /// The control block for `config`: generation 0 and the filters.
 fn control_block(config: &SamplerConfig) -> Control {
+    filter_block(&config.pids, &config.cgroups)
+}
+
+/// The control block's filter fields for these pids and cgroups (generation 0).
+fn filter_block(pids: &[u32], cgroups: &[CgroupSelector]) -> Control {
     let mut control = Control::default();
-    if config.pids.len() > INLINE_PIDS {
+    if pids.len() > INLINE_PIDS {
         control.pid_count = PIDS_IN_MAP;
     } else {
-        control.pid_count = config.pids.len() as u32;
-        control.pids[..config.pids.len()].copy_from_slice(&config.pids);
+        control.pid_count = pids.len() as u32;
+        control.pids[..pids.len()].copy_from_slice(pids);
     }
-    if !config.cgroups.is_empty() {
+    if !cgroups.is_empty() {
         control.cgroup_filter = 1;
-        control.cgroup_min_level = config.cgroups.iter().map(|c| c.level).min().unwrap_or(0);
-        control.cgroup_max_level = config.cgroups.iter().map(|c| c.level).max().unwrap_or(0);
+        control.cgroup_min_level = cgroups.iter().map(|c| c.level).min().unwrap_or(0);
+        control.cgroup_max_level = cgroups.iter().map(|c| c.level).max().unwrap_or(0);
     }
     control
 }

@@ -10,7 +10,7 @@ use std::{
 use crate::{
     aggregate::{ProcessProfile, Window},
     trigger::Scene,
-    watch::{CgroupTarget, Firing, TargetId},
+    watch::{Firing, TargetId},
 };
 
 /// A kept profile, ready to be written and sent.
@@ -47,7 +47,6 @@ pub struct Captures {
     post: Duration,
     max_bytes: usize,
     frequency: u64,
-    cgroups: Vec<CgroupTarget>,
     history: VecDeque<(Window, usize)>,
     history_bytes: usize,
     captures: Vec<Capture>,
@@ -66,19 +65,12 @@ fn window_bytes(window: &Window) -> usize {
 }
 
 impl Captures {
-    pub fn new(
-        pre: Duration,
-        post: Duration,
-        max_bytes: usize,
-        frequency: u64,
-        cgroups: Vec<CgroupTarget>,
-    ) -> Self {
+    pub fn new(pre: Duration, post: Duration, max_bytes: usize, frequency: u64) -> Self {
         Self {
             pre,
             post,
             max_bytes,
             frequency,
-            cgroups,
             history: VecDeque::new(),
             history_bytes: 0,
             captures: Vec::new(),
@@ -88,10 +80,16 @@ impl Captures {
         }
     }
 
+    /// New pre- and post-trigger durations (a reload); captures already running keep theirs.
+    pub fn set_windows(&mut self, pre: Duration, post: Duration) {
+        self.pre = pre;
+        self.post = post;
+    }
+
     fn selects(&self, target: &TargetId, process: &ProcessProfile) -> bool {
         match target {
             TargetId::Process(pid) => process.info.pid == *pid,
-            TargetId::Cgroup(i) => self.cgroups[*i].contains(&process.info.cgroup),
+            TargetId::Cgroup(cgroup) => cgroup.contains(&process.info.cgroup),
         }
     }
 
@@ -302,13 +300,8 @@ mod tests {
     fn capture_holds_the_seconds_before_and_after_the_trigger() {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let second = |n: u64| t0 + Duration::from_secs(n);
-        let mut captures = Captures::new(
-            Duration::from_secs(3),
-            Duration::from_secs(2),
-            1 << 20,
-            99,
-            vec![],
-        );
+        let mut captures =
+            Captures::new(Duration::from_secs(3), Duration::from_secs(2), 1 << 20, 99);
         // t0..t0+10: "before" in every interval; the spike at 10 fires.
         for n in 0..10 {
             assert!(captures
@@ -359,7 +352,6 @@ mod tests {
             Duration::from_secs(1),
             one * 3,
             99,
-            vec![],
         );
         for n in 0..10 {
             captures.on_slice(
@@ -374,7 +366,6 @@ mod tests {
             Duration::from_secs(1),
             usize::MAX,
             99,
-            vec![],
         );
         for n in 0..10 {
             captures.on_slice(
@@ -392,13 +383,8 @@ mod tests {
     #[test]
     fn other_processes_stay_out_of_a_process_capture_and_flush_keeps_partial_captures() {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let mut captures = Captures::new(
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-            1 << 20,
-            99,
-            vec![],
-        );
+        let mut captures =
+            Captures::new(Duration::from_secs(5), Duration::from_secs(5), 1 << 20, 99);
         captures.on_slice(slice(t0, 8, "other", 4), t0 + Duration::from_secs(1));
         captures.fire(firing(7, Metric::Cpu), t0 + Duration::from_secs(1));
         captures.on_slice(

@@ -28,12 +28,13 @@ const LIMITS_REFRESH: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TargetId {
     Process(u32),
-    /// Index into the configured cgroups.
-    Cgroup(usize),
+    /// A configured cgroup, watched as a whole. Keyed by the cgroup itself, so that a reload
+    /// that adds or removes cgroups keeps the history of the others.
+    Cgroup(CgroupTarget),
 }
 
 /// A `--cgroup` watched as a whole.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CgroupTarget {
     /// The directory under the cgroup2 mount.
     pub dir: PathBuf,
@@ -153,8 +154,8 @@ impl Watcher {
                 self.file_reads += 1;
                 CgroupPaths::of_pid(*pid)
             }
-            TargetId::Cgroup(i) => Some(CgroupPaths {
-                v2: self.config.cgroups[*i].relative.clone(),
+            TargetId::Cgroup(cgroup) => Some(CgroupPaths {
+                v2: cgroup.relative.clone(),
                 ..Default::default()
             }),
         };
@@ -167,6 +168,23 @@ impl Watcher {
         )
     }
 
+    /// New rules and targets (a reload). Targets that stay keep their history and cooldowns;
+    /// targets no longer configured are dropped.
+    pub fn reconfigure(&mut self, config: WatchConfig) {
+        self.entries.retain(|target, _| match target {
+            TargetId::Process(_) => config.processes,
+            TargetId::Cgroup(cgroup) => config.cgroups.contains(cgroup),
+        });
+        // Limits may depend on --cpu-cores / --memory-limit: re-read them at the next tick.
+        let stale = Instant::now()
+            .checked_sub(LIMITS_REFRESH * 2)
+            .unwrap_or_else(Instant::now);
+        for entry in self.entries.values_mut() {
+            entry.limits_at = stale;
+        }
+        self.config = config;
+    }
+
     /// One collection: `slice` holds the samples drained since the previous one.
     pub fn tick(&mut self, slice: &Window, now: Instant) -> Vec<Firing> {
         let interval_ns = slice.duration.as_nanos().max(1) as u64;
@@ -177,18 +195,18 @@ impl Watcher {
                 let name = format!("{}-{}", process.info.comm, process.info.pid);
                 samples.insert(TargetId::Process(process.info.pid), (process.samples, name));
             }
-            for (i, cgroup) in self.config.cgroups.iter().enumerate() {
+            for cgroup in &self.config.cgroups {
                 if cgroup.contains(&process.info.cgroup) {
                     let entry = samples
-                        .entry(TargetId::Cgroup(i))
+                        .entry(TargetId::Cgroup(cgroup.clone()))
                         .or_insert((0, cgroup.relative.clone()));
                     entry.0 += process.samples;
                 }
             }
         }
-        for (i, cgroup) in self.config.cgroups.iter().enumerate() {
+        for cgroup in &self.config.cgroups {
             samples
-                .entry(TargetId::Cgroup(i))
+                .entry(TargetId::Cgroup(cgroup.clone()))
                 .or_insert((0, cgroup.relative.clone()));
         }
         for (target, (_, name)) in &samples {
@@ -232,13 +250,9 @@ impl Watcher {
                         self.file_reads += 2;
                         rss_and_threads(*pid)
                     }
-                    TargetId::Cgroup(i) => {
+                    TargetId::Cgroup(cgroup) => {
                         let mut pids = Vec::new();
-                        cgroup_pids(
-                            &self.config.cgroups[*i].dir,
-                            &mut pids,
-                            &mut self.file_reads,
-                        );
+                        cgroup_pids(&cgroup.dir, &mut pids, &mut self.file_reads);
                         self.file_reads += 2 * pids.len() as u64;
                         Some(
                             pids.iter()

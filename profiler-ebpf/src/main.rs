@@ -16,9 +16,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
     programs::{tracing::StackIdContext, PerfEventContext},
 };
+use aya_log_ebpf::warn;
 use profiler_common::{
     Control, Counter, Counters, NewProcess, SampleKey, UserStack, COUNTER_COUNT, INLINE_PIDS,
-    MAX_CGROUP_LEVEL, MAX_STACK_DEPTH, PIDS_IN_MAP,
+    LOG_EVENTS, MAX_CGROUP_LEVEL, MAX_STACK_DEPTH, PIDS_IN_MAP,
 };
 
 const EFAULT: i32 = 14;
@@ -54,6 +55,34 @@ static FILTER_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(1, 0);
 static KNOWN_PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(1, 0);
 #[map]
 static NEW_PROCESS: RingBuf = RingBuf::with_byte_size(4096, 0);
+/// Per CPU, per [`LogEvent`]: non-zero once the event was logged since the last drain, which
+/// resets it. Bounds the log to one line per event, CPU and collect interval.
+#[map]
+static LOG_GATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(LOG_EVENTS, 0);
+
+/// Conditions worth a log line in the daemon's log (through aya-log).
+#[derive(Clone, Copy)]
+enum LogEvent {
+    CountsFull = 0,
+    UserStacksFull = 1,
+    KernelStacksFull = 2,
+    NotifyFull = 3,
+}
+
+/// True the first time `event` happens on this CPU since the daemon last reset the gate.
+#[inline(always)]
+fn first_since_drain(event: LogEvent) -> bool {
+    let Some(flag) = LOG_GATE.get_ptr_mut(event as u32) else {
+        return false;
+    };
+    // SAFETY: this CPU's value; the program is not re-entered on one CPU.
+    let flag = unsafe { &mut *flag };
+    if *flag != 0 {
+        return false;
+    }
+    *flag = 1;
+    true
+}
 
 #[perf_event]
 pub fn sample_cpu(ctx: PerfEventContext) -> u32 {
@@ -110,7 +139,15 @@ fn sample(
         Err(err) => {
             match -err {
                 EFAULT => bump(counters, Counter::UserStackEmpty),
-                E2BIG | ENOMEM => bump(counters, Counter::UserStackLost),
+                E2BIG | ENOMEM => {
+                    bump(counters, Counter::UserStackLost);
+                    if first_since_drain(LogEvent::UserStacksFull) {
+                        warn!(
+                            ctx,
+                            "user-stack map full, user stacks are being lost: raise --stack-map-entries"
+                        );
+                    }
+                }
                 _ => bump(counters, Counter::UserStackError),
             }
             (0, err)
@@ -126,7 +163,15 @@ fn sample(
             Err(err) => {
                 match -err {
                     EFAULT => {}
-                    EEXIST | ENOMEM => bump(counters, Counter::KernelStackCollision),
+                    EEXIST | ENOMEM => {
+                        bump(counters, Counter::KernelStackCollision);
+                        if first_since_drain(LogEvent::KernelStacksFull) {
+                            warn!(
+                                ctx,
+                                "kernel stack map full or colliding, kernel stacks are being lost: raise --kernel-stack-map-entries"
+                            );
+                        }
+                    }
                     _ => bump(counters, Counter::KernelStackError),
                 }
                 err
@@ -148,8 +193,14 @@ fn sample(
         bump(counters, Counter::Recorded);
     } else {
         bump(counters, Counter::DroppedMapFull);
+        if first_since_drain(LogEvent::CountsFull) {
+            warn!(
+                ctx,
+                "counts map full, samples are being dropped: raise --counts-map-entries or shorten --collect-interval"
+            );
+        }
     }
-    notify_new_process(counters, tgid);
+    notify_new_process(ctx, counters, tgid);
 }
 
 /// True when the sample interrupted user code, so `ctx`'s registers are the user registers.
@@ -369,7 +420,7 @@ fn in_filtered_cgroup(control: &Control) -> bool {
 }
 
 #[inline(always)]
-fn notify_new_process(counters: &mut Counters, tgid: u32) {
+fn notify_new_process(ctx: &PerfEventContext, counters: &mut Counters, tgid: u32) {
     if KNOWN_PIDS.get_ptr(tgid).is_some() {
         return;
     }
@@ -382,6 +433,12 @@ fn notify_new_process(counters: &mut Counters, tgid: u32) {
         // Forget the tgid so that its next sample tries again.
         let _ = KNOWN_PIDS.remove(tgid);
         bump(counters, Counter::NotifyDropped);
+        if first_since_drain(LogEvent::NotifyFull) {
+            warn!(
+                ctx,
+                "new-process ring buffer full: short-lived processes may be named late"
+            );
+        }
     }
 }
 

@@ -266,16 +266,26 @@ pub fn wait_for_file(path: &Path, limit: Duration) -> bool {
     false
 }
 
-/// The `key=value` counters of profilerd's "sample accounting:" log line.
+/// The `key=value` counters of profilerd's last "sample accounting:" (record) or "samples:"
+/// (run) log line.
 pub fn accounting(stderr: &str) -> HashMap<String, u64> {
     let line = stderr
         .lines()
         .rev()
-        .find_map(|l| l.split_once("sample accounting: ").map(|(_, rest)| rest))
+        .find_map(|l| {
+            l.split_once("sample accounting: ")
+                .or_else(|| l.split_once("samples: taken="))
+                .map(|(_, rest)| rest)
+        })
         .unwrap_or_else(|| panic!("no sample accounting line in:\n{stderr}"));
+    let line = if line.starts_with("taken=") {
+        line.to_string()
+    } else {
+        format!("taken={line}")
+    };
     line.split_whitespace()
         .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.parse().expect("numeric counter")))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
         .collect()
 }
 
@@ -290,8 +300,15 @@ impl Daemon {
     pub fn start(args: &[&str], dir: &Path, name: &str) -> Self {
         let stderr_path = dir.join(format!("{name}.stderr"));
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        // Tests run one after the other and may overlap a daemon's exit: a free port each.
+        let listen: &[&str] = if args.first() == Some(&"run") && !args.contains(&"--listen") {
+            &["--listen", "127.0.0.1:0"]
+        } else {
+            &[]
+        };
         let child = Command::new(profilerd())
             .args(args)
+            .args(listen)
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -302,6 +319,23 @@ impl Daemon {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The address of the daemon's HTTP listener, once it has logged it.
+    pub fn http_address(&self, limit: Duration) -> String {
+        let mut found = None;
+        wait_until(limit, || {
+            found = self.stderr().lines().find_map(|l| {
+                let rest = l.split("HTTP listener on http://").nth(1)?;
+                Some(rest.split('/').next()?.to_string())
+            });
+            found.is_some()
+        });
+        found.unwrap_or_else(|| panic!("no HTTP listener line; stderr:\n{}", self.stderr()))
     }
 
     /// SIGTERM, then waits (bounded) for a clean exit; returns the daemon's stderr.

@@ -170,3 +170,44 @@ fn bad_server_settings_are_start_up_errors_naming_the_setting() {
     ]);
     assert!(line.contains("--spool-dir"), "{line}");
 }
+
+#[test]
+fn bpf_log_lines_reach_the_daemon_log_once_per_interval() {
+    // Thousands of distinct stacks into a 64-entry counts map: the BPF program logs it full.
+    let busy = Running::spawn(
+        &fixture_with("manystacks", "manystacks", &["-pthread"]),
+        &["6"],
+    );
+    let pid = busy.pid().to_string();
+    let out = run_profilerd(
+        &[
+            "record",
+            "--pid",
+            &pid,
+            "--counts-map-entries",
+            "64",
+            "--duration",
+            "3s",
+            "-o",
+            scratch("bpf-log").join("cpu.pb.gz").to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("counts map full, samples are being dropped"))
+        .collect();
+    assert!(!lines.is_empty(), "no BPF log line:\n{stderr}");
+    assert!(
+        lines[0].contains("bpf"),
+        "logged under the bpf target: {}",
+        lines[0]
+    );
+    // At most one line per CPU per drain (3 s at 1 s intervals, plus the last drain).
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert!(lines.len() <= cpus * 5, "{} lines", lines.len());
+    let acc = accounting(&stderr);
+    assert!(acc["dropped_map_full"] > 0, "{acc:?}");
+}

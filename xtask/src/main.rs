@@ -34,6 +34,18 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("gcc", "compiles the C test fixtures"),
     ("util-linux", "setpriv, used by the privilege tests"),
+    (
+        "systemd",
+        "`systemd-analyze verify` of deploy/profilerd.service in the tests",
+    ),
+    (
+        "python3-prometheus-client",
+        "the Prometheus text parser that reads /metrics in the tests",
+    ),
+    (
+        "chromium",
+        "headless browser that renders the local page in the tests",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -1,0 +1,367 @@
+//! `--config FILE`: a TOML file that can say everything the flags of `profilerd run` say.
+//!
+//! Top-level keys are the flags' long names (`frequency = 99`; `dump-dir` or `dump_dir`),
+//! repeatable flags take arrays (`pid = [1, 2]`), and `tag` also takes a table
+//! (`tag = { region = "eu" }`). Each key becomes arguments appended to the command line,
+//! except the keys the command line or the environment sets itself: flags override the file,
+//! and the file overrides the defaults. Every key is checked with its flag's own parser first,
+//! so a bad value is reported with the file's line, not as an anonymous argument error.
+
+use std::{
+    collections::BTreeMap,
+    ffi::OsString,
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use clap::{parser::ValueSource, ArgAction, ArgMatches, Command};
+use thiserror::Error;
+use toml::{Spanned, Value};
+
+/// Flags that make no sense inside the file.
+const NOT_IN_FILE: &[&str] = &["config", "help", "version"];
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}:{line}: unknown key `{key}`: {hint}")]
+    UnknownKey {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        hint: String,
+    },
+    #[error("{path}:{line}: key `{key}`: {message}")]
+    Value {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        message: String,
+    },
+}
+
+/// One top-level key of the file, as the flag it stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Setting {
+    /// The flag's id (clap's argument id, e.g. `dump_dir`).
+    pub id: String,
+    /// The flag as written on a command line (`--dump-dir`).
+    pub flag: String,
+    /// Values in order; empty for a switch that is on.
+    pub values: Vec<String>,
+    /// Line of the key in the file (1-based).
+    pub line: usize,
+}
+
+/// A parsed and checked config file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub settings: Vec<Setting>,
+}
+
+impl ConfigFile {
+    /// Reads `path` and checks every key against the flags of `command` (`profilerd run`).
+    pub fn load(path: &Path, command: &Command) -> Result<Self, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text, command)
+    }
+
+    /// Parses `text` (the contents of `path`) against the flags of `command`.
+    pub fn parse(path: &Path, text: &str, command: &Command) -> Result<Self, ConfigError> {
+        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let table: BTreeMap<Spanned<String>, Spanned<Value>> =
+            toml::from_str(text).map_err(|err| ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line: err.span().map_or(1, |span| line_of(span.start)),
+                message: err.message().trim().to_string(),
+            })?;
+        let mut entries: Vec<_> = table.into_iter().collect();
+        entries.sort_by_key(|(key, _)| key.span().start);
+
+        let mut settings = Vec::new();
+        for (key, value) in entries {
+            let line = line_of(key.span().start);
+            let name = key.get_ref().replace('_', "-");
+            let value_err = |message: String| ConfigError::Value {
+                path: path.to_path_buf(),
+                line,
+                key: key.get_ref().clone(),
+                message,
+            };
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(name.as_str()))
+                .filter(|a| !NOT_IN_FILE.contains(&a.get_id().as_str()))
+                .ok_or_else(|| ConfigError::UnknownKey {
+                    path: path.to_path_buf(),
+                    line,
+                    key: key.get_ref().clone(),
+                    hint: suggestion(&name, command),
+                })?;
+            let repeatable = matches!(arg.get_action(), ArgAction::Append);
+            let takes_value = arg.get_action().takes_values();
+            let values = match value.get_ref() {
+                Value::Array(items) if repeatable => items
+                    .iter()
+                    .map(scalar)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(value_err)?,
+                Value::Array(_) => {
+                    return Err(value_err(format!(
+                        "takes one value, not a list (--{name} is not repeatable)"
+                    )))
+                }
+                Value::Table(items) if repeatable && arg.get_id() == "tags" => items
+                    .iter()
+                    .map(|(k, v)| scalar(v).map(|v| format!("{k}={v}")))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(value_err)?,
+                Value::Boolean(on) if !takes_value => {
+                    if !on {
+                        continue;
+                    }
+                    Vec::new()
+                }
+                other => vec![scalar(other).map_err(value_err)?],
+            };
+            let setting = Setting {
+                id: arg.get_id().to_string(),
+                flag: format!("--{name}"),
+                values,
+                line,
+            };
+            // The flag's own parser decides, exactly as on the command line.
+            let probe = command
+                .clone()
+                .no_binary_name(true)
+                .try_get_matches_from(setting.arguments());
+            if let Err(err) = probe {
+                return Err(value_err(clap_message(&err)));
+            }
+            settings.push(setting);
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            settings,
+        })
+    }
+
+    /// Arguments for the settings that `command` has and that `given` (the command line's
+    /// matches) does not set.
+    pub fn arguments_for(&self, command: &Command, given: &ArgMatches) -> Vec<OsString> {
+        let mut out = Vec::new();
+        for setting in &self.settings {
+            if !command
+                .get_arguments()
+                .any(|a| a.get_id().as_str() == setting.id)
+            {
+                continue;
+            }
+            let explicit = matches!(
+                given.value_source(&setting.id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            if !explicit {
+                out.extend(setting.arguments());
+            }
+        }
+        out
+    }
+}
+
+impl Setting {
+    fn arguments(&self) -> Vec<OsString> {
+        if self.values.is_empty() {
+            return vec![OsString::from(&self.flag)];
+        }
+        self.values
+            .iter()
+            .map(|v| OsString::from(format!("{}={v}", self.flag)))
+            .collect()
+    }
+}
+
+/// A TOML scalar as the text a flag would be given.
+fn scalar(value: &Value) -> Result<String, String> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Integer(i) => Ok(i.to_string()),
+        Value::Float(f) => Ok(f.to_string()),
+        Value::Boolean(b) => Ok(b.to_string()),
+        Value::Datetime(_) => Err("a date is not a valid value here".into()),
+        Value::Array(_) => Err("expected a single value, found a nested list".into()),
+        Value::Table(_) => Err("expected a value, found a table".into()),
+    }
+}
+
+/// The first line of a clap error without its `error: ` prefix.
+fn clap_message(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
+}
+
+/// "did you mean" for an unknown key.
+fn suggestion(name: &str, command: &Command) -> String {
+    let closest = command
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|long| !NOT_IN_FILE.contains(long))
+        .map(|long| (edit_distance(name, long), long))
+        .min();
+    let mut hint = String::from("not a flag of `profilerd run`");
+    if let Some((distance, long)) = closest {
+        if distance <= 3 {
+            let _ = write!(hint, " (did you mean `{}`?)", long.replace('-', "_"));
+        }
+    }
+    hint
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_command() -> Command {
+        crate::cli::command()
+            .find_subcommand("run")
+            .expect("run subcommand")
+            .clone()
+    }
+
+    fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
+        ConfigFile::parse(Path::new("test.toml"), text, &run_command())
+    }
+
+    #[test]
+    fn every_kind_of_key() {
+        let file = parse(
+            "# comment\n\
+             frequency = 49\n\
+             dump_dir = \"/var/lib/profilerd/profiles\"\n\
+             upload-interval = \"30s\"\n\
+             pid = [1, 2]\n\
+             tag = { region = \"eu\", env = \"prod\" }\n\
+             cpu_trigger = \"off\"\n",
+        )
+        .unwrap();
+        let flat: Vec<(String, Vec<String>, usize)> = file
+            .settings
+            .iter()
+            .map(|s| (s.flag.clone(), s.values.clone(), s.line))
+            .collect();
+        assert_eq!(
+            flat,
+            vec![
+                ("--frequency".into(), vec!["49".into()], 2),
+                (
+                    "--dump-dir".into(),
+                    vec!["/var/lib/profilerd/profiles".into()],
+                    3
+                ),
+                ("--upload-interval".into(), vec!["30s".into()], 4),
+                ("--pid".into(), vec!["1".into(), "2".into()], 5),
+                (
+                    "--tag".into(),
+                    vec!["env=prod".into(), "region=eu".into()],
+                    6
+                ),
+                ("--cpu-trigger".into(), vec!["off".into()], 7),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_suggests() {
+        let err = parse("frequency = 99\n\nfrequncy = 10\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "test.toml:3: unknown key `frequncy`: not a flag of `profilerd run` (did you mean `frequency`?)"
+        );
+        let err = parse("config = \"x.toml\"\n").unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("test.toml:1: unknown key `config`"));
+    }
+
+    #[test]
+    fn bad_values_name_line_key_and_cause() {
+        let err = parse("frequency = 99\nupload_interval = \"soon\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("test.toml:2: key `upload_interval`: invalid value 'soon'"),
+            "{text}"
+        );
+        assert!(text.contains("30s"), "{text}");
+
+        let err = parse("frequency = 0\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("test.toml:1: key `frequency`: invalid value '0'"),
+            "{err}"
+        );
+        let err = parse("\n\nfrequency = [1, 2]\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "test.toml:3: key `frequency`: takes one value, not a list (--frequency is not repeatable)"
+        );
+        let err = parse("mode = \"sometimes\"\n").unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("test.toml:1: key `mode`: invalid value 'sometimes'"));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let err = parse("frequency = 99\ndump_dir = \n").unwrap_err();
+        assert!(err.to_string().starts_with("test.toml:2: "), "{err}");
+    }
+
+    #[test]
+    fn command_line_wins_over_the_file() {
+        let file = parse("frequency = 49\nupload_interval = \"30s\"\ntag = [\"a=1\"]\n").unwrap();
+        let command = run_command();
+        let given = command
+            .clone()
+            .no_binary_name(true)
+            .try_get_matches_from(["--frequency", "199", "--tag", "b=2"])
+            .unwrap();
+        let args: Vec<String> = file
+            .arguments_for(&command, &given)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert_eq!(args, vec!["--upload-interval=30s".to_string()]);
+    }
+}
