@@ -208,6 +208,9 @@ pub struct RunArgs {
     pub server: ServerArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// `[[target]]` sections of the config file (no flag can say them).
+    #[arg(skip)]
+    pub sections: Vec<crate::targets::SectionSpec>,
 }
 
 /// `--listen`: an address, or `off`.
@@ -434,7 +437,11 @@ pub fn parse_from(argv: Vec<std::ffi::OsString>) -> Result<Cli, ParseError> {
     let mut argv = argv;
     argv.extend(file.arguments_for(sub, sub_matches));
     let matches = command.try_get_matches_from(argv)?;
-    Ok(Cli::from_arg_matches(&matches)?)
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let Command::Run(args) | Command::Check(args) = &mut cli.command {
+        args.sections = file.targets;
+    }
+    Ok(cli)
 }
 
 /// `30s`, `500ms`, `2m`, `1h`, `1m30s`; a bare number means seconds.

@@ -24,9 +24,10 @@ use crate::{
     pipeline::{Pipeline, PipelineConfig},
     pprof, preflight,
     procinfo::is_running,
-    sampler::SamplerConfig,
+    sampler::{CgroupSelector, SamplerConfig},
     spool::Spool,
     symbolize::SymbolsConfig,
+    targets::{Section, SectionSpec, Selector},
     trigger::{Rule, Rules, Scene},
     triggered::{Captures, Kept},
     upload::{self, Auth, Client, ServerConfig},
@@ -35,8 +36,69 @@ use crate::{
     BPF_OBJECT,
 };
 
+/// What the kernel filter holds and what the watcher watches.
+struct Targets {
+    pids: Vec<u32>,
+    selectors: Vec<CgroupSelector>,
+    /// `--cgroup`s, watched as a whole.
+    cgroup_targets: Vec<CgroupTarget>,
+    sections: Vec<Section>,
+}
+
+/// Resolves `--pid`, `--cgroup` and the `[[target]]` sections on this host. With a filter
+/// (`--pid` or `--cgroup`), the sections' pids and cgroups join it; process and executable
+/// patterns cannot be filtered in the kernel and match only inside it.
+fn resolve_targets(target: &TargetArgs, specs: &[SectionSpec]) -> Result<Targets> {
+    preflight::check_pids(&target.pids)?;
+    let (mut selectors, cgroup_targets): (Vec<_>, Vec<_>) =
+        preflight::resolve_cgroups(&target.cgroups)?
+            .into_iter()
+            .unzip();
+    let mut pids = target.pids.clone();
+    let filtered = !pids.is_empty() || !selectors.is_empty();
+    let mut sections = Vec::new();
+    for spec in specs {
+        let mut selector = None;
+        let section = Section::resolve(spec, |path| {
+            let (found, cgroup) = preflight::resolve_cgroups(std::slice::from_ref(path))?.remove(0);
+            selector = Some(found);
+            Ok::<_, preflight::PreflightError>(cgroup)
+        })
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "[[target]] {} (line {}): {err}",
+                spec.display_name(),
+                spec.line
+            )
+        })?;
+        if filtered {
+            match &section.selector {
+                Selector::Pids(more) => pids.extend(more),
+                Selector::Cgroup(_) => selectors.extend(selector),
+                Selector::Process(_) | Selector::Exe(_) => tracing::warn!(
+                    "[[target]] {}: --pid/--cgroup limit sampling, so it matches only processes they select",
+                    section.name
+                ),
+            }
+        }
+        sections.push(section);
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    Ok(Targets {
+        pids,
+        selectors,
+        cgroup_targets,
+        sections,
+    })
+}
+
 /// Checks privileges and targets, then builds the pipeline configuration.
-fn prepare(target: &TargetArgs, limits: &LimitArgs) -> Result<(PipelineConfig, Vec<CgroupTarget>)> {
+fn prepare(
+    target: &TargetArgs,
+    limits: &LimitArgs,
+    specs: &[SectionSpec],
+) -> Result<(PipelineConfig, Vec<CgroupTarget>, Vec<Section>)> {
     // The host report of `profilerd check`, in the log: notes and problems as warnings (the
     // checks below turn the fatal ones into errors with their fix).
     let wanted = crate::check::Wanted {
@@ -52,15 +114,12 @@ fn prepare(target: &TargetArgs, limits: &LimitArgs) -> Result<(PipelineConfig, V
     }
     preflight::check_privileges()?;
     preflight::check_perf_events(target.frequency)?;
-    preflight::check_pids(&target.pids)?;
-    let (cgroups, cgroup_targets): (Vec<_>, Vec<_>) = preflight::resolve_cgroups(&target.cgroups)?
-        .into_iter()
-        .unzip();
+    let targets = resolve_targets(target, specs)?;
     let config = PipelineConfig {
         sampler: SamplerConfig {
             frequency: target.frequency,
-            pids: target.pids.clone(),
-            cgroups,
+            pids: targets.pids,
+            cgroups: targets.selectors,
             counts_map_entries: limits.counts_map_entries,
             stack_map_entries: limits.stack_map_entries,
             kernel_stack_map_entries: limits.kernel_stack_map_entries,
@@ -74,7 +133,7 @@ fn prepare(target: &TargetArgs, limits: &LimitArgs) -> Result<(PipelineConfig, V
         },
         max_stacks: limits.max_stacks as usize,
     };
-    Ok((config, cgroup_targets))
+    Ok((config, targets.cgroup_targets, targets.sections))
 }
 
 fn describe_targets(target: &TargetArgs) -> String {
@@ -133,7 +192,7 @@ fn tick(
 
 /// `profilerd record`: one profile of the selected processes.
 pub fn record(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
-    let (config, _) = prepare(&args.target, &args.limits)?;
+    let (config, _, _) = prepare(&args.target, &args.limits, &[])?;
     let (format, output) = args.resolved_output();
     // Fail before sampling, not after 30 s, when the output cannot be written.
     fs::OpenOptions::new()
@@ -306,16 +365,21 @@ pub fn run(
     web: &WebState,
     reloads: &Receiver<Box<RunArgs>>,
 ) -> Result<()> {
-    let (exporter, mut labels) = match server {
+    let (exporter, labels) = match server {
         Some((exporter, labels)) => (Some(exporter), Some(labels)),
         None => (None, None),
     };
     // What is in effect: the start-up settings, then whatever reloads changed.
     let mut active = args.clone();
-    let (config, mut cgroup_targets) = prepare(&args.target, &args.limits)?;
+    let (config, mut cgroup_targets, mut sections) =
+        prepare(&args.target, &args.limits, &args.sections)?;
     let rules = args.trigger.rules();
     // Service names for the page; the same rules as the server's labels.
-    let mut page_labels = LabelConfig::new(args.server.service_name.clone(), &args.server.tags)?;
+    let mut page_labels = LabelConfig::new(args.server.service_name.clone(), &args.server.tags)?
+        .with_sections(sections.clone())?;
+    let mut labels = labels
+        .map(|l| l.with_sections(sections.clone()))
+        .transpose()?;
     let mut dump = match args.files_dir() {
         Some(dir) => Some(DumpDir::open(
             &dir,
@@ -361,7 +425,7 @@ pub fn run(
         }
         Mode::Triggered => {
             let processes = cgroup_targets.is_empty() || !args.target.pids.is_empty();
-            let watcher = Watcher::new(watch_config(args, &cgroup_targets));
+            let watcher = Watcher::new(watch_config(args, &cgroup_targets, &sections));
             let captures = Captures::new(
                 args.trigger.pre_trigger,
                 args.trigger.post_trigger,
@@ -409,6 +473,7 @@ pub fn run(
                     pipeline: &mut pipeline,
                     mode: &mut mode,
                     cgroup_targets: &mut cgroup_targets,
+                    sections: &mut sections,
                     exporter,
                     labels: &mut labels,
                     page_labels: &mut page_labels,
@@ -516,8 +581,9 @@ pub fn run(
 }
 
 /// The trigger watcher's settings from `args` and the resolved cgroups.
-fn watch_config(args: &RunArgs, cgroups: &[CgroupTarget]) -> WatchConfig {
+fn watch_config(args: &RunArgs, cgroups: &[CgroupTarget], sections: &[Section]) -> WatchConfig {
     WatchConfig {
+        sections: sections.to_vec(),
         rules: args.trigger.rules(),
         cores_flag: args.trigger.cpu_cores,
         memory_flag: args.trigger.memory_limit,
@@ -533,6 +599,7 @@ struct Live<'a> {
     pipeline: &'a mut Pipeline,
     mode: &'a mut Option<(Watcher, Captures)>,
     cgroup_targets: &'a mut Vec<CgroupTarget>,
+    sections: &'a mut Vec<Section>,
     exporter: Option<&'a Exporter>,
     labels: &'a mut Option<LabelConfig>,
     page_labels: &'a mut LabelConfig,
@@ -590,23 +657,32 @@ fn reload(active: &mut RunArgs, new: RunArgs, live: Live<'_>) {
         tracing::warn!("reload: {name} changed; that takes effect at the next restart");
     }
 
-    if active.target.pids != new.target.pids || active.target.cgroups != new.target.cgroups {
-        let resolved = preflight::check_pids(&new.target.pids)
-            .and_then(|()| preflight::resolve_cgroups(&new.target.cgroups));
+    if active.target.pids != new.target.pids
+        || active.target.cgroups != new.target.cgroups
+        || active.sections != new.sections
+    {
+        let resolved = resolve_targets(&new.target, &new.sections).and_then(|t| {
+            // Checked before anything changes, so that a failure leaves all as it was.
+            let page = live.page_labels.clone().with_sections(t.sections.clone())?;
+            Ok((t, page))
+        });
         match resolved {
-            Err(err) => tracing::error!("reload: targets unchanged: {err}"),
-            Ok(resolved) => {
-                let (selectors, targets): (Vec<_>, Vec<_>) = resolved.into_iter().unzip();
-                match live.pipeline.set_filters(&new.target.pids, &selectors) {
-                    Err(err) => tracing::error!("reload: targets unchanged: {err}"),
-                    Ok(()) => {
-                        active.target.pids = new.target.pids.clone();
-                        active.target.cgroups = new.target.cgroups.clone();
-                        *live.cgroup_targets = targets;
-                        applied.push("targets");
+            Err(err) => tracing::error!("reload: targets unchanged: {err:#}"),
+            Ok((targets, page)) => match live.pipeline.set_filters(&targets.pids, &targets.selectors) {
+                Err(err) => tracing::error!("reload: targets unchanged: {err}"),
+                Ok(()) => {
+                    active.target.pids = new.target.pids.clone();
+                    active.target.cgroups = new.target.cgroups.clone();
+                    active.sections = new.sections.clone();
+                    *live.cgroup_targets = targets.cgroup_targets;
+                    *live.page_labels = page;
+                    if let Some(labels) = live.labels.take() {
+                        *live.labels = labels.with_sections(targets.sections.clone()).ok();
                     }
+                    *live.sections = targets.sections;
+                    applied.push("targets");
                 }
-            }
+            },
         }
     }
 
@@ -629,14 +705,16 @@ fn reload(active: &mut RunArgs, new: RunArgs, live: Live<'_>) {
     }
     if let Some((watcher, captures)) = live.mode.as_mut() {
         // Targets or rules: the watcher keeps the history of every target that stays.
-        watcher.reconfigure(watch_config(active, live.cgroup_targets));
+        watcher.reconfigure(watch_config(active, live.cgroup_targets, live.sections));
         captures.set_windows(active.trigger.pre_trigger, active.trigger.post_trigger);
     }
 
     if debug_text(&active.server.tags) != debug_text(&new.server.tags)
         || active.server.service_name != new.server.service_name
     {
-        match LabelConfig::new(new.server.service_name.clone(), &new.server.tags) {
+        let labels = LabelConfig::new(new.server.service_name.clone(), &new.server.tags)
+            .and_then(|l| l.with_sections(live.sections.clone()));
+        match labels {
             Err(err) => tracing::error!("reload: tags unchanged: {err}"),
             Ok(labels) => {
                 *live.page_labels = labels.clone();
@@ -917,18 +995,30 @@ pub fn check(args: &RunArgs) -> bool {
     };
     let mut items = check::report(&Host::real(), &wanted);
     // The settings themselves, checked exactly as `run` checks them at start-up.
-    let targets = preflight::check_pids(&args.target.pids)
-        .and_then(|()| preflight::resolve_cgroups(&args.target.cgroups).map(|_| ()));
+    let targets = resolve_targets(&args.target, &args.sections).and_then(|t| {
+        LabelConfig::new(args.server.service_name.clone(), &args.server.tags)?
+            .with_sections(t.sections.clone())?;
+        Ok(t)
+    });
     items.push(match targets {
-        Ok(()) => Item {
+        Ok(t) => Item {
             name: "targets",
             status: Status::Ok,
-            detail: describe_targets(&args.target),
+            detail: if t.sections.is_empty() {
+                describe_targets(&args.target)
+            } else {
+                let names: Vec<&str> = t.sections.iter().map(|s| s.name.as_str()).collect();
+                format!(
+                    "{}; [[target]] sections: {}",
+                    describe_targets(&args.target),
+                    names.join(", ")
+                )
+            },
         },
         Err(err) => Item {
             name: "targets",
             status: Status::Problem,
-            detail: err.to_string(),
+            detail: format!("{err:#}"),
         },
     });
     if args.server.server.is_some() {

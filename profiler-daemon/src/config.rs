@@ -19,6 +19,12 @@ use clap::{parser::ValueSource, ArgAction, ArgMatches, Command};
 use thiserror::Error;
 use toml::{Spanned, Value};
 
+use crate::{
+    cli::RuleSetting,
+    targets::{SectionSpec, SelectorSpec},
+    trigger::parse_rule,
+};
+
 /// Flags that make no sense inside the file.
 const NOT_IN_FILE: &[&str] = &["config", "help", "version"];
 
@@ -70,6 +76,28 @@ pub struct Setting {
 pub struct ConfigFile {
     pub path: PathBuf,
     pub settings: Vec<Setting>,
+    /// `[[target]]` sections, in file order.
+    pub targets: Vec<SectionSpec>,
+}
+
+/// Keys of a `[[target]]` section.
+const TARGET_KEYS: &[&str] = &[
+    "name",
+    "pid",
+    "cgroup",
+    "process",
+    "exe",
+    "service_name",
+    "tags",
+    "cpu_trigger",
+    "mem_trigger",
+    "thread_trigger",
+];
+
+#[derive(serde::Deserialize)]
+struct TargetTables {
+    #[serde(default)]
+    target: Vec<Spanned<BTreeMap<Spanned<String>, Spanned<Value>>>>,
 }
 
 impl ConfigFile {
@@ -97,6 +125,9 @@ impl ConfigFile {
         let mut settings = Vec::new();
         for (key, value) in entries {
             let line = line_of(key.span().start);
+            if key.get_ref() == "target" {
+                continue;
+            }
             let name = key.get_ref().replace('_', "-");
             let value_err = |message: String| ConfigError::Value {
                 path: path.to_path_buf(),
@@ -156,9 +187,20 @@ impl ConfigFile {
             }
             settings.push(setting);
         }
+        let tables: TargetTables = toml::from_str(text).map_err(|err| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            line: err.span().map_or(1, |span| line_of(span.start)),
+            message: err.message().trim().to_string(),
+        })?;
+        let targets = tables
+            .target
+            .iter()
+            .map(|table| parse_target(path, table, &line_of))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             path: path.to_path_buf(),
             settings,
+            targets,
         })
     }
 
@@ -195,6 +237,119 @@ impl Setting {
             .map(|v| OsString::from(format!("{}={v}", self.flag)))
             .collect()
     }
+}
+
+/// One `[[target]]` section.
+fn parse_target(
+    path: &Path,
+    table: &Spanned<BTreeMap<Spanned<String>, Spanned<Value>>>,
+    line_of: &dyn Fn(usize) -> usize,
+) -> Result<SectionSpec, ConfigError> {
+    let section_line = line_of(table.span().start);
+    let mut name = None;
+    let mut selectors = Vec::new();
+    let mut service_name = None;
+    let mut tags = Vec::new();
+    let mut rules: [Option<RuleSetting>; 3] = [None; 3];
+    for (key, value) in table.get_ref() {
+        let line = line_of(key.span().start);
+        let err = |message: String| ConfigError::Value {
+            path: path.to_path_buf(),
+            line,
+            key: format!("target.{}", key.get_ref()),
+            message,
+        };
+        let string = || match value.get_ref() {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(err(format!("expected a string, found {}", other.type_str()))),
+        };
+        match key.get_ref().as_str() {
+            "name" => name = Some(string()?),
+            "pid" => {
+                let items = match value.get_ref() {
+                    Value::Array(items) => items.clone(),
+                    other => vec![other.clone()],
+                };
+                let pids = items
+                    .iter()
+                    .map(|v| match v {
+                        Value::Integer(i) if *i > 0 && *i <= i64::from(u32::MAX) => Ok(*i as u32),
+                        other => Err(err(format!("{other} is not a pid"))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                selectors.push(SelectorSpec::Pids(pids));
+            }
+            "cgroup" => selectors.push(SelectorSpec::Cgroup(PathBuf::from(string()?))),
+            "process" => selectors.push(SelectorSpec::Process(string()?)),
+            "exe" => selectors.push(SelectorSpec::Exe(string()?)),
+            "service_name" => service_name = Some(string()?),
+            "tags" => {
+                tags = match value.get_ref() {
+                    Value::Table(items) => items
+                        .iter()
+                        .map(|(k, v)| scalar(v).map(|v| format!("{k}={v}")))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(err)?,
+                    Value::Array(items) => items
+                        .iter()
+                        .map(scalar)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(err)?,
+                    other => {
+                        return Err(err(format!(
+                            "expected a table like {{ team = \"payments\" }}, found {}",
+                            other.type_str()
+                        )))
+                    }
+                }
+            }
+            rule @ ("cpu_trigger" | "mem_trigger" | "thread_trigger") => {
+                let text = string()?;
+                let index = ["cpu_trigger", "mem_trigger", "thread_trigger"]
+                    .iter()
+                    .position(|r| *r == rule)
+                    .unwrap_or(0);
+                let parsed = parse_rule(&text, index == 2).map_err(err)?;
+                rules[index] = Some(RuleSetting(parsed));
+            }
+            other => {
+                return Err(ConfigError::UnknownKey {
+                    path: path.to_path_buf(),
+                    line,
+                    key: format!("target.{other}"),
+                    hint: format!("a [[target]] section takes {}", TARGET_KEYS.join(", ")),
+                })
+            }
+        }
+    }
+    if selectors.len() != 1 {
+        return Err(ConfigError::Value {
+            path: path.to_path_buf(),
+            line: section_line,
+            key: "target".into(),
+            message: format!(
+                "a [[target]] section selects with exactly one of pid, cgroup, process, exe (found {})",
+                selectors.len()
+            ),
+        });
+    }
+    let spec = SectionSpec {
+        line: section_line,
+        name,
+        selector: selectors.remove(0),
+        service_name,
+        tags,
+        cpu_trigger: rules[0],
+        mem_trigger: rules[1],
+        thread_trigger: rules[2],
+    };
+    spec.check_labels().map_err(|err| ConfigError::Value {
+        path: path.to_path_buf(),
+        line: section_line,
+        key: "target".into(),
+        message: err.to_string(),
+    })?;
+    Ok(spec)
 }
 
 /// A TOML scalar as the text a flag would be given.
@@ -346,6 +501,61 @@ mod tests {
     fn syntax_errors_name_the_line() {
         let err = parse("frequency = 99\ndump_dir = \n").unwrap_err();
         assert!(err.to_string().starts_with("test.toml:2: "), "{err}");
+    }
+
+    #[test]
+    fn target_sections() {
+        let file = parse(
+            "frequency = 99\n\
+             [[target]]\n\
+             name = \"api\"\n\
+             cgroup = \"/system.slice/api.service\"\n\
+             service_name = \"api\"\n\
+             tags = { team = \"payments\" }\n\
+             cpu_trigger = \"20,25,80,1m\"\n\
+             [[target]]\n\
+             process = \"worker-*\"\n\
+             thread_trigger = \"off\"\n",
+        )
+        .unwrap();
+        assert_eq!(file.settings.len(), 1);
+        assert_eq!(file.targets.len(), 2);
+        let api = &file.targets[0];
+        assert_eq!(api.name.as_deref(), Some("api"));
+        assert_eq!(
+            api.selector,
+            SelectorSpec::Cgroup(PathBuf::from("/system.slice/api.service"))
+        );
+        assert_eq!(api.tags, vec!["team=payments".to_string()]);
+        assert_eq!(api.cpu_trigger.unwrap().0.unwrap().abs, 80);
+        assert_eq!(api.mem_trigger, None);
+        let worker = &file.targets[1];
+        assert_eq!(worker.selector, SelectorSpec::Process("worker-*".into()));
+        assert_eq!(worker.thread_trigger, Some(RuleSetting(None)));
+        assert_eq!(worker.display_name(), "process worker-*");
+    }
+
+    #[test]
+    fn target_section_mistakes_name_their_line() {
+        let err = parse("[[target]]\npid = 1\nprocess = \"x\"\n").unwrap_err();
+        assert!(
+            err.to_string().starts_with("test.toml:1: key `target`: a [[target]] section selects with exactly one of"),
+            "{err}"
+        );
+        let err = parse("[[target]]\npid = 1\nservce_name = \"x\"\n").unwrap_err();
+        assert!(
+            err.to_string().starts_with("test.toml:3: unknown key `target.servce_name`: a [[target]] section takes name, pid"),
+            "{err}"
+        );
+        let err = parse("[[target]]\npid = 1\ncpu_trigger = \"10,25\"\n").unwrap_err();
+        assert!(
+            err.to_string().starts_with("test.toml:3: key `target.cpu_trigger`: "),
+            "{err}"
+        );
+        let err = parse("[[target]]\npid = -4\n").unwrap_err();
+        assert!(err.to_string().contains("-4 is not a pid"), "{err}");
+        let err = parse("[[target]]\npid = 1\ntags = { hostname = \"x\" }\n").unwrap_err();
+        assert!(err.to_string().starts_with("test.toml:1: key `target`: "), "{err}");
     }
 
     #[test]

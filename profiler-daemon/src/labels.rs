@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use crate::procinfo::ProcessInfo;
+use crate::{
+    procinfo::ProcessInfo,
+    targets::{section_for, Section},
+};
 
 /// Most label names per series, `__name__` included.
 pub const MAX_LABEL_NAMES: usize = 30;
@@ -189,6 +192,9 @@ pub struct LabelConfig {
     pub service_name: Option<String>,
     pub hostname: String,
     pub tags: Vec<(String, String)>,
+    /// `[[target]]` sections: the first that selects a process gives its service name and adds
+    /// (or replaces) tags.
+    pub sections: Vec<Section>,
 }
 
 impl LabelConfig {
@@ -200,14 +206,31 @@ impl LabelConfig {
             service_name,
             hostname: hostname(),
             tags: parse_tags(tags)?,
+            sections: Vec::new(),
         })
+    }
+
+    /// The same labels with `[[target]]` sections; the most labels a section's process gets
+    /// must stay within the server's limit.
+    pub fn with_sections(mut self, sections: Vec<Section>) -> Result<Self, LabelError> {
+        for section in &sections {
+            let mut names: Vec<&str> = self.tags.iter().map(|(n, _)| n.as_str()).collect();
+            names.extend(section.tags.iter().map(|(n, _)| n.as_str()));
+            names.sort_unstable();
+            names.dedup();
+            let combined: Vec<String> = names.iter().map(|n| format!("{n}=x")).collect();
+            parse_tags(&combined)?;
+        }
+        self.sections = sections;
+        Ok(self)
     }
 
     /// The labels of one process's profile, sorted by name, `__name__` first.
     pub fn for_process(&self, info: &ProcessInfo) -> Vec<(String, String)> {
-        let service = self
-            .service_name
-            .clone()
+        let section = section_for(&self.sections, info);
+        let service = section
+            .and_then(|s| s.service_name.clone())
+            .or_else(|| self.service_name.clone())
             .unwrap_or_else(|| derive_service_name(info));
         let mut labels: BTreeMap<&str, String> = BTreeMap::new();
         labels.insert("service_name", service);
@@ -217,6 +240,9 @@ impl LabelConfig {
         labels.insert("cgroup", info.cgroup.clone());
         labels.insert("hostname", self.hostname.clone());
         for (name, value) in &self.tags {
+            labels.insert(name, value.clone());
+        }
+        for (name, value) in section.map_or(&[][..], |s| &s.tags[..]) {
             labels.insert(name, value.clone());
         }
         let mut out = vec![("__name__".to_string(), PROFILE_NAME.to_string())];
@@ -332,6 +358,7 @@ mod tests {
             service_name: None,
             hostname: "host1".into(),
             tags: vec![("region".into(), "eu".into())],
+            sections: Vec::new(),
         };
         let mut p = info("nginx", "/system.slice/nginx.service");
         p.exe = format!("/{}", "x".repeat(3000));
@@ -360,5 +387,37 @@ mod tests {
         };
         assert_eq!(fixed.for_process(&p)[7].1, "api");
         assert!(LabelConfig::new(Some("bad name!".into()), &[]).is_err());
+    }
+
+    #[test]
+    fn a_section_names_its_processes_and_adds_tags() {
+        use crate::targets::{Section, Selector};
+        let section = Section {
+            name: "web".into(),
+            selector: Selector::Process("ngin*".into()),
+            service_name: Some("web".into()),
+            tags: vec![("region".into(), "us".into()), ("team".into(), "edge".into())],
+            cpu_trigger: None,
+            mem_trigger: None,
+            thread_trigger: None,
+        };
+        let config = LabelConfig::new(None, &["region=eu".into()])
+            .unwrap()
+            .with_sections(vec![section])
+            .unwrap();
+        let labels: BTreeMap<String, String> = config
+            .for_process(&info("nginx", "/system.slice/nginx.service"))
+            .into_iter()
+            .collect();
+        assert_eq!(labels["service_name"], "web");
+        assert_eq!(labels["region"], "us", "the section's tag wins");
+        assert_eq!(labels["team"], "edge");
+        let other: BTreeMap<String, String> = config
+            .for_process(&info("redis", "/system.slice/redis.service"))
+            .into_iter()
+            .collect();
+        assert_eq!(other["service_name"], "redis");
+        assert_eq!(other["region"], "eu");
+        assert!(!other.contains_key("team"));
     }
 }

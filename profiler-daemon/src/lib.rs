@@ -22,6 +22,7 @@ pub mod procinfo;
 pub mod sampler;
 pub mod spool;
 pub mod symbolize;
+pub mod targets;
 pub mod trigger;
 pub mod triggered;
 pub mod upload;

@@ -14,6 +14,7 @@ use std::{
 
 use crate::{
     aggregate::Window,
+    targets::{section_for, Section},
     limits::{denominators, CgroupPaths, CgroupRoots, Denominators, Host},
     procinfo::parse_stat,
     trigger::{Metric, Rules, Scene, TargetState, Values},
@@ -65,10 +66,30 @@ pub struct WatchConfig {
     pub cgroups: Vec<CgroupTarget>,
     /// Most targets tracked at once.
     pub max_targets: usize,
+    /// `[[target]]` sections: their processes get the section's rules; a cgroup section is
+    /// one target for all its processes.
+    pub sections: Vec<Section>,
+}
+
+impl WatchConfig {
+    /// Every cgroup watched as a whole: `--cgroup`s, then cgroup sections.
+    fn watched_cgroups(&self) -> impl Iterator<Item = (&CgroupTarget, String, Rules)> + '_ {
+        let global = self
+            .cgroups
+            .iter()
+            .map(|c| (c, c.relative.clone(), self.rules));
+        let sections = self
+            .sections
+            .iter()
+            .filter_map(|s| s.cgroup().map(|c| (c, s.name.clone(), s.rules(&self.rules))));
+        global.chain(sections)
+    }
 }
 
 struct Entry {
     name: String,
+    /// The rules this target is held to (global, or its section's).
+    rules: Rules,
     state: TargetState,
     limits: Denominators,
     limits_at: Instant,
@@ -173,7 +194,7 @@ impl Watcher {
     pub fn reconfigure(&mut self, config: WatchConfig) {
         self.entries.retain(|target, _| match target {
             TargetId::Process(_) => config.processes,
-            TargetId::Cgroup(cgroup) => config.cgroups.contains(cgroup),
+            TargetId::Cgroup(cgroup) => config.watched_cgroups().any(|(c, _, _)| c == cgroup),
         });
         // Limits may depend on --cpu-cores / --memory-limit: re-read them at the next tick.
         let stale = Instant::now()
@@ -189,28 +210,48 @@ impl Watcher {
     pub fn tick(&mut self, slice: &Window, now: Instant) -> Vec<Firing> {
         let interval_ns = slice.duration.as_nanos().max(1) as u64;
         let period_ns = 1_000_000_000 / self.config.frequency.max(1);
-        let mut samples: HashMap<TargetId, (u64, String)> = HashMap::new();
+        let global = self.config.rules;
+        let mut samples: HashMap<TargetId, (u64, String, Rules)> = HashMap::new();
         for process in &slice.processes {
-            if self.config.processes {
-                let name = format!("{}-{}", process.info.comm, process.info.pid);
-                samples.insert(TargetId::Process(process.info.pid), (process.samples, name));
+            let section = section_for(&self.config.sections, &process.info);
+            match section.and_then(|s| s.cgroup().map(|c| (s, c))) {
+                // A cgroup section watches its processes as one.
+                Some((section, cgroup)) => {
+                    let entry = samples.entry(TargetId::Cgroup(cgroup.clone())).or_insert((
+                        0,
+                        section.name.clone(),
+                        section.rules(&global),
+                    ));
+                    entry.0 += process.samples;
+                }
+                None if self.config.processes => {
+                    let name = format!("{}-{}", process.info.comm, process.info.pid);
+                    let rules = section.map_or(global, |s| s.rules(&global));
+                    samples.insert(
+                        TargetId::Process(process.info.pid),
+                        (process.samples, name, rules),
+                    );
+                }
+                None => {}
             }
             for cgroup in &self.config.cgroups {
                 if cgroup.contains(&process.info.cgroup) {
                     let entry = samples
                         .entry(TargetId::Cgroup(cgroup.clone()))
-                        .or_insert((0, cgroup.relative.clone()));
+                        .or_insert((0, cgroup.relative.clone(), global));
                     entry.0 += process.samples;
                 }
             }
         }
-        for cgroup in &self.config.cgroups {
+        for (cgroup, name, rules) in self.config.watched_cgroups() {
             samples
                 .entry(TargetId::Cgroup(cgroup.clone()))
-                .or_insert((0, cgroup.relative.clone()));
+                .or_insert((0, name, rules));
         }
-        for (target, (_, name)) in &samples {
-            if self.entries.contains_key(target) {
+        for (target, (_, name, rules)) in &samples {
+            if let Some(entry) = self.entries.get_mut(target) {
+                // A reload may have changed the rules; the history stays.
+                entry.rules = *rules;
                 continue;
             }
             if self.entries.len() >= self.config.max_targets {
@@ -220,6 +261,7 @@ impl Watcher {
             let limits = self.limits(target);
             let entry = Entry {
                 name: name.clone(),
+                rules: *rules,
                 state: TargetState::default(),
                 limits,
                 limits_at: now,
@@ -284,7 +326,7 @@ impl Watcher {
                 mem: entry.rss * 100 / entry.limits.memory,
                 thread: entry.threads,
             };
-            let scenes = entry.state.observe(values, &self.config.rules, now);
+            let scenes = entry.state.observe(values, &entry.rules, now);
             if !scenes.is_empty() {
                 firings.push(Firing {
                     target: target.clone(),

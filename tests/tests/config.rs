@@ -161,3 +161,60 @@ fn the_shipped_default_config_checks_clean() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn target_sections_give_their_processes_rules_and_names() {
+    // Two copies of the spike fixture under different names, both burning 12 s in (after the
+    // rules' warm-up). The section for `quiet` turns its CPU rule off; the one for `spike`
+    // names its service and adds a tag.
+    let loud = Running::spawn(&fixture("spike"), &["12", "4", "0", "0"]);
+    let quiet = Running::spawn(&fixture_with("spike", "quiet", &[]), &["12", "4", "0", "0"]);
+    let dir = scratch("config-sections");
+    fs::write(
+        dir.join("profilerd.toml"),
+        format!(
+            "pid = [{}, {}]\n\
+             pre_trigger = \"5s\"\npost_trigger = \"1s\"\n\
+             dump_dir = \"kept\"\nduration = \"22s\"\n\
+             \n\
+             [[target]]\n\
+             process = \"quiet\"\n\
+             cpu_trigger = \"off\"\n\
+             \n\
+             [[target]]\n\
+             name = \"loud one\"\n\
+             process = \"spi*\"\n\
+             service_name = \"spiky\"\n\
+             tags = {{ team = \"perf\" }}\n",
+            loud.pid(),
+            quiet.pid()
+        ),
+    )
+    .unwrap();
+    let check = profilerd_in(&dir, &["check", "--config", "profilerd.toml"]);
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        stdout.contains("[[target]] sections: process quiet, loud one"),
+        "{stdout}"
+    );
+    let stderr = Daemon::start(&["run", "--config", "profilerd.toml"], &dir, "daemon")
+        .wait_exit(Duration::from_secs(60));
+    let fired: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("trigger fired"))
+        .collect();
+    assert_eq!(fired.len(), 1, "only the loud process fires:\n{stderr}");
+    assert!(
+        fired[0].contains(&format!("target=spike-{}", loud.pid())),
+        "{}",
+        fired[0]
+    );
+    let sidecars: Vec<serde_json::Value> = fs::read_dir(dir.join("kept"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .map(|e| serde_json::from_slice(&fs::read(e.path()).unwrap()).unwrap())
+        .collect();
+    assert_eq!(sidecars.len(), 1);
+    assert_eq!(sidecars[0]["service"], "spiky", "{}", sidecars[0]);
+}
