@@ -9,11 +9,11 @@ pub const PROGRAM_NAME: &str = "sample_cpu";
 
 /// Counts of samples per [`SampleKey`] for generation 0 and 1.
 pub const COUNTS_MAPS: [&str; 2] = ["COUNTS_0", "COUNTS_1"];
-/// Kernel stack traces (a kernel stack-trace map) for generation 0 and 1.
-pub const STACKS_MAPS: [&str; 2] = ["STACKS_0", "STACKS_1"];
-/// User stacks ([`UserStack`] keyed by [`SampleKey::user_stack`]) for generation 0 and 1.
+/// Kernel stacks ([`Stack`] keyed by [`SampleKey::kernel_stack`]) for generation 0 and 1.
+pub const KERNEL_STACKS_MAPS: [&str; 2] = ["KERNEL_STACKS_0", "KERNEL_STACKS_1"];
+/// User stacks ([`Stack`] keyed by [`SampleKey::user_stack`]) for generation 0 and 1.
 pub const USER_STACKS_MAPS: [&str; 2] = ["USER_STACKS_0", "USER_STACKS_1"];
-/// Per-CPU scratch [`UserStack`] the program builds a stack in before storing it.
+/// Per-CPU scratch [`Stack`] the program builds a stack in before storing it.
 pub const SCRATCH_MAP: &str = "SCRATCH";
 /// Per-CPU flags (one per log event) that limit BPF log lines to one per collect interval.
 pub const LOG_GATE_MAP: &str = "LOG_GATE";
@@ -45,27 +45,26 @@ pub const MAX_CGROUP_LEVEL: u32 = 32;
 pub const MAX_STACK_DEPTH: usize = 127;
 
 /// Key of one aggregated sample bucket in the counts maps.
+///
+/// Stacks are stored in hash maps under a 64-bit hash of their frames (never 0). A stack of 0
+/// means the sample has none, and its `*_error` says why (a negated errno; `-EFAULT`: no such
+/// stack, as for a kernel thread's user stack or a user-mode sample's kernel stack).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SampleKey {
     pub tgid: u32,
     pub tid: u32,
-    /// Key of the user stack in the user-stack map (a 64-bit hash of its frames, never 0), or
-    /// 0 when the sample has none (see `user_stack_error`).
     pub user_stack: u64,
-    /// 0 when `user_stack` is set, else the negated errno of why there is no user stack
-    /// (`-EFAULT`: the task has no user memory, such as a kernel thread).
+    pub kernel_stack: u64,
     pub user_stack_error: i32,
-    /// Id in the kernel stack-trace map, or the negated errno (`-EFAULT`: the sample
-    /// interrupted user mode, so there is no kernel stack).
-    pub kernel_stack_id: i32,
+    pub kernel_stack_error: i32,
     pub cgroup_id: u64,
 }
 
-/// One user stack: `len` instruction pointers, leaf first.
+/// One stack: `len` instruction pointers, leaf first.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UserStack {
+pub struct Stack {
     pub len: u64,
     pub ips: [u64; MAX_STACK_DEPTH],
 }
@@ -92,8 +91,8 @@ pub enum Counter {
     UserStackEmpty = 7,
     /// Samples whose kernel stack could not be read.
     KernelStackError = 8,
-    /// Samples whose kernel stack was lost to a stack-map bucket collision or a full map.
-    KernelStackCollision = 9,
+    /// Samples whose kernel stack was lost because the kernel-stack map was full.
+    KernelStackLost = 9,
     /// New-process notifications lost because the ring buffer was full.
     NotifyDropped = 10,
 }
@@ -113,7 +112,7 @@ impl Counter {
         Counter::UserStackLost,
         Counter::UserStackEmpty,
         Counter::KernelStackError,
-        Counter::KernelStackCollision,
+        Counter::KernelStackLost,
         Counter::NotifyDropped,
     ];
 
@@ -129,7 +128,7 @@ impl Counter {
             Counter::UserStackLost => "user_stack_lost",
             Counter::UserStackEmpty => "user_stack_empty",
             Counter::KernelStackError => "kernel_stack_error",
-            Counter::KernelStackCollision => "kernel_stack_collision",
+            Counter::KernelStackLost => "kernel_stack_lost",
             Counter::NotifyDropped => "notify_dropped",
         }
     }
@@ -178,5 +177,5 @@ mod user {
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for Control {}
     unsafe impl aya::Pod for NewProcess {}
-    unsafe impl aya::Pod for UserStack {}
+    unsafe impl aya::Pod for Stack {}
 }

@@ -335,27 +335,31 @@ pub(crate) mod tests {
         }
     }
 
-    /// A key whose user stack is `user` (an id > 0) or the negated errno `user` (< 0).
+    /// A key whose stacks are `user` and `kernel`: an id > 0, or a negated errno (< 0).
     fn key(tgid: u32, user: i32, kernel: i32) -> SampleKey {
+        let stack = |id: i32| if id > 0 { id as u64 } else { 0 };
+        let error = |id: i32| if id > 0 { 0 } else { id };
         SampleKey {
             tgid,
             tid: tgid,
-            user_stack: if user > 0 { user as u64 } else { 0 },
-            user_stack_error: if user > 0 { 0 } else { user },
-            kernel_stack_id: kernel,
+            user_stack: stack(user),
+            kernel_stack: stack(kernel),
+            user_stack_error: error(user),
+            kernel_stack_error: error(kernel),
             cgroup_id: 1,
         }
     }
 
     /// A batch holding each stack under its id, as a user and as a kernel stack.
     pub(crate) fn drained(samples: Vec<(SampleKey, u64)>, stacks: &[(i32, &[u64])]) -> Drained {
+        let by_id: std::collections::HashMap<u64, Vec<u64>> = stacks
+            .iter()
+            .map(|(id, ips)| (*id as u64, ips.to_vec()))
+            .collect();
         Drained {
             samples,
-            user_stacks: stacks
-                .iter()
-                .map(|(id, ips)| (*id as u64, ips.to_vec()))
-                .collect(),
-            kernel_stacks: stacks.iter().map(|(id, ips)| (*id, ips.to_vec())).collect(),
+            user_stacks: by_id.clone(),
+            kernel_stacks: by_id,
             ..Default::default()
         }
     }

@@ -94,7 +94,7 @@ pub struct LimitArgs {
     /// for 1 s even if every sample has a new stack.
     #[arg(long, default_value_t = 8_192, value_parser = clap::value_parser!(u32).range(64..))]
     pub stack_map_entries: u32,
-    /// Entries of each of the two kernel stack-trace maps for kernel stacks (distinct kernel
+    /// Entries of each of the two kernel-stack maps (distinct kernel
     /// stacks per collect interval, about 1 KiB of kernel memory each).
     #[arg(long, default_value_t = 8_192, value_parser = clap::value_parser!(u32).range(64..))]
     pub kernel_stack_map_entries: u32,

@@ -99,8 +99,11 @@ fn prepare(
     limits: &LimitArgs,
     specs: &[SectionSpec],
 ) -> Result<(PipelineConfig, Vec<CgroupTarget>, Vec<Section>)> {
-    // The host report of `profilerd check`, in the log: notes and problems as warnings (the
-    // checks below turn the fatal ones into errors with their fix).
+    preflight::check_privileges()?;
+    preflight::check_perf_events(target.frequency)?;
+    let targets = resolve_targets(target, specs)?;
+    // The host report of `profilerd check`, in the log, once the fatal problems above have
+    // had their one-line error: what is left are notes (and problems of unused features).
     let wanted = crate::check::Wanted {
         frequency: target.frequency,
         cgroups: !target.cgroups.is_empty(),
@@ -112,9 +115,6 @@ fn prepare(
             _ => tracing::warn!("preflight: {item}"),
         }
     }
-    preflight::check_privileges()?;
-    preflight::check_perf_events(target.frequency)?;
-    let targets = resolve_targets(target, specs)?;
     let config = PipelineConfig {
         sampler: SamplerConfig {
             frequency: target.frequency,
@@ -390,6 +390,11 @@ pub fn run(
     };
     let mut pipeline = Pipeline::start(BPF_OBJECT, &config)?;
     crate::privileges::drop_after_attach();
+    if let Some(address) = web.address {
+        tracing::info!(
+            "HTTP listener on http://{address}/: kept profiles at /, /metrics, /healthz"
+        );
+    }
     let capacity = MapCapacity {
         counts: config.sampler.counts_map_entries,
         user_stacks: config.sampler.stack_map_entries,
@@ -668,21 +673,23 @@ fn reload(active: &mut RunArgs, new: RunArgs, live: Live<'_>) {
         });
         match resolved {
             Err(err) => tracing::error!("reload: targets unchanged: {err:#}"),
-            Ok((targets, page)) => match live.pipeline.set_filters(&targets.pids, &targets.selectors) {
-                Err(err) => tracing::error!("reload: targets unchanged: {err}"),
-                Ok(()) => {
-                    active.target.pids = new.target.pids.clone();
-                    active.target.cgroups = new.target.cgroups.clone();
-                    active.sections = new.sections.clone();
-                    *live.cgroup_targets = targets.cgroup_targets;
-                    *live.page_labels = page;
-                    if let Some(labels) = live.labels.take() {
-                        *live.labels = labels.with_sections(targets.sections.clone()).ok();
+            Ok((targets, page)) => {
+                match live.pipeline.set_filters(&targets.pids, &targets.selectors) {
+                    Err(err) => tracing::error!("reload: targets unchanged: {err}"),
+                    Ok(()) => {
+                        active.target.pids = new.target.pids.clone();
+                        active.target.cgroups = new.target.cgroups.clone();
+                        active.sections = new.sections.clone();
+                        *live.cgroup_targets = targets.cgroup_targets;
+                        *live.page_labels = page;
+                        if let Some(labels) = live.labels.take() {
+                            *live.labels = labels.with_sections(targets.sections.clone()).ok();
+                        }
+                        *live.sections = targets.sections;
+                        applied.push("targets");
                     }
-                    *live.sections = targets.sections;
-                    applied.push("targets");
                 }
-            },
+            }
         }
     }
 

@@ -261,7 +261,10 @@ fn parse_target(
         };
         let string = || match value.get_ref() {
             Value::String(s) => Ok(s.clone()),
-            other => Err(err(format!("expected a string, found {}", other.type_str()))),
+            other => Err(err(format!(
+                "expected a string, found {}",
+                other.type_str()
+            ))),
         };
         match key.get_ref().as_str() {
             "name" => name = Some(string()?),
@@ -539,7 +542,9 @@ mod tests {
     fn target_section_mistakes_name_their_line() {
         let err = parse("[[target]]\npid = 1\nprocess = \"x\"\n").unwrap_err();
         assert!(
-            err.to_string().starts_with("test.toml:1: key `target`: a [[target]] section selects with exactly one of"),
+            err.to_string().starts_with(
+                "test.toml:1: key `target`: a [[target]] section selects with exactly one of"
+            ),
             "{err}"
         );
         let err = parse("[[target]]\npid = 1\nservce_name = \"x\"\n").unwrap_err();
@@ -549,13 +554,17 @@ mod tests {
         );
         let err = parse("[[target]]\npid = 1\ncpu_trigger = \"10,25\"\n").unwrap_err();
         assert!(
-            err.to_string().starts_with("test.toml:3: key `target.cpu_trigger`: "),
+            err.to_string()
+                .starts_with("test.toml:3: key `target.cpu_trigger`: "),
             "{err}"
         );
         let err = parse("[[target]]\npid = -4\n").unwrap_err();
         assert!(err.to_string().contains("-4 is not a pid"), "{err}");
         let err = parse("[[target]]\npid = 1\ntags = { hostname = \"x\" }\n").unwrap_err();
-        assert!(err.to_string().starts_with("test.toml:1: key `target`: "), "{err}");
+        assert!(
+            err.to_string().starts_with("test.toml:1: key `target`: "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -396,7 +396,10 @@ mod tests {
             name: "web".into(),
             selector: Selector::Process("ngin*".into()),
             service_name: Some("web".into()),
-            tags: vec![("region".into(), "us".into()), ("team".into(), "edge".into())],
+            tags: vec![
+                ("region".into(), "us".into()),
+                ("team".into(), "edge".into()),
+            ],
             cpu_trigger: None,
             mem_trigger: None,
             thread_trigger: None,

@@ -123,18 +123,21 @@ fn main() -> ExitCode {
             }
             Command::Run(args) => {
                 let metrics = Arc::new(Metrics::default());
+                // Bound first, so that a taken port is a start-up error; served once the state
+                // exists. `run` logs the address when the pipeline is up.
+                let bound = match args.listen {
+                    Listen(Some(addr)) => Some(web::bind(addr).await?),
+                    Listen(None) => None,
+                };
                 let web = Arc::new(WebState {
                     metrics: Arc::clone(&metrics),
                     dump_dir: args.files_dir(),
                     page_window: args.page_window,
                     heartbeat: AtomicU64::new(0),
                     stall_after: (args.collect_interval * 5).max(Duration::from_secs(10)),
+                    address: bound.as_ref().map(|(_, address)| *address),
                 });
-                if let Listen(Some(addr)) = args.listen {
-                    let (listener, bound) = web::bind(addr).await?;
-                    tracing::info!(
-                        "HTTP listener on http://{bound}/: kept profiles at /, /metrics, /healthz"
-                    );
+                if let Some((listener, _)) = bound {
                     listening = Some(tokio::spawn(web::serve(
                         listener,
                         Arc::clone(&web),

@@ -137,7 +137,7 @@ impl Metrics {
             Counter::UserStackError,
             Counter::UserStackLost,
             Counter::KernelStackError,
-            Counter::KernelStackCollision,
+            Counter::KernelStackLost,
         ] {
             sample(
                 &mut out,

@@ -55,7 +55,7 @@ impl Accounting {
     pub fn summary(&self) -> String {
         let k = |c: Counter| self.kernel.get(c);
         format!(
-            "taken={} idle={} filtered={} recorded={} dropped_map_full={} drained={} in_profiles={} dropped_stack_limit={} user_stack_empty={} user_stack_error={} user_stack_lost={} kernel_stack_error={} kernel_stack_collision={} notify_dropped={}",
+            "taken={} idle={} filtered={} recorded={} dropped_map_full={} drained={} in_profiles={} dropped_stack_limit={} user_stack_empty={} user_stack_error={} user_stack_lost={} kernel_stack_error={} kernel_stack_lost={} notify_dropped={}",
             k(Counter::Taken),
             k(Counter::Idle),
             k(Counter::Filtered),
@@ -68,7 +68,7 @@ impl Accounting {
             k(Counter::UserStackError),
             k(Counter::UserStackLost),
             k(Counter::KernelStackError),
-            k(Counter::KernelStackCollision),
+            k(Counter::KernelStackLost),
             k(Counter::NotifyDropped),
         )
     }

@@ -14,7 +14,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf, StackTraceMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
     programs::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
         PerfEvent,
@@ -23,10 +23,10 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use profiler_common::{
-    Control, Counter, Counters, NewProcess, SampleKey, UserStack, CONTROL_MAP, COUNTERS_MAP,
-    COUNTER_COUNT, COUNTS_MAPS, FILTER_CGROUPS_MAP, FILTER_PIDS_MAP, INLINE_PIDS, KNOWN_PIDS_MAP,
-    LOG_EVENTS, LOG_GATE_MAP, NEW_PROCESS_RING, PIDS_IN_MAP, PROGRAM_NAME, STACKS_MAPS,
-    USER_STACKS_MAPS,
+    Control, Counter, Counters, NewProcess, SampleKey, Stack, CONTROL_MAP, COUNTERS_MAP,
+    COUNTER_COUNT, COUNTS_MAPS, FILTER_CGROUPS_MAP, FILTER_PIDS_MAP, INLINE_PIDS,
+    KERNEL_STACKS_MAPS, KNOWN_PIDS_MAP, LOG_EVENTS, LOG_GATE_MAP, NEW_PROCESS_RING, PIDS_IN_MAP,
+    PROGRAM_NAME, USER_STACKS_MAPS,
 };
 use thiserror::Error;
 
@@ -53,7 +53,7 @@ pub struct SamplerConfig {
     pub counts_map_entries: u32,
     /// Entries of each user-stack map (one per generation).
     pub stack_map_entries: u32,
-    /// Entries of each kernel stack-trace map (one per generation).
+    /// Entries of each kernel-stack map (one per generation).
     pub kernel_stack_map_entries: u32,
     /// Processes remembered by the kernel as already announced.
     pub known_pids_entries: u32,
@@ -98,14 +98,14 @@ pub struct Drained {
     /// Instruction pointers of every user stack referenced by `samples`, leaf first.
     pub user_stacks: StdHashMap<u64, Vec<u64>>,
     /// Instruction pointers of every kernel stack referenced by `samples`, leaf first.
-    pub kernel_stacks: StdHashMap<i32, Vec<u64>>,
+    pub kernel_stacks: StdHashMap<u64, Vec<u64>>,
     /// Counter increments since the previous drain, summed over CPUs.
     pub counters: CounterDelta,
     /// Entries the drained counts map held (its fill level).
     pub counts_entries: usize,
     /// Entries the drained user-stack map held.
     pub stack_entries: usize,
-    /// Entries the drained kernel stack-trace map held.
+    /// Entries the drained kernel-stack map held.
     pub kernel_stack_entries: usize,
     /// How long the drain took, grace period included.
     pub duration: Duration,
@@ -149,29 +149,29 @@ pub enum StackRef<'a> {
 impl Drained {
     /// The user stack of `key`.
     pub fn user_stack(&self, key: &SampleKey) -> StackRef<'_> {
-        if key.user_stack != 0 {
-            return self
-                .user_stacks
-                .get(&key.user_stack)
-                .map_or(StackRef::Lost, |ips| StackRef::Ips(ips));
-        }
-        if key.user_stack_error == -libc::EFAULT {
-            StackRef::Absent
-        } else {
-            StackRef::Unavailable
-        }
+        lookup(&self.user_stacks, key.user_stack, key.user_stack_error)
     }
 
     /// The kernel stack of `key`.
     pub fn kernel_stack(&self, key: &SampleKey) -> StackRef<'_> {
-        match key.kernel_stack_id {
-            id if id >= 0 => self
-                .kernel_stacks
-                .get(&id)
-                .map_or(StackRef::Lost, |ips| StackRef::Ips(ips)),
-            id if id == -libc::EFAULT => StackRef::Absent,
-            _ => StackRef::Unavailable,
-        }
+        lookup(
+            &self.kernel_stacks,
+            key.kernel_stack,
+            key.kernel_stack_error,
+        )
+    }
+}
+
+fn lookup(stacks: &StdHashMap<u64, Vec<u64>>, hash: u64, error: i32) -> StackRef<'_> {
+    if hash != 0 {
+        return stacks
+            .get(&hash)
+            .map_or(StackRef::Lost, |ips| StackRef::Ips(ips));
+    }
+    if error == -libc::EFAULT {
+        StackRef::Absent
+    } else {
+        StackRef::Unavailable
     }
 }
 
@@ -195,8 +195,8 @@ impl CounterDelta {
 pub struct Sampler {
     _ebpf: Ebpf,
     counts: [HashMap<MapData, SampleKey, u64>; 2],
-    stacks: [StackTraceMap<MapData>; 2],
-    user_stacks: [HashMap<MapData, u64, UserStack>; 2],
+    kernel_stacks: [HashMap<MapData, u64, Stack>; 2],
+    user_stacks: [HashMap<MapData, u64, Stack>; 2],
     pid_filter: HashMap<MapData, u32, u8>,
     cgroup_filter: HashMap<MapData, u64, u8>,
     log_gate: PerCpuArray<MapData, u32>,
@@ -227,7 +227,7 @@ impl Sampler {
         for name in COUNTS_MAPS {
             loader.map_max_entries(name, config.counts_map_entries);
         }
-        for name in STACKS_MAPS {
+        for name in KERNEL_STACKS_MAPS {
             loader.map_max_entries(name, config.kernel_stack_map_entries);
         }
         for name in USER_STACKS_MAPS {
@@ -268,9 +268,9 @@ impl Sampler {
             take(&mut ebpf, COUNTS_MAPS[0])?,
             take(&mut ebpf, COUNTS_MAPS[1])?,
         ];
-        let stacks = [
-            take(&mut ebpf, STACKS_MAPS[0])?,
-            take(&mut ebpf, STACKS_MAPS[1])?,
+        let kernel_stacks = [
+            take(&mut ebpf, KERNEL_STACKS_MAPS[0])?,
+            take(&mut ebpf, KERNEL_STACKS_MAPS[1])?,
         ];
         let user_stacks = [
             take(&mut ebpf, USER_STACKS_MAPS[0])?,
@@ -326,7 +326,7 @@ impl Sampler {
             filter: (config.pids.clone(), config.cgroups.clone()),
             _ebpf: ebpf,
             counts,
-            stacks,
+            kernel_stacks,
             user_stacks,
             counters,
             control,
@@ -459,37 +459,35 @@ impl Sampler {
         }
         let counts_entries = samples.len();
 
-        let stack_ids: Vec<u32> = self.stacks[index]
-            .stack_ids()
-            .filter_map(Result::ok)
-            .collect();
-        let mut kernel_stacks = StdHashMap::with_capacity(stack_ids.len());
+        let mut kernel_stacks = StdHashMap::new();
         let mut user_stacks = StdHashMap::new();
         for &(key, _) in &samples {
-            let id = key.kernel_stack_id;
-            if id >= 0 && !kernel_stacks.contains_key(&id) {
-                if let Ok(trace) = self.stacks[index].get(&(id as u32), 0) {
-                    let ips: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
-                    kernel_stacks.insert(id, ips);
-                }
-            }
-            let hash = key.user_stack;
-            if hash != 0 && !user_stacks.contains_key(&hash) {
-                if let Ok(stack) = self.user_stacks[index].get(&hash, 0) {
-                    let len = (stack.len as usize).min(stack.ips.len());
-                    user_stacks.insert(hash, stack.ips[..len].to_vec());
+            for (hash, map, out) in [
+                (
+                    key.kernel_stack,
+                    &self.kernel_stacks[index],
+                    &mut kernel_stacks,
+                ),
+                (key.user_stack, &self.user_stacks[index], &mut user_stacks),
+            ] {
+                if hash != 0 && !out.contains_key(&hash) {
+                    if let Ok(stack) = map.get(&hash, 0) {
+                        let len = (stack.len as usize).min(stack.ips.len());
+                        out.insert(hash, stack.ips[..len].to_vec());
+                    }
                 }
             }
         }
-        for id in &stack_ids {
-            let _ = self.stacks[index].remove(id);
-        }
-        let user_keys: Vec<u64> = self.user_stacks[index]
-            .keys()
-            .filter_map(Result::ok)
-            .collect();
-        for hash in &user_keys {
-            let _ = self.user_stacks[index].remove(hash);
+        let mut entries = [0usize; 2];
+        for (i, map) in [&mut self.kernel_stacks[index], &mut self.user_stacks[index]]
+            .into_iter()
+            .enumerate()
+        {
+            let keys: Vec<u64> = map.keys().filter_map(Result::ok).collect();
+            entries[i] = keys.len();
+            for hash in &keys {
+                let _ = map.remove(hash);
+            }
         }
 
         let counters = self.counter_delta(old)?;
@@ -506,8 +504,8 @@ impl Sampler {
             kernel_stacks,
             counters,
             counts_entries,
-            stack_entries: user_keys.len(),
-            kernel_stack_entries: stack_ids.len(),
+            stack_entries: entries[1],
+            kernel_stack_entries: entries[0],
             duration: started.elapsed(),
         })
     }

@@ -100,7 +100,9 @@ impl Section {
         }
         let selector = match &spec.selector {
             SelectorSpec::Pids(pids) => Selector::Pids(pids.clone()),
-            SelectorSpec::Cgroup(path) => Selector::Cgroup(cgroup(path).map_err(SectionError::Cgroup)?),
+            SelectorSpec::Cgroup(path) => {
+                Selector::Cgroup(cgroup(path).map_err(SectionError::Cgroup)?)
+            }
             SelectorSpec::Process(glob) => Selector::Process(glob.clone()),
             SelectorSpec::Exe(glob) => Selector::Exe(glob.clone()),
         };
@@ -225,7 +227,12 @@ mod tests {
 
     #[test]
     fn selectors() {
-        let p = info(7, "api-server", "/opt/api/bin/api", "/system.slice/api.service");
+        let p = info(
+            7,
+            "api-server",
+            "/opt/api/bin/api",
+            "/system.slice/api.service",
+        );
         assert!(section(Selector::Pids(vec![7])).selects(&p));
         assert!(!section(Selector::Pids(vec![8])).selects(&p));
         assert!(section(Selector::Process("api-*".into())).selects(&p));

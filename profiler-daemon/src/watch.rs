@@ -14,9 +14,9 @@ use std::{
 
 use crate::{
     aggregate::Window,
-    targets::{section_for, Section},
     limits::{denominators, CgroupPaths, CgroupRoots, Denominators, Host},
     procinfo::parse_stat,
+    targets::{section_for, Section},
     trigger::{Metric, Rules, Scene, TargetState, Values},
 };
 
@@ -78,10 +78,10 @@ impl WatchConfig {
             .cgroups
             .iter()
             .map(|c| (c, c.relative.clone(), self.rules));
-        let sections = self
-            .sections
-            .iter()
-            .filter_map(|s| s.cgroup().map(|c| (c, s.name.clone(), s.rules(&self.rules))));
+        let sections = self.sections.iter().filter_map(|s| {
+            s.cgroup()
+                .map(|c| (c, s.name.clone(), s.rules(&self.rules)))
+        });
         global.chain(sections)
     }
 }
@@ -236,9 +236,11 @@ impl Watcher {
             }
             for cgroup in &self.config.cgroups {
                 if cgroup.contains(&process.info.cgroup) {
-                    let entry = samples
-                        .entry(TargetId::Cgroup(cgroup.clone()))
-                        .or_insert((0, cgroup.relative.clone(), global));
+                    let entry = samples.entry(TargetId::Cgroup(cgroup.clone())).or_insert((
+                        0,
+                        cgroup.relative.clone(),
+                        global,
+                    ));
                     entry.0 += process.samples;
                 }
             }

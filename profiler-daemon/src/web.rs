@@ -76,6 +76,8 @@ pub struct WebState {
     pub heartbeat: AtomicU64,
     /// `/healthz` fails when no drain happened for this long.
     pub stall_after: Duration,
+    /// Where the listener is bound (logged once the daemon is up), `None` with `--listen off`.
+    pub address: Option<SocketAddr>,
 }
 
 impl WebState {

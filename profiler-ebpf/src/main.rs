@@ -13,12 +13,12 @@ use aya_ebpf::{
         generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_stack},
     },
     macros::{map, perf_event},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
-    programs::{tracing::StackIdContext, PerfEventContext},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::PerfEventContext,
 };
 use aya_log_ebpf::warn;
 use profiler_common::{
-    Control, Counter, Counters, NewProcess, SampleKey, UserStack, COUNTER_COUNT, INLINE_PIDS,
+    Control, Counter, Counters, NewProcess, SampleKey, Stack, COUNTER_COUNT, INLINE_PIDS,
     LOG_EVENTS, MAX_CGROUP_LEVEL, MAX_STACK_DEPTH, PIDS_IN_MAP,
 };
 
@@ -34,15 +34,15 @@ static COUNTS_0: HashMap<SampleKey, u64> = HashMap::with_max_entries(1, 0);
 #[map]
 static COUNTS_1: HashMap<SampleKey, u64> = HashMap::with_max_entries(1, 0);
 #[map]
-static STACKS_0: StackTrace = StackTrace::with_max_entries(1, 0);
+static KERNEL_STACKS_0: HashMap<u64, Stack> = HashMap::with_max_entries(1, 0);
 #[map]
-static STACKS_1: StackTrace = StackTrace::with_max_entries(1, 0);
+static KERNEL_STACKS_1: HashMap<u64, Stack> = HashMap::with_max_entries(1, 0);
 #[map]
-static USER_STACKS_0: HashMap<u64, UserStack> = HashMap::with_max_entries(1, 0);
+static USER_STACKS_0: HashMap<u64, Stack> = HashMap::with_max_entries(1, 0);
 #[map]
-static USER_STACKS_1: HashMap<u64, UserStack> = HashMap::with_max_entries(1, 0);
+static USER_STACKS_1: HashMap<u64, Stack> = HashMap::with_max_entries(1, 0);
 #[map]
-static SCRATCH: PerCpuArray<UserStack> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<Stack> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(2, 0);
 #[map]
@@ -96,9 +96,9 @@ pub fn sample_cpu(ctx: PerfEventContext) -> u32 {
     // SAFETY: per-CPU value of this CPU; a perf-event program is not re-entered on one CPU.
     let counters = unsafe { &mut *counters };
     if generation == 0 {
-        sample(&ctx, control, counters, &COUNTS_0, &STACKS_0, &USER_STACKS_0);
+        sample(&ctx, control, counters, &COUNTS_0, &KERNEL_STACKS_0, &USER_STACKS_0);
     } else {
-        sample(&ctx, control, counters, &COUNTS_1, &STACKS_1, &USER_STACKS_1);
+        sample(&ctx, control, counters, &COUNTS_1, &KERNEL_STACKS_1, &USER_STACKS_1);
     }
     0
 }
@@ -117,8 +117,8 @@ fn sample(
     control: &Control,
     counters: &mut Counters,
     counts: &HashMap<SampleKey, u64>,
-    stacks: &StackTrace,
-    user_stacks: &HashMap<u64, UserStack>,
+    kernel_stacks: &HashMap<u64, Stack>,
+    user_stacks: &HashMap<u64, Stack>,
 ) {
     bump(counters, Counter::Taken);
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -155,26 +155,26 @@ fn sample(
     };
     // A sample that interrupted user mode has no kernel stack; asking the kernel would only
     // cost a callchain buffer round trip to learn that.
-    let kernel_stack_id = if in_user_mode {
-        -EFAULT
+    let (kernel_stack, kernel_stack_error) = if in_user_mode {
+        (0, -EFAULT)
     } else {
-        match ctx.get_stackid(stacks, 0) {
-            Ok(id) => id as i32,
+        match take_kernel_stack(ctx, kernel_stacks) {
+            Ok(key) => (key, 0),
             Err(err) => {
                 match -err {
                     EFAULT => {}
-                    EEXIST | ENOMEM => {
-                        bump(counters, Counter::KernelStackCollision);
+                    E2BIG | ENOMEM => {
+                        bump(counters, Counter::KernelStackLost);
                         if first_since_drain(LogEvent::KernelStacksFull) {
                             warn!(
                                 ctx,
-                                "kernel stack map full or colliding, kernel stacks are being lost: raise --kernel-stack-map-entries"
+                                "kernel-stack map full, kernel stacks are being lost: raise --kernel-stack-map-entries"
                             );
                         }
                     }
                     _ => bump(counters, Counter::KernelStackError),
                 }
-                err
+                (0, err)
             }
         }
     };
@@ -184,8 +184,9 @@ fn sample(
         tgid,
         tid,
         user_stack,
+        kernel_stack,
         user_stack_error,
-        kernel_stack_id,
+        kernel_stack_error,
         cgroup_id,
     };
 
@@ -225,7 +226,7 @@ fn interrupted_user_mode(ctx: &PerfEventContext) -> bool {
 fn take_user_stack(
     ctx: &PerfEventContext,
     in_user_mode: bool,
-    user_stacks: &HashMap<u64, UserStack>,
+    user_stacks: &HashMap<u64, Stack>,
 ) -> Result<u64, i32> {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return Err(-ENOMEM);
@@ -235,10 +236,34 @@ fn take_user_stack(
     let hash = if in_user_mode {
         walk_frame_pointers(ctx, scratch)
     } else {
-        kernel_user_stack(ctx, scratch)?
+        copy_stack(ctx, scratch, BPF_F_USER_STACK as u64)?
     };
-    if user_stacks.get_ptr(hash).is_none() {
-        if let Err(err) = user_stacks.insert(&hash, scratch, BPF_NOEXIST) {
+    store(user_stacks, hash, scratch)
+}
+
+/// The kernel stack of a sample taken in kernel mode, stored like a user stack. A hash map,
+/// not a stack-trace map: the latter has one slot per hash bucket and loses a stack whenever
+/// two stacks of one interval share a bucket (a birthday collision, common with hundreds of
+/// distinct kernel stacks a second).
+#[inline(always)]
+fn take_kernel_stack(
+    ctx: &PerfEventContext,
+    kernel_stacks: &HashMap<u64, Stack>,
+) -> Result<u64, i32> {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return Err(-ENOMEM);
+    };
+    // SAFETY: per-CPU value of this CPU; the user stack was stored before this reuse.
+    let scratch = unsafe { &mut *scratch };
+    let hash = copy_stack(ctx, scratch, 0)?;
+    store(kernel_stacks, hash, scratch)
+}
+
+/// Stores `scratch` under `hash` unless an equal stack is there already.
+#[inline(always)]
+fn store(stacks: &HashMap<u64, Stack>, hash: u64, scratch: &Stack) -> Result<u64, i32> {
+    if stacks.get_ptr(hash).is_none() {
+        if let Err(err) = stacks.insert(&hash, scratch, BPF_NOEXIST) {
             // EEXIST: another CPU stored the same stack first.
             if -(err as i32) != EEXIST {
                 return Err(err as i32);
@@ -250,7 +275,7 @@ fn take_user_stack(
 
 /// Walks the user frame-pointer chain from the interrupted registers; returns the stack hash.
 #[inline(always)]
-fn walk_frame_pointers(ctx: &PerfEventContext, scratch: &mut UserStack) -> u64 {
+fn walk_frame_pointers(ctx: &PerfEventContext, scratch: &mut Stack) -> u64 {
     #[cfg(bpf_target_arch = "x86_64")]
     // SAFETY: reading the context's register block, which the verifier allows.
     let (ip, mut fp) = unsafe { ((*ctx.ctx).regs.rip, (*ctx.ctx).regs.rbp) };
@@ -286,10 +311,11 @@ fn walk_frame_pointers(ctx: &PerfEventContext, scratch: &mut UserStack) -> u64 {
     finish(hash, len as u64)
 }
 
-/// The user stack of a sample taken in kernel mode, through the kernel's walker (the user
-/// registers are not in the context then). Returns the stack hash.
+/// A stack through the kernel's walker (`flags`: `BPF_F_USER_STACK` for the user stack of a
+/// sample taken in kernel mode, whose user registers are not in the context; 0 for the kernel
+/// stack). Returns the stack hash.
 #[inline(always)]
-fn kernel_user_stack(ctx: &PerfEventContext, scratch: &mut UserStack) -> Result<u64, i32> {
+fn copy_stack(ctx: &PerfEventContext, scratch: &mut Stack, flags: u64) -> Result<u64, i32> {
     const BYTES: u32 = (MAX_STACK_DEPTH * 8) as u32;
     // SAFETY: the buffer is this CPU's scratch value, BYTES long.
     let copied = unsafe {
@@ -297,7 +323,7 @@ fn kernel_user_stack(ctx: &PerfEventContext, scratch: &mut UserStack) -> Result<
             ctx.ctx.cast(),
             scratch.ips.as_mut_ptr().cast(),
             BYTES,
-            BPF_F_USER_STACK as u64,
+            flags,
         )
     };
     if copied < 0 {
@@ -305,7 +331,7 @@ fn kernel_user_stack(ctx: &PerfEventContext, scratch: &mut UserStack) -> Result<
     }
     let len = (copied as usize / 8).min(MAX_STACK_DEPTH);
     if len == 0 {
-        // No user memory (a kernel thread) or nothing walkable.
+        // No user memory (a kernel thread), or nothing walkable.
         return Err(-EFAULT);
     }
     let mut hash = HASH_SEED;

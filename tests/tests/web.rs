@@ -121,7 +121,7 @@ fn metrics_parse_and_move_during_a_real_run() {
     let rss = second["process_resident_memory_bytes{}"];
     assert!((1e6..256e6).contains(&rss), "rss {rss}");
     assert!(second["process_cpu_seconds_total{}"] > 0.0);
-    for reason in ["user_stack_lost", "kernel_stack_collision"] {
+    for reason in ["user_stack_lost", "kernel_stack_lost"] {
         let name = format!("profilerd_stack_problems_total{{reason=\"{reason}\"}}");
         assert_eq!(second[&name], 0.0, "{name}");
     }
