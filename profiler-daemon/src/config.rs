@@ -461,6 +461,52 @@ mod tests {
     }
 
     #[test]
+    fn every_flag_of_run_can_be_a_key() {
+        // A valid value for each flag without a default; the others take their default.
+        let examples: &[(&str, &str)] = &[
+            ("pid", "[1]"),
+            ("cgroup", "[\"/system.slice\"]"),
+            ("dump_dir", "\"profiles\""),
+            ("duration", "\"1m\""),
+            ("cpu_cores", "\"2\""),
+            ("memory_limit", "\"1GiB\""),
+            ("server", "\"http://pyroscope:4040\""),
+            ("service_name", "\"api\""),
+            ("tag", "{ region = \"eu\" }"),
+            ("basic_auth_user", "\"user\""),
+            ("basic_auth_password_file", "\"/etc/profilerd/password\""),
+            ("bearer_token_file", "\"/etc/profilerd/token\""),
+            ("tenant_id", "\"team-a\""),
+            ("header", "[\"X-Env: prod\"]"),
+        ];
+        let command = run_command();
+        let mut covered = 0;
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if NOT_IN_FILE.contains(&arg.get_id().as_str()) {
+                continue;
+            }
+            let key = long.replace('-', "_");
+            let value = examples
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+                .or_else(|| {
+                    arg.get_default_values()
+                        .first()
+                        .map(|d| format!("{:?}", d.to_string_lossy()))
+                })
+                .unwrap_or_else(|| panic!("no example value for --{long}"));
+            let file = parse(&format!("{key} = {value}\n"))
+                .unwrap_or_else(|err| panic!("--{long} as a key: {err}"));
+            assert_eq!(file.settings.len(), 1, "--{long}");
+            assert_eq!(file.settings[0].flag, format!("--{long}"));
+            covered += 1;
+        }
+        assert!(covered >= 40, "only {covered} flags");
+    }
+
+    #[test]
     fn unknown_key_names_line_and_suggests() {
         let err = parse("frequency = 99\n\nfrequncy = 10\n").unwrap_err();
         assert_eq!(
