@@ -474,6 +474,8 @@ impl Ctx {
                             "continuous",
                             "--duration",
                             &format!("{secs}s"),
+                            "--upload-interval",
+                            &format!("{UPLOAD_INTERVAL_SECS}s"),
                             "--dump-dir",
                             dump.to_str().unwrap(),
                         ],
