@@ -553,6 +553,7 @@ pub fn run(
             dump_removed: dump.as_ref().map_or(0, |d| d.removed),
             history_bytes,
             history_dropped,
+            spool: exporter.map(Exporter::spool_counts),
         });
         if report {
             next_report = now.max(next_report) + active.upload_interval;

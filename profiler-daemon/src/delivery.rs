@@ -141,6 +141,17 @@ impl Exporter {
     }
 
     /// One line of delivery counters.
+    /// Spool counters: (dropped because full, dropped as corrupt, files held, bytes held).
+    pub fn spool_counts(&self) -> (u64, u64, u64, u64) {
+        let spool = self.spool.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            spool.dropped_full,
+            spool.dropped_corrupt,
+            spool.len() as u64,
+            spool.bytes(),
+        )
+    }
+
     pub fn summary(&self) -> String {
         let s = &self.stats;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);

@@ -38,6 +38,9 @@ pub struct Snapshot {
     /// Pre-trigger history held, in bytes, and samples dropped from it.
     pub history_bytes: u64,
     pub history_dropped: u64,
+    /// Spool: (dropped because full, dropped as corrupt, files held, bytes held); `None`
+    /// without a server.
+    pub spool: Option<(u64, u64, u64, u64)>,
 }
 
 /// Shared between the pipeline (writer) and the listener (reader).
@@ -317,11 +320,18 @@ impl Metrics {
             profiles.extend([
                 ("sent", load(&d.sent)),
                 ("retried", load(&d.retried)),
+                ("split", load(&d.split)),
                 ("spooled", load(&d.spooled)),
                 ("replayed", load(&d.replayed)),
                 ("rejected", load(&d.rejected)),
                 ("moved_too_old", load(&d.moved_too_old)),
                 ("dropped_spool_error", load(&d.dropped_spool_error)),
+            ]);
+        }
+        if let Some((full, corrupt, _, _)) = s.spool {
+            profiles.extend([
+                ("dropped_spool_full", full),
+                ("dropped_spool_corrupt", corrupt),
             ]);
         }
         for (event, value) in profiles {
@@ -331,6 +341,22 @@ impl Metrics {
                 &[("event", event)],
                 value as f64,
             );
+        }
+        if let Some((_, _, files, bytes)) = s.spool {
+            family(
+                &mut out,
+                "profilerd_spool_profiles",
+                "gauge",
+                "Profiles waiting in the spool for the server.",
+            );
+            sample(&mut out, "profilerd_spool_profiles", &[], files as f64);
+            family(
+                &mut out,
+                "profilerd_spool_bytes",
+                "gauge",
+                "Bytes of the spool (bounded by --spool-max-bytes).",
+            );
+            sample(&mut out, "profilerd_spool_bytes", &[], bytes as f64);
         }
 
         if let Some((cpu_seconds, rss_bytes)) = own_usage() {
@@ -414,6 +440,7 @@ mod tests {
         snapshot.accounting.drained = 7;
         snapshot.triggers_fired.insert("cpu", 2);
         snapshot.capacity.counts = 16384;
+        snapshot.spool = Some((1, 0, 3, 4096));
         metrics.publish(snapshot);
         let text = metrics.render();
         assert!(text.contains("# TYPE profilerd_samples_total counter\n"));
@@ -421,6 +448,8 @@ mod tests {
         assert!(text.contains("profilerd_triggers_fired_total{rule=\"cpu\"} 2\n"));
         assert!(text.contains("profilerd_map_capacity{map=\"counts\"} 16384\n"));
         assert!(text.contains("process_resident_memory_bytes "));
+        assert!(text.contains("profilerd_profiles_total{event=\"dropped_spool_full\"} 1\n"));
+        assert!(text.contains("profilerd_spool_bytes 4096\n"));
         // Every sample line belongs to a family announced before it.
         let mut announced = std::collections::HashSet::new();
         for line in text.lines() {
