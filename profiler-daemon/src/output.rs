@@ -93,32 +93,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
 
 /// `YYYYMMDDTHHMMSS.mmmZ` in UTC.
 pub fn utc_timestamp(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        since.subsec_millis()
-    )
+    let (y, m, d, hh, mm, ss, ms) = utc_parts(time);
+    format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}.{ms:03}Z")
 }
 
 /// `2026-11-26T10:57:59Z` (RFC 3339, UTC, whole seconds).
 pub fn rfc3339(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let (y, m, d, hh, mm, ss, _) = utc_parts(time);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+}
+
+/// Year, month, day, hour, minute, second and millisecond of `time` in UTC.
+fn utc_parts(time: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+    (
+        y,
+        m,
+        d,
         rem / 3600,
         rem / 60 % 60,
-        rem % 60
+        rem % 60,
+        since.subsec_millis(),
     )
 }
 
