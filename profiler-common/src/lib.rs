@@ -139,6 +139,11 @@ impl Counter {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     pub values: [u64; COUNTER_COUNT],
+    /// The tgid of this CPU's last recorded sample. The program asks the known-pids LRU map
+    /// only when a sample's tgid differs, which keeps an LRU lookup (and its list update) off
+    /// the path of a CPU that keeps sampling one process. Not a counter: the daemon ignores it.
+    pub last_tgid: u32,
+    pub _pad: u32,
 }
 
 /// Control block read by every sample: the generation and the filters, in one cache line so

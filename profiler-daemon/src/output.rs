@@ -170,7 +170,16 @@ pub struct DumpDir {
     /// Old profiles removed to stay within the bounds.
     pub removed: u64,
     pub written: u64,
+    /// The managed files as (modified, path, bytes), so that a write need not stat the whole
+    /// directory: with hundreds of files per window that was the daemon's largest file-system
+    /// cost. Rebuilt from the directory every [`RESCAN_INTERVAL`] to see files others add or
+    /// remove.
+    index: Vec<(SystemTime, PathBuf, u64)>,
+    scanned: Option<std::time::Instant>,
 }
+
+/// How often the dump dir is re-read for files profilerd did not write itself.
+const RESCAN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Suffix of the per-process profiles of `run`.
 const PROFILE_SUFFIX: &str = ".pb.gz";
@@ -190,6 +199,8 @@ impl DumpDir {
             max_bytes,
             removed: 0,
             written: 0,
+            index: Vec::new(),
+            scanned: None,
         })
     }
 
@@ -211,15 +222,26 @@ impl DumpDir {
         let path = self.dir.join(name);
         write_atomic(&path, bytes)?;
         self.written += 1;
+        if self
+            .scanned
+            .is_none_or(|at| at.elapsed() >= RESCAN_INTERVAL)
+        {
+            self.rescan();
+        } else {
+            self.index.retain(|(_, p, _)| *p != path);
+            self.index
+                .push((SystemTime::now(), path.clone(), bytes.len() as u64));
+        }
         self.enforce_bounds();
         Ok(path)
     }
 
-    fn enforce_bounds(&mut self) {
+    fn rescan(&mut self) {
+        self.scanned = Some(std::time::Instant::now());
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
         };
-        let mut files: Vec<(SystemTime, PathBuf, u64)> = entries
+        self.index = entries
             .filter_map(Result::ok)
             .filter(|e| {
                 let name = e.file_name();
@@ -232,19 +254,32 @@ impl DumpDir {
                     .then(|| (meta.modified().unwrap_or(UNIX_EPOCH), e.path(), meta.len()))
             })
             .collect();
-        files.sort();
-        let mut count = files.len();
-        let mut bytes: u64 = files.iter().map(|f| f.2).sum();
-        for (_, path, len) in files {
+    }
+
+    fn enforce_bounds(&mut self) {
+        let mut count = self.index.len();
+        let mut bytes: u64 = self.index.iter().map(|f| f.2).sum();
+        if count <= self.max_files && bytes <= self.max_bytes {
+            return;
+        }
+        self.index.sort();
+        let mut gone = 0;
+        for (_, path, len) in &self.index {
             if count <= self.max_files && bytes <= self.max_bytes {
                 break;
             }
-            if fs::remove_file(&path).is_ok() {
+            let removed = fs::remove_file(path);
+            if removed.is_ok() {
                 self.removed += 1;
+            }
+            // Gone either way (removed now, or by someone else before): stop counting it.
+            if removed.is_ok() || !path.exists() {
                 count -= 1;
                 bytes -= len;
             }
+            gone += 1;
         }
+        self.index.drain(..gone);
     }
 }
 

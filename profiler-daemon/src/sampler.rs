@@ -30,6 +30,9 @@ use profiler_common::{
 };
 use thiserror::Error;
 
+mod batch;
+use batch::BatchMap;
+
 /// How long a drain waits after flipping the generation before it reads the old map set.
 /// A sampling program runs for microseconds; the margin covers a vCPU descheduled mid-sample.
 const GRACE: Duration = Duration::from_millis(5);
@@ -207,6 +210,11 @@ pub struct Sampler {
     filter_entries: u32,
     /// The pids and cgroups the kernel filter holds now.
     filter: (Vec<u32>, Vec<CgroupSelector>),
+    /// Per generation: the counts, kernel-stack and user-stack maps' descriptors for batch
+    /// drains.
+    batch: [[BatchMap; 3]; 2],
+    /// False once the kernel refused a batch drain (older than 5.6).
+    batch_drain: bool,
     counters: PerCpuArray<MapData, Counters>,
     control: Array<MapData, Control>,
     known_pids: HashMap<MapData, u32, u8>,
@@ -264,18 +272,24 @@ impl Sampler {
                 })?;
         }
 
-        let counts = [
-            take(&mut ebpf, COUNTS_MAPS[0])?,
-            take(&mut ebpf, COUNTS_MAPS[1])?,
-        ];
-        let kernel_stacks = [
-            take(&mut ebpf, KERNEL_STACKS_MAPS[0])?,
-            take(&mut ebpf, KERNEL_STACKS_MAPS[1])?,
-        ];
-        let user_stacks = [
-            take(&mut ebpf, USER_STACKS_MAPS[0])?,
-            take(&mut ebpf, USER_STACKS_MAPS[1])?,
-        ];
+        let mut batch: [Vec<BatchMap>; 2] = Default::default();
+        let mut counts = Vec::new();
+        let mut kernel_stacks = Vec::new();
+        let mut user_stacks = Vec::new();
+        for generation in 0..2 {
+            let (map, fd) = take_batched(&mut ebpf, COUNTS_MAPS[generation])?;
+            counts.push(map);
+            batch[generation].push(fd);
+            let (map, fd) = take_batched(&mut ebpf, KERNEL_STACKS_MAPS[generation])?;
+            kernel_stacks.push(map);
+            batch[generation].push(fd);
+            let (map, fd) = take_batched(&mut ebpf, USER_STACKS_MAPS[generation])?;
+            user_stacks.push(map);
+            batch[generation].push(fd);
+        }
+        let (counts, kernel_stacks, user_stacks) =
+            (array(counts), array(kernel_stacks), array(user_stacks));
+        let batch = batch.map(array);
         let counters = take(&mut ebpf, COUNTERS_MAP)?;
         let mut control: Array<MapData, Control> = take(&mut ebpf, CONTROL_MAP)?;
         control
@@ -328,6 +342,8 @@ impl Sampler {
             counts,
             kernel_stacks,
             user_stacks,
+            batch,
+            batch_drain: true,
             counters,
             control,
             known_pids,
@@ -446,6 +462,23 @@ impl Sampler {
 
         let index = old as usize;
         let mut samples = Vec::new();
+        let mut kernel_stacks = StdHashMap::new();
+        let mut user_stacks = StdHashMap::new();
+        if self.batch_drain {
+            if let Err(err) =
+                self.drain_batched(index, &mut samples, &mut kernel_stacks, &mut user_stacks)
+            {
+                self.batch_drain = false;
+                if err.kind() == io::ErrorKind::Unsupported {
+                    tracing::info!("this kernel has no batch map operations (Linux 5.6): draining element by element");
+                } else {
+                    tracing::warn!(
+                        "batch drain failed ({err}): draining element by element from now on"
+                    );
+                }
+            }
+        }
+        // Element by element: the fallback, and whatever a failed batch drain left behind.
         for entry in self.counts[index].iter() {
             let (key, count) = entry.map_err(|source| SamplerError::Map {
                 map: COUNTS_MAPS[index],
@@ -458,37 +491,19 @@ impl Sampler {
             let _ = self.counts[index].remove(key);
         }
         let counts_entries = samples.len();
-
-        let mut kernel_stacks = StdHashMap::new();
-        let mut user_stacks = StdHashMap::new();
-        for &(key, _) in &samples {
-            for (hash, map, out) in [
-                (
-                    key.kernel_stack,
-                    &self.kernel_stacks[index],
-                    &mut kernel_stacks,
-                ),
-                (key.user_stack, &self.user_stacks[index], &mut user_stacks),
-            ] {
-                if hash != 0 && !out.contains_key(&hash) {
-                    if let Ok(stack) = map.get(&hash, 0) {
-                        let len = (stack.len as usize).min(stack.ips.len());
-                        out.insert(hash, stack.ips[..len].to_vec());
-                    }
-                }
-            }
-        }
-        let mut entries = [0usize; 2];
-        for (i, map) in [&mut self.kernel_stacks[index], &mut self.user_stacks[index]]
-            .into_iter()
-            .enumerate()
-        {
+        for (map, out) in [
+            (&mut self.kernel_stacks[index], &mut kernel_stacks),
+            (&mut self.user_stacks[index], &mut user_stacks),
+        ] {
             let keys: Vec<u64> = map.keys().filter_map(Result::ok).collect();
-            entries[i] = keys.len();
             for hash in &keys {
+                if let Ok(stack) = map.get(hash, 0) {
+                    out.insert(*hash, stack_ips(&stack));
+                }
                 let _ = map.remove(hash);
             }
         }
+        let entries = [kernel_stacks.len(), user_stacks.len()];
 
         let counters = self.counter_delta(old)?;
         // Lets each CPU log each condition once more in the next interval.
@@ -507,6 +522,24 @@ impl Sampler {
             stack_entries: entries[1],
             kernel_stack_entries: entries[0],
             duration: started.elapsed(),
+        })
+    }
+
+    /// Empties the map set `index` with batch calls.
+    fn drain_batched(
+        &self,
+        index: usize,
+        samples: &mut Vec<(SampleKey, u64)>,
+        kernel_stacks: &mut StdHashMap<u64, Vec<u64>>,
+        user_stacks: &mut StdHashMap<u64, Vec<u64>>,
+    ) -> io::Result<()> {
+        let [counts, kernel, user] = &self.batch[index];
+        counts.drain(|key: SampleKey, count: &u64| samples.push((key, *count)))?;
+        kernel.drain(|hash: u64, stack: &Stack| {
+            kernel_stacks.insert(hash, stack_ips(stack));
+        })?;
+        user.drain(|hash: u64, stack: &Stack| {
+            user_stacks.insert(hash, stack_ips(stack));
         })
     }
 
@@ -566,6 +599,33 @@ where
         .take_map(name)
         .ok_or_else(|| SamplerError::Load(format!("map {name} missing from the BPF object")))?;
     T::try_from(map).map_err(|source| SamplerError::Map { map: name, source })
+}
+
+/// `items` as an array; the caller pushed exactly `N`.
+fn array<T, const N: usize>(items: Vec<T>) -> [T; N] {
+    items
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("built with exactly {N} items"))
+}
+
+/// The instruction pointers a stack-map value holds, leaf first.
+fn stack_ips(stack: &Stack) -> Vec<u64> {
+    let len = (stack.len as usize).min(stack.ips.len());
+    stack.ips[..len].to_vec()
+}
+
+/// Takes a hash map out of `ebpf` together with a descriptor for batch drains.
+fn take_batched<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<(T, BatchMap), SamplerError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| SamplerError::Load(format!("map {name} missing from the BPF object")))?;
+    let batch = BatchMap::of(&map)
+        .ok_or_else(|| SamplerError::Load(format!("map {name} is not a hash map")))?;
+    let map = T::try_from(map).map_err(|source| SamplerError::Map { map: name, source })?;
+    Ok((map, batch))
 }
 
 /// First `io::Error` in an error's source chain.

@@ -447,6 +447,14 @@ fn in_filtered_cgroup(control: &Control) -> bool {
 
 #[inline(always)]
 fn notify_new_process(ctx: &PerfEventContext, counters: &mut Counters, tgid: u32) {
+    // A tgid this CPU sampled last was announced already. The cache can only be wrong when the
+    // process exited and its number came round again with nothing else sampled on this CPU in
+    // between; the daemon then still symbolizes it at the next drain, only without the early
+    // look at its mappings.
+    if counters.last_tgid == tgid {
+        return;
+    }
+    counters.last_tgid = tgid;
     if KNOWN_PIDS.get_ptr(tgid).is_some() {
         return;
     }
@@ -457,6 +465,7 @@ fn notify_new_process(ctx: &PerfEventContext, counters: &mut Counters, tgid: u32
     let event = NewProcess { tgid, _pad: 0 };
     if NEW_PROCESS.output::<NewProcess>(&event, 0).is_err() {
         // Forget the tgid so that its next sample tries again.
+        counters.last_tgid = 0;
         let _ = KNOWN_PIDS.remove(tgid);
         bump(counters, Counter::NotifyDropped);
         if first_since_drain(LogEvent::NotifyFull) {
