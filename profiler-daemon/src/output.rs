@@ -358,6 +358,10 @@ mod tests {
     fn dump_dir_keeps_within_bounds() {
         let dir = std::env::temp_dir().join(format!("profilerd-dump-test-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        // Left by an earlier run: the oldest, so the first to go.
+        fs::write(dir.join("earlier.cpu.x.pb.gz"), b"old").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
         let mut dump = DumpDir::open(&dir, 2, 1 << 20).unwrap();
         fs::write(dir.join("unrelated.txt"), b"keep me").unwrap();
         for i in 0..4 {
@@ -373,7 +377,12 @@ mod tests {
             names,
             ["p-2.cpu.x.pb.gz", "p-3.cpu.x.pb.gz", "unrelated.txt"]
         );
-        assert_eq!(dump.removed, 2);
+        assert_eq!(dump.removed, 3);
+        // The byte bound alone: three 4-byte profiles within 8 bytes leave two.
+        let mut dump = DumpDir::open(&dir, 100, 8).unwrap();
+        dump.write("p-4.cpu.x.pb.gz", b"data").unwrap();
+        assert_eq!(dump.removed, 1);
+        assert!(!dir.join("p-2.cpu.x.pb.gz").exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 
