@@ -1,9 +1,7 @@
 //! Aggregates drained samples per process (tgid) into symbolized stacks with counts.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, SystemTime},
-};
+use rustc_hash::FxHashMap;
+use std::time::{Duration, SystemTime};
 
 use profiler_common::SampleKey;
 
@@ -38,7 +36,7 @@ pub struct ProcessProfile {
     pub info: ProcessInfo,
     pub locations: Vec<Location>,
     /// Stacks as indices into `locations`, leaf first, with their sample counts.
-    pub stacks: HashMap<Vec<u32>, u64>,
+    pub stacks: FxHashMap<Vec<u32>, u64>,
     pub samples: u64,
 }
 
@@ -48,7 +46,7 @@ impl ProcessProfile {
         if self.locations.is_empty() && self.stacks.is_empty() {
             self.info = other.info.clone();
         }
-        let mut index: HashMap<(FrameKind, u64, &str), u32> = HashMap::new();
+        let mut index: FxHashMap<(FrameKind, u64, &str), u32> = FxHashMap::default();
         for (i, location) in self.locations.iter().enumerate() {
             index.insert(
                 (location.kind, location.address, location.function()),
@@ -115,8 +113,8 @@ impl Window {
 #[derive(Default)]
 struct ProcessAgg {
     profile: ProcessProfile,
-    index: HashMap<(FrameKind, u64), u32>,
-    pseudo: HashMap<&'static str, u32>,
+    index: FxHashMap<(FrameKind, u64), u32>,
+    pseudo: FxHashMap<&'static str, u32>,
 }
 
 impl ProcessAgg {
@@ -143,7 +141,7 @@ pub struct Aggregator {
     frequency: u64,
     max_stacks: usize,
     window_start: SystemTime,
-    processes: HashMap<u32, ProcessAgg>,
+    processes: FxHashMap<u32, ProcessAgg>,
     stacks: usize,
     /// Samples dropped because the window already held `max_stacks` distinct stacks.
     pub dropped_stack_limit: u64,
@@ -155,7 +153,7 @@ impl Aggregator {
             frequency,
             max_stacks,
             window_start: SystemTime::now(),
-            processes: HashMap::new(),
+            processes: FxHashMap::default(),
             stacks: 0,
             dropped_stack_limit: 0,
         }
@@ -163,7 +161,7 @@ impl Aggregator {
 
     /// Adds one drain's samples; returns how many samples were added.
     pub fn ingest(&mut self, drained: &Drained, resolver: &mut impl Resolve) -> u64 {
-        let mut by_pid: HashMap<u32, Vec<&(SampleKey, u64)>> = HashMap::new();
+        let mut by_pid: FxHashMap<u32, Vec<&(SampleKey, u64)>> = FxHashMap::default();
         for sample in &drained.samples {
             by_pid.entry(sample.0.tgid).or_default().push(sample);
         }

@@ -130,6 +130,7 @@ fn prepare(
         symbols: SymbolsConfig {
             max_processes: limits.max_processes as usize,
             max_kernel_symbols: limits.max_kernel_symbols as usize,
+            max_user_symbols: limits.max_user_symbols as usize,
         },
         max_stacks: limits.max_stacks as usize,
     };

@@ -236,6 +236,24 @@ impl Metrics {
         );
         family(
             &mut out,
+            "profilerd_user_symbol_cache_total",
+            "counter",
+            "User address lookups by cache result.",
+        );
+        sample(
+            &mut out,
+            "profilerd_user_symbol_cache_total",
+            &[("result", "hit")],
+            s.symbols.user_cache_hits as f64,
+        );
+        sample(
+            &mut out,
+            "profilerd_user_symbol_cache_total",
+            &[("result", "miss")],
+            s.symbols.user_cache_misses as f64,
+        );
+        family(
+            &mut out,
             "profilerd_unknown_frames_total",
             "counter",
             "Frames no symbol was found for.",

@@ -285,7 +285,7 @@ impl DumpDir {
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::HashMap, sync::Arc, time::Duration};
+    use std::{sync::Arc, time::Duration};
 
     use super::*;
     use crate::{
@@ -342,7 +342,7 @@ mod tests {
                     lines: vec![line("vfs_write")],
                 },
             ],
-            stacks: HashMap::from([(vec![2, 1, 0], 4)]),
+            stacks: [(vec![2, 1, 0], 4)].into_iter().collect(),
             samples: 4,
         };
         assert_eq!(

@@ -1,6 +1,7 @@
 //! Encodes window profiles as gzipped pprof (`perftools.profiles.Profile`).
 
-use std::{collections::HashMap, io::Write, time::UNIX_EPOCH};
+use rustc_hash::FxHashMap;
+use std::{io::Write, time::UNIX_EPOCH};
 
 use flate2::{write::GzEncoder, Compression};
 use prost::Message;
@@ -17,7 +18,7 @@ pub const KERNEL_MAPPING: &str = "[kernel.kallsyms]";
 #[derive(Default)]
 struct Strings {
     table: Vec<String>,
-    index: HashMap<String, i64>,
+    index: FxHashMap<String, i64>,
 }
 
 impl Strings {
@@ -96,10 +97,10 @@ pub fn encode_split(
 struct Tables {
     strings: Strings,
     mappings: Vec<pb::Mapping>,
-    mapping_ids: HashMap<(u32, u64), u64>,
+    mapping_ids: FxHashMap<(u32, u64), u64>,
     kernel_mapping: Option<u64>,
     functions: Vec<pb::Function>,
-    function_ids: HashMap<(i64, i64), u64>,
+    function_ids: FxHashMap<(i64, i64), u64>,
     locations: Vec<pb::Location>,
 }
 
@@ -193,10 +194,10 @@ fn encode_parts(window: &Window, parts: &[Part<'_>], comments: &[String]) -> pb:
     let mut tables = Tables {
         strings: Strings::new(),
         mappings: Vec::new(),
-        mapping_ids: HashMap::new(),
+        mapping_ids: FxHashMap::default(),
         kernel_mapping: None,
         functions: Vec::new(),
-        function_ids: HashMap::new(),
+        function_ids: FxHashMap::default(),
         locations: Vec::new(),
     };
     let strings = &mut tables.strings;
@@ -232,7 +233,7 @@ fn encode_parts(window: &Window, parts: &[Part<'_>], comments: &[String]) -> pb:
                 ..Default::default()
             },
         ];
-        let mut location_ids: HashMap<u32, u64> = HashMap::new();
+        let mut location_ids: FxHashMap<u32, u64> = FxHashMap::default();
         for (stack, count) in stacks {
             let location_id = stack
                 .iter()
@@ -343,7 +344,7 @@ mod tests {
                 }],
             },
         ];
-        let mut stacks = HashMap::new();
+        let mut stacks = FxHashMap::default();
         stacks.insert(vec![1, 0], 30);
         stacks.insert(vec![2, 1, 0], 10);
         Window {

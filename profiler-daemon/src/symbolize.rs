@@ -78,6 +78,8 @@ pub struct SymbolsConfig {
     pub max_processes: usize,
     /// Kernel addresses whose names are remembered across drains.
     pub max_kernel_symbols: usize,
+    /// User addresses (all processes together) whose names are remembered across drains.
+    pub max_user_symbols: usize,
 }
 
 /// Counters of the symbolization stage.
@@ -90,6 +92,8 @@ pub struct SymbolsStats {
     pub processes_dropped: u64,
     pub kernel_cache_hits: u64,
     pub kernel_cache_misses: u64,
+    pub user_cache_hits: u64,
+    pub user_cache_misses: u64,
     pub unknown_frames: u64,
 }
 
@@ -104,7 +108,18 @@ struct Tracked {
     same_mount_ns: bool,
     /// Eviction rounds since a drain last referenced the process (0: referenced in this one).
     idle_rounds: u32,
+    /// Named addresses in file mappings, kept across drains: a long-running process samples
+    /// the same few thousand addresses window after window, and naming them again was most of
+    /// the daemon's CPU. Addresses in anonymous memory (JIT code, which may be replaced at the
+    /// same address) are named afresh each time. Emptied when the memory map is read again.
+    frames: HashMap<u64, Location>,
+    /// Addresses found outside every mapping even after reading the memory map again (a frame
+    /// pointer chain that ended in garbage), so that they do not make every drain re-read it.
+    unmapped: HashSet<u64>,
 }
+
+/// Unmapped addresses remembered per process before the set starts over.
+const MAX_UNMAPPED: usize = 1024;
 
 /// The symbolization stage.
 pub struct Symbols {
@@ -112,6 +127,8 @@ pub struct Symbols {
     config: SymbolsConfig,
     processes: HashMap<u32, Tracked>,
     kernel: HashMap<u64, Location>,
+    /// Entries in all processes' `frames` together (bounded by `max_user_symbols`).
+    user_symbols: usize,
     build_ids: HashMap<String, Option<String>>,
     own_mount_ns: Option<PathBuf>,
     pub stats: SymbolsStats,
@@ -129,6 +146,7 @@ impl Symbols {
             config,
             processes: HashMap::new(),
             kernel: HashMap::new(),
+            user_symbols: 0,
             build_ids: HashMap::new(),
             own_mount_ns: mount_ns(std::process::id()),
             stats: SymbolsStats::default(),
@@ -160,19 +178,16 @@ impl Symbols {
         if let Err(err) = self.symbolizer.cache(&request) {
             tracing::debug!(pid, %err, "caching process memory map failed");
         }
-        if self
-            .processes
-            .insert(
-                pid,
-                Tracked {
-                    info,
-                    same_mount_ns: mount_ns(pid).is_some_and(|ns| Some(ns) == self.own_mount_ns),
-                    idle_rounds: 0,
-                },
-            )
-            .is_none()
-        {
-            self.stats.processes_tracked += 1;
+        let tracked = Tracked {
+            info,
+            same_mount_ns: mount_ns(pid).is_some_and(|ns| Some(ns) == self.own_mount_ns),
+            idle_rounds: 0,
+            frames: HashMap::new(),
+            unmapped: HashSet::new(),
+        };
+        match self.processes.insert(pid, tracked) {
+            Some(old) => self.user_symbols -= old.frames.len(),
+            None => self.stats.processes_tracked += 1,
         }
     }
 
@@ -212,13 +227,44 @@ impl Symbols {
 
     /// Symbolizes user-space addresses of one process, one batch.
     pub fn user(&mut self, pid: u32, addrs: &[u64]) -> Vec<Location> {
-        if addrs.is_empty() {
-            return Vec::new();
+        let mut found: Vec<Option<Location>> = match self.processes.get(&pid) {
+            Some(t) => addrs.iter().map(|a| t.frames.get(a).cloned()).collect(),
+            None => vec![None; addrs.len()],
+        };
+        let missing: Vec<u64> = addrs
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|(&a, _)| a)
+            .collect();
+        self.stats.user_cache_misses += missing.len() as u64;
+        self.stats.user_cache_hits += (addrs.len() - missing.len()) as u64;
+        if missing.is_empty() {
+            return found.into_iter().flatten().collect();
         }
+        let mut named = self.name_user(pid, &missing).into_iter();
+        for slot in found.iter_mut().filter(|f| f.is_none()) {
+            *slot = named.next();
+        }
+        found.into_iter().flatten().collect()
+    }
+
+    /// Names addresses not in the process's cache, and caches those in file mappings.
+    fn name_user(&mut self, pid: u32, addrs: &[u64]) -> Vec<Location> {
         let mut results = self.symbolize_process(pid, addrs);
-        let unmapped = results.iter().any(|r| matches!(r, Err(Reason::Unmapped)));
+        let unmapped = |results: &[Result<Vec<Line>, Reason>], known: Option<&HashSet<u64>>| {
+            addrs
+                .iter()
+                .zip(results)
+                .filter(|(a, r)| {
+                    matches!(r, Err(Reason::Unmapped)) && !known.is_some_and(|k| k.contains(a))
+                })
+                .map(|(&a, _)| a)
+                .collect::<Vec<u64>>()
+        };
+        let new_unmapped = unmapped(&results, self.processes.get(&pid).map(|t| &t.unmapped));
         // Only an unmapped address needs the /proc read that tells whether a refresh can help.
-        if unmapped
+        if !new_unmapped.is_empty()
             && self
                 .processes
                 .get(&pid)
@@ -227,9 +273,17 @@ impl Symbols {
             // The process mapped more code (dlopen, JIT) since it was cached: refresh once.
             self.track(pid);
             results = self.symbolize_process(pid, addrs);
+            let still = unmapped(&results, None);
+            if let Some(tracked) = self.processes.get_mut(&pid) {
+                if tracked.unmapped.len() + still.len() > MAX_UNMAPPED {
+                    tracked.unmapped.clear();
+                }
+                tracked.unmapped.extend(still);
+            }
         }
         let info = self.processes.get(&pid).map(|t| &t.info);
         let mut locations = Vec::with_capacity(addrs.len());
+        let mut cacheable = Vec::new();
         for (&addr, result) in addrs.iter().zip(results) {
             let vma = info.and_then(|i| i.vma_for(addr));
             let location = match result {
@@ -252,9 +306,39 @@ impl Symbols {
                     Location::named(FrameKind::User, addr, vma.cloned(), name)
                 }
             };
+            // File-backed code does not change under an address while the map stays the same;
+            // an address outside every mapping after the refresh stays unnamed (if a later
+            // dlopen maps it, the next memory-map read empties the cache).
+            let still_unmapped = self
+                .processes
+                .get(&pid)
+                .is_some_and(|t| t.unmapped.contains(&addr));
+            if still_unmapped || vma.is_some_and(|v| v.path.starts_with('/')) {
+                cacheable.push(location.clone());
+            }
             locations.push(location);
         }
+        self.cache_user(pid, cacheable);
         locations
+    }
+
+    fn cache_user(&mut self, pid: u32, locations: Vec<Location>) {
+        if locations.is_empty() || !self.processes.contains_key(&pid) {
+            return;
+        }
+        if self.user_symbols + locations.len() > self.config.max_user_symbols {
+            for tracked in self.processes.values_mut() {
+                tracked.frames.clear();
+            }
+            self.user_symbols = 0;
+        }
+        if let Some(tracked) = self.processes.get_mut(&pid) {
+            for location in locations {
+                if tracked.frames.insert(location.address, location).is_none() {
+                    self.user_symbols += 1;
+                }
+            }
+        }
     }
 
     fn symbolize_process(&mut self, pid: u32, addrs: &[u64]) -> Vec<Result<Vec<Line>, Reason>> {
@@ -360,6 +444,7 @@ impl Symbols {
             let Some(tracked) = self.processes.remove(pid) else {
                 continue;
             };
+            self.user_symbols -= tracked.frames.len();
             let evict = evict::Evict::Process(evict::Process::new(Pid::from(*pid)));
             let _ = self.symbolizer.evict(&evict);
             if !tracked.same_mount_ns {

@@ -254,7 +254,7 @@ mod tests {
                     line: 0,
                 }],
             }],
-            stacks: HashMap::from([(vec![0], samples)]),
+            stacks: [(vec![0], samples)].into_iter().collect(),
             samples,
         };
         Window {
