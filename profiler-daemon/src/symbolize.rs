@@ -332,8 +332,9 @@ impl Symbols {
             }
             self.user_symbols = 0;
         }
+        let room = self.config.max_user_symbols - self.user_symbols;
         if let Some(tracked) = self.processes.get_mut(&pid) {
-            for location in locations {
+            for location in locations.into_iter().take(room) {
                 if tracked.frames.insert(location.address, location).is_none() {
                     self.user_symbols += 1;
                 }
@@ -496,4 +497,53 @@ fn symbolized_lines(result: Symbolized<'_>) -> Result<Vec<Line>, Reason> {
         line: sym.code_info.as_ref().and_then(|c| c.line).unwrap_or(0),
     });
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn marker_function() -> u64 {
+        std::hint::black_box(7)
+    }
+
+    #[test]
+    fn user_names_are_cached_within_the_bound() {
+        let mut symbols = Symbols::new(SymbolsConfig {
+            max_processes: 8,
+            max_kernel_symbols: 16,
+            max_user_symbols: 16,
+        });
+        let pid = std::process::id();
+        symbols.track(pid);
+        let addr = marker_function as *const () as u64;
+        let first = symbols.user(pid, &[addr]);
+        assert!(first[0].function().contains("marker_function"), "{first:?}");
+        assert_eq!(
+            (
+                symbols.stats.user_cache_hits,
+                symbols.stats.user_cache_misses
+            ),
+            (0, 1)
+        );
+        assert_eq!(symbols.user(pid, &[addr]), first);
+        assert_eq!(
+            (
+                symbols.stats.user_cache_hits,
+                symbols.stats.user_cache_misses
+            ),
+            (1, 1)
+        );
+
+        let addrs: Vec<u64> = (0..40).map(|i| addr + i).collect();
+        assert_eq!(symbols.user(pid, &addrs).len(), 40);
+        assert!(symbols.user_symbols <= 16, "{}", symbols.user_symbols);
+        let cached: usize = symbols.processes.values().map(|t| t.frames.len()).sum();
+        assert_eq!(cached, symbols.user_symbols);
+        assert_eq!(
+            symbols.user(pid, &[addr])[0].function(),
+            first[0].function()
+        );
+    }
 }
