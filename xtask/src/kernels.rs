@@ -361,11 +361,12 @@ fn boot(dir: &Path, kernel: &Kernel, initramfs: &Path) -> Row {
     }
     let seconds = started.elapsed().as_secs_f64();
     let text = lines.join("\n");
-    let pass = lines.iter().any(|l| l.trim() == "init: success");
+    // The firmware's escape sequences may share a line with the first output of /init.
+    let pass = lines.iter().any(|l| l.trim().ends_with("init: success"));
     let kernel_name = text
         .lines()
-        .find_map(|l| l.trim().strip_prefix("init: kernel "))
-        .map(str::to_string);
+        .find_map(|l| l.split_once("init: kernel "))
+        .map(|(_, name)| name.trim().to_string());
     let problem = if pass {
         None
     } else {
@@ -449,8 +450,9 @@ fn print_table(rows: &[Row]) {
         "kernel",
         "result",
         "attach",
+        "CAP_BPF after attach",
         "work_three",
-        "kernel frames",
+        "kernel frames (distinct, share)",
         "cgroup filter (in/out)",
         "triggered profile",
         "time",
@@ -477,13 +479,16 @@ fn print_table(rows: &[Row]) {
             row.kernel.clone(),
             verdict,
             or_dash(num("attach_ms").map(|ms| format!("{ms:.0} ms"))),
+            or_dash(
+                get("cap_bpf_kept")
+                    .and_then(|v| v.as_bool())
+                    .map(|kept| if kept { "kept" } else { "dropped" }.to_string()),
+            ),
             or_dash(num("work_three_pct").map(|p| format!("{p:.1}%"))),
-            or_dash(num("kernel_frames").map(|n| {
-                format!(
-                    "{n:.0} ({:.0}% of samples)",
-                    num("kernel_pct").unwrap_or(0.0)
-                )
-            })),
+            or_dash(
+                num("kernel_frames")
+                    .map(|n| format!("{n:.0}, {:.0}%", num("kernel_pct").unwrap_or(0.0))),
+            ),
             or_dash(
                 num("cgroup_inside").map(|inside| {
                     format!("{inside:.0}/{:.0}", num("cgroup_outside").unwrap_or(0.0))

@@ -289,18 +289,28 @@ fn hot_function(paths: &Paths) -> Result<Outcome> {
     });
     let only_split = lines.iter().all(|l| l.comm == "split");
     let attach_ms = run.attach.map(|d| d.as_millis() as u64);
+    // What the daemon kept after attaching differs by kernel (CAP_BPF before 6.5).
+    let kept = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("dropped every other capability"))
+        .and_then(|l| l.split_once("kept="))
+        .map(|(_, caps)| caps.trim().to_string());
+    let cap_bpf_kept = kept.as_deref().map(|caps| caps.contains("CAP_BPF"));
     // 4 s at 99 Hz of one busy thread is ~396 samples; the host tests accept 150.
     let ok = (0.60..=0.90).contains(&share) && samples >= 150 && chain && only_split;
     Ok(Outcome::new(
         ok,
         format!(
-            "work_three {:.1}% ({three} vs {one} samples, {samples} in all), main;work_three;work_unit chain {}, only split {only_split}, attached after {} ms",
+            "work_three {:.1}% ({three} vs {one} samples, {samples} in all), main;work_three;work_unit chain {}, only split {only_split}, attached after {} ms, capabilities kept after attach: {}",
             share * 100.0,
             if chain { "walked" } else { "MISSING" },
             attach_ms.map_or("?".into(), |ms| ms.to_string()),
+            kept.as_deref().unwrap_or("(not logged)"),
         ),
         json!({
             "attach_ms": attach_ms,
+            "cap_bpf_kept": cap_bpf_kept,
             "work_three_pct": (share * 1000.0).round() / 10.0,
             "split_samples": samples,
         }),
