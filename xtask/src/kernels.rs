@@ -21,6 +21,9 @@ const SERIES: &[&str] = &["6.1", "6.12"];
 /// Fixtures the driver runs, built as `tests/src/lib.rs` builds them.
 const FIXTURES: &[&str] = &["split", "reader", "spike"];
 
+/// util-linux's setpriv, for the check as a non-root user (installed by setup: util-linux).
+const SETPRIV: &str = "/usr/bin/setpriv";
+
 /// Upper bound of one guest, boot to power-off (a healthy one takes well under a minute).
 const GUEST_LIMIT: Duration = Duration::from_secs(150);
 
@@ -217,7 +220,8 @@ mount -t tracefs tracefs /sys/kernel/tracing
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ip link set lo up
 echo "init: kernel $(uname -r)"
-if /bin/kernel-check --profilerd /bin/profilerd --fixtures /fixtures --work /tmp/kernel-check; then
+if /bin/kernel-check --profilerd /bin/profilerd --fixtures /fixtures --work /tmp/kernel-check \
+    --setpriv /opt/util-linux/setpriv --guest; then
     echo "init: success"
 else
     echo "init: failure"
@@ -264,6 +268,8 @@ fn build_initramfs(root: &Path, dir: &Path, fixtures: &Path) -> Result<PathBuf> 
     let release = root.join("target/release");
     copy_with_libraries(&release.join("profilerd"), &tree, "/bin/profilerd")?;
     copy_with_libraries(&release.join("kernel-check"), &tree, "/bin/kernel-check")?;
+    // Outside busybox's directories: its own setpriv (installed into /bin) cannot change uids.
+    copy_with_libraries(Path::new(SETPRIV), &tree, "/opt/util-linux/setpriv")?;
     for name in FIXTURES {
         copy_with_libraries(&fixtures.join(name), &tree, &format!("/fixtures/{name}"))?;
     }
@@ -425,6 +431,7 @@ fn host(root: &Path, dir: &Path, fixtures: &Path) -> Row {
         .arg(fixtures)
         .arg("--work")
         .arg(dir.join("host-work"))
+        .args(["--setpriv", SETPRIV])
         .output();
     let output = match output {
         Ok(output) => output,
@@ -455,6 +462,7 @@ fn print_table(rows: &[Row]) {
         "kernel frames (distinct, share)",
         "cgroup filter (in/out)",
         "triggered profile",
+        "CAP_BPF+CAP_PERFMON, no root",
         "time",
     ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
@@ -500,6 +508,7 @@ fn print_table(rows: &[Row]) {
                     num("trigger_samples").unwrap_or(0.0)
                 )
             })),
+            or_dash(get("non_root").and_then(|v| v.as_str().map(str::to_string))),
             format!("{:.0} s", row.seconds),
         ]);
     }

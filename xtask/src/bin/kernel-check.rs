@@ -6,7 +6,8 @@
 //! itself. It prints one `kernel-check: <check> ok|FAIL ...` line per check and a final
 //! `kernel-check: result {json}` line that xtask turns into a row of its table.
 //!
-//! Usage: `kernel-check --profilerd PATH --fixtures DIR --work DIR`.
+//! Usage: `kernel-check --profilerd PATH --fixtures DIR --work DIR [--setpriv PATH]
+//! [--guest]`. `--guest` allows changing sysctls, which only a throw-away guest should.
 
 use std::{
     collections::BTreeSet,
@@ -30,6 +31,9 @@ struct Paths {
     profilerd: PathBuf,
     fixtures: PathBuf,
     work: PathBuf,
+    /// util-linux's setpriv (busybox's cannot change uids).
+    setpriv: PathBuf,
+    guest: bool,
 }
 
 /// One check's verdict and the figures it measured.
@@ -66,11 +70,12 @@ fn main() -> Result<()> {
     result.insert("kernel".into(), json!(release.trim()));
     result.insert("notes".into(), json!(host_check(&paths)));
 
-    let checks: [(&str, Check); 4] = [
+    let checks: [(&str, Check); 5] = [
         ("hot function", hot_function),
         ("kernel frames", kernel_frames),
         ("cgroup filter", cgroup_filter),
         ("triggered profile", triggered_profile),
+        ("without root", without_root),
     ];
     let mut failed = Vec::new();
     for (name, check) in checks {
@@ -95,17 +100,25 @@ fn main() -> Result<()> {
 }
 
 fn parse_args() -> Result<Paths> {
-    const USAGE: &str = "usage: kernel-check --profilerd PATH --fixtures DIR --work DIR";
+    const USAGE: &str =
+        "usage: kernel-check --profilerd PATH --fixtures DIR --work DIR [--setpriv PATH] [--guest]";
     let mut profilerd = None;
     let mut fixtures = None;
     let mut work = None;
+    let mut setpriv = PathBuf::from("setpriv");
+    let mut guest = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--guest" {
+            guest = true;
+            continue;
+        }
         let value = args.next().map(PathBuf::from).context(USAGE)?;
         match flag.as_str() {
             "--profilerd" => profilerd = Some(value),
             "--fixtures" => fixtures = Some(value),
             "--work" => work = Some(value),
+            "--setpriv" => setpriv = value,
             _ => bail!("unknown argument {flag}; {USAGE}"),
         }
     }
@@ -113,6 +126,8 @@ fn parse_args() -> Result<Paths> {
         profilerd: profilerd.context(USAGE)?,
         fixtures: fixtures.context(USAGE)?,
         work: work.context(USAGE)?,
+        setpriv,
+        guest,
     })
 }
 
@@ -544,5 +559,81 @@ fn triggered_profile(paths: &Paths) -> Result<Outcome> {
             "trigger_samples": samples,
             "trigger_ok": ok,
         }),
+    ))
+}
+
+/// What a non-root daemon is given: loading and attaching, plus what symbolizing needs.
+const NON_ROOT_CAPS: &str =
+    "+bpf,+perfmon,+sys_ptrace,+syslog,+dac_read_search,+checkpoint_restore";
+
+const PARANOID: &str = "/proc/sys/kernel/perf_event_paranoid";
+
+/// `record --pid` as uid 65534 holding CAP_BPF and CAP_PERFMON (the README's setcap set-up).
+/// Debian's kernels default to perf_event_paranoid 3, where CAP_PERFMON does not open perf
+/// events: there profilerd must refuse at start-up naming the sysctl, and (in a guest, where
+/// changing it harms nobody) work once it is 2.
+fn without_root(paths: &Paths) -> Result<Outcome> {
+    let level: i32 = fs::read_to_string(PARANOID)?.trim().parse()?;
+    let dir = paths.work.join("non-root");
+    fs::create_dir_all(&dir)?;
+    // The unprivileged daemon writes its profile here.
+    Command::new("chmod").arg("0777").arg(&dir).status()?;
+    let record = |name: &str| -> Result<(bool, String, u64)> {
+        let fixture = Fixture::spawn(&paths.fixtures.join("split"), &["30"])?;
+        let out = dir.join(format!("{name}.folded"));
+        let output = Command::new(&paths.setpriv)
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .args(["--inh-caps", NON_ROOT_CAPS, "--ambient-caps", NON_ROOT_CAPS])
+            .arg(&paths.profilerd)
+            .args(["record", "--pid", &fixture.pid(), "--duration", "2s"])
+            .args(["--format", "folded", "-o"])
+            .arg(&out)
+            .current_dir(&dir)
+            .output()
+            .with_context(|| format!("cannot start {}", paths.setpriv.display()))?;
+        drop(fixture);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let samples = read_folded(&out).map(|l| total(&l)).unwrap_or(0);
+        Ok((output.status.success(), stderr, samples))
+    };
+    if level < 3 {
+        let (ok, stderr, samples) = record("paranoid")?;
+        let ok = ok && samples > 50;
+        return Ok(Outcome::new(
+            ok,
+            format!(
+                "perf_event_paranoid {level}: {samples} samples as uid 65534 with CAP_BPF and CAP_PERFMON{}",
+                if ok { String::new() } else { format!("; stderr:\n{}", tail(&stderr, 10)) }
+            ),
+            json!({ "non_root": if ok { "works" } else { "FAILS" } }),
+        ));
+    }
+    let (refused_ok, refused_stderr, _) = record("paranoid")?;
+    let named = !refused_ok && refused_stderr.contains("perf_event_paranoid=2");
+    if !paths.guest {
+        return Ok(Outcome::new(
+            named,
+            format!(
+                "perf_event_paranoid {level}: refused with the fix named: {named} (not lowered on a host)"
+            ),
+            json!({ "non_root": if named { "refused at 3, fix named" } else { "FAILS" } }),
+        ));
+    }
+    fs::write(PARANOID, "2")?;
+    let lowered = record("lowered");
+    fs::write(PARANOID, level.to_string())?;
+    let (ok, stderr, samples) = lowered?;
+    let ok = named && ok && samples > 50;
+    Ok(Outcome::new(
+        ok,
+        format!(
+            "perf_event_paranoid {level}: refused with the fix named: {named}; at 2: {samples} samples as uid 65534 with CAP_BPF and CAP_PERFMON{}",
+            if ok {
+                String::new()
+            } else {
+                format!("; stderr:\n{}\n{}", tail(&refused_stderr, 5), tail(&stderr, 10))
+            }
+        ),
+        json!({ "non_root": if ok { "refused at 3, works at 2" } else { "FAILS" } }),
     ))
 }
