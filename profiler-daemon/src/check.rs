@@ -82,6 +82,7 @@ pub fn report(host: &Host, wanted: &Wanted) -> Vec<Item> {
         kernel(host),
         btf(host),
         privileges(host),
+        after_attach(host),
         perf_events(host),
         sample_rate(host, wanted.frequency),
         cgroups(host, wanted.cgroups),
@@ -151,16 +152,20 @@ fn btf(host: &Host) -> Item {
     }
 }
 
-fn privileges(host: &Host) -> Item {
-    let caps = host
-        .read("/proc/thread-self/status")
+/// The effective capabilities of the calling thread.
+fn effective_caps(host: &Host) -> u64 {
+    host.read("/proc/thread-self/status")
         .and_then(|status| {
             status
                 .lines()
                 .find_map(|l| l.strip_prefix("CapEff:"))
                 .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         })
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+fn privileges(host: &Host) -> Item {
+    let caps = effective_caps(host);
     let has = |cap: u32| caps & (1 << cap) != 0;
     if has(CAP_SYS_ADMIN) {
         return item("privileges", Status::Ok, "CAP_SYS_ADMIN (root)");
@@ -183,7 +188,48 @@ fn privileges(host: &Host) -> Item {
     )
 }
 
+/// What the daemon keeps after attaching, which depends on the kernel (see `privileges`).
+fn after_attach(host: &Host) -> Item {
+    let release = host.read("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let disabled = host.read("/proc/sys/kernel/unprivileged_bpf_disabled");
+    if crate::privileges::maps_need_cap_bpf_on(&release, disabled.as_deref()) {
+        item(
+            "after attach",
+            Status::Note,
+            format!(
+                "the pipeline thread keeps CAP_BPF: before Linux 6.5, reading BPF maps needs it while kernel.unprivileged_bpf_disabled is {} (6.5 and later: dropped)",
+                disabled.as_deref().map_or("unreadable", str::trim)
+            ),
+        )
+    } else {
+        item(
+            "after attach",
+            Status::Ok,
+            "CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN dropped; the pipeline thread keeps only what symbolizing needs",
+        )
+    }
+}
+
 fn perf_events(host: &Host) -> Item {
+    let paranoid = host
+        .read("/proc/sys/kernel/perf_event_paranoid")
+        .and_then(|t| t.trim().parse::<i32>().ok());
+    if crate::preflight::perf_events_need_sys_admin(paranoid) {
+        let level = paranoid.unwrap_or_default();
+        return if effective_caps(host) & (1 << CAP_SYS_ADMIN) != 0 {
+            item(
+                "perf events",
+                Status::Ok,
+                format!("available to root (perf_event_paranoid {level}, a Debian/Ubuntu level: CAP_PERFMON alone would not do)"),
+            )
+        } else {
+            item(
+                "perf events",
+                Status::Problem,
+                format!("perf_event_paranoid is {level} (a Debian/Ubuntu level): only CAP_SYS_ADMIN opens perf events, CAP_PERFMON is not enough: run as root, or `sysctl -w kernel.perf_event_paranoid=2`"),
+            )
+        };
+    }
     match host.read("/proc/sys/kernel/perf_event_paranoid") {
         Some(level) => item(
             "perf events",
@@ -545,6 +591,49 @@ mod tests {
         );
         let (_d, h) = host(&[("/proc/thread-self/status", "CapEff:\t0000000000000000\n")]);
         assert!(privileges(&h).detail.contains("CAP_BPF, CAP_PERFMON"));
+    }
+
+    #[test]
+    fn debian_paranoid_level_3_is_a_problem_without_root() {
+        let perfmon = "CapEff:\t000000c000000000\n";
+        let (_d, h) = host(&[
+            ("/proc/sys/kernel/perf_event_paranoid", "3\n"),
+            ("/proc/thread-self/status", perfmon),
+        ]);
+        let line = perf_events(&h);
+        assert_eq!(line.status, Status::Problem, "{line}");
+        assert!(line.detail.contains("CAP_SYS_ADMIN"), "{line}");
+        let (_d, h) = host(&[
+            ("/proc/sys/kernel/perf_event_paranoid", "3\n"),
+            ("/proc/thread-self/status", "CapEff:\t000001ffffffffff\n"),
+        ]);
+        assert_eq!(perf_events(&h).status, Status::Ok);
+        let (_d, h) = host(&[
+            ("/proc/sys/kernel/perf_event_paranoid", "2\n"),
+            ("/proc/thread-self/status", perfmon),
+        ]);
+        assert_eq!(perf_events(&h).status, Status::Ok);
+    }
+
+    #[test]
+    fn cap_bpf_kept_after_attach_before_6_5() {
+        let (_d, h) = host(&[
+            ("/proc/sys/kernel/osrelease", "6.1.0-56-cloud-amd64\n"),
+            ("/proc/sys/kernel/unprivileged_bpf_disabled", "2\n"),
+        ]);
+        let line = after_attach(&h);
+        assert_eq!(line.status, Status::Note, "{line}");
+        assert!(line.detail.contains("keeps CAP_BPF"), "{line}");
+        let (_d, h) = host(&[
+            ("/proc/sys/kernel/osrelease", "6.1.0-56-cloud-amd64\n"),
+            ("/proc/sys/kernel/unprivileged_bpf_disabled", "0\n"),
+        ]);
+        assert_eq!(after_attach(&h).status, Status::Ok);
+        let (_d, h) = host(&[
+            ("/proc/sys/kernel/osrelease", "6.12.117+deb12-cloud-amd64\n"),
+            ("/proc/sys/kernel/unprivileged_bpf_disabled", "2\n"),
+        ]);
+        assert_eq!(after_attach(&h).status, Status::Ok);
     }
 
     #[test]

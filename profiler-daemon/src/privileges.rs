@@ -125,9 +125,15 @@ pub fn names(mask: u64) -> String {
 /// every bpf() command was refused without it while `kernel.unprivileged_bpf_disabled` is set.
 fn maps_need_cap_bpf() -> bool {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let old_kernel = crate::check::parse_kernel_version(&release).is_none_or(|v| v < (6, 5));
-    let disabled = fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
-        .map_or(true, |t| t.trim() != "0");
+    let disabled = fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled").ok();
+    maps_need_cap_bpf_on(&release, disabled.as_deref())
+}
+
+/// [`maps_need_cap_bpf`] from the kernel release and `kernel.unprivileged_bpf_disabled`
+/// (`None`: unreadable, taken as set); `profilerd check` reads them from its host tree.
+pub fn maps_need_cap_bpf_on(release: &str, unprivileged_bpf_disabled: Option<&str>) -> bool {
+    let old_kernel = crate::check::parse_kernel_version(release).is_none_or(|v| v < (6, 5));
+    let disabled = unprivileged_bpf_disabled.is_none_or(|t| t.trim() != "0");
     old_kernel && disabled
 }
 

@@ -77,6 +77,12 @@ pub enum SamplerError {
     FrequencyTooHigh { requested: u64, max: u64 },
     #[error("loading the BPF sampler failed: {0}")]
     Load(String),
+    /// The verifier refused the program. It answers EACCES too, so without the log this would
+    /// read as a missing privilege.
+    #[error(
+        "this kernel's BPF verifier rejected the sampler ({errno}); the end of its log:\n{log}"
+    )]
+    Rejected { errno: io::Error, log: String },
     #[error("BPF map {map}: {source}")]
     Map {
         map: &'static str,
@@ -651,7 +657,24 @@ fn classify_load(err: &aya::EbpfError) -> SamplerError {
     }
 }
 
+/// Lines of the verifier's log kept in [`SamplerError::Rejected`]: the reason is at the end.
+const VERIFIER_LOG_LINES: usize = 25;
+
 fn classify_program(err: &aya::programs::ProgramError, frequency: u64) -> SamplerError {
+    if let aya::programs::ProgramError::LoadError {
+        io_error,
+        verifier_log,
+    } = err
+    {
+        let log = verifier_log.to_string();
+        if !log.trim().is_empty() {
+            let lines: Vec<&str> = log.lines().collect();
+            return SamplerError::Rejected {
+                errno: io::Error::from_raw_os_error(io_error.raw_os_error().unwrap_or(0)),
+                log: lines[lines.len().saturating_sub(VERIFIER_LOG_LINES)..].join("\n"),
+            };
+        }
+    }
     if let aya::programs::ProgramError::SyscallError(syscall) = err {
         if syscall.call == "perf_event_open" {
             let io = &syscall.io_error;

@@ -18,8 +18,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use profiler_common::{
-    Control, Counter, Counters, NewProcess, SampleKey, Stack, COUNTER_COUNT, INLINE_PIDS,
-    LOG_EVENTS, MAX_CGROUP_LEVEL, MAX_STACK_DEPTH, PIDS_IN_MAP,
+    Control, Counter, Counters, NewProcess, SampleKey, Stack, COUNTER_COUNT, LOG_EVENTS,
+    MAX_CGROUP_LEVEL, MAX_STACK_DEPTH, PIDS_IN_MAP,
 };
 
 const EFAULT: i32 = 14;
@@ -411,16 +411,11 @@ fn pid_selected(control: &Control, tgid: u32) -> bool {
     if control.pid_count == PIDS_IN_MAP {
         return FILTER_PIDS.get_ptr(tgid).is_some();
     }
-    let count = control.pid_count as usize;
-    for i in 0..INLINE_PIDS {
-        if i >= count {
-            break;
-        }
-        if control.pids[i] == tgid {
-            return true;
-        }
-    }
-    false
+    // Every slot is compared: unused ones hold 0, which no task sampled here has (the idle
+    // task returned earlier). A loop also bounded by pid_count compiled into a down-counter
+    // that Linux 6.1's verifier could not tie to the array ("invalid access to map value");
+    // a constant bound verifies everywhere.
+    control.pids.iter().any(|&pid| pid == tgid)
 }
 
 /// True when the current task's cgroup v2, or one of its ancestors, is in the filter set.

@@ -46,6 +46,15 @@ const PACKAGES: &[(&str, &str)] = &[
         "chromium",
         "headless browser that renders the local page in the tests",
     ),
+    (
+        "qemu-system-x86",
+        "boots the 6.1 and 6.12 kernels of the kernel matrix (test --kernels)",
+    ),
+    (
+        "busybox-static",
+        "the shell and tools of the kernel matrix's initramfs",
+    ),
+    ("cpio", "packs the kernel matrix's initramfs"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -56,7 +65,7 @@ fn main() -> ExitCode {
         Some("setup") => setup(),
         Some("build") => setup().and_then(|()| cargo(&["build", "--workspace"])),
         Some("run") => run(&args[1..]),
-        Some("test") => test(),
+        Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
@@ -66,7 +75,9 @@ fn main() -> ExitCode {
                  build   setup, then build everything\n  \
                  run     setup, build release, run `profilerd run` (extra args are passed on;\n          \
                  default: --dump-dir profiles)\n  \
-                 test    setup, build, then fmt check, clippy, unit and end-to-end tests\n  \
+                 test    setup, build, then fmt check, clippy, unit and end-to-end tests, then the\n          \
+                 kernel matrix (6.1 and 6.12 under QEMU, and this host's kernel);\n          \
+                 [--kernels] only the kernel matrix\n  \
                  bench   setup (with bpftrace, perf, bpftool), build release, run the benchmarks\n          \
                  side by side with bpftrace and perf. [--quick] shorter runs, 2 pairs;\n          \
                  [--only 1,3] some scenarios (7 comes with 1); [--pairs N] pairs per comparison"
@@ -84,6 +95,7 @@ fn main() -> ExitCode {
 }
 
 mod bench;
+mod kernels;
 
 /// Peers and tools the benchmarks need besides the build's packages.
 const BENCH_PACKAGES: &[&str] = &["bpftrace", "linux-perf", "bpftool"];
@@ -248,8 +260,16 @@ fn run(extra: &[String]) -> Result<()> {
     status(Command::new(binary).args(&args))
 }
 
-fn test() -> Result<()> {
+fn test(args: &[String]) -> Result<()> {
+    let kernels_only = match args {
+        [] => false,
+        [flag] if flag == "--kernels" => true,
+        _ => bail!("usage: cargo xtask test [--kernels]"),
+    };
     setup()?;
+    if kernels_only {
+        return kernel_matrix();
+    }
     cargo(&["fmt", "--all", "--check"]).context("code is not formatted: run `cargo fmt --all`")?;
     cargo(&["build", "--workspace", "--bins"])?;
     cargo(&[
@@ -267,7 +287,14 @@ fn test() -> Result<()> {
     if failed > 0 {
         bail!("{failed} tests failed");
     }
-    Ok(())
+    kernel_matrix()
+}
+
+/// Release builds of the daemon and the in-guest driver, then every kernel of the matrix.
+fn kernel_matrix() -> Result<()> {
+    cargo(&["build", "--release", "-p", "profiler-daemon"])?;
+    cargo(&["build", "--release", "-p", "xtask", "--bin", "kernel-check"])?;
+    kernels::kernels(&root())
 }
 
 /// Runs `cargo test`, echoing its output, and sums the `test result:` lines of every binary.
