@@ -254,6 +254,40 @@ impl Metrics {
         );
         family(
             &mut out,
+            "profilerd_symbol_cache_entries",
+            "gauge",
+            "Names held by the symbol caches (bounded by --max-kernel-symbols, --max-user-symbols).",
+        );
+        for (cache, entries) in [
+            ("kernel", s.symbols.kernel_cache_entries),
+            ("user", s.symbols.user_cache_entries),
+        ] {
+            sample(
+                &mut out,
+                "profilerd_symbol_cache_entries",
+                &[("cache", cache)],
+                entries as f64,
+            );
+        }
+        family(
+            &mut out,
+            "profilerd_symbol_cache_dropped_total",
+            "counter",
+            "Names dropped when a full symbol cache was emptied.",
+        );
+        for (cache, dropped) in [
+            ("kernel", s.symbols.kernel_cache_dropped),
+            ("user", s.symbols.user_cache_dropped),
+        ] {
+            sample(
+                &mut out,
+                "profilerd_symbol_cache_dropped_total",
+                &[("cache", cache)],
+                dropped as f64,
+            );
+        }
+        family(
+            &mut out,
             "profilerd_unknown_frames_total",
             "counter",
             "Frames no symbol was found for.",

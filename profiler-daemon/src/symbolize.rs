@@ -94,6 +94,11 @@ pub struct SymbolsStats {
     pub kernel_cache_misses: u64,
     pub user_cache_hits: u64,
     pub user_cache_misses: u64,
+    /// Names held now, and names dropped when a full cache was emptied.
+    pub kernel_cache_entries: u64,
+    pub kernel_cache_dropped: u64,
+    pub user_cache_entries: u64,
+    pub user_cache_dropped: u64,
     pub unknown_frames: u64,
 }
 
@@ -186,7 +191,10 @@ impl Symbols {
             unmapped: HashSet::new(),
         };
         match self.processes.insert(pid, tracked) {
-            Some(old) => self.user_symbols -= old.frames.len(),
+            Some(old) => {
+                self.user_symbols -= old.frames.len();
+                self.stats.user_cache_entries = self.user_symbols as u64;
+            }
             None => self.stats.processes_tracked += 1,
         }
     }
@@ -330,6 +338,7 @@ impl Symbols {
             for tracked in self.processes.values_mut() {
                 tracked.frames.clear();
             }
+            self.stats.user_cache_dropped += self.user_symbols as u64;
             self.user_symbols = 0;
         }
         let room = self.config.max_user_symbols - self.user_symbols;
@@ -340,6 +349,7 @@ impl Symbols {
                 }
             }
         }
+        self.stats.user_cache_entries = self.user_symbols as u64;
     }
 
     fn symbolize_process(&mut self, pid: u32, addrs: &[u64]) -> Vec<Result<Vec<Line>, Reason>> {
@@ -375,6 +385,7 @@ impl Symbols {
         self.stats.kernel_cache_hits += (addrs.len() - missing.len()) as u64;
         if !missing.is_empty() {
             if self.kernel.len() + missing.len() > self.config.max_kernel_symbols {
+                self.stats.kernel_cache_dropped += self.kernel.len() as u64;
                 self.kernel.clear();
             }
             let source = Source::Kernel(Kernel {
@@ -410,6 +421,7 @@ impl Symbols {
                 };
                 self.kernel.insert(addr, location);
             }
+            self.stats.kernel_cache_entries = self.kernel.len() as u64;
         }
         addrs.iter().map(|a| self.kernel[a].clone()).collect()
     }
@@ -446,6 +458,7 @@ impl Symbols {
                 continue;
             };
             self.user_symbols -= tracked.frames.len();
+            self.stats.user_cache_entries = self.user_symbols as u64;
             let evict = evict::Evict::Process(evict::Process::new(Pid::from(*pid)));
             let _ = self.symbolizer.evict(&evict);
             if !tracked.same_mount_ns {
@@ -539,6 +552,11 @@ mod tests {
         let addrs: Vec<u64> = (0..40).map(|i| addr + i).collect();
         assert_eq!(symbols.user(pid, &addrs).len(), 40);
         assert!(symbols.user_symbols <= 16, "{}", symbols.user_symbols);
+        assert_eq!(
+            symbols.stats.user_cache_entries,
+            symbols.user_symbols as u64
+        );
+        assert!(symbols.stats.user_cache_dropped > 0);
         let cached: usize = symbols.processes.values().map(|t| t.frames.len()).sum();
         assert_eq!(cached, symbols.user_symbols);
         assert_eq!(
