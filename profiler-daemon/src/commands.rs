@@ -547,7 +547,7 @@ pub fn run(
         web.metrics.publish(Snapshot {
             accounting: pipeline.accounting,
             capacity,
-            symbols: pipeline.symbols().stats,
+            symbols: pipeline.symbols().stats(),
             tracked_processes: pipeline.symbols().tracked() as u64,
             triggers_fired: triggers_fired.clone(),
             profiles_written: dump.as_ref().map_or(0, |d| d.written),

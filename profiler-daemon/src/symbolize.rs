@@ -94,7 +94,8 @@ pub struct SymbolsStats {
     pub kernel_cache_misses: u64,
     pub user_cache_hits: u64,
     pub user_cache_misses: u64,
-    /// Names held now, and names dropped when a full cache was emptied.
+    /// Names held now (filled in by [`Symbols::stats`]), and names dropped when a full cache
+    /// was emptied.
     pub kernel_cache_entries: u64,
     pub kernel_cache_dropped: u64,
     pub user_cache_entries: u64,
@@ -191,10 +192,7 @@ impl Symbols {
             unmapped: HashSet::new(),
         };
         match self.processes.insert(pid, tracked) {
-            Some(old) => {
-                self.user_symbols -= old.frames.len();
-                self.stats.user_cache_entries = self.user_symbols as u64;
-            }
+            Some(old) => self.user_symbols -= old.frames.len(),
             None => self.stats.processes_tracked += 1,
         }
     }
@@ -349,7 +347,6 @@ impl Symbols {
                 }
             }
         }
-        self.stats.user_cache_entries = self.user_symbols as u64;
     }
 
     fn symbolize_process(&mut self, pid: u32, addrs: &[u64]) -> Vec<Result<Vec<Line>, Reason>> {
@@ -421,7 +418,6 @@ impl Symbols {
                 };
                 self.kernel.insert(addr, location);
             }
-            self.stats.kernel_cache_entries = self.kernel.len() as u64;
         }
         addrs.iter().map(|a| self.kernel[a].clone()).collect()
     }
@@ -458,7 +454,6 @@ impl Symbols {
                 continue;
             };
             self.user_symbols -= tracked.frames.len();
-            self.stats.user_cache_entries = self.user_symbols as u64;
             let evict = evict::Evict::Process(evict::Process::new(Pid::from(*pid)));
             let _ = self.symbolizer.evict(&evict);
             if !tracked.same_mount_ns {
@@ -473,6 +468,15 @@ impl Symbols {
             self.stats.processes_evicted += 1;
         }
         gone
+    }
+
+    /// The counters, with the caches' current entry counts.
+    pub fn stats(&self) -> SymbolsStats {
+        SymbolsStats {
+            kernel_cache_entries: self.kernel.len() as u64,
+            user_cache_entries: self.user_symbols as u64,
+            ..self.stats
+        }
     }
 
     /// Processes currently tracked.
@@ -553,7 +557,7 @@ mod tests {
         assert_eq!(symbols.user(pid, &addrs).len(), 40);
         assert!(symbols.user_symbols <= 16, "{}", symbols.user_symbols);
         assert_eq!(
-            symbols.stats.user_cache_entries,
+            symbols.stats().user_cache_entries,
             symbols.user_symbols as u64
         );
         assert!(symbols.stats.user_cache_dropped > 0);
