@@ -484,31 +484,34 @@ impl Sampler {
                 }
             }
         }
-        // Element by element: the fallback, and whatever a failed batch drain left behind.
-        for entry in self.counts[index].iter() {
-            let (key, count) = entry.map_err(|source| SamplerError::Map {
-                map: COUNTS_MAPS[index],
-                source,
-            })?;
-            samples.push((key, count));
-        }
-        for (key, _) in &samples {
-            // A key already gone cannot happen (nobody else deletes); ignore to keep draining.
-            let _ = self.counts[index].remove(key);
-        }
-        let counts_entries = samples.len();
-        for (map, out) in [
-            (&mut self.kernel_stacks[index], &mut kernel_stacks),
-            (&mut self.user_stacks[index], &mut user_stacks),
-        ] {
-            let keys: Vec<u64> = map.keys().filter_map(Result::ok).collect();
-            for hash in &keys {
-                if let Ok(stack) = map.get(hash, 0) {
-                    out.insert(*hash, stack_ips(&stack));
+        // Element by element: the fallback, and whatever a failed batch drain left behind
+        // (a batch drain that succeeded emptied the maps).
+        if !self.batch_drain {
+            for entry in self.counts[index].iter() {
+                let (key, count) = entry.map_err(|source| SamplerError::Map {
+                    map: COUNTS_MAPS[index],
+                    source,
+                })?;
+                samples.push((key, count));
+            }
+            for (key, _) in &samples {
+                // A key already gone cannot happen (nobody else deletes); ignore to keep draining.
+                let _ = self.counts[index].remove(key);
+            }
+            for (map, out) in [
+                (&mut self.kernel_stacks[index], &mut kernel_stacks),
+                (&mut self.user_stacks[index], &mut user_stacks),
+            ] {
+                let keys: Vec<u64> = map.keys().filter_map(Result::ok).collect();
+                for hash in &keys {
+                    if let Ok(stack) = map.get(hash, 0) {
+                        out.insert(*hash, stack_ips(&stack));
+                    }
+                    let _ = map.remove(hash);
                 }
-                let _ = map.remove(hash);
             }
         }
+        let counts_entries = samples.len();
         let entries = [kernel_stacks.len(), user_stacks.len()];
 
         let counters = self.counter_delta(old)?;
