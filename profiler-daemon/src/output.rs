@@ -170,21 +170,33 @@ pub struct DumpDir {
     /// Old profiles removed to stay within the bounds.
     pub removed: u64,
     pub written: u64,
-    /// The managed files as (modified, path, bytes), so that a write need not stat the whole
-    /// directory: with hundreds of files per window that was the daemon's largest file-system
-    /// cost. Rebuilt from the directory every [`RESCAN_INTERVAL`] to see files others add or
-    /// remove.
-    index: Vec<(SystemTime, PathBuf, u64)>,
+    /// Managed files in the directory and their total size: from the last scan, plus the
+    /// writes and removals since. A write need not stat the whole directory (with hundreds of
+    /// files per window that was the daemon's largest file-system cost), and memory does not
+    /// grow with `--dump-max-files` (an index of every path was about 2 MiB at 10000 files).
+    files: usize,
+    bytes: u64,
+    /// The oldest managed files the last scan found (at most [`OLDEST_KEPT`]), oldest last:
+    /// the next to remove. Files written since are newer than all of them; when the list runs
+    /// out, the directory is scanned again.
+    oldest: Vec<(SystemTime, PathBuf, u64)>,
     scanned: Option<std::time::Instant>,
 }
 
 /// How often the dump dir is re-read for files profilerd did not write itself.
 const RESCAN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Removal candidates one scan remembers: enough for a few windows of writes at the bound.
+const OLDEST_KEPT: usize = 1024;
+
 /// Suffix of the per-process profiles of `run`.
 const PROFILE_SUFFIX: &str = ".pb.gz";
 /// Suffixes of every file the dump dir manages (and bounds); other files are left alone.
 const MANAGED_SUFFIXES: [&str; 3] = [PROFILE_SUFFIX, ".svg", crate::web::SIDECAR_SUFFIX];
+
+fn is_managed(name: &str) -> bool {
+    MANAGED_SUFFIXES.iter().any(|s| name.ends_with(s))
+}
 
 impl DumpDir {
     /// Creates the directory if needed and proves it is writable.
@@ -199,7 +211,9 @@ impl DumpDir {
             max_bytes,
             removed: 0,
             written: 0,
-            index: Vec::new(),
+            files: 0,
+            bytes: 0,
+            oldest: Vec::new(),
             scanned: None,
         })
     }
@@ -220,6 +234,10 @@ impl DumpDir {
     /// Writes one profile, then removes the oldest profiles beyond the bounds.
     pub fn write(&mut self, name: &str, bytes: &[u8]) -> Result<PathBuf, OutputError> {
         let path = self.dir.join(name);
+        let replaced = fs::metadata(&path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
         write_atomic(&path, bytes)?;
         self.written += 1;
         if self
@@ -227,10 +245,16 @@ impl DumpDir {
             .is_none_or(|at| at.elapsed() >= RESCAN_INTERVAL)
         {
             self.rescan();
-        } else {
-            self.index.retain(|(_, p, _)| *p != path);
-            self.index
-                .push((SystemTime::now(), path.clone(), bytes.len() as u64));
+        } else if is_managed(name) {
+            match replaced {
+                Some(old) => {
+                    self.bytes = self.bytes.saturating_sub(old);
+                    // Rewritten just now: no longer among the oldest.
+                    self.oldest.retain(|(_, p, _)| *p != path);
+                }
+                None => self.files += 1,
+            }
+            self.bytes += bytes.len() as u64;
         }
         self.enforce_bounds();
         Ok(path)
@@ -241,45 +265,57 @@ impl DumpDir {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
         };
-        self.index = entries
-            .filter_map(Result::ok)
-            .filter(|e| {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                MANAGED_SUFFIXES.iter().any(|s| name.ends_with(s))
-            })
-            .filter_map(|e| {
-                let meta = e.metadata().ok()?;
-                meta.is_file()
-                    .then(|| (meta.modified().unwrap_or(UNIX_EPOCH), e.path(), meta.len()))
-            })
-            .collect();
+        self.files = 0;
+        self.bytes = 0;
+        // A max-heap of the oldest: its top is the newest of them, dropped when it is full.
+        let mut oldest = std::collections::BinaryHeap::with_capacity(OLDEST_KEPT + 1);
+        for entry in entries.filter_map(Result::ok) {
+            if !is_managed(&entry.file_name().to_string_lossy()) {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            self.files += 1;
+            self.bytes += meta.len();
+            oldest.push((
+                meta.modified().unwrap_or(UNIX_EPOCH),
+                entry.path(),
+                meta.len(),
+            ));
+            if oldest.len() > OLDEST_KEPT {
+                oldest.pop();
+            }
+        }
+        let mut oldest = oldest.into_sorted_vec();
+        oldest.reverse();
+        self.oldest = oldest;
     }
 
     fn enforce_bounds(&mut self) {
-        let mut count = self.index.len();
-        let mut bytes: u64 = self.index.iter().map(|f| f.2).sum();
-        if count <= self.max_files && bytes <= self.max_bytes {
-            return;
-        }
-        self.index.sort();
-        let mut gone = 0;
-        for (_, path, len) in &self.index {
-            if count <= self.max_files && bytes <= self.max_bytes {
-                break;
-            }
-            let removed = fs::remove_file(path);
+        let mut rescanned = false;
+        while self.files > self.max_files || self.bytes > self.max_bytes {
+            let Some((_, path, len)) = self.oldest.pop() else {
+                if rescanned {
+                    break;
+                }
+                self.rescan();
+                rescanned = true;
+                continue;
+            };
+            let removed = fs::remove_file(&path);
             if removed.is_ok() {
                 self.removed += 1;
             }
             // Gone either way (removed now, or by someone else before): stop counting it.
             if removed.is_ok() || !path.exists() {
-                count -= 1;
-                bytes -= len;
+                self.files = self.files.saturating_sub(1);
+                self.bytes = self.bytes.saturating_sub(len);
             }
-            gone += 1;
         }
-        self.index.drain(..gone);
     }
 }
 
@@ -383,6 +419,39 @@ mod tests {
         dump.write("p-4.cpu.x.pb.gz", b"data").unwrap();
         assert_eq!(dump.removed, 1);
         assert!(!dir.join("p-2.cpu.x.pb.gz").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn dump_dir_bound_above_the_remembered_oldest() {
+        // More files than one scan remembers as removal candidates: the list runs out and the
+        // directory is scanned again, still removing strictly the oldest.
+        let dir = std::env::temp_dir().join(format!("profilerd-dump-many-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let max = OLDEST_KEPT + 6;
+        let total = max + 20;
+        let mut dump = DumpDir::open(&dir, max, u64::MAX).unwrap();
+        // Same-millisecond modification times tie; the zero-padded names then keep the order.
+        let name = |i: usize| format!("q-{i:05}.cpu.x.pb.gz");
+        for i in 0..total {
+            dump.write(&name(i), b"x").unwrap();
+        }
+        // Rewriting an old name makes it new: it is not removed as one of the oldest.
+        dump.write(&name(25), b"xy").unwrap();
+        dump.write(&name(total), b"x").unwrap();
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let mut expected: Vec<String> = (21..=total).filter(|&i| i != 25).map(name).collect();
+        expected.push(name(25));
+        expected.sort();
+        assert_eq!(names.len(), max);
+        assert_eq!(names, expected);
+        assert_eq!(dump.removed, 21);
+        assert_eq!((dump.files, dump.bytes), (max, max as u64 + 1));
         fs::remove_dir_all(&dir).unwrap();
     }
 
