@@ -111,8 +111,8 @@ pub struct LimitArgs {
     /// Kernel addresses whose symbols are cached across drains (about 150 bytes each).
     #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(16..))]
     pub max_kernel_symbols: u64,
-    /// User addresses (all processes together) whose symbols are cached across drains (about
-    /// 150 bytes each). Only addresses in file mappings are cached; JIT code is named afresh.
+    /// Names of code in files cached across drains, by file and offset, shared by all the
+    /// processes mapping the file (about 150 bytes each). JIT code is named afresh.
     #[arg(long, default_value_t = 32_768, value_parser = clap::value_parser!(u64).range(16..))]
     pub max_user_symbols: u64,
 }

@@ -288,6 +288,30 @@ impl Metrics {
         }
         family(
             &mut out,
+            "profilerd_symbol_files",
+            "gauge",
+            "Files mapped by tracked processes whose symbols blazesym may hold (bounded by --max-processes).",
+        );
+        sample(
+            &mut out,
+            "profilerd_symbol_files",
+            &[],
+            s.symbols.files_cached as f64,
+        );
+        family(
+            &mut out,
+            "profilerd_symbol_files_evicted_total",
+            "counter",
+            "Files whose cached symbols were released because no tracked process maps them any more.",
+        );
+        sample(
+            &mut out,
+            "profilerd_symbol_files_evicted_total",
+            &[],
+            s.symbols.files_evicted as f64,
+        );
+        family(
+            &mut out,
             "profilerd_unknown_frames_total",
             "counter",
             "Frames no symbol was found for.",

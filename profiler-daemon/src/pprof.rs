@@ -310,6 +310,8 @@ mod tests {
             end: 0x2000,
             file_offset: 0,
             path: "/usr/bin/hot".into(),
+            dev: 0xfd_0000_0001,
+            inode: 7,
             build_id: Some("abcd".into()),
         });
         let info = ProcessInfo {

@@ -10,6 +10,10 @@ pub struct Vma {
     pub end: u64,
     pub file_offset: u64,
     pub path: String,
+    /// Device and inode of the file (0 for special mappings such as `[vdso]`): which file it
+    /// is, in any mount namespace.
+    pub dev: u64,
+    pub inode: u64,
     /// GNU build id (hex) of the file, filled in by the symbolization stage.
     pub build_id: Option<String>,
 }
@@ -110,18 +114,24 @@ pub fn parse_maps(text: &str) -> Vec<Vma> {
             let range = fields.next()?;
             let perms = fields.next()?;
             let offset = fields.next()?;
-            let _dev = fields.next()?;
-            let _inode = fields.next()?;
+            let dev = fields.next()?;
+            let inode = fields.next()?;
             let path = fields.next()?.trim_start();
             if !perms.contains('x') || path.is_empty() {
                 return None;
             }
             let (start, end) = range.split_once('-')?;
+            // "fd:01": major and minor in hex.
+            let (major, minor) = dev.split_once(':')?;
+            let dev = (u64::from_str_radix(major, 16).ok()? << 32)
+                | u64::from_str_radix(minor, 16).ok()?;
             Some(Vma {
                 start: u64::from_str_radix(start, 16).ok()?,
                 end: u64::from_str_radix(end, 16).ok()?,
                 file_offset: u64::from_str_radix(offset, 16).ok()?,
                 path: path.to_string(),
+                dev,
+                inode: inode.parse().ok()?,
                 build_id: None,
             })
         })
@@ -193,6 +203,8 @@ mod tests {
         assert_eq!(vmas[0].path, "/usr/bin/prog");
         assert_eq!(vmas[0].file_offset, 0x1000);
         assert_eq!(vmas[2].path, "[vdso]");
+        assert_eq!((vmas[1].dev, vmas[1].inode), (0x8_0000_0001, 2));
+        assert_eq!(vmas[2].inode, 0);
         let info = ProcessInfo {
             vmas: vmas.into_iter().map(Arc::new).collect(),
             ..ProcessInfo::default()

@@ -10,16 +10,22 @@ use std::{
     sync::Arc,
 };
 
+use rustc_hash::FxHashMap;
+
 use blazesym::{
     symbolize::{
         cache, evict,
-        source::{Kernel, Process, Source},
+        source::{Process, Source},
         CodeInfo, Input, Reason, Symbolized, Symbolizer,
     },
     Pid,
 };
 
 use crate::procinfo::{is_running, is_same_process_alive, ProcessInfo, Vma};
+
+mod kallsyms;
+
+use kallsyms::Kallsyms;
 
 /// Whether a frame ran in user space or in the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -78,7 +84,8 @@ pub struct SymbolsConfig {
     pub max_processes: usize,
     /// Kernel addresses whose names are remembered across drains.
     pub max_kernel_symbols: usize,
-    /// User addresses (all processes together) whose names are remembered across drains.
+    /// Names of code in files (by file and offset, all processes together) remembered across
+    /// drains.
     pub max_user_symbols: usize,
 }
 
@@ -101,6 +108,10 @@ pub struct SymbolsStats {
     pub user_cache_entries: u64,
     pub user_cache_dropped: u64,
     pub unknown_frames: u64,
+    /// Files mapped by tracked processes (filled in by [`Symbols::stats`]), and files whose
+    /// cached symbols were released because no tracked process maps them any more.
+    pub files_cached: u64,
+    pub files_evicted: u64,
 }
 
 /// Eviction rounds (drains) after which a live process that was not sampled is forgotten; the
@@ -114,11 +125,6 @@ struct Tracked {
     same_mount_ns: bool,
     /// Eviction rounds since a drain last referenced the process (0: referenced in this one).
     idle_rounds: u32,
-    /// Named addresses in file mappings, kept across drains: a long-running process samples
-    /// the same few thousand addresses window after window, and naming them again was most of
-    /// the daemon's CPU. Addresses in anonymous memory (JIT code, which may be replaced at the
-    /// same address) are named afresh each time. Emptied when the memory map is read again.
-    frames: HashMap<u64, Location>,
     /// Addresses found outside every mapping even after reading the memory map again (a frame
     /// pointer chain that ended in garbage), so that they do not make every drain re-read it.
     unmapped: HashSet<u64>,
@@ -133,9 +139,22 @@ pub struct Symbols {
     config: SymbolsConfig,
     processes: HashMap<u32, Tracked>,
     kernel: HashMap<u64, Location>,
-    /// Entries in all processes' `frames` together (bounded by `max_user_symbols`).
+    /// Read at the first kernel frame; empty when it could not be read.
+    kallsyms: Option<Kallsyms>,
+    /// Names of code in files, by file (device, inode) and offset in it, kept across drains and
+    /// shared by every process mapping the file: a long-running process samples the same few
+    /// thousand addresses window after window, and naming them again was most of the daemon's
+    /// CPU. Code in anonymous memory (JIT code, which may be replaced at the same address) is
+    /// named afresh each time. A file's names go when no tracked process maps it any more (its
+    /// inode may then be reused).
+    names: FxHashMap<FileId, FxHashMap<u64, Vec<Line>>>,
+    /// Entries in `names` together (bounded by `max_user_symbols`).
     user_symbols: usize,
     build_ids: HashMap<String, Option<String>>,
+    /// Tracked processes mapping each file. blazesym keeps every file it read mapped (and its
+    /// parsed symbols) until told otherwise; a file no tracked process maps any more is
+    /// evicted, so that RSS does not grow with every binary that ever ran on the host.
+    files: HashMap<FileId, (String, u32)>,
     own_mount_ns: Option<PathBuf>,
     pub stats: SymbolsStats,
 }
@@ -152,8 +171,11 @@ impl Symbols {
             config,
             processes: HashMap::new(),
             kernel: HashMap::new(),
+            kallsyms: None,
+            names: FxHashMap::default(),
             user_symbols: 0,
             build_ids: HashMap::new(),
+            files: HashMap::new(),
             own_mount_ns: mount_ns(std::process::id()),
             stats: SymbolsStats::default(),
         }
@@ -184,16 +206,59 @@ impl Symbols {
         if let Err(err) = self.symbolizer.cache(&request) {
             tracing::debug!(pid, %err, "caching process memory map failed");
         }
+        self.hold_files(&info);
         let tracked = Tracked {
             info,
             same_mount_ns: mount_ns(pid).is_some_and(|ns| Some(ns) == self.own_mount_ns),
             idle_rounds: 0,
-            frames: HashMap::new(),
             unmapped: HashSet::new(),
         };
         match self.processes.insert(pid, tracked) {
-            Some(old) => self.user_symbols -= old.frames.len(),
+            Some(old) => {
+                // After the new map's files are held: a file in both stays cached.
+                self.release_files(&old.info);
+            }
             None => self.stats.processes_tracked += 1,
+        }
+    }
+
+    /// Distinct files of a process's memory map, with the path blazesym opens them by.
+    fn mapped_files(info: &ProcessInfo) -> HashMap<FileId, &str> {
+        info.vmas
+            .iter()
+            .filter(|v| v.path.starts_with('/'))
+            .filter_map(|v| Some((file_id(v)?, v.path.as_str())))
+            .collect()
+    }
+
+    fn hold_files(&mut self, info: &ProcessInfo) {
+        for (id, path) in Self::mapped_files(info) {
+            self.files
+                .entry(id)
+                .or_insert_with(|| (path.to_string(), 0))
+                .1 += 1;
+        }
+    }
+
+    fn release_files(&mut self, info: &ProcessInfo) {
+        for id in Self::mapped_files(info).into_keys() {
+            let Some((_, count)) = self.files.get_mut(&id) else {
+                continue;
+            };
+            *count -= 1;
+            if *count > 0 {
+                continue;
+            }
+            let Some((path, _)) = self.files.remove(&id) else {
+                continue;
+            };
+            let _ = self
+                .symbolizer
+                .evict(&evict::Evict::Elf(evict::Elf::new(path)));
+            if let Some(names) = self.names.remove(&id) {
+                self.user_symbols -= names.len();
+            }
+            self.stats.files_evicted += 1;
         }
     }
 
@@ -234,7 +299,7 @@ impl Symbols {
     /// Symbolizes user-space addresses of one process, one batch.
     pub fn user(&mut self, pid: u32, addrs: &[u64]) -> Vec<Location> {
         let mut found: Vec<Option<Location>> = match self.processes.get(&pid) {
-            Some(t) => addrs.iter().map(|a| t.frames.get(a).cloned()).collect(),
+            Some(t) => addrs.iter().map(|&a| self.cached(t, a)).collect(),
             None => vec![None; addrs.len()],
         };
         let missing: Vec<u64> = addrs
@@ -255,7 +320,31 @@ impl Symbols {
         found.into_iter().flatten().collect()
     }
 
-    /// Names addresses not in the process's cache, and caches those in file mappings.
+    /// The name of `addr` without asking blazesym: from the names of its file, or known to be
+    /// outside every mapping.
+    fn cached(&self, tracked: &Tracked, addr: u64) -> Option<Location> {
+        if tracked.unmapped.contains(&addr) {
+            return Some(Location::named(
+                FrameKind::User,
+                addr,
+                None,
+                format!("[unknown] {addr:#x}"),
+            ));
+        }
+        let vma = tracked.info.vma_for(addr)?;
+        let lines = self
+            .names
+            .get(&file_id(vma)?)?
+            .get(&file_offset(vma, addr))?;
+        Some(Location {
+            kind: FrameKind::User,
+            address: addr,
+            vma: Some(Arc::clone(vma)),
+            lines: lines.clone(),
+        })
+    }
+
+    /// Names addresses not in the caches, and caches those in files.
     fn name_user(&mut self, pid: u32, addrs: &[u64]) -> Vec<Location> {
         let mut results = self.symbolize_process(pid, addrs);
         let unmapped = |results: &[Result<Vec<Line>, Reason>], known: Option<&HashSet<u64>>| {
@@ -287,11 +376,11 @@ impl Symbols {
                 tracked.unmapped.extend(still);
             }
         }
-        let info = self.processes.get(&pid).map(|t| &t.info);
+        let info = self.processes.get(&pid).map(|t| t.info.clone());
         let mut locations = Vec::with_capacity(addrs.len());
         let mut cacheable = Vec::new();
         for (&addr, result) in addrs.iter().zip(results) {
-            let vma = info.and_then(|i| i.vma_for(addr));
+            let vma = info.as_ref().and_then(|i| i.vma_for(addr));
             let location = match result {
                 Ok(lines) => Location {
                     kind: FrameKind::User,
@@ -305,46 +394,45 @@ impl Symbols {
                         Some(v) => format!(
                             "{}+{:#x}",
                             v.path.rsplit('/').next().unwrap_or(&v.path),
-                            addr - v.start + v.file_offset
+                            file_offset(v, addr)
                         ),
                         None => format!("[unknown] {addr:#x}"),
                     };
                     Location::named(FrameKind::User, addr, vma.cloned(), name)
                 }
             };
-            // File-backed code does not change under an address while the map stays the same;
-            // an address outside every mapping after the refresh stays unnamed (if a later
-            // dlopen maps it, the next memory-map read empties the cache).
-            let still_unmapped = self
-                .processes
-                .get(&pid)
-                .is_some_and(|t| t.unmapped.contains(&addr));
-            if still_unmapped || vma.is_some_and(|v| v.path.starts_with('/')) {
-                cacheable.push(location.clone());
+            // Code in a file does not change under an offset while the file stays the same.
+            if let Some(id) = vma
+                .filter(|v| v.path.starts_with('/'))
+                .and_then(|v| file_id(v))
+            {
+                cacheable.push((id, file_offset(vma.unwrap(), addr), location.lines.clone()));
             }
             locations.push(location);
         }
-        self.cache_user(pid, cacheable);
+        self.cache_names(cacheable);
         locations
     }
 
-    fn cache_user(&mut self, pid: u32, locations: Vec<Location>) {
-        if locations.is_empty() || !self.processes.contains_key(&pid) {
+    fn cache_names(&mut self, names: Vec<(FileId, u64, Vec<Line>)>) {
+        if names.is_empty() {
             return;
         }
-        if self.user_symbols + locations.len() > self.config.max_user_symbols {
-            for tracked in self.processes.values_mut() {
-                tracked.frames.clear();
-            }
+        if self.user_symbols + names.len() > self.config.max_user_symbols {
+            self.names.clear();
             self.stats.user_cache_dropped += self.user_symbols as u64;
             self.user_symbols = 0;
         }
         let room = self.config.max_user_symbols - self.user_symbols;
-        if let Some(tracked) = self.processes.get_mut(&pid) {
-            for location in locations.into_iter().take(room) {
-                if tracked.frames.insert(location.address, location).is_none() {
-                    self.user_symbols += 1;
-                }
+        for (id, offset, lines) in names.into_iter().take(room) {
+            if self
+                .names
+                .entry(id)
+                .or_default()
+                .insert(offset, lines)
+                .is_none()
+            {
+                self.user_symbols += 1;
             }
         }
     }
@@ -385,28 +473,11 @@ impl Symbols {
                 self.stats.kernel_cache_dropped += self.kernel.len() as u64;
                 self.kernel.clear();
             }
-            let source = Source::Kernel(Kernel {
-                // vmlinux discovery probes many paths per call and is absent on most hosts.
-                vmlinux: blazesym::MaybeDefault::None,
-                debug_syms: false,
-                ..Kernel::default()
-            });
-            let results = match self.symbolizer.symbolize(&source, Input::AbsAddr(&missing)) {
-                Ok(results) => results.into_iter().map(symbolized_lines).collect(),
-                Err(err) => {
-                    tracing::debug!(%err, "kernel symbolization failed");
-                    vec![Err(Reason::Unsupported); missing.len()]
-                }
-            };
-            for (&addr, result) in missing.iter().zip(results) {
-                let location = match result {
-                    Ok(lines) => Location {
-                        kind: FrameKind::Kernel,
-                        address: addr,
-                        vma: None,
-                        lines,
-                    },
-                    Err(_) => {
+            let kallsyms = self.kallsyms.get_or_insert_with(load_kallsyms);
+            for &addr in &missing {
+                let location = match kallsyms.name(addr) {
+                    Some(name) => Location::named(FrameKind::Kernel, addr, None, name.into()),
+                    None => {
                         self.stats.unknown_frames += 1;
                         Location::named(
                             FrameKind::Kernel,
@@ -453,7 +524,7 @@ impl Symbols {
             let Some(tracked) = self.processes.remove(pid) else {
                 continue;
             };
-            self.user_symbols -= tracked.frames.len();
+            self.release_files(&tracked.info);
             let evict = evict::Evict::Process(evict::Process::new(Pid::from(*pid)));
             let _ = self.symbolizer.evict(&evict);
             if !tracked.same_mount_ns {
@@ -475,6 +546,7 @@ impl Symbols {
         SymbolsStats {
             kernel_cache_entries: self.kernel.len() as u64,
             user_cache_entries: self.user_symbols as u64,
+            files_cached: self.files.len() as u64,
             ..self.stats
         }
     }
@@ -483,6 +555,31 @@ impl Symbols {
     pub fn tracked(&self) -> usize {
         self.processes.len()
     }
+}
+
+fn load_kallsyms() -> Kallsyms {
+    let table = Kallsyms::load().unwrap_or_else(|err| {
+        tracing::warn!("cannot read /proc/kallsyms ({err}): kernel frames stay unnamed");
+        Kallsyms::default()
+    });
+    if table.len() == 0 {
+        tracing::warn!(
+            "/proc/kallsyms shows no addresses: kernel frames stay unnamed; run profilerd as root or with CAP_SYSLOG, or set kernel.kptr_restrict to 0"
+        );
+    }
+    table
+}
+
+/// A file in any mount namespace: its device and inode.
+type FileId = (u64, u64);
+
+fn file_id(vma: &Vma) -> Option<FileId> {
+    (vma.inode != 0).then_some((vma.dev, vma.inode))
+}
+
+/// Where `addr` is in the file `vma` maps.
+fn file_offset(vma: &Vma, addr: u64) -> u64 {
+    addr - vma.start + vma.file_offset
 }
 
 /// The mount namespace of a process (`/proc/PID/ns/mnt` link target).
@@ -561,11 +658,58 @@ mod tests {
             symbols.user_symbols as u64
         );
         assert!(symbols.stats.user_cache_dropped > 0);
-        let cached: usize = symbols.processes.values().map(|t| t.frames.len()).sum();
+        let cached: usize = symbols.names.values().map(HashMap::len).sum();
         assert_eq!(cached, symbols.user_symbols);
         assert_eq!(
             symbols.user(pid, &[addr])[0].function(),
             first[0].function()
         );
+    }
+
+    #[test]
+    fn files_are_released_with_the_last_process_mapping_them() {
+        let mut symbols = Symbols::new(SymbolsConfig {
+            max_processes: 8,
+            max_kernel_symbols: 16,
+            max_user_symbols: 16,
+        });
+        symbols.track(std::process::id());
+        let ours = symbols.stats().files_cached;
+        assert!(ours > 0);
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let exe = std::fs::read_link(format!("/proc/{}/exe", child.id())).unwrap();
+        let exe = exe.to_str().unwrap().to_string();
+        // spawn() can return while execve is still mapping the new image.
+        let maps = format!("/proc/{}/maps", child.id());
+        for _ in 0..200 {
+            if std::fs::read_to_string(&maps).is_ok_and(|m| m.contains(&exe)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        symbols.track(child.id());
+        let held = |symbols: &Symbols| {
+            symbols
+                .files
+                .values()
+                .find(|(path, _)| *path == exe)
+                .map(|f| f.1)
+        };
+        assert_eq!(held(&symbols), Some(1));
+        assert!(symbols.stats().files_cached > ours);
+        // libc is mapped by both: held twice.
+        assert!(symbols.files.values().any(|f| f.1 == 2));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // The first round after a drain never forgets (the drain may still need the map).
+        symbols.evict_exited();
+        symbols.evict_exited();
+        assert_eq!(held(&symbols), None);
+        assert_eq!(symbols.stats().files_cached, ours);
+        assert!(symbols.stats.files_evicted >= 1);
+        assert!(symbols.files.values().all(|f| f.1 == 1));
     }
 }
