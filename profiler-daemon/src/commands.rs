@@ -131,6 +131,7 @@ fn prepare(
             max_processes: limits.max_processes as usize,
             max_kernel_symbols: limits.max_kernel_symbols as usize,
             max_user_symbols: limits.max_user_symbols as usize,
+            file_ttl: limits.symbol_file_ttl,
         },
         max_stacks: limits.max_stacks as usize,
     };

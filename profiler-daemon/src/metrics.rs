@@ -300,16 +300,21 @@ impl Metrics {
         );
         family(
             &mut out,
-            "profilerd_symbol_files_evicted_total",
+            "profilerd_symbol_files_released_total",
             "counter",
-            "Files whose cached symbols were released because no tracked process maps them any more.",
+            "Files whose parsed symbols were released: no tracked process maps them any more (exited), or older than --symbol-file-ttl (expired).",
         );
-        sample(
-            &mut out,
-            "profilerd_symbol_files_evicted_total",
-            &[],
-            s.symbols.files_evicted as f64,
-        );
+        for (reason, count) in [
+            ("exited", s.symbols.files_evicted),
+            ("expired", s.symbols.files_expired),
+        ] {
+            sample(
+                &mut out,
+                "profilerd_symbol_files_released_total",
+                &[("reason", reason)],
+                count as f64,
+            );
+        }
         family(
             &mut out,
             "profilerd_unknown_frames_total",

@@ -8,6 +8,7 @@ use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use rustc_hash::FxHashMap;
@@ -87,6 +88,8 @@ pub struct SymbolsConfig {
     /// Names of code in files (by file and offset, all processes together) remembered across
     /// drains.
     pub max_user_symbols: usize,
+    /// How long blazesym keeps a file's parsed symbols before they are released.
+    pub file_ttl: Duration,
 }
 
 /// Counters of the symbolization stage.
@@ -108,10 +111,12 @@ pub struct SymbolsStats {
     pub user_cache_entries: u64,
     pub user_cache_dropped: u64,
     pub unknown_frames: u64,
-    /// Files mapped by tracked processes (filled in by [`Symbols::stats`]), and files whose
-    /// cached symbols were released because no tracked process maps them any more.
+    /// Files mapped by tracked processes (filled in by [`Symbols::stats`]); files whose
+    /// parsed symbols were released because no tracked process maps them any more, and
+    /// because they were older than `file_ttl`.
     pub files_cached: u64,
     pub files_evicted: u64,
+    pub files_expired: u64,
 }
 
 /// Eviction rounds (drains) after which a live process that was not sampled is forgotten; the
@@ -155,6 +160,8 @@ pub struct Symbols {
     /// parsed symbols) until told otherwise; a file no tracked process maps any more is
     /// evicted, so that RSS does not grow with every binary that ever ran on the host.
     files: HashMap<FileId, (String, u32)>,
+    /// When blazesym's parsed files were last all released (see `SymbolsConfig::file_ttl`).
+    files_released: Instant,
     own_mount_ns: Option<PathBuf>,
     pub stats: SymbolsStats,
 }
@@ -176,6 +183,7 @@ impl Symbols {
             user_symbols: 0,
             build_ids: HashMap::new(),
             files: HashMap::new(),
+            files_released: Instant::now(),
             own_mount_ns: mount_ns(std::process::id()),
             stats: SymbolsStats::default(),
         }
@@ -497,6 +505,17 @@ impl Symbols {
     /// idle for [`IDLE_ROUNDS`] drains. Returns their pids so the sampler announces them (or a
     /// process that reuses the pid) again.
     pub fn evict_exited(&mut self) -> Vec<u32> {
+        if self.files_released.elapsed() >= self.config.file_ttl {
+            self.files_released = Instant::now();
+            // The names found stay in `names`; blazesym reads a file again only for an address
+            // they lack, which in a steady state is rare.
+            for (path, _) in self.files.values() {
+                let _ = self
+                    .symbolizer
+                    .evict(&evict::Evict::Elf(evict::Elf::new(path)));
+                self.stats.files_expired += 1;
+            }
+        }
         let mut gone = Vec::new();
         for (&pid, tracked) in self.processes.iter_mut() {
             tracked.idle_rounds += 1;
@@ -628,6 +647,7 @@ mod tests {
             max_processes: 8,
             max_kernel_symbols: 16,
             max_user_symbols: 16,
+            file_ttl: Duration::from_secs(60),
         });
         let pid = std::process::id();
         symbols.track(pid);
@@ -672,6 +692,7 @@ mod tests {
             max_processes: 8,
             max_kernel_symbols: 16,
             max_user_symbols: 16,
+            file_ttl: Duration::from_secs(60),
         });
         symbols.track(std::process::id());
         let ours = symbols.stats().files_cached;
@@ -711,5 +732,35 @@ mod tests {
         assert_eq!(symbols.stats().files_cached, ours);
         assert!(symbols.stats.files_evicted >= 1);
         assert!(symbols.files.values().all(|f| f.1 == 1));
+    }
+
+    #[test]
+    fn expired_files_are_read_again_for_new_addresses() {
+        let mut symbols = Symbols::new(SymbolsConfig {
+            max_processes: 8,
+            max_kernel_symbols: 16,
+            max_user_symbols: 64,
+            file_ttl: Duration::ZERO,
+        });
+        let pid = std::process::id();
+        symbols.track(pid);
+        let first = marker_function as *const () as u64;
+        let named = symbols.user(pid, &[first]);
+        symbols.evict_exited();
+        assert_eq!(
+            symbols.stats.files_expired,
+            symbols.stats().files_cached,
+            "every held file released"
+        );
+        // Known names need no file; a new address makes blazesym read the file again.
+        assert_eq!(symbols.user(pid, &[first]), named);
+        let second = expired_files_are_read_again_for_new_addresses as *const () as u64;
+        let again = symbols.user(pid, &[second]);
+        assert!(
+            again[0]
+                .function()
+                .contains("expired_files_are_read_again_for_new_addresses"),
+            "{again:?}"
+        );
     }
 }
