@@ -384,21 +384,28 @@ impl Symbols {
                 tracked.unmapped.extend(still);
             }
         }
-        let info = self.processes.get(&pid).map(|t| t.info.clone());
+        let vmas: Vec<Option<Arc<Vma>>> = match self.processes.get(&pid) {
+            Some(t) => addrs.iter().map(|&a| t.info.vma_for(a).cloned()).collect(),
+            None => vec![None; addrs.len()],
+        };
         let mut locations = Vec::with_capacity(addrs.len());
         let mut cacheable = Vec::new();
-        for (&addr, result) in addrs.iter().zip(results) {
-            let vma = info.as_ref().and_then(|i| i.vma_for(addr));
+        for ((&addr, result), vma) in addrs.iter().zip(results).zip(vmas) {
+            // Code in a file does not change under an offset while the file stays the same.
+            let cache_key = vma
+                .as_deref()
+                .filter(|v| v.path.starts_with('/'))
+                .and_then(|v| Some((file_id(v)?, file_offset(v, addr))));
             let location = match result {
                 Ok(lines) => Location {
                     kind: FrameKind::User,
                     address: addr,
-                    vma: vma.cloned(),
+                    vma,
                     lines,
                 },
                 Err(_) => {
                     self.stats.unknown_frames += 1;
-                    let name = match vma {
+                    let name = match vma.as_deref() {
                         Some(v) => format!(
                             "{}+{:#x}",
                             v.path.rsplit('/').next().unwrap_or(&v.path),
@@ -406,15 +413,11 @@ impl Symbols {
                         ),
                         None => format!("[unknown] {addr:#x}"),
                     };
-                    Location::named(FrameKind::User, addr, vma.cloned(), name)
+                    Location::named(FrameKind::User, addr, vma, name)
                 }
             };
-            // Code in a file does not change under an offset while the file stays the same.
-            if let Some(id) = vma
-                .filter(|v| v.path.starts_with('/'))
-                .and_then(|v| file_id(v))
-            {
-                cacheable.push((id, file_offset(vma.unwrap(), addr), location.lines.clone()));
+            if let Some((id, offset)) = cache_key {
+                cacheable.push((id, offset, location.lines.clone()));
             }
             locations.push(location);
         }
@@ -703,10 +706,13 @@ mod tests {
             .unwrap();
         let exe = std::fs::read_link(format!("/proc/{}/exe", child.id())).unwrap();
         let exe = exe.to_str().unwrap().to_string();
-        // spawn() can return while execve is still mapping the new image.
+        // spawn() can return while execve is still mapping the new image, and the dynamic
+        // loader maps libc after that.
         let maps = format!("/proc/{}/maps", child.id());
         for _ in 0..200 {
-            if std::fs::read_to_string(&maps).is_ok_and(|m| m.contains(&exe)) {
+            if std::fs::read_to_string(&maps)
+                .is_ok_and(|m| m.contains(&exe) && m.contains("/libc.so"))
+            {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
