@@ -118,7 +118,8 @@ pub struct LimitArgs {
     /// How long the symbolizer keeps a file's parsed symbol table and debug info. Then they
     /// are released, and read again at the next address the name caches lack: the parsed
     /// debug info of a long-running process otherwise grows with every part of it ever
-    /// sampled.
+    /// sampled. Releases are spread over the period, oldest file first, so that memory does
+    /// not rise and fall with it.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     pub symbol_file_ttl: Duration,
 }

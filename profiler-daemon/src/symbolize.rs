@@ -135,6 +135,16 @@ struct Tracked {
     unmapped: HashSet<u64>,
 }
 
+/// A file mapped by tracked processes, whose parsed symbols blazesym may hold.
+struct HeldFile {
+    /// The path blazesym opened it by.
+    path: String,
+    /// Tracked processes mapping it.
+    processes: u32,
+    /// When it was first held or last released by [`Symbols::expire_files`].
+    since: Instant,
+}
+
 /// Unmapped addresses remembered per process before the set starts over.
 const MAX_UNMAPPED: usize = 1024;
 
@@ -159,9 +169,10 @@ pub struct Symbols {
     /// Tracked processes mapping each file. blazesym keeps every file it read mapped (and its
     /// parsed symbols) until told otherwise; a file no tracked process maps any more is
     /// evicted, so that RSS does not grow with every binary that ever ran on the host.
-    files: HashMap<FileId, (String, u32)>,
-    /// When blazesym's parsed files were last all released (see `SymbolsConfig::file_ttl`).
-    files_released: Instant,
+    files: HashMap<FileId, HeldFile>,
+    /// Files owed a release (see [`Symbols::expire_files`]), and when that was last worked out.
+    expire_credit: f64,
+    expire_checked: Instant,
     own_mount_ns: Option<PathBuf>,
     pub stats: SymbolsStats,
 }
@@ -183,7 +194,8 @@ impl Symbols {
             user_symbols: 0,
             build_ids: HashMap::new(),
             files: HashMap::new(),
-            files_released: Instant::now(),
+            expire_credit: 0.0,
+            expire_checked: Instant::now(),
             own_mount_ns: mount_ns(std::process::id()),
             stats: SymbolsStats::default(),
         }
@@ -243,26 +255,30 @@ impl Symbols {
         for (id, path) in Self::mapped_files(info) {
             self.files
                 .entry(id)
-                .or_insert_with(|| (path.to_string(), 0))
-                .1 += 1;
+                .or_insert_with(|| HeldFile {
+                    path: path.to_string(),
+                    processes: 0,
+                    since: Instant::now(),
+                })
+                .processes += 1;
         }
     }
 
     fn release_files(&mut self, info: &ProcessInfo) {
         for id in Self::mapped_files(info).into_keys() {
-            let Some((_, count)) = self.files.get_mut(&id) else {
+            let Some(file) = self.files.get_mut(&id) else {
                 continue;
             };
-            *count -= 1;
-            if *count > 0 {
+            file.processes -= 1;
+            if file.processes > 0 {
                 continue;
             }
-            let Some((path, _)) = self.files.remove(&id) else {
+            let Some(file) = self.files.remove(&id) else {
                 continue;
             };
             let _ = self
                 .symbolizer
-                .evict(&evict::Evict::Elf(evict::Elf::new(path)));
+                .evict(&evict::Evict::Elf(evict::Elf::new(file.path)));
             if let Some(names) = self.names.remove(&id) {
                 self.user_symbols -= names.len();
             }
@@ -504,21 +520,54 @@ impl Symbols {
         addrs.iter().map(|a| self.kernel[a].clone()).collect()
     }
 
+    /// Releases blazesym's parsed state of the files held longest, at a pace that releases
+    /// each held file about once per `file_ttl`. The names found stay in `names`; blazesym
+    /// reads a file again only for an address they lack, which in a steady state is rare.
+    /// Releasing all files at once instead made the daemon's RSS a sawtooth with a `file_ttl`
+    /// period (several MiB of file pages and parsed debug info coming back between releases).
+    fn expire_files(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.expire_checked);
+        self.expire_checked = now;
+        let held = self.files.len();
+        let due = if self.config.file_ttl.is_zero() {
+            held
+        } else {
+            // Credit beyond one full round is not kept: a long pause between drains must not
+            // release files more than once in a row.
+            self.expire_credit = (self.expire_credit
+                + held as f64 * elapsed.as_secs_f64() / self.config.file_ttl.as_secs_f64())
+            .min(held as f64);
+            let due = self.expire_credit.floor();
+            self.expire_credit -= due;
+            due as usize
+        };
+        if due == 0 {
+            return;
+        }
+        let mut oldest: Vec<(Instant, FileId)> =
+            self.files.iter().map(|(id, f)| (f.since, *id)).collect();
+        if due < oldest.len() {
+            oldest.select_nth_unstable(due);
+            oldest.truncate(due);
+        }
+        for (_, id) in oldest {
+            let Some(file) = self.files.get_mut(&id) else {
+                continue;
+            };
+            file.since = now;
+            let _ = self
+                .symbolizer
+                .evict(&evict::Evict::Elf(evict::Elf::new(file.path.as_str())));
+            self.stats.files_expired += 1;
+        }
+    }
+
     /// Forgets processes that exited and were not referenced by the last drain, and live ones
     /// idle for [`IDLE_ROUNDS`] drains. Returns their pids so the sampler announces them (or a
     /// process that reuses the pid) again.
     pub fn evict_exited(&mut self) -> Vec<u32> {
-        if self.files_released.elapsed() >= self.config.file_ttl {
-            self.files_released = Instant::now();
-            // The names found stay in `names`; blazesym reads a file again only for an address
-            // they lack, which in a steady state is rare.
-            for (path, _) in self.files.values() {
-                let _ = self
-                    .symbolizer
-                    .evict(&evict::Evict::Elf(evict::Elf::new(path)));
-                self.stats.files_expired += 1;
-            }
-        }
+        self.expire_files();
         let mut gone = Vec::new();
         for (&pid, tracked) in self.processes.iter_mut() {
             tracked.idle_rounds += 1;
@@ -722,13 +771,13 @@ mod tests {
             symbols
                 .files
                 .values()
-                .find(|(path, _)| *path == exe)
-                .map(|f| f.1)
+                .find(|f| f.path == exe)
+                .map(|f| f.processes)
         };
         assert_eq!(held(&symbols), Some(1));
         assert!(symbols.stats().files_cached > ours);
         // libc is mapped by both: held twice.
-        assert!(symbols.files.values().any(|f| f.1 == 2));
+        assert!(symbols.files.values().any(|f| f.processes == 2));
         child.kill().unwrap();
         child.wait().unwrap();
         // The first round after a drain never forgets (the drain may still need the map).
@@ -737,7 +786,59 @@ mod tests {
         assert_eq!(held(&symbols), None);
         assert_eq!(symbols.stats().files_cached, ours);
         assert!(symbols.stats.files_evicted >= 1);
-        assert!(symbols.files.values().all(|f| f.1 == 1));
+        assert!(symbols.files.values().all(|f| f.processes == 1));
+    }
+
+    #[test]
+    fn files_are_released_oldest_first_spread_over_the_ttl() {
+        let mut symbols = Symbols::new(SymbolsConfig {
+            max_processes: 8,
+            max_kernel_symbols: 16,
+            max_user_symbols: 64,
+            file_ttl: Duration::from_secs(10),
+        });
+        symbols.track(std::process::id());
+        let held = symbols.files.len();
+        assert!(held >= 2, "this test binary maps itself and libc");
+        let since = |symbols: &Symbols| -> HashMap<FileId, Instant> {
+            symbols.files.iter().map(|(id, f)| (*id, f.since)).collect()
+        };
+        let before = since(&symbols);
+        let half_ttl = |symbols: &mut Symbols| {
+            symbols.expire_checked = symbols
+                .expire_checked
+                .checked_sub(Duration::from_secs(5))
+                .unwrap();
+            symbols.expire_files();
+        };
+
+        // Half the TTL: half the files, the ones held longest.
+        half_ttl(&mut symbols);
+        assert_eq!(symbols.stats.files_expired, (held / 2) as u64);
+        let first = since(&symbols);
+        let released: Vec<_> = first
+            .keys()
+            .filter(|id| first[*id] != before[*id])
+            .collect();
+        let kept_oldest = first
+            .keys()
+            .filter(|id| first[*id] == before[*id])
+            .map(|id| before[id])
+            .min();
+        if let Some(kept) = kept_oldest {
+            assert!(released.iter().all(|id| before[*id] <= kept));
+        }
+
+        // The other half: every file released once in one TTL, none twice.
+        half_ttl(&mut symbols);
+        assert_eq!(symbols.stats.files_expired, held as u64);
+        let second = since(&symbols);
+        assert!(second.keys().all(|id| second[id] != before[id]));
+        assert!(released.iter().all(|id| second[*id] == first[*id]));
+
+        // No time passed: nothing is due.
+        symbols.expire_files();
+        assert_eq!(symbols.stats.files_expired, held as u64);
     }
 
     #[test]
