@@ -7,10 +7,6 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
     thread,
     time::{Duration, Instant},
 };
@@ -458,12 +454,19 @@ impl Ctx {
             for _ in 0..200 {
                 procs.spawn(&self.fixture("idler"), &[&(secs + 30).to_string()])?;
             }
-            let stop = Arc::new(AtomicBool::new(false));
-            let spawner = {
-                let stop = Arc::clone(&stop);
-                let program = self.fixture("split");
-                thread::spawn(move || short_lived(&program, &stop))
-            };
+            // A 50 ms process every 50 ms (20 a second), started by a small C program: the
+            // harness is a debug build, and forking from it would make it a busy process whose
+            // large debug info the daemon keeps reading, which is not the workload described.
+            let spawner = Command::new(self.fixture("spawner"))
+                .args([
+                    &secs.to_string(),
+                    "50",
+                    self.fixture("split").to_str().unwrap(),
+                    "0.05",
+                ])
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("cannot start the spawner fixture")?;
             let dump = self.dir.join("memory-profiles");
             let _ = fs::remove_dir_all(&dump);
             let mut ours = self.profilerd_logged(
@@ -492,8 +495,10 @@ impl Ctx {
                 }
                 thread::sleep(Duration::from_secs(1));
             }
-            stop.store(true, Ordering::Relaxed);
-            let spawned = spawner.join().unwrap_or(0);
+            let spawned: u64 = String::from_utf8_lossy(&spawner.wait_with_output()?.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0);
             for child in [&mut ours, &mut peer] {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -654,28 +659,6 @@ impl Ctx {
     }
 }
 
-/// Starts a 50 ms process every 50 ms (20 a second) until `stop`; returns how many ran.
-fn short_lived(program: &Path, stop: &AtomicBool) -> usize {
-    let mut running: Vec<Child> = Vec::new();
-    let mut started = 0;
-    while !stop.load(Ordering::Relaxed) {
-        if let Ok(child) = Command::new(program)
-            .arg("0.05")
-            .stdout(Stdio::null())
-            .spawn()
-        {
-            running.push(child);
-            started += 1;
-        }
-        running.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
-        thread::sleep(Duration::from_millis(50));
-    }
-    for mut child in running {
-        let _ = child.wait();
-    }
-    started
-}
-
 /// The daemon's upload interval: its RSS rises while a window fills and falls when it is
 /// written and trimmed, a sawtooth of this period.
 const UPLOAD_INTERVAL_SECS: f64 = 15.0;
@@ -776,7 +759,12 @@ pub fn bench(root: &Path, options: &Options) -> Result<()> {
     fs::create_dir_all(&dir)?;
     let fixtures = dir.join("fixtures");
     fs::create_dir_all(&fixtures)?;
-    for (name, extra) in [("split", ""), ("manystacks", "-pthread"), ("idler", "")] {
+    for (name, extra) in [
+        ("split", ""),
+        ("manystacks", "-pthread"),
+        ("idler", ""),
+        ("spawner", ""),
+    ] {
         let mut cmd = Command::new("gcc");
         cmd.args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
             .arg(fixtures.join(name))
