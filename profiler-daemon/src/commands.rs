@@ -675,7 +675,7 @@ fn reload(active: &mut RunArgs, new: RunArgs, live: Live<'_>) {
             Ok((t, page))
         });
         match resolved {
-            Err(err) => tracing::error!("reload: targets unchanged: {err:#}"),
+            Err(err) => tracing::error!("reload: targets unchanged: {}", error_line(&err)),
             Ok((targets, page)) => {
                 match live.pipeline.set_filters(&targets.pids, &targets.selectors) {
                     Err(err) => tracing::error!("reload: targets unchanged: {err}"),
@@ -750,7 +750,7 @@ fn reload(active: &mut RunArgs, new: RunArgs, live: Live<'_>) {
         (live.exporter, client_changed, new.server.server.is_some())
     {
         match server_client(&new) {
-            Err(err) => tracing::error!("reload: server settings unchanged: {err:#}"),
+            Err(err) => tracing::error!("reload: server settings unchanged: {}", error_line(&err)),
             Ok(None) => {}
             Ok(Some((client, _))) => {
                 exporter.replace_client(client);
@@ -1028,7 +1028,7 @@ pub fn check(args: &RunArgs) -> bool {
         Err(err) => Item {
             name: "targets",
             status: Status::Problem,
-            detail: format!("{err:#}"),
+            detail: error_line(&err),
         },
     });
     if args.server.server.is_some() {
@@ -1041,7 +1041,7 @@ pub fn check(args: &RunArgs) -> bool {
             Err(err) => Item {
                 name: "server config",
                 status: Status::Problem,
-                detail: format!("{err:#}"),
+                detail: error_line(&err),
             },
         });
     }
@@ -1082,4 +1082,43 @@ fn top_functions(processes: &[&ProcessProfile], n: usize) -> Vec<(String, f64)> 
         .take(n)
         .map(|(name, count)| (name.to_string(), count as f64 * 100.0 / total.max(1) as f64))
         .collect()
+}
+
+/// An error and its causes on one line. A cause whose text the message already includes is
+/// left out: our error messages name their cause themselves ("--listen ADDR: Address already
+/// in use: choose ..."), and `{:#}` would print it a second time.
+pub fn error_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_line_names_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let text = io.to_string();
+        let bind = crate::web::WebError::Bind {
+            addr: "127.0.0.1:7070".parse().unwrap(),
+            source: io,
+        };
+        let err = anyhow::Error::from(bind).context("cannot start the listener");
+        let line = error_line(&err);
+        assert_eq!(line.matches(&text).count(), 1, "{line}");
+        assert!(line.starts_with("cannot start the listener: --listen 127.0.0.1:7070: "));
+        assert!(line.ends_with("--listen off"), "{line}");
+
+        // A cause the message does not mention is still shown.
+        let plain = anyhow::Error::from(std::io::Error::other("disk on fire")).context("writing");
+        assert_eq!(error_line(&plain), "writing: disk on fire");
+    }
 }

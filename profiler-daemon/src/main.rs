@@ -194,7 +194,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", profilerd::commands::error_line(&err));
             ExitCode::FAILURE
         }
     }
