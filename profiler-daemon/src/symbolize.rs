@@ -688,6 +688,16 @@ fn symbolized_lines(result: Symbolized<'_>) -> Result<Vec<Line>, Reason> {
 mod tests {
     use super::*;
 
+    /// A symbolizer with small caches: 8 processes, 16 kernel names.
+    fn small_symbols(max_user_symbols: usize, file_ttl: Duration) -> Symbols {
+        Symbols::new(SymbolsConfig {
+            max_processes: 8,
+            max_kernel_symbols: 16,
+            max_user_symbols,
+            file_ttl,
+        })
+    }
+
     #[inline(never)]
     fn marker_function() -> u64 {
         std::hint::black_box(7)
@@ -695,12 +705,7 @@ mod tests {
 
     #[test]
     fn user_names_are_cached_within_the_bound() {
-        let mut symbols = Symbols::new(SymbolsConfig {
-            max_processes: 8,
-            max_kernel_symbols: 16,
-            max_user_symbols: 16,
-            file_ttl: Duration::from_secs(60),
-        });
+        let mut symbols = small_symbols(16, Duration::from_secs(60));
         let pid = std::process::id();
         symbols.track(pid);
         let addr = marker_function as *const () as u64;
@@ -740,12 +745,7 @@ mod tests {
 
     #[test]
     fn files_are_released_with_the_last_process_mapping_them() {
-        let mut symbols = Symbols::new(SymbolsConfig {
-            max_processes: 8,
-            max_kernel_symbols: 16,
-            max_user_symbols: 16,
-            file_ttl: Duration::from_secs(60),
-        });
+        let mut symbols = small_symbols(16, Duration::from_secs(60));
         symbols.track(std::process::id());
         let ours = symbols.stats().files_cached;
         assert!(ours > 0);
@@ -791,12 +791,7 @@ mod tests {
 
     #[test]
     fn files_are_released_oldest_first_spread_over_the_ttl() {
-        let mut symbols = Symbols::new(SymbolsConfig {
-            max_processes: 8,
-            max_kernel_symbols: 16,
-            max_user_symbols: 64,
-            file_ttl: Duration::from_secs(10),
-        });
+        let mut symbols = small_symbols(64, Duration::from_secs(10));
         symbols.track(std::process::id());
         let held = symbols.files.len();
         assert!(held >= 2, "this test binary maps itself and libc");
@@ -843,12 +838,7 @@ mod tests {
 
     #[test]
     fn expired_files_are_read_again_for_new_addresses() {
-        let mut symbols = Symbols::new(SymbolsConfig {
-            max_processes: 8,
-            max_kernel_symbols: 16,
-            max_user_symbols: 64,
-            file_ttl: Duration::ZERO,
-        });
+        let mut symbols = small_symbols(64, Duration::ZERO);
         let pid = std::process::id();
         symbols.track(pid);
         let first = marker_function as *const () as u64;
