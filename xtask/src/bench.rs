@@ -454,19 +454,6 @@ impl Ctx {
             for _ in 0..200 {
                 procs.spawn(&self.fixture("idler"), &[&(secs + 30).to_string()])?;
             }
-            // A 50 ms process every 50 ms (20 a second), started by a small C program: the
-            // harness is a debug build, and forking from it would make it a busy process whose
-            // large debug info the daemon keeps reading, which is not the workload described.
-            let spawner = Command::new(self.fixture("spawner"))
-                .args([
-                    &secs.to_string(),
-                    "50",
-                    self.fixture("split").to_str().unwrap(),
-                    "0.05",
-                ])
-                .stdout(Stdio::piped())
-                .spawn()
-                .context("cannot start the spawner fixture")?;
             let dump = self.dir.join("memory-profiles");
             let _ = fs::remove_dir_all(&dump);
             let mut ours = self.profilerd_logged(
@@ -484,6 +471,20 @@ impl Ctx {
                 ],
             )?;
             let mut peer = bpftrace(BPFTRACE_PROFILE)?;
+            // Started last, so that a profiler failing to start leaves no spawner behind.
+            // A 50 ms process every 50 ms (20 a second), started by a small C program: the
+            // harness is a debug build, and forking from it would make it a busy process whose
+            // large debug info the daemon keeps reading, which is not the workload described.
+            let spawner = Command::new(self.fixture("spawner"))
+                .args([
+                    &secs.to_string(),
+                    "50",
+                    self.fixture("split").to_str().unwrap(),
+                    "0.05",
+                ])
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("cannot start the spawner fixture")?;
             let pids = [ours.id(), peer.id()];
             let started = Instant::now();
             let mut series = [Vec::new(), Vec::new()];
