@@ -108,7 +108,8 @@ pub struct LimitArgs {
     /// stacks are dropped and counted.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(16..))]
     pub max_stacks: u64,
-    /// Kernel addresses whose symbols are cached across drains (about 150 bytes each).
+    /// Kernel functions whose names are cached across drains (about 80 bytes each; all the
+    /// sampled addresses in a function share one entry).
     #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(16..))]
     pub max_kernel_symbols: u64,
     /// Names of code in files cached across drains, by file and offset, shared by all the

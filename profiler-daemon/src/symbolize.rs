@@ -83,7 +83,7 @@ impl Location {
 pub struct SymbolsConfig {
     /// Processes tracked at once (cached memory maps).
     pub max_processes: usize,
-    /// Kernel addresses whose names are remembered across drains.
+    /// Kernel functions whose names are remembered across drains.
     pub max_kernel_symbols: usize,
     /// Names of code in files (by file and offset, all processes together) remembered across
     /// drains.
@@ -153,7 +153,8 @@ pub struct Symbols {
     symbolizer: Symbolizer,
     config: SymbolsConfig,
     processes: HashMap<u32, Tracked>,
-    kernel: HashMap<u64, Location>,
+    /// Kernel function names by kallsyms index, shared by every frame in the function.
+    kernel: FxHashMap<u32, Arc<str>>,
     /// Read at the first kernel frame; empty when it could not be read.
     kallsyms: Option<Kallsyms>,
     /// Names of code in files, by file (device, inode) and offset in it, kept across drains and
@@ -188,7 +189,7 @@ impl Symbols {
             symbolizer,
             config,
             processes: HashMap::new(),
-            kernel: HashMap::new(),
+            kernel: FxHashMap::default(),
             kallsyms: None,
             names: FxHashMap::default(),
             user_symbols: 0,
@@ -483,41 +484,48 @@ impl Symbols {
         }
     }
 
-    /// Symbolizes kernel addresses via kallsyms, remembering them across drains (bounded).
+    /// Symbolizes kernel addresses via kallsyms. The names are held per kernel function
+    /// (bounded), not per address: a busy host keeps sampling new instruction addresses inside
+    /// the same few thousand kernel functions for hours, and a cache by address grew with
+    /// every one of them.
     pub fn kernel(&mut self, addrs: &[u64]) -> Vec<Location> {
-        let missing: Vec<u64> = {
-            let mut seen = HashSet::new();
-            addrs
-                .iter()
-                .copied()
-                .filter(|a| !self.kernel.contains_key(a) && seen.insert(*a))
-                .collect()
-        };
-        self.stats.kernel_cache_misses += missing.len() as u64;
-        self.stats.kernel_cache_hits += (addrs.len() - missing.len()) as u64;
-        if !missing.is_empty() {
-            if self.kernel.len() + missing.len() > self.config.max_kernel_symbols {
-                self.stats.kernel_cache_dropped += self.kernel.len() as u64;
-                self.kernel.clear();
-            }
-            let kallsyms = self.kallsyms.get_or_insert_with(load_kallsyms);
-            for &addr in &missing {
-                let location = match kallsyms.name(addr) {
-                    Some(name) => Location::named(FrameKind::Kernel, addr, None, name.into()),
+        let kallsyms = self.kallsyms.get_or_insert_with(load_kallsyms);
+        addrs
+            .iter()
+            .map(|&addr| {
+                let function = match kallsyms.symbol(addr) {
+                    Some(index) => {
+                        if let Some(name) = self.kernel.get(&index) {
+                            self.stats.kernel_cache_hits += 1;
+                            name.clone()
+                        } else {
+                            self.stats.kernel_cache_misses += 1;
+                            if self.kernel.len() >= self.config.max_kernel_symbols {
+                                self.stats.kernel_cache_dropped += self.kernel.len() as u64;
+                                self.kernel.clear();
+                            }
+                            let name: Arc<str> = kallsyms.name_of(index).into();
+                            self.kernel.insert(index, name.clone());
+                            name
+                        }
+                    }
                     None => {
                         self.stats.unknown_frames += 1;
-                        Location::named(
-                            FrameKind::Kernel,
-                            addr,
-                            None,
-                            format!("[kernel] {addr:#x}"),
-                        )
+                        format!("[kernel] {addr:#x}").into()
                     }
                 };
-                self.kernel.insert(addr, location);
-            }
-        }
-        addrs.iter().map(|a| self.kernel[a].clone()).collect()
+                Location {
+                    kind: FrameKind::Kernel,
+                    address: addr,
+                    vma: None,
+                    lines: vec![Line {
+                        function,
+                        file: None,
+                        line: 0,
+                    }],
+                }
+            })
+            .collect()
     }
 
     /// Releases blazesym's parsed state of the files held longest, at a pace that releases
@@ -859,5 +867,44 @@ mod tests {
                 .contains("expired_files_are_read_again_for_new_addresses"),
             "{again:?}"
         );
+    }
+
+    #[test]
+    fn kernel_names_are_held_per_function_within_the_bound() {
+        let mut symbols = small_symbols(16, Duration::from_secs(60));
+        let mut text = String::new();
+        for i in 0..20u64 {
+            text.push_str(&format!(
+                "{:x} t fn_{i}\n",
+                0xffff_ffff_8100_0000 + i * 0x100
+            ));
+        }
+        symbols.kallsyms = Some(Kallsyms::parse(text.as_bytes()).unwrap());
+        let base = 0xffff_ffff_8100_0000;
+        // Three addresses in fn_0, one in fn_1, one below every symbol.
+        let found = symbols.kernel(&[base + 0x10, base + 0x20, base + 0x110, base + 0x30, 0x1000]);
+        let names: Vec<&str> = found.iter().map(Location::function).collect();
+        assert_eq!(names, ["fn_0", "fn_0", "fn_1", "fn_0", "[kernel] 0x1000"]);
+        assert_eq!(found[1].address, base + 0x20);
+        assert!(Arc::ptr_eq(
+            &found[0].lines[0].function,
+            &found[3].lines[0].function
+        ));
+        assert_eq!(
+            (
+                symbols.stats.kernel_cache_hits,
+                symbols.stats.kernel_cache_misses,
+                symbols.stats.unknown_frames
+            ),
+            (2, 2, 1)
+        );
+        assert_eq!(symbols.stats().kernel_cache_entries, 2);
+
+        // Sixteen functions fill the cache; the seventeenth empties it first.
+        let addrs: Vec<u64> = (0..17).map(|i| base + i * 0x100 + 8).collect();
+        let found = symbols.kernel(&addrs);
+        assert_eq!(found[16].function(), "fn_16");
+        assert_eq!(symbols.stats.kernel_cache_dropped, 16);
+        assert_eq!(symbols.stats().kernel_cache_entries, 1);
     }
 }

@@ -25,7 +25,7 @@ impl Kallsyms {
         Self::parse(File::open("/proc/kallsyms")?)
     }
 
-    fn parse(reader: impl Read) -> io::Result<Self> {
+    pub(super) fn parse(reader: impl Read) -> io::Result<Self> {
         let mut reader = BufReader::with_capacity(64 * 1024, reader);
         let mut names = String::new();
         // (address, start, end) in `names`, sorted by address below.
@@ -71,13 +71,20 @@ impl Kallsyms {
         Ok(table)
     }
 
-    /// The function containing `addr`: the last symbol starting at or below it. kallsyms has
-    /// no sizes, so an address past the end of the last function of a region still gets that
-    /// function's name (as with blazesym and perf).
-    pub fn name(&self, addr: u64) -> Option<&str> {
+    /// The index of the function containing `addr`: the last symbol starting at or below it.
+    /// kallsyms has no sizes, so an address past the end of the last function of a region
+    /// still gets that function (as with blazesym and perf).
+    pub fn symbol(&self, addr: u64) -> Option<u32> {
         let i = self.addrs.partition_point(|&a| a <= addr).checked_sub(1)?;
+        // parse() refuses more names than u32 offsets reach, so there are fewer symbols.
+        Some(i as u32)
+    }
+
+    /// The name of the symbol at `index` (from [`Kallsyms::symbol`]).
+    pub fn name_of(&self, index: u32) -> &str {
+        let i = index as usize;
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        Some(&self.names[start..self.ends[i] as usize])
+        &self.names[start..self.ends[i] as usize]
     }
 
     pub fn len(&self) -> usize {
@@ -88,6 +95,12 @@ impl Kallsyms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Kallsyms {
+        fn name(&self, addr: u64) -> Option<&str> {
+            self.symbol(addr).map(|i| self.name_of(i))
+        }
+    }
 
     #[test]
     fn names_the_enclosing_symbol() {
