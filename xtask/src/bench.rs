@@ -160,17 +160,21 @@ fn cost_per_run(name: &str, start: Duration, span: Duration) -> Result<f64> {
     Ok((t1 - t0) as f64 / (c1 - c0) as f64)
 }
 
-fn rss_mib(pid: u32) -> Option<f64> {
+/// VmRSS, RssAnon and RssFile of a process, in MiB.
+fn rss_split(pid: u32) -> Option<[f64; 3]> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
+    let field = |name: &str| -> Option<f64> {
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib / 1024.0)
+    };
+    Some([field("VmRSS:")?, field("RssAnon:")?, field("RssFile:")?])
 }
 
 fn cpu_ticks(pid: u32) -> Option<u64> {
@@ -449,7 +453,7 @@ impl Ctx {
         let mut slopes = Vec::new();
         // Both run at once on one workload: RSS does not depend on the other profiler's
         // presence, and the 10-minute runs then take half the time. Each pair is one run.
-        for _ in 0..self.pairs {
+        for run in 0..self.pairs {
             let mut procs = Procs::default();
             for _ in 0..200 {
                 procs.spawn(&self.fixture("idler"), &[&(secs + 30).to_string()])?;
@@ -488,14 +492,29 @@ impl Ctx {
             let pids = [ours.id(), peer.id()];
             let started = Instant::now();
             let mut series = [Vec::new(), Vec::new()];
+            // Every second of the run, kept so that a slope or a peak can be explained after
+            // the fact: anonymous memory is the daemon's own, file pages are the binaries it
+            // reads to symbolize.
+            let mut table = String::from(
+                "seconds\tprofilerd_rss\tprofilerd_anon\tprofilerd_file\tbpftrace_rss\n",
+            );
             while started.elapsed() < Duration::from_secs(secs) {
-                for (pid, series) in pids.iter().zip(series.iter_mut()) {
-                    if let Some(rss) = rss_mib(*pid) {
-                        series.push((started.elapsed().as_secs_f64(), rss));
+                let t = started.elapsed().as_secs_f64();
+                let split = pids.map(rss_split);
+                for (split, series) in split.iter().zip(series.iter_mut()) {
+                    if let Some(split) = split {
+                        series.push((t, split[0]));
                     }
+                }
+                if let [Some(o), Some(p)] = split {
+                    table.push_str(&format!(
+                        "{t:.1}\t{:.2}\t{:.2}\t{:.2}\t{:.2}\n",
+                        o[0], o[1], o[2], p[0]
+                    ));
                 }
                 thread::sleep(Duration::from_secs(1));
             }
+            fs::write(self.dir.join(format!("memory-{}.tsv", run + 1)), table)?;
             let spawned: u64 = String::from_utf8_lossy(&spawner.wait_with_output()?.stdout)
                 .trim()
                 .parse()
