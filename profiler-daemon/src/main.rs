@@ -55,7 +55,30 @@ fn reload(argv: &[OsString], reloadable: bool, tx: &mpsc::Sender<Box<RunArgs>>) 
     }
 }
 
+/// glibc's malloc raises its mmap and trim thresholds as the program frees large blocks
+/// (kallsyms at start, a busy window's tables), and a thread arena's free top is returned only
+/// above the trim threshold (malloc_trim leaves it alone): the daemon's RSS then kept a few
+/// MiB of freed memory, more or less depending on which window had last peaked. Fixed
+/// thresholds return large blocks and a free top to the system when they are freed. A
+/// GLIBC_TUNABLES or MALLOC_*_ setting in the environment is left to win.
+fn tune_malloc() {
+    let set = |var: &str| std::env::var_os(var).is_some();
+    if set("GLIBC_TUNABLES") {
+        return;
+    }
+    // SAFETY: mallopt only changes malloc parameters; it runs before any other thread exists.
+    unsafe {
+        if !set("MALLOC_MMAP_THRESHOLD_") {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        }
+        if !set("MALLOC_TRIM_THRESHOLD_") {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 512 * 1024);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    tune_malloc();
     // Kept for SIGHUP: a reload parses the same command line with the config file re-read.
     let argv: Vec<OsString> = std::env::args_os().collect();
     let cli = match cli::parse_from(argv.clone()) {
