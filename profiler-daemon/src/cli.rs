@@ -116,11 +116,12 @@ pub struct LimitArgs {
     /// processes mapping the file (about 150 bytes each). JIT code is named afresh.
     #[arg(long, default_value_t = 32_768, value_parser = clap::value_parser!(u64).range(16..))]
     pub max_user_symbols: u64,
-    /// How long the symbolizer keeps a file's parsed symbol table and debug info. Then they
-    /// are released, and read again at the next address the name caches lack: the parsed
-    /// debug info of a long-running process otherwise grows with every part of it ever
-    /// sampled. Releases are spread over the period, oldest file first, so that memory does
-    /// not rise and fall with it.
+    /// How long the symbolizer keeps the parsed debug info (DWARF, in the file or a separate
+    /// debug file) of a file. Then it is released, and read again at the next address the
+    /// name caches lack: the parsed debug info of a long-running process otherwise grows with
+    /// every part of it ever sampled. Releases are spread over the period, oldest file first,
+    /// so that memory does not rise and fall with it. Files with only a symbol table (stripped
+    /// libraries) do not grow and are kept until no tracked process maps them.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     pub symbol_file_ttl: Duration,
 }

@@ -24,6 +24,7 @@ use blazesym::{
 
 use crate::procinfo::{is_running, is_same_process_alive, ProcessInfo, Vma};
 
+mod debuginfo;
 mod kallsyms;
 
 use kallsyms::Kallsyms;
@@ -143,6 +144,9 @@ struct HeldFile {
     processes: u32,
     /// When it was first held or last released by [`Symbols::expire_files`].
     since: Instant,
+    /// Whether `file_ttl` applies: the file has DWARF, whose parsed state grows with every
+    /// part of the program sampled. A symbol table alone is parsed whole, once.
+    expires: bool,
 }
 
 /// Unmapped addresses remembered per process before the set starts over.
@@ -243,23 +247,25 @@ impl Symbols {
         }
     }
 
-    /// Distinct files of a process's memory map, with the path blazesym opens them by.
-    fn mapped_files(info: &ProcessInfo) -> HashMap<FileId, &str> {
+    /// Distinct files of a process's memory map (blazesym opens them by the mapping's path).
+    fn mapped_files(info: &ProcessInfo) -> HashMap<FileId, &Vma> {
         info.vmas
             .iter()
             .filter(|v| v.path.starts_with('/'))
-            .filter_map(|v| Some((file_id(v)?, v.path.as_str())))
+            .filter_map(|v| Some((file_id(v)?, v.as_ref())))
             .collect()
     }
 
     fn hold_files(&mut self, info: &ProcessInfo) {
-        for (id, path) in Self::mapped_files(info) {
+        let root = PathBuf::from(format!("/proc/{}/root", info.pid));
+        for (id, vma) in Self::mapped_files(info) {
             self.files
                 .entry(id)
                 .or_insert_with(|| HeldFile {
-                    path: path.to_string(),
+                    path: vma.path.clone(),
                     processes: 0,
                     since: Instant::now(),
+                    expires: debuginfo::has_debug_info(&root, &vma.path, vma.build_id.as_deref()),
                 })
                 .processes += 1;
         }
@@ -528,8 +534,8 @@ impl Symbols {
             .collect()
     }
 
-    /// Releases blazesym's parsed state of the files held longest, at a pace that releases
-    /// each held file about once per `file_ttl`. The names found stay in `names`; blazesym
+    /// Releases blazesym's parsed state of the files with DWARF held longest, at a pace that
+    /// releases each of them about once per `file_ttl` (see [`debuginfo`] for why only them). The names found stay in `names`; blazesym
     /// reads a file again only for an address they lack, which in a steady state is rare.
     /// Releasing all files at once instead made the daemon's RSS a sawtooth with a `file_ttl`
     /// period (several MiB of file pages and parsed debug info coming back between releases).
@@ -537,7 +543,7 @@ impl Symbols {
         let now = Instant::now();
         let elapsed = now.duration_since(self.expire_checked);
         self.expire_checked = now;
-        let held = self.files.len();
+        let held = self.files.values().filter(|f| f.expires).count();
         let due = if self.config.file_ttl.is_zero() {
             held
         } else {
@@ -553,8 +559,12 @@ impl Symbols {
         if due == 0 {
             return;
         }
-        let mut oldest: Vec<(Instant, FileId)> =
-            self.files.iter().map(|(id, f)| (f.since, *id)).collect();
+        let mut oldest: Vec<(Instant, FileId)> = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.expires)
+            .map(|(id, f)| (f.since, *id))
+            .collect();
         if due < oldest.len() {
             oldest.select_nth_unstable(due);
             oldest.truncate(due);
@@ -801,11 +811,28 @@ mod tests {
     fn files_are_released_oldest_first_spread_over_the_ttl() {
         let mut symbols = small_symbols(64, Duration::from_secs(10));
         symbols.track(std::process::id());
-        let held = symbols.files.len();
-        assert!(held >= 2, "this test binary maps itself and libc");
+        assert!(
+            symbols.files.len() >= 3,
+            "this test binary maps itself, libc and ld.so"
+        );
+        // The pacing over files with DWARF, whichever these are on this machine; one file
+        // without it, which the TTL never releases.
+        let mut ids = symbols.files.keys().copied();
+        let symbol_table_only = ids.next().unwrap();
+        for file in symbols.files.values_mut() {
+            file.expires = true;
+        }
+        symbols.files.get_mut(&symbol_table_only).unwrap().expires = false;
+        let held = symbols.files.len() - 1;
         let since = |symbols: &Symbols| -> HashMap<FileId, Instant> {
-            symbols.files.iter().map(|(id, f)| (*id, f.since)).collect()
+            symbols
+                .files
+                .iter()
+                .filter(|(id, _)| **id != symbol_table_only)
+                .map(|(id, f)| (*id, f.since))
+                .collect()
         };
+        let kept_since = symbols.files[&symbol_table_only].since;
         let before = since(&symbols);
         let half_ttl = |symbols: &mut Symbols| {
             symbols.expire_checked = symbols
@@ -842,6 +869,7 @@ mod tests {
         // No time passed: nothing is due.
         symbols.expire_files();
         assert_eq!(symbols.stats.files_expired, held as u64);
+        assert_eq!(symbols.files[&symbol_table_only].since, kept_since);
     }
 
     #[test]
@@ -851,11 +879,13 @@ mod tests {
         symbols.track(pid);
         let first = marker_function as *const () as u64;
         let named = symbols.user(pid, &[first]);
+        // The test binary has DWARF (libc only with its -dbg package installed).
+        let with_dwarf = symbols.files.values().filter(|f| f.expires).count();
+        assert!(with_dwarf >= 1);
         symbols.evict_exited();
         assert_eq!(
-            symbols.stats.files_expired,
-            symbols.stats().files_cached,
-            "every held file released"
+            symbols.stats.files_expired, with_dwarf as u64,
+            "every held file with DWARF released"
         );
         // Known names need no file; a new address makes blazesym read the file again.
         assert_eq!(symbols.user(pid, &[first]), named);
