@@ -535,8 +535,9 @@ impl Symbols {
     }
 
     /// Releases blazesym's parsed state of the files with DWARF held longest, at a pace that
-    /// releases each of them about once per `file_ttl` (see [`debuginfo`] for why only them). The names found stay in `names`; blazesym
-    /// reads a file again only for an address they lack, which in a steady state is rare.
+    /// releases each of them about once per `file_ttl` (see [`debuginfo`] for why only them).
+    /// The names found stay in `names`; blazesym reads a file again only for an address they
+    /// lack, which in a steady state is rare.
     /// Releasing all files at once instead made the daemon's RSS a sawtooth with a `file_ttl`
     /// period (several MiB of file pages and parsed debug info coming back between releases).
     fn expire_files(&mut self) {
@@ -817,8 +818,7 @@ mod tests {
         );
         // The pacing over files with DWARF, whichever these are on this machine; one file
         // without it, which the TTL never releases.
-        let mut ids = symbols.files.keys().copied();
-        let symbol_table_only = ids.next().unwrap();
+        let symbol_table_only = *symbols.files.keys().next().unwrap();
         for file in symbols.files.values_mut() {
             file.expires = true;
         }
