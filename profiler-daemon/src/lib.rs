@@ -1,33 +1,36 @@
 //! profilerd: a system-wide eBPF CPU profiler.
 //!
-//! Pipeline, one module per stage: [`sampler`] (BPF, drain) -> [`symbolize`] -> [`aggregate`]
-//! -> [`pprof`] / [`output`]. [`pipeline`] runs the stages on one thread; [`commands`] drives
-//! it for `record` and `run`.
+//! The stages, in the order data flows (a stage imports only the ones before it):
+//!
+//! | module | in | out |
+//! | --- | --- | --- |
+//! | [`types`] | | durations, sizes, rules, cgroup targets, timestamps (a leaf) |
+//! | [`process`] | `/proc/PID/*` | what the daemon knows of a process |
+//! | [`host`] | `/proc/sys`, capabilities | start-up checks, `check` items, capability drops |
+//! | [`sample`] | the BPF object | drained counts and stacks |
+//! | [`symbolize`] | addresses | named frames |
+//! | [`aggregate`] | drained samples | per-process windows (and the one-thread pipeline) |
+//! | [`target`] | `--pid`, `--cgroup`, `[[target]]` | kernel filter, sections, labels |
+//! | [`trigger`] | windows | rule firings and kept profiles |
+//! | [`encode`] | windows | pprof, folded stacks, flame graphs |
+//! | [`export`] | encoded profiles | dump dir, Pyroscope uploads, spool |
+//! | [`serve`] | dump dir, metrics | the HTTP listener: page, `/metrics`, `/healthz` |
+//! | [`config`] | argv, TOML | parsed commands (the only clap-aware module) |
+//! | [`app`] | a parsed command | `record`, `run` and `check` wired from the stages |
 
 pub mod aggregate;
-pub mod check;
-pub mod cli;
-pub mod commands;
+pub mod app;
 pub mod config;
-pub mod delivery;
-pub mod labels;
-pub mod limits;
-pub mod metrics;
-pub mod output;
-pub mod pipeline;
-pub mod pprof;
-pub mod preflight;
-pub mod privileges;
-pub mod procinfo;
-pub mod sampler;
-pub mod spool;
+pub mod encode;
+pub mod export;
+pub mod host;
+pub mod process;
+pub mod sample;
+pub mod serve;
 pub mod symbolize;
-pub mod targets;
+pub mod target;
 pub mod trigger;
-pub mod triggered;
-pub mod upload;
-pub mod watch;
-pub mod web;
+pub mod types;
 
 /// Types generated from `proto/profile.proto`.
 #[allow(clippy::all, missing_docs)]

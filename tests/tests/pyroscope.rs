@@ -420,7 +420,7 @@ fn process_with_more_than_16000_stacks_is_split_and_every_sample_arrives() {
 
 #[test]
 fn spooled_profile_too_old_for_the_server_goes_to_the_dump_dir() {
-    use profilerd::{spool::Spool, upload::Upload};
+    use profilerd::export::{Spool, Upload};
 
     let standin = StandIn::start();
     let fixture = Running::spawn(&fixture("split"), &["60"]);

@@ -1,0 +1,226 @@
+//! The process around the commands: the async runtime, signals (SIGINT/SIGTERM flush and
+//! exit, SIGHUP reloads), the HTTP listener and the delivery task, and the pipeline thread.
+
+use std::{
+    ffi::OsString,
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc, Arc,
+    },
+    time::Duration,
+};
+
+use tokio::{
+    signal::unix::{signal, Signal, SignalKind},
+    sync::watch,
+    task::JoinHandle,
+};
+
+use super::{check::check, error_line, record::record, run::run, server::prepare_server};
+use crate::{
+    config::{self, Cli, Command, Listen, ParseError, RunArgs},
+    export::Exporter,
+    host::privileges,
+    serve::{self, metrics::Metrics, WebState},
+};
+
+/// Runs the parsed command line; `argv` is kept for SIGHUP, which parses it again with the
+/// config file re-read.
+pub fn execute(cli: Cli, argv: Vec<OsString>) -> ExitCode {
+    tune_malloc();
+    if let Command::Check(args) = &cli.command {
+        return if check(args) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve_command(cli.command, argv)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", error_line(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// glibc's malloc raises its mmap and trim thresholds as the program frees large blocks
+/// (kallsyms at start, a busy window's tables), and a thread arena's free top is returned only
+/// above the trim threshold (malloc_trim leaves it alone): the daemon's RSS then kept a few
+/// MiB of freed memory, more or less depending on which window had last peaked. Fixed
+/// thresholds return large blocks and a free top to the system when they are freed. A
+/// GLIBC_TUNABLES or MALLOC_*_ setting in the environment is left to win.
+fn tune_malloc() {
+    let set = |var: &str| std::env::var_os(var).is_some();
+    if set("GLIBC_TUNABLES") {
+        return;
+    }
+    // SAFETY: mallopt only changes malloc parameters; it runs before any other thread exists.
+    unsafe {
+        if !set("MALLOC_MMAP_THRESHOLD_") {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        }
+        if !set("MALLOC_TRIM_THRESHOLD_") {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 512 * 1024);
+        }
+    }
+}
+
+/// The signals the daemon answers.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        let install = |kind| {
+            signal(kind).map_err(|err| anyhow::anyhow!("cannot install signal handlers: {err}"))
+        };
+        Ok(Self {
+            interrupt: install(SignalKind::interrupt())?,
+            terminate: install(SignalKind::terminate())?,
+            hangup: install(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// Background tasks of `run` that get one more turn at shutdown.
+#[derive(Default)]
+struct Tasks {
+    delivery: Option<JoinHandle<()>>,
+    listener: Option<JoinHandle<()>>,
+}
+
+async fn serve_command(command: Command, argv: Vec<OsString>) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
+    let (reload_tx, reload_rx) = mpsc::channel::<Box<RunArgs>>();
+    let reloadable = matches!(command, Command::Run(_));
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker_stop = Arc::clone(&stop);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = Tasks::default();
+    let mut work = match command {
+        Command::Record(args) => tokio::task::spawn_blocking(move || record(&args, &worker_stop)),
+        Command::Run(args) => {
+            start_run(*args, worker_stop, reload_rx, shutdown_rx, &mut tasks).await?
+        }
+        Command::Check(_) => unreachable!("`check` runs before the runtime starts"),
+    };
+    // The pipeline thread exists now with every capability (it loads the sampler and
+    // drops its own after attaching). This thread serves HTTP, delivers and reloads: it
+    // needs none. Threads it starts later inherit that.
+    if let Err(err) = privileges::drop_to(&[]) {
+        tracing::warn!("could not drop the main thread's capabilities: {err}");
+    }
+    let finished = loop {
+        tokio::select! {
+            joined = &mut work => break Some(joined),
+            _ = signals.interrupt.recv() => { tracing::info!("SIGINT: flushing the current window"); break None }
+            _ = signals.terminate.recv() => { tracing::info!("SIGTERM: flushing the current window"); break None }
+            _ = signals.hangup.recv() => reload(&argv, reloadable, &reload_tx),
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    let joined = match finished {
+        Some(joined) => joined,
+        None => work.await,
+    };
+    // Delivery gets one more attempt per queued profile; what fails stays in the spool.
+    let _ = shutdown_tx.send(true);
+    if let Some(handle) = tasks.delivery {
+        let _ = handle.await;
+    }
+    if let Some(handle) = tasks.listener {
+        let _ = handle.await;
+    }
+    joined.map_err(anyhow::Error::from)?
+}
+
+/// Binds the listener, starts delivery, and moves the run loop onto the pipeline thread.
+async fn start_run(
+    args: RunArgs,
+    stop: Arc<AtomicBool>,
+    reloads: mpsc::Receiver<Box<RunArgs>>,
+    shutdown: watch::Receiver<bool>,
+    tasks: &mut Tasks,
+) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+    let metrics = Arc::new(Metrics::default());
+    // Bound first, so that a taken port is a start-up error; served once the state
+    // exists. `run` logs the address when the pipeline is up.
+    let bound = match args.listen {
+        Listen(Some(addr)) => Some(serve::bind(addr).await?),
+        Listen(None) => None,
+    };
+    let web = Arc::new(WebState {
+        metrics: Arc::clone(&metrics),
+        dump_dir: args.files_dir(),
+        page_window: args.page_window,
+        heartbeat: AtomicU64::new(0),
+        stall_after: (args.collect_interval * 5).max(Duration::from_secs(10)),
+        address: bound.as_ref().map(|(_, address)| *address),
+    });
+    if let Some((listener, _)) = bound {
+        tasks.listener = Some(tokio::spawn(serve::serve(
+            listener,
+            Arc::clone(&web),
+            shutdown.clone(),
+        )));
+    }
+    let exporter = prepare_server(&args)?.map(|setup| {
+        let (exporter, handle) =
+            Exporter::start(setup.client, setup.spool, setup.delivery, shutdown);
+        metrics.set_delivery(Arc::clone(&exporter.stats));
+        tasks.delivery = Some(handle);
+        exporter
+    });
+    // The exporter moves into the pipeline thread and is dropped when it ends, which closes
+    // the delivery queue.
+    Ok(tokio::task::spawn_blocking(move || {
+        run(&args, &stop, exporter.as_ref(), &web, &reloads)
+    }))
+}
+
+/// SIGHUP: re-reads the command line and config file and hands a valid result to the
+/// pipeline; an invalid one is logged and the running configuration stays.
+fn reload(argv: &[OsString], reloadable: bool, tx: &mpsc::Sender<Box<RunArgs>>) {
+    if !reloadable {
+        tracing::info!("SIGHUP: only `profilerd run` reloads; ignored");
+        return;
+    }
+    match config::parse_from(argv.to_vec()) {
+        Ok(Cli {
+            command: Command::Run(args),
+            ..
+        }) => {
+            tracing::info!("SIGHUP: configuration re-read; applying it at the next collect");
+            let _ = tx.send(args);
+        }
+        Ok(_) => {
+            tracing::error!("SIGHUP: the command line no longer parses as `run`; nothing changed")
+        }
+        Err(err) => {
+            let text = match &err {
+                ParseError::Clap(err) => err.render().to_string(),
+                ParseError::Config(err) => err.to_string(),
+            };
+            let first = text.lines().next().unwrap_or_default();
+            tracing::error!(
+                "SIGHUP: the new configuration is invalid, the running one stays: {}",
+                first.strip_prefix("error: ").unwrap_or(first)
+            );
+        }
+    }
+}

@@ -1,0 +1,629 @@
+//! Command-line interface of `profilerd`.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::types::{parse_bytes, parse_duration, parse_rule, RuleSetting, Rules};
+
+const EXAMPLES: &str = "\
+Examples:
+  # 30 s CPU profile of one process, like `curl /debug/pprof/profile?seconds=30`, no code change
+  profilerd record --pid 1234 --duration 30s --output cpu.pb.gz
+  go tool pprof -top cpu.pb.gz
+
+  # a flame graph of everything in a container's cgroup
+  profilerd record --cgroup /system.slice/docker-abc.scope --duration 10s --format svg -o flame.svg
+
+  # the daemon: one pprof per process every 15 s into ./profiles
+  profilerd run --dump-dir ./profiles
+
+  # ... to a Pyroscope server, tagged like the article tags each pod
+  profilerd run --server http://pyroscope:4040 --tag region=eu-west-1";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "profilerd",
+    version,
+    about = "System-wide eBPF CPU profiler: samples user and kernel stacks of every process (or only chosen pids and cgroups) and writes pprof, folded stacks or flame graphs",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (error, warn, info, debug, trace, or tracing-subscriber directives).
+    #[arg(long, global = true, default_value = "info", env = "PROFILERD_LOG")]
+    pub log_level: String,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// TOML file with any of the flags of `run` as keys (`frequency = 99`, `dump_dir = "..."`,
+    /// `tag = { region = "eu" }`); flags on the command line override it.
+    #[arg(long, global = true, value_name = "FILE", env = "PROFILERD_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Record one profile of the selected processes and write it to a file.
+    #[command(after_help = "Examples:
+  profilerd record --pid 1234 --duration 30s --output cpu.pb.gz
+  profilerd record --pid 1234 --format svg --output flame.svg
+  profilerd record --duration 5s --format folded --output all.folded")]
+    Record(RecordArgs),
+    /// Run the profiler daemon: one pprof per sampled process every upload interval.
+    #[command(after_help = "Examples:
+  profilerd run --dump-dir /var/lib/profilerd/profiles
+  profilerd run --pid 1234 --upload-interval 10s --dump-dir ./profiles
+  profilerd run --server http://pyroscope:4040 --tag region=eu-west-1 --tag env=prod
+  PROFILERD_BEARER_TOKEN=... profilerd run --server https://profiles.example.com --tenant-id team-a")]
+    Run(Box<RunArgs>),
+    /// Check that profilerd can run here with these settings: kernel, privileges, perf events,
+    /// cgroups, sample rate, directories, server. Exits non-zero when something would fail.
+    #[command(after_help = "Examples:
+  profilerd check
+  profilerd check --config /etc/profilerd/config.toml
+  profilerd check --frequency 199 --server http://pyroscope:4040")]
+    Check(Box<RunArgs>),
+}
+
+/// Which processes to sample and how often.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct TargetArgs {
+    /// Sample only this process (tgid); repeatable. Filtered in the kernel.
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Sample only processes in this cgroup v2 directory or below it; repeatable. An absolute
+    /// path (/sys/fs/cgroup/...) or a path relative to the cgroup2 root (/system.slice/x.service).
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<PathBuf>,
+    /// Samples per second per CPU.
+    #[arg(long, default_value_t = 99, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub frequency: u64,
+}
+
+/// Sizes of the kernel maps and user-space caches. Every one is a hard bound with a drop counter.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct LimitArgs {
+    /// Entries of each of the two kernel counts maps (distinct pid/thread/stack keys per
+    /// collect interval). The default holds a busy 64-CPU host at 99 Hz for 1 s.
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..))]
+    pub counts_map_entries: u32,
+    /// Entries of each of the two kernel user-stack maps (distinct user stacks per collect
+    /// interval, about 1 KiB of kernel memory each). The default holds a 64-CPU host at 99 Hz
+    /// for 1 s even if every sample has a new stack.
+    #[arg(long, default_value_t = 8_192, value_parser = clap::value_parser!(u32).range(64..))]
+    pub stack_map_entries: u32,
+    /// Entries of each of the two kernel-stack maps (distinct kernel
+    /// stacks per collect interval, about 1 KiB of kernel memory each).
+    #[arg(long, default_value_t = 8_192, value_parser = clap::value_parser!(u32).range(64..))]
+    pub kernel_stack_map_entries: u32,
+    /// Pids and cgroups the in-kernel filter can hold (each); a reload may add targets up to it.
+    #[arg(long, default_value_t = 1_024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_filter_entries: u32,
+    /// Processes tracked at once (kernel "already announced" set and symbolizer cache).
+    #[arg(long, default_value_t = 8_192, value_parser = clap::value_parser!(u32).range(16..))]
+    pub max_processes: u32,
+    /// Distinct stacks kept per profile window over all processes; samples of further new
+    /// stacks are dropped and counted.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(16..))]
+    pub max_stacks: u64,
+    /// Kernel functions whose names are cached across drains (about 80 bytes each; all the
+    /// sampled addresses in a function share one entry).
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(16..))]
+    pub max_kernel_symbols: u64,
+    /// Names of code in files cached across drains, by file and offset, shared by all the
+    /// processes mapping the file (about 150 bytes each). JIT code is named afresh.
+    #[arg(long, default_value_t = 32_768, value_parser = clap::value_parser!(u64).range(16..))]
+    pub max_user_symbols: u64,
+    /// How long the symbolizer keeps the parsed debug info (DWARF, in the file or a separate
+    /// debug file) of a file. Then it is released, and read again at the next address the
+    /// name caches lack: the parsed debug info of a long-running process otherwise grows with
+    /// every part of it ever sampled. Releases are spread over the period, oldest file first,
+    /// so that memory does not rise and fall with it. Files with only a symbol table (stripped
+    /// libraries) do not grow and are kept until no tracked process maps them.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub symbol_file_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// gzipped pprof protobuf (go tool pprof, Pyroscope, Grafana)
+    Pprof,
+    /// Brendan Gregg's collapsed stacks, one `a;b;c count` line per stack
+    Folded,
+    /// interactive SVG flame graph
+    Svg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// How long to record (e.g. 30s, 500ms, 2m). Ends early when every --pid has exited.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Output file (default: profile.pb.gz, profile.folded or profile.svg by --format).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Output format (default: from the --output extension, else pprof).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// How often the kernel maps are drained while recording.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub collect_interval: Duration,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+impl RecordArgs {
+    /// The format and file to write, resolving the defaults.
+    pub fn resolved_output(&self) -> (Format, PathBuf) {
+        let from_extension = self.output.as_ref().and_then(|p| {
+            let name = p.file_name()?.to_string_lossy().to_lowercase();
+            if name.ends_with(".svg") {
+                Some(Format::Svg)
+            } else if name.ends_with(".folded") || name.ends_with(".txt") {
+                Some(Format::Folded)
+            } else if name.ends_with(".pb.gz") || name.ends_with(".pprof") || name.ends_with(".pb")
+            {
+                Some(Format::Pprof)
+            } else {
+                None
+            }
+        });
+        let format = self.format.or(from_extension).unwrap_or(Format::Pprof);
+        let output = self.output.clone().unwrap_or_else(|| {
+            PathBuf::from(match format {
+                Format::Pprof => "profile.pb.gz",
+                Format::Folded => "profile.folded",
+                Format::Svg => "profile.svg",
+            })
+        });
+        (format, output)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// How often the kernel maps are drained.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub collect_interval: Duration,
+    /// continuous mode: how often one profile per sampled process is written; triggered mode:
+    /// how often the status line is logged.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub upload_interval: Duration,
+    /// Directory for the per-process pprof files [default: profiles, unless --server is set,
+    /// in which case files are written only when --dump-dir is given].
+    #[arg(long, value_name = "DIR")]
+    pub dump_dir: Option<PathBuf>,
+    /// Most profile files kept in --dump-dir; the oldest are removed first.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub dump_max_files: u64,
+    /// Most bytes of profile files kept in --dump-dir (e.g. 512MiB, 2GiB).
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    pub dump_max_bytes: u64,
+    /// Stop after this long (default: run until SIGINT/SIGTERM).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Address of the HTTP listener with /metrics, /healthz and the page of kept profiles at /,
+    /// or `off`. Loopback by default; a public address only when given here.
+    #[arg(long, default_value = "127.0.0.1:7070", value_parser = parse_listen, value_name = "ADDR:PORT|off")]
+    pub listen: Listen,
+    /// How far back the page at / lists kept profiles.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub page_window: Duration,
+    #[command(flatten)]
+    pub trigger: TriggerArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// `[[target]]` sections of the config file (no flag can say them).
+    #[arg(skip)]
+    pub sections: Vec<crate::target::SectionSpec>,
+}
+
+/// `--listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<std::net::SocketAddr>);
+
+fn parse_listen(text: &str) -> Result<Listen, String> {
+    if text.trim() == "off" {
+        return Ok(Listen(None));
+    }
+    text.trim()
+        .parse()
+        .map(|addr| Listen(Some(addr)))
+        .map_err(|_| format!("{text:?} is not ADDR:PORT (e.g. 127.0.0.1:7070, [::1]:7070) or off"))
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// one human-readable line per event
+    Text,
+    /// one JSON object per line (for log shippers)
+    Json,
+}
+
+/// What `run` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// keep a profile only when a threshold rule fires, with the seconds before it
+    Triggered,
+    /// every upload interval, one profile per sampled process
+    Continuous,
+}
+
+fn parse_rule4(text: &str) -> Result<RuleSetting, String> {
+    parse_rule(text, false).map(RuleSetting)
+}
+
+fn parse_rule5(text: &str) -> Result<RuleSetting, String> {
+    parse_rule(text, true).map(RuleSetting)
+}
+
+/// Cores as a decimal (`2`, `0.5`), in thousandths.
+fn parse_cores(text: &str) -> Result<u64, String> {
+    let cores: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of cores (e.g. 2 or 0.5)"))?;
+    if !(0.001..=100_000.0).contains(&cores) {
+        return Err(format!("{text:?} cores is out of range"));
+    }
+    Ok((cores * 1000.0).round() as u64)
+}
+
+/// Threshold triggers (holmes rules) of `--mode triggered`.
+#[derive(Debug, Clone, PartialEq, Args)]
+#[command(next_help_heading = "Triggers")]
+pub struct TriggerArgs {
+    /// triggered: keep a profile only when a rule fires; continuous: one per process per interval.
+    #[arg(long, value_enum, default_value = "triggered")]
+    pub mode: Mode,
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    /// Memory for the drained history that supplies the seconds before a trigger.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    pub history_max_bytes: u64,
+}
+
+/// The rules and their denominators and windows: what a reload changes live.
+#[derive(Debug, Clone, PartialEq, Args)]
+#[command(next_help_heading = "Triggers")]
+pub struct RuleArgs {
+    /// CPU rule min,diff,abs,cooldown in percent of the target's cores, or off.
+    #[arg(long, default_value = "10,25,70,1m", value_parser = parse_rule4, value_name = "MIN,DIFF,ABS,COOLDOWN")]
+    pub cpu_trigger: RuleSetting,
+    /// Memory rule min,diff,abs,cooldown in percent of the memory limit (RSS), or off.
+    #[arg(long, default_value = "10,25,80,1m", value_parser = parse_rule4, value_name = "MIN,DIFF,ABS,COOLDOWN")]
+    pub mem_trigger: RuleSetting,
+    /// Thread rule min,diff,abs,max,cooldown in threads (max 0: none), or off.
+    #[arg(long, default_value = "10,25,70,0,1h", value_parser = parse_rule5, value_name = "MIN,DIFF,ABS,MAX,COOLDOWN")]
+    pub thread_trigger: RuleSetting,
+    /// Skip every rule while the target's CPU is at or above this percent (0: never skip).
+    #[arg(long, default_value_t = 0)]
+    pub cpu_max: u64,
+    /// Cores the CPU percent is relative to (default: the target's cgroup quota, else the host's CPUs).
+    #[arg(long, value_parser = parse_cores, value_name = "CORES")]
+    pub cpu_cores: Option<u64>,
+    /// Memory the memory percent is relative to (default: the cgroup limit, else host RAM).
+    #[arg(long, value_parser = parse_bytes, value_name = "SIZE")]
+    pub memory_limit: Option<u64>,
+    /// Seconds before the firing that the kept profile covers.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub pre_trigger: Duration,
+    /// Seconds after the firing that the kept profile covers.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub post_trigger: Duration,
+}
+
+impl RuleArgs {
+    pub fn rules(&self) -> Rules {
+        Rules {
+            cpu: self.cpu_trigger.0,
+            mem: self.mem_trigger.0,
+            thread: self.thread_trigger.0,
+            cpu_max: self.cpu_max,
+        }
+    }
+}
+
+/// Default dump dir of `run`.
+pub const DEFAULT_DUMP_DIR: &str = "profiles";
+
+impl RunArgs {
+    /// Where `run` writes: in triggered mode always (kept profiles are rare and precious),
+    /// in continuous mode as [`RunArgs::dump_dir`] says.
+    pub fn files_dir(&self) -> Option<PathBuf> {
+        match self.trigger.mode {
+            Mode::Triggered => Some(
+                self.dump_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DUMP_DIR)),
+            ),
+            Mode::Continuous => self.dump_dir(),
+        }
+    }
+
+    /// Where files go: --dump-dir, else the default unless profiles go to a server.
+    pub fn dump_dir(&self) -> Option<PathBuf> {
+        match (&self.dump_dir, &self.server.client.server) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, None) => Some(PathBuf::from(DEFAULT_DUMP_DIR)),
+            (None, Some(_)) => None,
+        }
+    }
+}
+
+/// Sending profiles to a Grafana Pyroscope server.
+#[derive(Debug, Clone, PartialEq, Args)]
+#[command(next_help_heading = "Pyroscope server")]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub labels: LabelArgs,
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+}
+
+impl ServerArgs {
+    /// The server's URL, if profiles go to one.
+    pub fn url(&self) -> Option<&str> {
+        self.client.server.as_deref()
+    }
+}
+
+/// Where and how uploads are sent: a reload replaces the HTTP client with these.
+#[derive(Debug, Clone, PartialEq, Args)]
+#[command(next_help_heading = "Pyroscope server")]
+pub struct ClientArgs {
+    /// Send profiles to this Pyroscope server (e.g. http://pyroscope:4040).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Wire protocol: push (Connect API, labels as a list; what current Grafana Pyroscope and
+    /// Alloy use) or ingest (legacy /ingest, labels encoded in the name).
+    #[arg(long, value_enum, default_value = "push")]
+    pub protocol: crate::export::Protocol,
+    /// HTTP basic auth user; the password comes from --basic-auth-password-file or the
+    /// PROFILERD_BASIC_AUTH_PASSWORD environment variable.
+    #[arg(long, value_name = "USER")]
+    pub basic_auth_user: Option<String>,
+    /// File holding the basic auth password.
+    #[arg(long, value_name = "FILE")]
+    pub basic_auth_password_file: Option<PathBuf>,
+    /// File holding a bearer token (or set PROFILERD_BEARER_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Tenant id, sent as X-Scope-OrgID (multi-tenant servers).
+    #[arg(long, value_name = "ID")]
+    pub tenant_id: Option<String>,
+    /// Extra HTTP header 'Name: value'; repeatable.
+    #[arg(long = "header", value_name = "'NAME: VALUE'")]
+    pub headers: Vec<String>,
+    /// Time limit of one upload request.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub upload_timeout: Duration,
+}
+
+/// The series labels of every profile sent.
+#[derive(Debug, Clone, PartialEq, Args)]
+#[command(next_help_heading = "Pyroscope server")]
+pub struct LabelArgs {
+    /// service_name of every profile (default: the process's systemd unit or container from
+    /// its cgroup, else its comm).
+    #[arg(long, value_name = "NAME")]
+    pub service_name: Option<String>,
+    /// Extra label NAME=VALUE on every profile; repeatable.
+    #[arg(long = "tag", value_name = "NAME=VALUE")]
+    pub tags: Vec<String>,
+}
+
+/// The delivery queue, retries and spool: sized once, at start.
+#[derive(Debug, Clone, PartialEq, Args)]
+#[command(next_help_heading = "Pyroscope server")]
+pub struct DeliveryArgs {
+    /// Retries of one profile (connection errors, timeouts, 429, 5xx) before it is spooled.
+    #[arg(long, default_value_t = 3)]
+    pub upload_retries: u32,
+    /// Longest wait between two attempts (exponential backoff with jitter up to this).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub retry_max_backoff: Duration,
+    /// Profiles waiting in memory for the server; beyond it they go to the spool.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub upload_queue: u64,
+    /// Directory for profiles the server could not take yet; replayed in order when it is back,
+    /// also after a restart.
+    #[arg(long, default_value = "spool", value_name = "DIR")]
+    pub spool_dir: PathBuf,
+    /// Most bytes kept in --spool-dir; when full, the oldest profiles are dropped (and counted).
+    #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
+    pub spool_max_bytes: u64,
+}
+
+/// The full command tree with global flags propagated to the subcommands.
+pub fn command() -> clap::Command {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    command.build();
+    command
+}
+
+/// Why the command line (with its config file) could not be parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// Parses `argv` (program name first). With `--config FILE`, the file's settings fill in
+/// what the command line does not set.
+pub fn parse_from(argv: Vec<std::ffi::OsString>) -> Result<Cli, ParseError> {
+    use clap::FromArgMatches;
+
+    let command = command();
+    let matches = command.clone().try_get_matches_from(&argv)?;
+    let Some((name, sub_matches)) = matches.subcommand() else {
+        return Ok(Cli::from_arg_matches(&matches)?);
+    };
+    let Some(path) = sub_matches.get_one::<PathBuf>("config") else {
+        return Ok(Cli::from_arg_matches(&matches)?);
+    };
+    let run = command
+        .find_subcommand("run")
+        .expect("the run subcommand exists");
+    let file = crate::config::ConfigFile::load(path, run)?;
+    let sub = command
+        .find_subcommand(name)
+        .expect("the parsed subcommand exists");
+    let mut argv = argv;
+    argv.extend(file.arguments_for(sub, sub_matches));
+    let matches = command.try_get_matches_from(argv)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let Command::Run(args) | Command::Check(args) = &mut cli.command {
+        args.sections = file.targets;
+    }
+    Ok(cli)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Rule;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("profilerd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn record_defaults_and_format_inference() {
+        let cli = parse(&["record", "--pid", "1", "--pid", "2", "-o", "x.svg"]).unwrap();
+        let Command::Record(args) = cli.command else {
+            panic!("record expected")
+        };
+        assert_eq!(args.target.pids, [1, 2]);
+        assert_eq!(args.target.frequency, 99);
+        assert_eq!(args.duration, Duration::from_secs(30));
+        assert_eq!(
+            args.resolved_output(),
+            (Format::Svg, PathBuf::from("x.svg"))
+        );
+        let cli = parse(&["record", "--format", "folded"]).unwrap();
+        let Command::Record(args) = cli.command else {
+            panic!("record expected")
+        };
+        assert_eq!(
+            args.resolved_output(),
+            (Format::Folded, PathBuf::from("profile.folded"))
+        );
+    }
+
+    #[test]
+    fn run_defaults() {
+        let Command::Run(args) = parse(&["run"]).unwrap().command else {
+            panic!("run expected")
+        };
+        assert_eq!(args.collect_interval, Duration::from_secs(1));
+        assert_eq!(args.upload_interval, Duration::from_secs(15));
+        assert_eq!(args.dump_dir(), Some(PathBuf::from("profiles")));
+        assert_eq!(args.server.client.protocol, crate::export::Protocol::Push);
+        let Command::Run(args) = parse(&["run", "--server", "http://x:4040"])
+            .unwrap()
+            .command
+        else {
+            panic!("run expected")
+        };
+        assert_eq!(
+            args.dump_dir(),
+            None,
+            "server only: no files unless --dump-dir"
+        );
+        let Command::Run(args) = parse(&["run", "--server", "http://x", "--dump-dir", "d"])
+            .unwrap()
+            .command
+        else {
+            panic!("run expected")
+        };
+        assert_eq!(args.dump_dir(), Some(PathBuf::from("d")));
+        assert_eq!(args.limits.counts_map_entries, 16_384);
+        assert_eq!(args.trigger.mode, Mode::Triggered);
+        let rules = args.trigger.rules.rules();
+        let rule = |min, diff, abs, max, secs| {
+            Some(Rule {
+                min,
+                diff,
+                abs,
+                max,
+                cooldown: Duration::from_secs(secs),
+            })
+        };
+        assert_eq!(rules.cpu, rule(10, 25, 70, 0, 60));
+        assert_eq!(rules.mem, rule(10, 25, 80, 0, 60));
+        assert_eq!(rules.thread, rule(10, 25, 70, 0, 3600));
+        assert_eq!(args.trigger.rules.pre_trigger, Duration::from_secs(10));
+        assert_eq!(args.trigger.rules.post_trigger, Duration::from_secs(5));
+        // The article's settings for a 2-core pod with a 100 MB limit.
+        let Command::Run(args) = parse(&[
+            "run",
+            "--cpu-cores",
+            "2",
+            "--memory-limit",
+            "100MB",
+            "--cpu-trigger",
+            "20,100,150,2m",
+            "--mem-trigger",
+            "50,100,800,1m",
+            "--thread-trigger",
+            "off",
+            "--collect-interval",
+            "1s",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("run expected")
+        };
+        assert_eq!(args.trigger.rules.cpu_cores, Some(2000));
+        assert_eq!(args.trigger.rules.memory_limit, Some(100_000_000));
+        let rules = args.trigger.rules.rules();
+        assert_eq!(rules.cpu, rule(20, 100, 150, 0, 120));
+        assert_eq!(rules.thread, None);
+    }
+
+    #[test]
+    fn bad_flags_are_rejected_with_the_flag_named() {
+        for (args, needle) in [
+            (&["record", "--pid", "abc"][..], "--pid"),
+            (&["record", "--frequency", "0"][..], "--frequency"),
+            (&["record", "--frequency", "100001"][..], "--frequency"),
+            (&["record", "--duration", "soon"][..], "--duration"),
+            (&["record", "--format", "png"][..], "--format"),
+            (
+                &["run", "--upload-interval", "1week"][..],
+                "--upload-interval",
+            ),
+            (&["run", "--dump-max-bytes", "lots"][..], "--dump-max-bytes"),
+            (
+                &["run", "--counts-map-entries", "1"][..],
+                "--counts-map-entries",
+            ),
+            (&["profile"][..], "profile"),
+            (&["run", "--cpu-trigger", "10,25"][..], "--cpu-trigger"),
+            (
+                &["run", "--thread-trigger", "10,25,70,1h"][..],
+                "--thread-trigger",
+            ),
+            (&["run", "--cpu-cores", "lots"][..], "--cpu-cores"),
+            (&["run", "--mode", "sometimes"][..], "--mode"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+}

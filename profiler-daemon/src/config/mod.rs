@@ -1,0 +1,11 @@
+//! The command line and the config file: the only code below the binary that knows clap. In:
+//! argv and `--config FILE` (TOML). Out: [`Cli`] with the parsed arguments of each command.
+
+mod cli;
+mod file;
+
+pub use cli::{
+    command, parse_from, Cli, Command, Format, LimitArgs, Listen, LogFormat, Mode, ParseError,
+    RecordArgs, RunArgs, ServerArgs, TargetArgs, TriggerArgs, DEFAULT_DUMP_DIR,
+};
+pub use file::{ConfigError, ConfigFile};

@@ -1,0 +1,8 @@
+//! Encodings of per-process profiles. In: a [`Window`](crate::aggregate::Window) and its
+//! [`ProcessProfile`](crate::aggregate::ProcessProfile)s. Out: gzipped pprof (whole, or split
+//! within a server's limits), collapsed stacks, and SVG flame graphs.
+
+mod folded;
+pub mod pprof;
+
+pub use folded::{flame_graph_svg, folded_lines, EncodeError};

@@ -1,0 +1,573 @@
+//! Encodes window profiles as gzipped pprof (`perftools.profiles.Profile`).
+
+use rustc_hash::FxHashMap;
+use std::{io::Write, time::UNIX_EPOCH};
+
+use flate2::{write::GzEncoder, Compression};
+use prost::Message;
+
+use crate::{
+    aggregate::{ProcessProfile, Window},
+    pprof_proto as pb,
+    symbolize::{FrameKind, Location},
+};
+
+/// Name of the mapping that holds every kernel frame (the convention of perf and pprof).
+pub const KERNEL_MAPPING: &str = "[kernel.kallsyms]";
+
+#[derive(Default)]
+struct Strings {
+    table: Vec<String>,
+    index: FxHashMap<String, i64>,
+}
+
+impl Strings {
+    fn new() -> Self {
+        let mut strings = Self::default();
+        strings.get("");
+        strings
+    }
+
+    fn get(&mut self, s: &str) -> i64 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.table.len() as i64;
+        self.table.push(s.to_string());
+        self.index.insert(s.to_string(), i);
+        i
+    }
+}
+
+/// Most samples (distinct stacks) per profile the server accepts.
+pub const MAX_SAMPLES: usize = 16_000;
+/// Largest decompressed profile the server accepts.
+pub const MAX_BYTES: usize = 4 << 20;
+
+/// The stacks of one process that go into a profile, with their counts.
+type Part<'a> = (&'a ProcessProfile, Vec<(&'a Vec<u32>, u64)>);
+
+/// Stacks sorted, so that the same window always encodes to the same bytes.
+fn sorted_stacks(process: &ProcessProfile) -> Vec<(&Vec<u32>, u64)> {
+    let mut stacks: Vec<(&Vec<u32>, u64)> = process.stacks.iter().map(|(s, &c)| (s, c)).collect();
+    stacks.sort();
+    stacks
+}
+
+/// Builds one pprof profile from the given processes of a window. Every sample carries `pid`
+/// and `comm` labels, so one file can hold many processes (`record`) or one (`run`).
+pub fn encode(window: &Window, processes: &[&ProcessProfile], comments: &[String]) -> pb::Profile {
+    let parts: Vec<Part<'_>> = processes.iter().map(|p| (*p, sorted_stacks(p))).collect();
+    encode_parts(window, &parts, comments)
+}
+
+/// One process's profile as one or more profiles of the same series, each within the
+/// server's limits on samples and size; together they hold every sample.
+pub fn encode_split(
+    window: &Window,
+    process: &ProcessProfile,
+    comments: &[String],
+    max_samples: usize,
+    max_bytes: usize,
+) -> Vec<pb::Profile> {
+    let stacks = sorted_stacks(process);
+    let mut pending = vec![&stacks[..]];
+    let mut done = Vec::new();
+    while let Some(chunk) = pending.pop() {
+        if chunk.len() > max_samples {
+            // Equal parts, each within the sample limit; pushed in reverse to keep stack order.
+            let parts = chunk.len().div_ceil(max_samples);
+            pending.extend(chunk.chunks(chunk.len().div_ceil(parts)).rev());
+            continue;
+        }
+        let profile = encode_parts(window, &[(process, chunk.to_vec())], comments);
+        if chunk.len() > 1 && profile.encoded_len() > max_bytes {
+            let (first, second) = chunk.split_at(chunk.len() / 2);
+            pending.push(second);
+            pending.push(first);
+        } else {
+            done.push(profile);
+        }
+    }
+    done
+}
+
+/// String table, mappings, functions and locations, each created on first use so that a
+/// profile holds only what its samples reference.
+struct Tables {
+    strings: Strings,
+    mappings: Vec<pb::Mapping>,
+    mapping_ids: FxHashMap<(u32, u64), u64>,
+    kernel_mapping: Option<u64>,
+    functions: Vec<pb::Function>,
+    function_ids: FxHashMap<(i64, i64), u64>,
+    locations: Vec<pb::Location>,
+}
+
+impl Tables {
+    fn mapping(&mut self, pid: u32, location: &Location) -> u64 {
+        match (location.kind, &location.vma) {
+            (FrameKind::Kernel, _) if location.address != 0 => {
+                if let Some(id) = self.kernel_mapping {
+                    return id;
+                }
+                let id = self.mappings.len() as u64 + 1;
+                let filename = self.strings.get(KERNEL_MAPPING);
+                self.mappings.push(pb::Mapping {
+                    id,
+                    memory_start: 0,
+                    memory_limit: u64::MAX,
+                    filename,
+                    has_functions: true,
+                    ..Default::default()
+                });
+                self.kernel_mapping = Some(id);
+                id
+            }
+            (FrameKind::User, Some(vma)) => {
+                if let Some(&id) = self.mapping_ids.get(&(pid, vma.start)) {
+                    return id;
+                }
+                let id = self.mappings.len() as u64 + 1;
+                let filename = self.strings.get(&vma.path);
+                let build_id = self.strings.get(vma.build_id.as_deref().unwrap_or(""));
+                self.mappings.push(pb::Mapping {
+                    id,
+                    memory_start: vma.start,
+                    memory_limit: vma.end,
+                    file_offset: vma.file_offset,
+                    filename,
+                    build_id,
+                    has_functions: true,
+                    has_filenames: true,
+                    has_line_numbers: true,
+                    has_inline_frames: true,
+                });
+                self.mapping_ids.insert((pid, vma.start), id);
+                id
+            }
+            _ => 0,
+        }
+    }
+
+    fn function(&mut self, name: &str, file: &str) -> u64 {
+        let (name, file) = (self.strings.get(name), self.strings.get(file));
+        if let Some(&id) = self.function_ids.get(&(name, file)) {
+            return id;
+        }
+        let id = self.functions.len() as u64 + 1;
+        self.functions.push(pb::Function {
+            id,
+            name,
+            system_name: name,
+            filename: file,
+            start_line: 0,
+        });
+        self.function_ids.insert((name, file), id);
+        id
+    }
+
+    fn location(&mut self, pid: u32, location: &Location) -> u64 {
+        let mapping_id = self.mapping(pid, location);
+        let line = location
+            .lines
+            .iter()
+            .map(|line| pb::Line {
+                function_id: self.function(&line.function, line.file.as_deref().unwrap_or("")),
+                line: line.line as i64,
+                column: 0,
+            })
+            .collect();
+        let id = self.locations.len() as u64 + 1;
+        self.locations.push(pb::Location {
+            id,
+            mapping_id,
+            address: location.address,
+            line,
+            is_folded: false,
+        });
+        id
+    }
+}
+
+fn encode_parts(window: &Window, parts: &[Part<'_>], comments: &[String]) -> pb::Profile {
+    let mut tables = Tables {
+        strings: Strings::new(),
+        mappings: Vec::new(),
+        mapping_ids: FxHashMap::default(),
+        kernel_mapping: None,
+        functions: Vec::new(),
+        function_ids: FxHashMap::default(),
+        locations: Vec::new(),
+    };
+    let strings = &mut tables.strings;
+    let period = 1_000_000_000 / window.frequency.max(1) as i64;
+    let sample_type = vec![
+        pb::ValueType {
+            r#type: strings.get("samples"),
+            unit: strings.get("count"),
+        },
+        pb::ValueType {
+            r#type: strings.get("cpu"),
+            unit: strings.get("nanoseconds"),
+        },
+    ];
+    let period_type = Some(pb::ValueType {
+        r#type: strings.get("cpu"),
+        unit: strings.get("nanoseconds"),
+    });
+    let (pid_key, comm_key) = (strings.get("pid"), strings.get("comm"));
+
+    let mut samples = Vec::new();
+    for (process, stacks) in parts {
+        let pid = process.info.pid;
+        let labels = vec![
+            pb::Label {
+                key: pid_key,
+                str: tables.strings.get(&pid.to_string()),
+                ..Default::default()
+            },
+            pb::Label {
+                key: comm_key,
+                str: tables.strings.get(&process.info.comm),
+                ..Default::default()
+            },
+        ];
+        let mut location_ids: FxHashMap<u32, u64> = FxHashMap::default();
+        for (stack, count) in stacks {
+            let location_id = stack
+                .iter()
+                .map(|&index| {
+                    *location_ids
+                        .entry(index)
+                        .or_insert_with(|| tables.location(pid, &process.locations[index as usize]))
+                })
+                .collect();
+            samples.push(pb::Sample {
+                location_id,
+                value: vec![*count as i64, *count as i64 * period],
+                label: labels.clone(),
+            });
+        }
+    }
+
+    let comment = comments.iter().map(|c| tables.strings.get(c)).collect();
+    let time_nanos = window
+        .start
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    pb::Profile {
+        sample_type,
+        sample: samples,
+        mapping: tables.mappings,
+        location: tables.locations,
+        function: tables.functions,
+        string_table: tables.strings.table,
+        time_nanos,
+        duration_nanos: window.duration.as_nanos() as i64,
+        period_type,
+        period,
+        comment,
+        ..Default::default()
+    }
+}
+
+/// Serializes and gzips a profile.
+pub fn to_gzip(profile: &pb::Profile) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    encoder
+        .write_all(&profile.encode_to_vec())
+        .expect("writing to a Vec cannot fail");
+    encoder.finish().expect("writing to a Vec cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Read,
+        sync::Arc,
+        time::{Duration, SystemTime},
+    };
+
+    use super::*;
+    use crate::{
+        process::{ProcessInfo, Vma},
+        symbolize::{Line, Location},
+    };
+
+    fn line(name: &str) -> Line {
+        Line {
+            function: Arc::from(name),
+            file: Some(Arc::from("src/x.c")),
+            line: 3,
+        }
+    }
+
+    fn window() -> Window {
+        let vma = Arc::new(Vma {
+            start: 0x1000,
+            end: 0x2000,
+            file_offset: 0,
+            path: "/usr/bin/hot".into(),
+            dev: 0xfd_0000_0001,
+            inode: 7,
+            build_id: Some("abcd".into()),
+        });
+        let info = ProcessInfo {
+            pid: 42,
+            comm: "hot".into(),
+            // Empty on purpose: a process re-read after a dlopen has a different VMA list than
+            // the one captured when its window began; locations carry their own mapping.
+            vmas: vec![],
+            ..Default::default()
+        };
+        let locations = vec![
+            Location {
+                kind: FrameKind::User,
+                address: 0x1100,
+                vma: Some(vma.clone()),
+                lines: vec![line("main")],
+            },
+            Location {
+                kind: FrameKind::User,
+                address: 0x1200,
+                vma: Some(vma.clone()),
+                lines: vec![line("inlined_leaf"), line("hot")],
+            },
+            Location {
+                kind: FrameKind::Kernel,
+                address: 0xffff_ffff_8100_0000,
+                vma: None,
+                lines: vec![Line {
+                    function: Arc::from("vfs_write"),
+                    file: None,
+                    line: 0,
+                }],
+            },
+        ];
+        let mut stacks = FxHashMap::default();
+        stacks.insert(vec![1, 0], 30);
+        stacks.insert(vec![2, 1, 0], 10);
+        Window {
+            start: SystemTime::now() - Duration::from_secs(5),
+            duration: Duration::from_secs(5),
+            frequency: 100,
+            processes: vec![ProcessProfile {
+                info,
+                locations,
+                stacks,
+                samples: 40,
+            }],
+        }
+    }
+
+    /// Checks every rule of the Pyroscope ingestion spec (section 4) on a decoded profile.
+    pub(crate) fn assert_valid(profile: &pb::Profile) {
+        let strings = &profile.string_table;
+        assert_eq!(
+            strings.first().map(String::as_str),
+            Some(""),
+            "string_table[0] must be empty"
+        );
+        assert!(
+            !profile.sample_type.is_empty(),
+            "sample_type must not be empty"
+        );
+        let in_range = |i: i64| i >= 0 && (i as usize) < strings.len();
+        for ty in &profile.sample_type {
+            assert!(in_range(ty.r#type) && in_range(ty.unit));
+            assert!(
+                !strings[ty.r#type as usize].contains('-'),
+                "sample type names have no '-'"
+            );
+        }
+        let pt = profile.period_type.as_ref().expect("period type");
+        assert!(in_range(pt.r#type) && in_range(pt.unit));
+        assert!(profile.sample.len() <= 16000);
+        let location_ids: std::collections::HashSet<u64> =
+            profile.location.iter().map(|l| l.id).collect();
+        let function_ids: std::collections::HashSet<u64> =
+            profile.function.iter().map(|f| f.id).collect();
+        let mapping_ids: std::collections::HashSet<u64> =
+            profile.mapping.iter().map(|m| m.id).collect();
+        for sample in &profile.sample {
+            assert_eq!(sample.value.len(), profile.sample_type.len());
+            for id in &sample.location_id {
+                assert!(
+                    location_ids.contains(id),
+                    "sample references a missing location"
+                );
+            }
+            for label in &sample.label {
+                assert!(in_range(label.key) && in_range(label.str));
+            }
+        }
+        for location in &profile.location {
+            assert_ne!(location.id, 0, "location ids are non-zero");
+            assert!(location.mapping_id == 0 || mapping_ids.contains(&location.mapping_id));
+            for line in &location.line {
+                assert!(function_ids.contains(&line.function_id));
+            }
+        }
+        for function in &profile.function {
+            assert_ne!(function.id, 0, "function ids are non-zero");
+            assert!(
+                in_range(function.name)
+                    && in_range(function.system_name)
+                    && in_range(function.filename)
+            );
+        }
+        for mapping in &profile.mapping {
+            assert_ne!(mapping.id, 0);
+            assert!(in_range(mapping.filename) && in_range(mapping.build_id));
+        }
+        for c in &profile.comment {
+            assert!(in_range(*c));
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
+        assert!(
+            profile.time_nanos > now - 3600 * 1_000_000_000
+                && profile.time_nanos < now + 600 * 1_000_000_000
+        );
+        assert!(profile.encoded_len() <= 4 << 20);
+    }
+
+    #[test]
+    fn encoded_profile_round_trips_and_follows_every_rule() {
+        let window = window();
+        let processes: Vec<&ProcessProfile> = window.processes.iter().collect();
+        let gz = to_gzip(&encode(
+            &window,
+            &processes,
+            &["made by a test".to_string()],
+        ));
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut raw)
+            .unwrap();
+        let profile = pb::Profile::decode(&raw[..]).unwrap();
+        assert_valid(&profile);
+
+        let s = |i: i64| profile.string_table[i as usize].as_str();
+        let types: Vec<(&str, &str)> = profile
+            .sample_type
+            .iter()
+            .map(|t| (s(t.r#type), s(t.unit)))
+            .collect();
+        assert_eq!(types, [("samples", "count"), ("cpu", "nanoseconds")]);
+        let pt = profile.period_type.unwrap();
+        assert_eq!((s(pt.r#type), s(pt.unit)), ("cpu", "nanoseconds"));
+        assert_eq!(profile.period, 10_000_000);
+        assert_eq!(profile.duration_nanos, 5_000_000_000);
+        assert_eq!(profile.sample.len(), 2);
+        let total: i64 = profile.sample.iter().map(|s| s.value[0]).sum();
+        assert_eq!(total, 40);
+        for sample in &profile.sample {
+            assert_eq!(sample.value[1], sample.value[0] * 10_000_000);
+            let labels: Vec<(&str, &str)> =
+                sample.label.iter().map(|l| (s(l.key), s(l.str))).collect();
+            assert_eq!(labels, [("pid", "42"), ("comm", "hot")]);
+        }
+        // Kernel frames live in the kernel mapping; user frames carry path and build id.
+        let kernel = profile
+            .location
+            .iter()
+            .find(|l| l.address == 0xffff_ffff_8100_0000)
+            .unwrap();
+        let kmap = profile
+            .mapping
+            .iter()
+            .find(|m| m.id == kernel.mapping_id)
+            .unwrap();
+        assert_eq!(s(kmap.filename), KERNEL_MAPPING);
+        let user = profile
+            .location
+            .iter()
+            .find(|l| l.address == 0x1200)
+            .unwrap();
+        let umap = profile
+            .mapping
+            .iter()
+            .find(|m| m.id == user.mapping_id)
+            .unwrap();
+        assert_eq!(
+            (s(umap.filename), s(umap.build_id)),
+            ("/usr/bin/hot", "abcd")
+        );
+        // Inlined function first, its caller last.
+        let names: Vec<&str> = user
+            .line
+            .iter()
+            .map(|l| {
+                s(profile
+                    .function
+                    .iter()
+                    .find(|f| f.id == l.function_id)
+                    .unwrap()
+                    .name)
+            })
+            .collect();
+        assert_eq!(names, ["inlined_leaf", "hot"]);
+        assert!(profile.comment.iter().any(|&c| s(c) == "made by a test"));
+    }
+
+    #[test]
+    fn big_profiles_split_into_valid_parts_holding_every_sample() {
+        let mut window = window();
+        let process = &mut window.processes[0];
+        process.stacks.clear();
+        for i in 0..1000u32 {
+            process.locations.push(Location {
+                kind: FrameKind::User,
+                address: 0x10_0000 + u64::from(i),
+                vma: None,
+                lines: vec![line(&format!("f{i}"))],
+            });
+            process.stacks.insert(vec![3 + i, 0], u64::from(i % 7) + 1);
+        }
+        let total: u64 = process.stacks.values().sum();
+        let process = &window.processes[0];
+        let whole = encode_split(&window, process, &[], MAX_SAMPLES, MAX_BYTES);
+        assert_eq!(whole.len(), 1, "within limits: one profile");
+        let parts = encode_split(&window, process, &[], 300, MAX_BYTES);
+        assert_eq!(parts.len(), 4);
+        let by_size = encode_split(
+            &window,
+            process,
+            &[],
+            MAX_SAMPLES,
+            whole[0].encoded_len() / 3,
+        );
+        assert!(by_size.len() >= 3);
+        for set in [&parts, &by_size] {
+            let mut seen = 0;
+            for part in set.iter() {
+                assert_valid(part);
+                assert!(part.sample.len() <= 300 || set.len() == by_size.len());
+                seen += part.sample.iter().map(|s| s.value[0] as u64).sum::<u64>();
+                // Each part holds only the locations its samples use.
+                let used: std::collections::HashSet<u64> = part
+                    .sample
+                    .iter()
+                    .flat_map(|s| s.location_id.iter().copied())
+                    .collect();
+                assert_eq!(used.len(), part.location.len());
+            }
+            assert_eq!(seen, total, "every sample in exactly one part");
+        }
+    }
+
+    #[test]
+    fn encoding_is_deterministic() {
+        let window = window();
+        let processes: Vec<&ProcessProfile> = window.processes.iter().collect();
+        assert_eq!(
+            encode(&window, &processes, &[]),
+            encode(&window, &processes, &[])
+        );
+    }
+}

@@ -1,0 +1,425 @@
+//! Delivery of profiles to the server: a bounded queue, retries with backoff and jitter, and
+//! the on-disk spool while the server is away. Order is kept: once anything is spooled, newer
+//! profiles join the spool behind it, and the spool is replayed oldest first.
+
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::sync::{mpsc, watch};
+
+use super::{
+    dump::{write_atomic, DumpDir},
+    pyroscope::{Client, SendError, Upload},
+    spool::Spool,
+};
+
+/// Spooled profiles older than this are written to the dump dir instead of being sent: the
+/// server rejects profiles older than 1 h, and the margin covers clock skew and the send.
+const TOO_OLD: Duration = Duration::from_secs(55 * 60);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+#[derive(Clone, Debug)]
+pub struct DeliveryConfig {
+    /// Retries of one profile before it is spooled.
+    pub retries: u32,
+    pub max_backoff: Duration,
+    /// Profiles waiting in memory; beyond it they go straight to the spool.
+    pub queue: usize,
+    /// Where spooled profiles too old for the server are moved.
+    pub dump_dir: PathBuf,
+}
+
+/// Delivery counters, shared with the pipeline thread for its status line.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    pub sent: AtomicU64,
+    pub retried: AtomicU64,
+    pub spooled: AtomicU64,
+    pub replayed: AtomicU64,
+    pub split: AtomicU64,
+    pub rejected: AtomicU64,
+    pub moved_too_old: AtomicU64,
+    pub dropped_spool_error: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Handle used by the pipeline thread to hand profiles over.
+pub struct Exporter {
+    tx: mpsc::Sender<Upload>,
+    spool: Arc<Mutex<Spool>>,
+    seq: AtomicU64,
+    pub stats: Arc<DeliveryStats>,
+    /// A client with new server settings (a reload), taken by the task before its next send.
+    next_client: Arc<Mutex<Option<Client>>>,
+}
+
+impl Exporter {
+    /// New server settings (a reload): the delivery task switches before its next request.
+    /// Queued and spooled profiles stay and go to the new server.
+    pub fn replace_client(&self, client: Client) {
+        *self.next_client.lock().unwrap_or_else(|e| e.into_inner()) = Some(client);
+    }
+
+    /// Starts the delivery task on the current tokio runtime.
+    pub fn start(
+        client: Client,
+        spool: Spool,
+        config: DeliveryConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let seq = AtomicU64::new(spool.next_seq());
+        let spool = Arc::new(Mutex::new(spool));
+        let stats = Arc::new(DeliveryStats::default());
+        let next_client = Arc::new(Mutex::new(None));
+        let task = Delivery {
+            client,
+            next_client: Arc::clone(&next_client),
+            spool: Arc::clone(&spool),
+            stats: Arc::clone(&stats),
+            config,
+            shutdown,
+            logged: HashSet::new(),
+            outage: false,
+            backoff: FIRST_BACKOFF,
+            rng: seed(),
+        };
+        let handle = tokio::spawn(task.run(rx));
+        (
+            Self {
+                tx,
+                spool,
+                seq,
+                stats,
+                next_client,
+            },
+            handle,
+        )
+    }
+
+    /// Queues one profile; when the queue is full or closed it is spooled, never dropped.
+    pub fn submit(
+        &self,
+        labels: Vec<(String, String)>,
+        from: SystemTime,
+        until: SystemTime,
+        pprof_gz: Vec<u8>,
+    ) {
+        let nanos = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0)
+        };
+        let upload = Upload {
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            labels,
+            from_nanos: nanos(from),
+            until_nanos: nanos(until),
+            pprof_gz,
+        };
+        if let Err(err) = self.tx.try_send(upload) {
+            let upload = match err {
+                mpsc::error::TrySendError::Full(u) | mpsc::error::TrySendError::Closed(u) => u,
+            };
+            spool_one(&self.spool, &upload, &self.stats);
+        }
+    }
+
+    /// Counts a profile split into several for the server's limits.
+    pub fn count_split(&self) {
+        bump(&self.stats.split);
+    }
+
+    /// One line of delivery counters.
+    /// Spool counters: (dropped because full, dropped as corrupt, files held, bytes held).
+    pub fn spool_counts(&self) -> (u64, u64, u64, u64) {
+        let spool = self.spool.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            spool.dropped_full,
+            spool.dropped_corrupt,
+            spool.len() as u64,
+            spool.bytes(),
+        )
+    }
+
+    pub fn summary(&self) -> String {
+        let s = &self.stats;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let spool = self.spool.lock().unwrap_or_else(|e| e.into_inner());
+        format!(
+            "sent={} retried={} spooled={} replayed={} split={} rejected={} moved_too_old={} dropped_spool_full={} dropped_spool_corrupt={} dropped_spool_error={} spool_files={} spool_bytes={}",
+            get(&s.sent),
+            get(&s.retried),
+            get(&s.spooled),
+            get(&s.replayed),
+            get(&s.split),
+            get(&s.rejected),
+            get(&s.moved_too_old),
+            spool.dropped_full,
+            spool.dropped_corrupt,
+            get(&s.dropped_spool_error),
+            spool.len(),
+            spool.bytes(),
+        )
+    }
+}
+
+fn spool_one(spool: &Mutex<Spool>, upload: &Upload, stats: &DeliveryStats) {
+    let mut spool = spool.lock().unwrap_or_else(|e| e.into_inner());
+    match spool.push(upload) {
+        Ok(()) => bump(&stats.spooled),
+        Err(err) => {
+            bump(&stats.dropped_spool_error);
+            tracing::error!("profile lost: {err}");
+        }
+    }
+}
+
+fn seed() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    (nanos ^ u64::from(std::process::id()).rotate_left(32)) | 1
+}
+
+struct Delivery {
+    client: Client,
+    next_client: Arc<Mutex<Option<Client>>>,
+    spool: Arc<Mutex<Spool>>,
+    stats: Arc<DeliveryStats>,
+    config: DeliveryConfig,
+    shutdown: watch::Receiver<bool>,
+    /// Rejections already logged (status, message): each distinct cause is logged once.
+    logged: HashSet<(u16, String)>,
+    /// Whether the server is known to be unreachable (logged once per outage).
+    outage: bool,
+    backoff: Duration,
+    rng: u64,
+}
+
+impl Delivery {
+    /// Switches to the client of a reload, if there is one.
+    fn adopt_new_client(&mut self) {
+        let next = self
+            .next_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(client) = next {
+            tracing::info!(server = %client.config().url, "delivery uses the reloaded server settings");
+            self.client = client;
+            self.outage = false;
+            self.backoff = FIRST_BACKOFF;
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Upload>) {
+        loop {
+            self.adopt_new_client();
+            let stopping = *self.shutdown.borrow();
+            if let Some(seq) = self.spool_head(&mut rx) {
+                if stopping {
+                    // Everything not sent is on disk; the next start replays it.
+                    return;
+                }
+                self.replay(seq).await;
+                continue;
+            }
+            let upload = tokio::select! {
+                upload = rx.recv() => match upload {
+                    Some(upload) => upload,
+                    None => return,
+                },
+                _ = self.shutdown.changed(), if !stopping => continue,
+            };
+            self.deliver(upload).await;
+        }
+    }
+
+    /// The oldest spooled profile, after moving everything queued behind it.
+    fn spool_head(&mut self, rx: &mut mpsc::Receiver<Upload>) -> Option<u64> {
+        if self
+            .spool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            return None;
+        }
+        while let Ok(upload) = rx.try_recv() {
+            spool_one(&self.spool, &upload, &self.stats);
+        }
+        self.spool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .oldest()
+    }
+
+    async fn replay(&mut self, seq: u64) {
+        let loaded = self
+            .spool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .load(seq);
+        let upload = match loaded {
+            Ok(upload) => upload,
+            Err(err) => {
+                tracing::warn!("{err}; dropped");
+                return;
+            }
+        };
+        if self.too_old(&upload) {
+            self.move_to_dump_dir(&upload);
+            self.spool
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(seq);
+            return;
+        }
+        match self.client.send(&upload).await {
+            Ok(()) => {
+                self.spool
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(seq);
+                bump(&self.stats.replayed);
+                self.recovered();
+            }
+            Err(SendError::Retryable { cause, retry_after }) => {
+                bump(&self.stats.retried);
+                self.unreachable(&cause);
+                let wait = self.next_backoff().max(retry_after.unwrap_or_default());
+                self.sleep(wait).await;
+            }
+            Err(SendError::Rejected { status, message }) => {
+                self.spool
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(seq);
+                self.rejected(status, message);
+            }
+        }
+    }
+
+    async fn deliver(&mut self, upload: Upload) {
+        let mut attempt = 0;
+        loop {
+            // A retry after a reload goes to the new server.
+            self.adopt_new_client();
+            match self.client.send(&upload).await {
+                Ok(()) => {
+                    bump(&self.stats.sent);
+                    self.recovered();
+                    return;
+                }
+                Err(SendError::Retryable { cause, retry_after }) => {
+                    if attempt >= self.config.retries || *self.shutdown.borrow() {
+                        self.unreachable(&cause);
+                        spool_one(&self.spool, &upload, &self.stats);
+                        return;
+                    }
+                    attempt += 1;
+                    bump(&self.stats.retried);
+                    tracing::debug!(attempt, %cause, "upload failed, retrying");
+                    let wait = self.next_backoff().max(retry_after.unwrap_or_default());
+                    self.sleep(wait).await;
+                }
+                Err(SendError::Rejected { status, message }) => {
+                    self.rejected(status, message);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn too_old(&self, upload: &Upload) -> bool {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as i64;
+        now - upload.from_nanos > TOO_OLD.as_nanos() as i64
+    }
+
+    fn move_to_dump_dir(&self, upload: &Upload) {
+        let from = UNIX_EPOCH + Duration::from_nanos(upload.from_nanos.max(0) as u64);
+        let pid = upload
+            .label("pid")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let name = DumpDir::profile_name(upload.label("comm").unwrap_or("unknown"), pid, from);
+        let name = name.replace(".cpu.", &format!(".cpu.part{}.", upload.seq));
+        let path = self.config.dump_dir.join(name);
+        let result = std::fs::create_dir_all(&self.config.dump_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| write_atomic(&path, &upload.pprof_gz).map_err(|e| e.to_string()));
+        match result {
+            Ok(()) => {
+                bump(&self.stats.moved_too_old);
+                tracing::info!(path = %path.display(), "spooled profile is older than the server accepts (1 h): moved to the dump dir");
+            }
+            Err(err) => {
+                bump(&self.stats.dropped_spool_error);
+                tracing::error!("spooled profile too old for the server and not writable to the dump dir: {err}");
+            }
+        }
+    }
+
+    fn unreachable(&mut self, cause: &str) {
+        if !self.outage {
+            self.outage = true;
+            tracing::warn!(
+                server = %self.client.config().url,
+                "server unreachable ({cause}): profiles go to the spool at {} and are sent when it is back",
+                self.spool.lock().unwrap_or_else(|e| e.into_inner()).dir().display()
+            );
+        }
+    }
+
+    fn recovered(&mut self) {
+        self.backoff = FIRST_BACKOFF;
+        if self.outage {
+            self.outage = false;
+            tracing::info!(server = %self.client.config().url, "server reachable again; replaying the spool");
+        }
+    }
+
+    fn rejected(&mut self, status: u16, message: String) {
+        bump(&self.stats.rejected);
+        if self.logged.len() < 1000 && self.logged.insert((status, message.clone())) {
+            tracing::error!(status, "server rejected a profile (not retried): {message}");
+        }
+    }
+
+    /// Exponential backoff with jitter: a random wait in [b/2, b], b doubling up to the max.
+    fn next_backoff(&mut self) -> Duration {
+        let base = self.backoff.min(self.config.max_backoff);
+        self.backoff = (self.backoff * 2).min(self.config.max_backoff);
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let fraction = 0.5 + (self.rng % 1000) as f64 / 2000.0;
+        base.mul_f64(fraction)
+    }
+
+    /// Sleeps, waking early on shutdown.
+    async fn sleep(&mut self, wait: Duration) {
+        if *self.shutdown.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = self.shutdown.changed() => {}
+        }
+    }
+}

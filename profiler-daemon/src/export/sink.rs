@@ -1,0 +1,293 @@
+//! The seam between the run loop and where profiles go: a [`Sink`] takes a kept profile or
+//! one process's window and writes or sends it. Two sinks exist: [`DumpSink`] (files and
+//! sidecars in the dump dir) and [`ServerSink`] (uploads through the delivery queue).
+
+use std::{
+    cell::OnceCell,
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use thiserror::Error;
+
+use super::{
+    delivery::Exporter,
+    dump::{DumpDir, DumpError},
+    sidecar::{KeptSummary, SIDECAR_SUFFIX},
+};
+use crate::{
+    aggregate::{ProcessProfile, Window},
+    encode::{flame_graph_svg, folded_lines, pprof, EncodeError},
+    target::{truncate, LabelConfig, MAX_VALUE_LEN},
+    trigger::Kept,
+    types::{rfc3339, utc_timestamp},
+};
+
+/// Why a kept profile's files were not all written.
+#[derive(Debug, Error)]
+enum KeptFileError {
+    #[error(transparent)]
+    Dump(#[from] DumpError),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    #[error("encoding its sidecar failed: {0}")]
+    Sidecar(#[from] serde_json::Error),
+}
+
+/// A kept profile on its way out, with the pprof comments and the labels in force.
+pub struct KeptProfile<'a> {
+    pub kept: &'a Kept,
+    pub comments: &'a [String],
+    pub labels: &'a LabelConfig,
+}
+
+impl KeptProfile<'_> {
+    /// The metric of the first firing: it names the files and the `trigger` label.
+    fn metric(&self) -> &'static str {
+        self.kept.scenes[0].metric.name()
+    }
+
+    fn reasons(&self) -> Vec<String> {
+        self.kept
+            .scenes
+            .iter()
+            .map(|s| format!("{}: {}", s.metric.name(), s.reason.text()))
+            .collect()
+    }
+
+    fn processes(&self) -> Vec<&ProcessProfile> {
+        self.kept.window.processes.iter().collect()
+    }
+}
+
+/// One process's profile of a continuous-mode window. The encodings are made once, whichever
+/// sink asks first: a profile within the server's limits (the usual case) is encoded once for
+/// both the server and the file.
+pub struct WindowProfile<'a> {
+    pub window: &'a Window,
+    pub process: &'a ProcessProfile,
+    pub comments: &'a [String],
+    pub labels: &'a LabelConfig,
+    parts: OnceCell<Vec<Vec<u8>>>,
+}
+
+impl<'a> WindowProfile<'a> {
+    pub fn new(
+        window: &'a Window,
+        process: &'a ProcessProfile,
+        comments: &'a [String],
+        labels: &'a LabelConfig,
+    ) -> Self {
+        Self {
+            window,
+            process,
+            comments,
+            labels,
+            parts: OnceCell::new(),
+        }
+    }
+
+    /// Gzipped parts within the server's limits on samples and bytes.
+    fn parts(&self) -> &[Vec<u8>] {
+        self.parts.get_or_init(|| {
+            pprof::encode_split(
+                self.window,
+                self.process,
+                self.comments,
+                pprof::MAX_SAMPLES,
+                pprof::MAX_BYTES,
+            )
+            .iter()
+            .map(pprof::to_gzip)
+            .collect()
+        })
+    }
+
+    /// The whole profile, gzipped: the single part if the parts were made and there is one.
+    fn whole(&self) -> Vec<u8> {
+        match self.parts.get().map(Vec::as_slice) {
+            Some([only]) => only.clone(),
+            _ => pprof::to_gzip(&pprof::encode(self.window, &[self.process], self.comments)),
+        }
+    }
+}
+
+/// Where profiles go. A sink logs its own failures: a failed write or send never stops the
+/// run loop or the other sinks.
+pub trait Sink {
+    /// Writes or sends a kept profile; returns the file written, if the sink writes files.
+    fn kept(&mut self, profile: &KeptProfile<'_>) -> Option<PathBuf>;
+    /// Writes or sends one process's window; returns the file written, if any.
+    fn window(&mut self, profile: &WindowProfile<'_>) -> Option<PathBuf>;
+}
+
+/// Files in the dump dir: `<metric>.<event>.<time>.pb.gz`, `.svg` and the sidecar for kept
+/// profiles, `<comm>-<pid>.cpu.<time>.pb.gz` for windows.
+pub struct DumpSink {
+    pub dir: DumpDir,
+}
+
+impl Sink for DumpSink {
+    fn kept(&mut self, profile: &KeptProfile<'_>) -> Option<PathBuf> {
+        let kept = profile.kept;
+        let processes = profile.processes();
+        let metric = profile.metric();
+        let reasons = profile.reasons();
+        let base = format!(
+            "{metric}.{}.{}",
+            kept.event_id,
+            utc_timestamp(kept.fired_at)
+        );
+        let pprof_gz = pprof::to_gzip(&pprof::encode(&kept.window, &processes, profile.comments));
+        let title = format!("profilerd: {} — {}", kept.name, reasons.join("; "));
+        let summary = KeptSummary {
+            fired_at: rfc3339(kept.fired_at),
+            fired_unix: kept
+                .fired_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            target: kept.name.clone(),
+            service: service_name(kept, profile.labels),
+            trigger: metric.to_string(),
+            reasons,
+            top: top_functions(&processes, 3),
+            samples: kept.window.samples(),
+            window_seconds: kept.window.duration.as_secs_f64(),
+            pprof: format!("{base}.pb.gz"),
+            svg: Some(format!("{base}.svg")),
+        };
+        let result = self
+            .dir
+            .write(&format!("{base}.pb.gz"), &pprof_gz)
+            .map_err(KeptFileError::from)
+            .and_then(|path| {
+                let svg = flame_graph_svg(&folded_lines(&processes), &title)?;
+                self.dir.write(&format!("{base}.svg"), &svg)?;
+                // The sidecar last: the page lists a profile only once its files exist.
+                let sidecar = serde_json::to_vec_pretty(&summary)?;
+                self.dir
+                    .write(&format!("{base}{SIDECAR_SUFFIX}"), &sidecar)?;
+                Ok(path)
+            });
+        match result {
+            Ok(path) => Some(path),
+            Err(err) => {
+                tracing::error!("kept profile {base} not written: {err}");
+                None
+            }
+        }
+    }
+
+    fn window(&mut self, profile: &WindowProfile<'_>) -> Option<PathBuf> {
+        let info = &profile.process.info;
+        let name = DumpDir::profile_name(&info.comm, info.pid, profile.window.start);
+        match self.dir.write(&name, &profile.whole()) {
+            Ok(path) => Some(path),
+            Err(err) => {
+                tracing::error!("{err}");
+                None
+            }
+        }
+    }
+}
+
+/// The `service_name` the labels give the kept profile's first process, else the target's name.
+fn service_name(kept: &Kept, labels: &LabelConfig) -> String {
+    kept.window.processes.first().map_or_else(
+        || kept.name.clone(),
+        |p| {
+            labels
+                .for_process(&p.info)
+                .into_iter()
+                .find(|(k, _)| k == "service_name")
+                .map_or_else(|| kept.name.clone(), |(_, v)| v)
+        },
+    )
+}
+
+/// The `n` functions with the most self samples (leaf frames, inlined callee first) over
+/// `processes`, with their share of all samples in percent.
+fn top_functions(processes: &[&ProcessProfile], n: usize) -> Vec<(String, f64)> {
+    let mut by_function: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut total = 0;
+    for process in processes {
+        for (stack, count) in &process.stacks {
+            total += count;
+            if let Some(&leaf) = stack.first() {
+                let name = process.locations[leaf as usize].function();
+                *by_function.entry(name).or_insert(0) += count;
+            }
+        }
+    }
+    let mut ranked: Vec<(&str, u64)> = by_function.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    ranked
+        .into_iter()
+        .take(n)
+        .map(|(name, count)| (name.to_string(), count as f64 * 100.0 / total.max(1) as f64))
+        .collect()
+}
+
+/// Uploads to the Pyroscope server: one series per process, split within the server's limits.
+pub struct ServerSink<'a> {
+    pub exporter: &'a Exporter,
+}
+
+impl ServerSink<'_> {
+    fn submit(
+        &self,
+        parts: &[Vec<u8>],
+        series: &[(String, String)],
+        from: SystemTime,
+        until: SystemTime,
+    ) {
+        if parts.len() > 1 {
+            self.exporter.count_split();
+        }
+        for part in parts {
+            self.exporter
+                .submit(series.to_vec(), from, until, part.clone());
+        }
+    }
+}
+
+impl Sink for ServerSink<'_> {
+    fn kept(&mut self, profile: &KeptProfile<'_>) -> Option<PathBuf> {
+        let window = &profile.kept.window;
+        let until = window.start + window.duration;
+        let reasons = profile.reasons().join("; ");
+        for process in &window.processes {
+            let mut series = profile.labels.for_process(&process.info);
+            series.push(("trigger".into(), profile.metric().into()));
+            series.push((
+                "reason".into(),
+                truncate(&reasons, MAX_VALUE_LEN).to_string(),
+            ));
+            let parts: Vec<Vec<u8>> = pprof::encode_split(
+                window,
+                process,
+                profile.comments,
+                pprof::MAX_SAMPLES,
+                pprof::MAX_BYTES,
+            )
+            .iter()
+            .map(pprof::to_gzip)
+            .collect();
+            self.submit(&parts, &series, window.start, until);
+        }
+        None
+    }
+
+    fn window(&mut self, profile: &WindowProfile<'_>) -> Option<PathBuf> {
+        let window = profile.window;
+        let series = profile.labels.for_process(&profile.process.info);
+        self.submit(
+            profile.parts(),
+            &series,
+            window.start,
+            window.start + window.duration,
+        );
+        None
+    }
+}

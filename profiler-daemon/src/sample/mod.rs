@@ -1,0 +1,716 @@
+//! Loads the BPF sampler, attaches it to `cpu-clock` on every online CPU, and drains its maps.
+//!
+//! Hand-over: the BPF program writes into the map set selected by `Control::generation`. A drain
+//! flips the generation, waits a grace period for programs already running on other CPUs to
+//! finish, then reads and empties the set nobody writes any more. Counters are cumulative in
+//! the kernel and turned into deltas here, so a late increment is never lost, only reported in
+//! the next drain.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    io,
+    os::fd::{AsRawFd, RawFd},
+    time::{Duration, Instant},
+};
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
+    programs::{
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+        PerfEvent,
+    },
+    util::online_cpus,
+    Ebpf, EbpfLoader,
+};
+use profiler_common::{
+    Control, Counter, Counters, NewProcess, SampleKey, Stack, CONTROL_MAP, COUNTERS_MAP,
+    COUNTER_COUNT, COUNTS_MAPS, FILTER_CGROUPS_MAP, FILTER_PIDS_MAP, INLINE_PIDS,
+    KERNEL_STACKS_MAPS, KNOWN_PIDS_MAP, LOG_EVENTS, LOG_GATE_MAP, NEW_PROCESS_RING, PIDS_IN_MAP,
+    PROGRAM_NAME, USER_STACKS_MAPS,
+};
+use thiserror::Error;
+
+mod batch;
+use batch::BatchMap;
+
+use crate::host::max_sample_rate;
+
+/// How long a drain waits after flipping the generation before it reads the old map set.
+/// A sampling program runs for microseconds; the margin covers a vCPU descheduled mid-sample.
+const GRACE: Duration = Duration::from_millis(5);
+
+/// A cgroup v2 directory selected by the in-kernel filter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupSelector {
+    /// The cgroup id (inode number of the cgroup2 directory).
+    pub id: u64,
+    /// Depth below the cgroup2 root (the root itself is level 0).
+    pub level: u32,
+}
+
+/// What to sample and how big the kernel maps are.
+#[derive(Clone, Debug)]
+pub struct SamplerConfig {
+    pub frequency: u64,
+    pub pids: Vec<u32>,
+    pub cgroups: Vec<CgroupSelector>,
+    /// Entries of each counts map (one per generation).
+    pub counts_map_entries: u32,
+    /// Entries of each user-stack map (one per generation).
+    pub stack_map_entries: u32,
+    /// Entries of each kernel-stack map (one per generation).
+    pub kernel_stack_map_entries: u32,
+    /// Processes remembered by the kernel as already announced.
+    pub known_pids_entries: u32,
+    /// Capacity of the pid and the cgroup filter maps (a reload may grow the filters up to it).
+    pub filter_entries: u32,
+    /// Size of the new-process ring buffer in bytes (power of two, multiple of the page size).
+    pub notify_ring_bytes: u32,
+}
+
+/// Why the sampler could not start or drain.
+#[derive(Debug, Error)]
+pub enum SamplerError {
+    #[error("permission denied loading BPF programs or opening perf events: run as root, or grant CAP_BPF and CAP_PERFMON (e.g. `setcap cap_bpf,cap_perfmon+ep profilerd`)")]
+    Permission,
+    #[error("perf events are not available on this kernel ({0}): profilerd needs CONFIG_PERF_EVENTS and the software cpu-clock event")]
+    PerfEventsUnavailable(io::Error),
+    #[error("--frequency {requested} Hz is above kernel.perf_event_max_sample_rate ({max}): lower --frequency or raise it with `sysctl -w kernel.perf_event_max_sample_rate={requested}`")]
+    FrequencyTooHigh { requested: u64, max: u64 },
+    #[error("loading the BPF sampler failed: {0}")]
+    Load(String),
+    /// The verifier refused the program. It answers EACCES too, so without the log this would
+    /// read as a missing privilege.
+    #[error(
+        "this kernel's BPF verifier rejected the sampler ({errno}); the end of its log:\n{log}"
+    )]
+    Rejected { errno: io::Error, log: String },
+    #[error("BPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("cannot list online CPUs: {0}")]
+    Cpus(io::Error),
+    #[error("{count} {what} exceed the filter's {capacity} entries: restart with --max-filter-entries {count} or more")]
+    FilterFull {
+        what: &'static str,
+        count: usize,
+        capacity: u32,
+    },
+}
+
+/// Everything one drain took out of the kernel.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Sample buckets with their counts.
+    pub samples: Vec<(SampleKey, u64)>,
+    /// Instruction pointers of every user stack referenced by `samples`, leaf first.
+    pub user_stacks: StdHashMap<u64, Vec<u64>>,
+    /// Instruction pointers of every kernel stack referenced by `samples`, leaf first.
+    pub kernel_stacks: StdHashMap<u64, Vec<u64>>,
+    /// Counter increments since the previous drain, summed over CPUs.
+    pub counters: CounterDelta,
+    /// Entries the drained counts map held (its fill level).
+    pub counts_entries: usize,
+    /// Entries the drained user-stack map held.
+    pub stack_entries: usize,
+    /// Entries the drained kernel-stack map held.
+    pub kernel_stack_entries: usize,
+    /// How long the drain took, grace period included.
+    pub duration: Duration,
+}
+
+/// Forwards the BPF program's aya-log records to `tracing`, under the `bpf` target.
+pub struct TracingLog;
+
+impl log::Log for TracingLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let text = record.args().to_string();
+        match record.level() {
+            log::Level::Error => tracing::error!(target: "bpf", "{text}"),
+            log::Level::Warn => tracing::warn!(target: "bpf", "{text}"),
+            log::Level::Info => tracing::info!(target: "bpf", "{text}"),
+            log::Level::Debug => tracing::debug!(target: "bpf", "{text}"),
+            log::Level::Trace => tracing::trace!(target: "bpf", "{text}"),
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// What one sample's user or kernel stack resolves to in a [`Drained`] batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackRef<'a> {
+    /// There is no such stack (a kernel thread's user stack, a user-mode sample's kernel stack).
+    Absent,
+    /// The frames, leaf first.
+    Ips(&'a [u64]),
+    /// The sample named a stack that the drained map did not hold.
+    Lost,
+    /// The kernel could not take the stack.
+    Unavailable,
+}
+
+impl Drained {
+    /// The user stack of `key`.
+    pub fn user_stack(&self, key: &SampleKey) -> StackRef<'_> {
+        lookup(&self.user_stacks, key.user_stack, key.user_stack_error)
+    }
+
+    /// The kernel stack of `key`.
+    pub fn kernel_stack(&self, key: &SampleKey) -> StackRef<'_> {
+        lookup(
+            &self.kernel_stacks,
+            key.kernel_stack,
+            key.kernel_stack_error,
+        )
+    }
+}
+
+fn lookup(stacks: &StdHashMap<u64, Vec<u64>>, hash: u64, error: i32) -> StackRef<'_> {
+    if hash != 0 {
+        return stacks
+            .get(&hash)
+            .map_or(StackRef::Lost, |ips| StackRef::Ips(ips));
+    }
+    if error == -libc::EFAULT {
+        StackRef::Absent
+    } else {
+        StackRef::Unavailable
+    }
+}
+
+/// Counter values indexed by [`Counter`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterDelta(pub [u64; COUNTER_COUNT]);
+
+impl CounterDelta {
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.0[counter as usize]
+    }
+
+    pub fn add(&mut self, other: &CounterDelta) {
+        for (total, value) in self.0.iter_mut().zip(other.0) {
+            *total += value;
+        }
+    }
+}
+
+/// The loaded and attached sampler. Dropping it detaches the programs.
+pub struct Sampler {
+    _ebpf: Ebpf,
+    counts: [HashMap<MapData, SampleKey, u64>; 2],
+    kernel_stacks: [HashMap<MapData, u64, Stack>; 2],
+    user_stacks: [HashMap<MapData, u64, Stack>; 2],
+    pid_filter: HashMap<MapData, u32, u8>,
+    cgroup_filter: HashMap<MapData, u64, u8>,
+    log_gate: PerCpuArray<MapData, u32>,
+    /// Possible CPUs (the length of per-CPU map values).
+    possible_cpus: usize,
+    /// Log lines of the BPF program (aya-log), forwarded to `tracing`; `None` if unavailable.
+    logger: Option<aya_log::EbpfLogger<TracingLog>>,
+    filter_entries: u32,
+    /// The pids and cgroups the kernel filter holds now.
+    filter: (Vec<u32>, Vec<CgroupSelector>),
+    /// Per generation: the counts, kernel-stack and user-stack maps' descriptors for batch
+    /// drains.
+    batch: [[BatchMap; 3]; 2],
+    /// False once the kernel refused a batch drain (older than 5.6).
+    batch_drain: bool,
+    counters: PerCpuArray<MapData, Counters>,
+    control: Array<MapData, Control>,
+    known_pids: HashMap<MapData, u32, u8>,
+    ring: RingBuf<MapData>,
+    generation: u32,
+    /// The filters, written with every generation flip.
+    control_block: Control,
+    /// Last cumulative counters read per generation, to compute deltas.
+    seen: [[u64; COUNTER_COUNT]; 2],
+    cpus: usize,
+}
+
+impl Sampler {
+    /// Loads the embedded BPF object, fills the filters and attaches on every online CPU.
+    pub fn start(object: &[u8], config: &SamplerConfig) -> Result<Self, SamplerError> {
+        let control_block = control_block(config);
+        let mut loader = EbpfLoader::new();
+        for name in COUNTS_MAPS {
+            loader.map_max_entries(name, config.counts_map_entries);
+        }
+        for name in KERNEL_STACKS_MAPS {
+            loader.map_max_entries(name, config.kernel_stack_map_entries);
+        }
+        for name in USER_STACKS_MAPS {
+            loader.map_max_entries(name, config.stack_map_entries);
+        }
+        let filter_entries = config
+            .filter_entries
+            .max(config.pids.len() as u32)
+            .max(config.cgroups.len() as u32)
+            .max(1);
+        loader
+            .map_max_entries(FILTER_PIDS_MAP, filter_entries)
+            .map_max_entries(FILTER_CGROUPS_MAP, filter_entries)
+            .map_max_entries(KNOWN_PIDS_MAP, config.known_pids_entries)
+            .map_max_entries(NEW_PROCESS_RING, config.notify_ring_bytes);
+        let mut ebpf = loader.load(object).map_err(|err| classify_load(&err))?;
+
+        let mut pid_filter: HashMap<MapData, u32, u8> = take(&mut ebpf, FILTER_PIDS_MAP)?;
+        for pid in &config.pids {
+            pid_filter
+                .insert(pid, 1, 0)
+                .map_err(|source| SamplerError::Map {
+                    map: FILTER_PIDS_MAP,
+                    source,
+                })?;
+        }
+        let mut cgroup_filter: HashMap<MapData, u64, u8> = take(&mut ebpf, FILTER_CGROUPS_MAP)?;
+        for cgroup in &config.cgroups {
+            cgroup_filter
+                .insert(cgroup.id, 1, 0)
+                .map_err(|source| SamplerError::Map {
+                    map: FILTER_CGROUPS_MAP,
+                    source,
+                })?;
+        }
+
+        let mut batch: [Vec<BatchMap>; 2] = Default::default();
+        let mut counts = Vec::new();
+        let mut kernel_stacks = Vec::new();
+        let mut user_stacks = Vec::new();
+        for generation in 0..2 {
+            let (map, fd) = take_batched(&mut ebpf, COUNTS_MAPS[generation])?;
+            counts.push(map);
+            batch[generation].push(fd);
+            let (map, fd) = take_batched(&mut ebpf, KERNEL_STACKS_MAPS[generation])?;
+            kernel_stacks.push(map);
+            batch[generation].push(fd);
+            let (map, fd) = take_batched(&mut ebpf, USER_STACKS_MAPS[generation])?;
+            user_stacks.push(map);
+            batch[generation].push(fd);
+        }
+        let (counts, kernel_stacks, user_stacks) =
+            (array(counts), array(kernel_stacks), array(user_stacks));
+        let batch = batch.map(array);
+        let counters = take(&mut ebpf, COUNTERS_MAP)?;
+        let mut control: Array<MapData, Control> = take(&mut ebpf, CONTROL_MAP)?;
+        control
+            .set(0, control_block, 0)
+            .map_err(|source| SamplerError::Map {
+                map: CONTROL_MAP,
+                source,
+            })?;
+        let known_pids = take(&mut ebpf, KNOWN_PIDS_MAP)?;
+        let log_gate = take(&mut ebpf, LOG_GATE_MAP)?;
+        let logger = match aya_log::EbpfLogger::init_with_logger(&mut ebpf, TracingLog) {
+            Ok(logger) => Some(logger),
+            Err(err) => {
+                tracing::warn!("BPF log lines will not reach this log: {err}");
+                None
+            }
+        };
+        let ring = take(&mut ebpf, NEW_PROCESS_RING)?;
+
+        let program: &mut PerfEvent = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| {
+                SamplerError::Load(format!("program {PROGRAM_NAME} missing from the object"))
+            })?
+            .try_into()
+            .map_err(|err| SamplerError::Load(format!("{err}")))?;
+        program
+            .load()
+            .map_err(|err| classify_program(&err, config.frequency))?;
+        let cpus = online_cpus().map_err(|(_, err)| SamplerError::Cpus(err))?;
+        for &cpu in &cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(config.frequency),
+                    true,
+                )
+                .map_err(|err| classify_program(&err, config.frequency))?;
+        }
+        Ok(Self {
+            pid_filter,
+            cgroup_filter,
+            log_gate,
+            possible_cpus: aya::util::nr_cpus().unwrap_or(cpus.len()),
+            logger,
+            filter_entries,
+            filter: (config.pids.clone(), config.cgroups.clone()),
+            _ebpf: ebpf,
+            counts,
+            kernel_stacks,
+            user_stacks,
+            batch,
+            batch_drain: true,
+            counters,
+            control,
+            known_pids,
+            ring,
+            generation: 0,
+            control_block,
+            seen: [[0; COUNTER_COUNT]; 2],
+            cpus: cpus.len(),
+        })
+    }
+
+    /// Number of CPUs sampled.
+    pub fn cpus(&self) -> usize {
+        self.cpus
+    }
+
+    /// File descriptor that becomes readable when a new process was announced.
+    pub fn notify_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+
+    /// File descriptor that becomes readable when the BPF program logged something.
+    pub fn log_fd(&self) -> Option<RawFd> {
+        self.logger.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Writes what the BPF program logged to this process's log.
+    pub fn flush_logs(&mut self) {
+        if let Some(logger) = self.logger.as_mut() {
+            logger.flush();
+        }
+    }
+
+    /// tgids seen for the first time since they were last forgotten.
+    pub fn new_processes(&mut self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        while let Some(item) = self.ring.next() {
+            if item.len() >= std::mem::size_of::<NewProcess>() {
+                // SAFETY: the ring carries NewProcess records written by our program.
+                let event: NewProcess =
+                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<NewProcess>()) };
+                pids.push(event.tgid);
+            }
+        }
+        pids
+    }
+
+    /// Lets the kernel announce `tgid` again (after it exited, its number may be reused).
+    pub fn forget_process(&mut self, tgid: u32) {
+        let _ = self.known_pids.remove(&tgid);
+    }
+
+    /// Changes which processes are sampled (a reload). New entries go in before the control
+    /// block switches to them and old ones leave after it, so no sample of a process selected
+    /// both before and after is lost.
+    pub fn set_filters(
+        &mut self,
+        pids: &[u32],
+        cgroups: &[CgroupSelector],
+    ) -> Result<(), SamplerError> {
+        for (what, count) in [("pids", pids.len()), ("cgroups", cgroups.len())] {
+            if count > self.filter_entries as usize {
+                return Err(SamplerError::FilterFull {
+                    what,
+                    count,
+                    capacity: self.filter_entries,
+                });
+            }
+        }
+        let map_err = |map| move |source| SamplerError::Map { map, source };
+        for pid in pids {
+            self.pid_filter
+                .insert(pid, 1, 0)
+                .map_err(map_err(FILTER_PIDS_MAP))?;
+        }
+        for cgroup in cgroups {
+            self.cgroup_filter
+                .insert(cgroup.id, 1, 0)
+                .map_err(map_err(FILTER_CGROUPS_MAP))?;
+        }
+        self.control_block = filter_block(pids, cgroups);
+        let block = Control {
+            generation: self.generation,
+            ..self.control_block
+        };
+        self.control
+            .set(0, block, 0)
+            .map_err(map_err(CONTROL_MAP))?;
+        let (old_pids, old_cgroups) =
+            std::mem::replace(&mut self.filter, (pids.to_vec(), cgroups.to_vec()));
+        for pid in old_pids.iter().filter(|p| !pids.contains(p)) {
+            let _ = self.pid_filter.remove(pid);
+        }
+        for cgroup in old_cgroups.iter().filter(|c| !cgroups.contains(c)) {
+            let _ = self.cgroup_filter.remove(&cgroup.id);
+        }
+        Ok(())
+    }
+
+    /// Flips the generation and empties the map set that was being written.
+    pub fn drain(&mut self) -> Result<Drained, SamplerError> {
+        let started = Instant::now();
+        let old = self.generation;
+        self.generation ^= 1;
+        let block = Control {
+            generation: self.generation,
+            ..self.control_block
+        };
+        self.control
+            .set(0, block, 0)
+            .map_err(|source| SamplerError::Map {
+                map: CONTROL_MAP,
+                source,
+            })?;
+        std::thread::sleep(GRACE);
+
+        let index = old as usize;
+        let mut samples = Vec::new();
+        let mut kernel_stacks = StdHashMap::new();
+        let mut user_stacks = StdHashMap::new();
+        if self.batch_drain {
+            if let Err(err) =
+                self.drain_batched(index, &mut samples, &mut kernel_stacks, &mut user_stacks)
+            {
+                self.batch_drain = false;
+                if err.kind() == io::ErrorKind::Unsupported {
+                    tracing::info!("this kernel has no batch map operations (Linux 5.6): draining element by element");
+                } else {
+                    tracing::warn!(
+                        "batch drain failed ({err}): draining element by element from now on"
+                    );
+                }
+            }
+        }
+        // Element by element: the fallback, and whatever a failed batch drain left behind
+        // (a batch drain that succeeded emptied the maps).
+        if !self.batch_drain {
+            for entry in self.counts[index].iter() {
+                let (key, count) = entry.map_err(|source| SamplerError::Map {
+                    map: COUNTS_MAPS[index],
+                    source,
+                })?;
+                samples.push((key, count));
+            }
+            for (key, _) in &samples {
+                // A key already gone cannot happen (nobody else deletes); ignore to keep draining.
+                let _ = self.counts[index].remove(key);
+            }
+            for (map, out) in [
+                (&mut self.kernel_stacks[index], &mut kernel_stacks),
+                (&mut self.user_stacks[index], &mut user_stacks),
+            ] {
+                let keys: Vec<u64> = map.keys().filter_map(Result::ok).collect();
+                for hash in &keys {
+                    if let Ok(stack) = map.get(hash, 0) {
+                        out.insert(*hash, stack_ips(&stack));
+                    }
+                    let _ = map.remove(hash);
+                }
+            }
+        }
+        let counts_entries = samples.len();
+        let entries = [kernel_stacks.len(), user_stacks.len()];
+
+        let counters = self.counter_delta(old)?;
+        // Lets each CPU log each condition once more in the next interval.
+        for event in 0..LOG_EVENTS {
+            if let Ok(zeros) = PerCpuValues::try_from(vec![0u32; self.possible_cpus]) {
+                let _ = self.log_gate.set(event, zeros, 0);
+            }
+        }
+        self.flush_logs();
+        Ok(Drained {
+            samples,
+            user_stacks,
+            kernel_stacks,
+            counters,
+            counts_entries,
+            stack_entries: entries[1],
+            kernel_stack_entries: entries[0],
+            duration: started.elapsed(),
+        })
+    }
+
+    /// Empties the map set `index` with batch calls.
+    fn drain_batched(
+        &self,
+        index: usize,
+        samples: &mut Vec<(SampleKey, u64)>,
+        kernel_stacks: &mut StdHashMap<u64, Vec<u64>>,
+        user_stacks: &mut StdHashMap<u64, Vec<u64>>,
+    ) -> io::Result<()> {
+        let [counts, kernel, user] = &self.batch[index];
+        counts.drain(|key: SampleKey, count: &u64| samples.push((key, *count)))?;
+        kernel.drain(|hash: u64, stack: &Stack| {
+            kernel_stacks.insert(hash, stack_ips(stack));
+        })?;
+        user.drain(|hash: u64, stack: &Stack| {
+            user_stacks.insert(hash, stack_ips(stack));
+        })
+    }
+
+    /// Counter increments of the just-drained generation since it was last drained. Only that
+    /// generation is read, so the counters describe exactly the samples drained with them.
+    fn counter_delta(&mut self, generation: u32) -> Result<CounterDelta, SamplerError> {
+        let per_cpu = self
+            .counters
+            .get(&generation, 0)
+            .map_err(|source| SamplerError::Map {
+                map: COUNTERS_MAP,
+                source,
+            })?;
+        let mut total = [0u64; COUNTER_COUNT];
+        for cpu in per_cpu.iter() {
+            for (sum, value) in total.iter_mut().zip(cpu.values) {
+                *sum += value;
+            }
+        }
+        let seen = &mut self.seen[generation as usize];
+        let mut delta = CounterDelta::default();
+        for i in 0..COUNTER_COUNT {
+            delta.0[i] = total[i].saturating_sub(seen[i]);
+        }
+        *seen = total;
+        Ok(delta)
+    }
+}
+
+/// The control block for `config`: generation 0 and the filters.
+fn control_block(config: &SamplerConfig) -> Control {
+    filter_block(&config.pids, &config.cgroups)
+}
+
+/// The control block's filter fields for these pids and cgroups (generation 0).
+fn filter_block(pids: &[u32], cgroups: &[CgroupSelector]) -> Control {
+    let mut control = Control::default();
+    if pids.len() > INLINE_PIDS {
+        control.pid_count = PIDS_IN_MAP;
+    } else {
+        control.pid_count = pids.len() as u32;
+        control.pids[..pids.len()].copy_from_slice(pids);
+    }
+    if !cgroups.is_empty() {
+        control.cgroup_filter = 1;
+        control.cgroup_min_level = cgroups.iter().map(|c| c.level).min().unwrap_or(0);
+        control.cgroup_max_level = cgroups.iter().map(|c| c.level).max().unwrap_or(0);
+    }
+    control
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, SamplerError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| SamplerError::Load(format!("map {name} missing from the BPF object")))?;
+    T::try_from(map).map_err(|source| SamplerError::Map { map: name, source })
+}
+
+/// `items` as an array; the caller pushed exactly `N`.
+fn array<T, const N: usize>(items: Vec<T>) -> [T; N] {
+    items
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("built with exactly {N} items"))
+}
+
+/// The instruction pointers a stack-map value holds, leaf first.
+fn stack_ips(stack: &Stack) -> Vec<u64> {
+    let len = (stack.len as usize).min(stack.ips.len());
+    stack.ips[..len].to_vec()
+}
+
+/// Takes a hash map out of `ebpf` together with a descriptor for batch drains.
+fn take_batched<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<(T, BatchMap), SamplerError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| SamplerError::Load(format!("map {name} missing from the BPF object")))?;
+    let batch = BatchMap::of(&map)
+        .ok_or_else(|| SamplerError::Load(format!("map {name} is not a hash map")))?;
+    let map = T::try_from(map).map_err(|source| SamplerError::Map { map: name, source })?;
+    Ok((map, batch))
+}
+
+/// First `io::Error` in an error's source chain.
+fn io_error_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a io::Error> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return Some(io);
+        }
+        current = e.source();
+    }
+    None
+}
+
+fn is_permission(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+}
+
+fn classify_load(err: &aya::EbpfError) -> SamplerError {
+    match io_error_in(err) {
+        Some(io) if is_permission(io) => SamplerError::Permission,
+        _ => SamplerError::Load(error_chain(err)),
+    }
+}
+
+/// Lines of the verifier's log kept in [`SamplerError::Rejected`]: the reason is at the end.
+const VERIFIER_LOG_LINES: usize = 25;
+
+fn classify_program(err: &aya::programs::ProgramError, frequency: u64) -> SamplerError {
+    if let aya::programs::ProgramError::LoadError {
+        io_error,
+        verifier_log,
+    } = err
+    {
+        let log = verifier_log.to_string();
+        if !log.trim().is_empty() {
+            let lines: Vec<&str> = log.lines().collect();
+            return SamplerError::Rejected {
+                errno: io::Error::from_raw_os_error(io_error.raw_os_error().unwrap_or(0)),
+                log: lines[lines.len().saturating_sub(VERIFIER_LOG_LINES)..].join("\n"),
+            };
+        }
+    }
+    if let aya::programs::ProgramError::SyscallError(syscall) = err {
+        if syscall.call == "perf_event_open" {
+            let io = &syscall.io_error;
+            return match io.raw_os_error() {
+                Some(libc::EPERM) | Some(libc::EACCES) => SamplerError::Permission,
+                Some(libc::EINVAL) => match max_sample_rate() {
+                    Some(max) if frequency > max => SamplerError::FrequencyTooHigh {
+                        requested: frequency,
+                        max,
+                    },
+                    _ => SamplerError::PerfEventsUnavailable(io::Error::from_raw_os_error(
+                        libc::EINVAL,
+                    )),
+                },
+                _ => SamplerError::PerfEventsUnavailable(io::Error::from(io.kind())),
+            };
+        }
+    }
+    match io_error_in(err) {
+        Some(io) if is_permission(io) => SamplerError::Permission,
+        _ => SamplerError::Load(error_chain(err)),
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}

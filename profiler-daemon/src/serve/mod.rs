@@ -1,0 +1,355 @@
+//! The daemon's HTTP listener (`--listen`): `/metrics`, `/healthz`, and the local page at `/`
+//! listing the kept profiles of the last hours with their flame graphs and pprof downloads.
+//!
+//! The page is plain server-rendered HTML with no external assets: on a single host it is the
+//! whole product. It reads the `.json` sidecar that `run` writes next to every kept profile in
+//! the dump dir, so it also lists profiles kept before a restart.
+
+pub mod metrics;
+
+use std::{
+    fmt::Write as _,
+    fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    extract::{Path as UrlPath, State},
+    http::{header, StatusCode},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use thiserror::Error;
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::export::{list_kept, KeptSummary};
+use metrics::Metrics;
+
+#[derive(Debug, Error)]
+pub enum WebError {
+    #[error("--listen {addr}: {source}: choose a free address with --listen ADDR:PORT, or turn the listener off with --listen off")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Shared with the pipeline thread.
+pub struct WebState {
+    pub metrics: Arc<Metrics>,
+    /// Where kept profiles and their sidecars are.
+    pub dump_dir: Option<PathBuf>,
+    /// How far back the page lists kept profiles.
+    pub page_window: Duration,
+    /// Unix milliseconds of the last drain, 0 before the first.
+    pub heartbeat: AtomicU64,
+    /// `/healthz` fails when no drain happened for this long.
+    pub stall_after: Duration,
+    /// Where the listener is bound (logged once the daemon is up), `None` with `--listen off`.
+    pub address: Option<SocketAddr>,
+}
+
+impl WebState {
+    /// Called by the pipeline after every drain.
+    pub fn beat(&self) {
+        self.heartbeat
+            .store(unix_millis(SystemTime::now()), Ordering::Relaxed);
+    }
+}
+
+fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Binds `addr`; the bound address (port 0 picks one) is in the result.
+pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), WebError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| WebError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| WebError::Bind { addr, source })?;
+    Ok((listener, bound))
+}
+
+/// Serves until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<WebState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = Router::new()
+        .route("/", get(page))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/profiles/{name}", get(profile_file))
+        .with_state(state);
+    let stopped = async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    if let Err(err) = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped)
+        .await
+    {
+        tracing::error!("HTTP listener stopped: {err}");
+    }
+}
+
+async fn metrics(State(state): State<Arc<WebState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz(State(state): State<Arc<WebState>>) -> Response {
+    let last = state.heartbeat.load(Ordering::Relaxed);
+    let now = unix_millis(SystemTime::now());
+    if last == 0 {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting: no drain yet\n").into_response();
+    }
+    let age = Duration::from_millis(now.saturating_sub(last));
+    if age > state.stall_after {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("stalled: last drain {:.1} s ago\n", age.as_secs_f64()),
+        )
+            .into_response();
+    }
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+async fn page(State(state): State<Arc<WebState>>) -> Html<String> {
+    let rows = state.dump_dir.as_deref().map_or_else(Vec::new, |dir| {
+        list_kept(dir, state.page_window, SystemTime::now())
+    });
+    Html(render_page(
+        &rows,
+        state.page_window,
+        state.dump_dir.as_deref(),
+    ))
+}
+
+/// Escapes text for HTML element content and attribute values.
+fn html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Percent-encodes a file name for a URL path segment.
+fn url_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+pub fn render_page(rows: &[KeptSummary], window: Duration, dir: Option<&Path>) -> String {
+    let hours = window.as_secs_f64() / 3600.0;
+    let mut out = String::with_capacity(4096 + rows.len() * 1024);
+    out.push_str(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>profilerd: kept profiles</title>\
+         <style>\
+         body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
+         table{border-collapse:collapse;width:100%}\
+         th,td{border-bottom:1px solid #ddd;padding:.4em .6em;text-align:left;vertical-align:top}\
+         th{background:#f4f4f4}\
+         .flame{width:100%;max-width:1200px;border:1px solid #ccc;margin:.3em 0 1.2em}\
+         .num{text-align:right;font-variant-numeric:tabular-nums}\
+         code{font-size:.95em}\
+         </style></head><body>\n",
+    );
+    let _ = writeln!(
+        out,
+        "<h1>profilerd: kept profiles</h1>\n<p>Profiles kept by trigger rules in the last {hours:.0} h, newest first{}. \
+         <a href=\"/metrics\">metrics</a></p>",
+        dir.map_or(String::new(), |d| format!(", from <code>{}</code>", html(&d.display().to_string())))
+    );
+    if rows.is_empty() {
+        out.push_str("<p id=\"empty\">No profile was kept in this time. A profile is kept when a trigger rule fires.</p>\n");
+    } else {
+        out.push_str(
+            "<table id=\"kept\"><thead><tr><th>time (UTC)</th><th>target</th><th>service</th>\
+             <th>trigger</th><th>reason</th><th>top functions (self)</th><th class=\"num\">samples</th>\
+             <th>files</th></tr></thead><tbody>\n",
+        );
+        for row in rows {
+            let top: Vec<String> = row
+                .top
+                .iter()
+                .map(|(f, pct)| format!("<code>{}</code> {pct:.1}%", html(f)))
+                .collect();
+            let svg_link = row.svg.as_ref().map_or(String::new(), |svg| {
+                format!(
+                    " <a href=\"/profiles/{}\">flame graph</a>",
+                    url_segment(svg)
+                )
+            });
+            let _ = writeln!(
+                out,
+                "<tr class=\"profile\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td class=\"num\">{}</td><td><a href=\"/profiles/{}\" download>pprof</a>{svg_link}</td></tr>",
+                html(&row.fired_at),
+                html(&row.target),
+                html(&row.service),
+                html(&row.trigger),
+                html(&row.reasons.join("; ")),
+                top.join("<br>"),
+                row.samples,
+                url_segment(&row.pprof),
+            );
+            if let Some(svg) = &row.svg {
+                let _ = writeln!(
+                    out,
+                    "<tr class=\"flame-row\"><td colspan=\"8\"><img class=\"flame\" alt=\"flame graph of {}\" src=\"/profiles/{}\"></td></tr>",
+                    html(&row.target),
+                    url_segment(svg)
+                );
+            }
+        }
+        out.push_str("</tbody></table>\n");
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// A file of the dump dir, only if a listed kept profile names it.
+async fn profile_file(
+    State(state): State<Arc<WebState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    let Some(dir) = state.dump_dir.as_deref() else {
+        return (StatusCode::NOT_FOUND, "no dump dir\n").into_response();
+    };
+    // Only names a sidecar lists are served, so no path can leave the dump dir.
+    let listed = list_kept(dir, state.page_window, SystemTime::now())
+        .into_iter()
+        .any(|k| k.pprof == name || k.svg.as_deref() == Some(name.as_str()));
+    if !listed || name.contains('/') {
+        return (StatusCode::NOT_FOUND, "not a kept profile\n").into_response();
+    }
+    let path = dir.join(&name);
+    let read = tokio::task::spawn_blocking(move || fs::read(path)).await;
+    let Ok(Ok(bytes)) = read else {
+        return (StatusCode::NOT_FOUND, "file is gone\n").into_response();
+    };
+    if name.ends_with(".svg") {
+        ([(header::CONTENT_TYPE, "image/svg+xml")], bytes).into_response()
+    } else {
+        (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{name}\""),
+                ),
+            ],
+            bytes,
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::SIDECAR_SUFFIX;
+
+    fn row(target: &str, fired_unix: u64) -> KeptSummary {
+        KeptSummary {
+            fired_at: "2026-11-26T10:00:00Z".into(),
+            fired_unix,
+            target: target.into(),
+            service: "svc".into(),
+            trigger: "cpu".into(),
+            reasons: vec!["cpu: meet diff trigger condition".into()],
+            top: vec![("work_three".into(), 74.5), ("<script>".into(), 1.0)],
+            samples: 335,
+            window_seconds: 13.0,
+            pprof: format!("cpu.{fired_unix}.pb.gz"),
+            svg: Some(format!("cpu.{fired_unix}.svg")),
+        }
+    }
+
+    #[test]
+    fn page_escapes_and_links() {
+        let html = render_page(
+            &[row("spike-1 <b>", 1)],
+            Duration::from_secs(6 * 3600),
+            None,
+        );
+        assert!(html.contains("spike-1 &lt;b&gt;"));
+        assert!(html.contains("<code>&lt;script&gt;</code> 1.0%"));
+        assert!(html.contains("href=\"/profiles/cpu.1.pb.gz\" download"));
+        assert!(html.contains("src=\"/profiles/cpu.1.svg\""));
+        assert!(html.contains("last 6 h"));
+        let empty = render_page(&[], Duration::from_secs(3600), None);
+        assert!(empty.contains("id=\"empty\""));
+    }
+
+    #[test]
+    fn listing_reads_sidecars_newest_first_within_the_window() {
+        let dir = std::env::temp_dir().join(format!("profilerd-web-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let now = SystemTime::now();
+        let now_unix = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        for (target, age) in [("old", 7200), ("new", 10), ("mid", 60)] {
+            let r = row(target, now_unix - age);
+            fs::write(dir.join(&r.pprof), b"pprof").unwrap();
+            fs::write(
+                dir.join(format!("{target}{SIDECAR_SUFFIX}")),
+                serde_json::to_vec(&r).unwrap(),
+            )
+            .unwrap();
+        }
+        // A sidecar whose profile was removed by the dump-dir bounds is not listed.
+        let gone = row("gone", now_unix - 5);
+        fs::write(
+            dir.join(format!("gone{SIDECAR_SUFFIX}")),
+            serde_json::to_vec(&gone).unwrap(),
+        )
+        .unwrap();
+        let rows = list_kept(&dir, Duration::from_secs(3600), now);
+        let targets: Vec<&str> = rows.iter().map(|r| r.target.as_str()).collect();
+        assert_eq!(targets, vec!["new", "mid"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn url_segments_are_encoded() {
+        assert_eq!(url_segment("a b/c.svg"), "a%20b%2Fc.svg");
+    }
+}

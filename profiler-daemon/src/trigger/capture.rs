@@ -1,0 +1,402 @@
+//! Captures for fired triggers: a bounded history of drained intervals supplies the seconds
+//! before the trigger, the following intervals the seconds after it. Overlapping triggers on
+//! one target share one capture, and no sample is kept twice for a target.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use crate::{
+    aggregate::{ProcessProfile, Window},
+    trigger::{
+        rules::Scene,
+        watch::{Firing, TargetId},
+    },
+};
+
+/// A kept profile, ready to be written and sent.
+#[derive(Clone, Debug)]
+pub struct Kept {
+    pub target: TargetId,
+    pub name: String,
+    pub event_id: String,
+    /// In firing order; the first names the file.
+    pub scenes: Vec<Scene>,
+    pub fired_at: SystemTime,
+    pub window: Window,
+}
+
+struct Capture {
+    kept: Kept,
+    until: SystemTime,
+    processes: BTreeMap<u32, ProcessProfile>,
+}
+
+/// Counters of the trigger stage.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CaptureStats {
+    pub fired: u64,
+    /// Triggers merged into a capture already running for the target.
+    pub merged: u64,
+    pub kept: u64,
+    /// History intervals dropped early to stay within `--history-max-bytes`.
+    pub history_dropped: u64,
+}
+
+pub struct Captures {
+    pre: Duration,
+    post: Duration,
+    max_bytes: usize,
+    frequency: u64,
+    history: VecDeque<(Window, usize)>,
+    history_bytes: usize,
+    captures: Vec<Capture>,
+    /// End of the last kept window per target, so windows never overlap.
+    kept_until: HashMap<TargetId, SystemTime>,
+    next_event: u64,
+    pub stats: CaptureStats,
+}
+
+fn window_bytes(window: &Window) -> usize {
+    window
+        .processes
+        .iter()
+        .map(ProcessProfile::approx_bytes)
+        .sum()
+}
+
+impl Captures {
+    pub fn new(pre: Duration, post: Duration, max_bytes: usize, frequency: u64) -> Self {
+        Self {
+            pre,
+            post,
+            max_bytes,
+            frequency,
+            history: VecDeque::new(),
+            history_bytes: 0,
+            captures: Vec::new(),
+            kept_until: HashMap::new(),
+            next_event: 1,
+            stats: CaptureStats::default(),
+        }
+    }
+
+    /// New pre- and post-trigger durations (a reload); captures already running keep theirs.
+    pub fn set_windows(&mut self, pre: Duration, post: Duration) {
+        self.pre = pre;
+        self.post = post;
+    }
+
+    fn selects(&self, target: &TargetId, process: &ProcessProfile) -> bool {
+        match target {
+            TargetId::Process(pid) => process.info.pid == *pid,
+            TargetId::Cgroup(cgroup) => cgroup.contains(&process.info.cgroup),
+        }
+    }
+
+    fn add(&self, capture: &mut Capture, slice: &Window) {
+        let end = slice.start + slice.duration;
+        if end <= capture.kept.window.start {
+            return;
+        }
+        for process in slice
+            .processes
+            .iter()
+            .filter(|p| self.selects(&capture.kept.target, p))
+        {
+            capture
+                .processes
+                .entry(process.info.pid)
+                .or_default()
+                .merge(process);
+        }
+    }
+
+    /// Starts a capture for a firing, or adds its reasons to the one running for the target.
+    pub fn fire(&mut self, firing: Firing, now: SystemTime) {
+        self.stats.fired += 1;
+        if let Some(capture) = self
+            .captures
+            .iter_mut()
+            .find(|c| c.kept.target == firing.target)
+        {
+            capture.kept.scenes.extend(firing.scenes);
+            capture.until = capture.until.max(now + self.post);
+            self.stats.merged += 1;
+            return;
+        }
+        let wanted = now.checked_sub(self.pre).unwrap_or(UNIX_EPOCH);
+        let start = self
+            .kept_until
+            .get(&firing.target)
+            .map_or(wanted, |&end| end.max(wanted));
+        let event_id = format!(
+            "{:x}{:03x}",
+            now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
+            self.next_event % 4096
+        );
+        self.next_event += 1;
+        let mut capture = Capture {
+            kept: Kept {
+                target: firing.target,
+                name: firing.name,
+                event_id,
+                scenes: firing.scenes,
+                fired_at: now,
+                window: Window {
+                    start,
+                    duration: Duration::ZERO,
+                    frequency: self.frequency,
+                    processes: Vec::new(),
+                },
+            },
+            until: now + self.post,
+            processes: BTreeMap::new(),
+        };
+        for (slice, _) in &self.history {
+            self.add(&mut capture, slice);
+        }
+        self.captures.push(capture);
+    }
+
+    /// Feeds one drained interval; returns the captures that are complete.
+    pub fn on_slice(&mut self, slice: Window, now: SystemTime) -> Vec<Kept> {
+        let mut captures = std::mem::take(&mut self.captures);
+        for capture in &mut captures {
+            self.add(capture, &slice);
+        }
+        let (done, running): (Vec<Capture>, Vec<Capture>) =
+            captures.into_iter().partition(|c| now >= c.until);
+        self.captures = running;
+
+        let bytes = window_bytes(&slice);
+        self.history.push_back((slice, bytes));
+        self.history_bytes += bytes;
+        let horizon = now
+            .checked_sub(self.pre + Duration::from_secs(1))
+            .unwrap_or(UNIX_EPOCH);
+        while let Some((oldest, bytes)) = self.history.front() {
+            let expired = oldest.start + oldest.duration < horizon;
+            let over = self.history_bytes > self.max_bytes && self.history.len() > 1;
+            if !expired && !over {
+                break;
+            }
+            if !expired {
+                self.stats.history_dropped += 1;
+            }
+            self.history_bytes -= bytes;
+            self.history.pop_front();
+        }
+
+        done.into_iter()
+            .map(|capture| {
+                let mut kept = capture.kept;
+                kept.window.duration = now.duration_since(kept.window.start).unwrap_or_default();
+                kept.window.processes = capture.processes.into_values().collect();
+                self.kept_until.insert(kept.target.clone(), now);
+                self.stats.kept += 1;
+                kept
+            })
+            .collect()
+    }
+
+    /// Ends every running capture now (shutdown): what was captured so far is kept.
+    pub fn flush(&mut self, now: SystemTime) -> Vec<Kept> {
+        for capture in &mut self.captures {
+            capture.until = now;
+        }
+        self.on_slice(
+            Window {
+                start: now,
+                duration: Duration::ZERO,
+                frequency: self.frequency,
+                processes: Vec::new(),
+            },
+            now,
+        )
+    }
+
+    /// Bytes held by the history.
+    pub fn history_bytes(&self) -> usize {
+        self.history_bytes
+    }
+
+    /// Forgets the end of a target's last kept window (the target is gone).
+    pub fn forget(&mut self, target: &TargetId) {
+        self.kept_until.remove(target);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        process::ProcessInfo,
+        symbolize::{FrameKind, Line, Location},
+        trigger::rules::Reason,
+        types::{Metric, Rule},
+    };
+
+    fn slice(start: SystemTime, pid: u32, function: &str, samples: u64) -> Window {
+        let profile = ProcessProfile {
+            info: ProcessInfo {
+                pid,
+                comm: "p".into(),
+                ..Default::default()
+            },
+            locations: vec![Location {
+                kind: FrameKind::User,
+                address: 1,
+                vma: None,
+                lines: vec![Line {
+                    function: Arc::from(function),
+                    file: None,
+                    line: 0,
+                }],
+            }],
+            stacks: [(vec![0], samples)].into_iter().collect(),
+            samples,
+        };
+        Window {
+            start,
+            duration: Duration::from_secs(1),
+            frequency: 99,
+            processes: vec![profile],
+        }
+    }
+
+    fn firing(pid: u32, metric: Metric) -> Firing {
+        let rule = Rule {
+            min: 10,
+            diff: 25,
+            abs: 70,
+            max: 0,
+            cooldown: Duration::from_secs(60),
+        };
+        Firing {
+            target: TargetId::Process(pid),
+            name: format!("p-{pid}"),
+            scenes: vec![Scene {
+                metric,
+                reason: Reason::OverAbs,
+                cur: 90,
+                avg: 20,
+                rule,
+            }],
+        }
+    }
+
+    fn functions(kept: &Kept) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = kept.window.processes[0]
+            .folded()
+            .into_iter()
+            .map(|(names, count)| (names.join(";"), count))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn capture_holds_the_seconds_before_and_after_the_trigger() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let second = |n: u64| t0 + Duration::from_secs(n);
+        let mut captures =
+            Captures::new(Duration::from_secs(3), Duration::from_secs(2), 1 << 20, 99);
+        // t0..t0+10: "before" in every interval; the spike at 10 fires.
+        for n in 0..10 {
+            assert!(captures
+                .on_slice(slice(second(n), 7, "before", 1), second(n + 1))
+                .is_empty());
+        }
+        captures.fire(firing(7, Metric::Cpu), second(10));
+        assert!(captures
+            .on_slice(slice(second(10), 7, "spike", 5), second(11))
+            .is_empty());
+        // A second rule inside the capture joins it and extends the seconds after.
+        captures.fire(firing(7, Metric::Mem), second(11));
+        assert!(captures
+            .on_slice(slice(second(11), 7, "after", 2), second(12))
+            .is_empty());
+        let kept = captures.on_slice(slice(second(12), 7, "after", 1), second(13));
+        assert_eq!(kept.len(), 1, "one capture for both rules");
+        let kept = &kept[0];
+        assert_eq!(
+            kept.scenes.iter().map(|s| s.metric).collect::<Vec<_>>(),
+            [Metric::Cpu, Metric::Mem]
+        );
+        assert_eq!(kept.window.start, second(7), "3 s before the firing");
+        assert_eq!(kept.window.duration, Duration::from_secs(6));
+        assert_eq!(
+            functions(kept),
+            [
+                ("after".to_string(), 3),
+                ("before".to_string(), 3),
+                ("spike".to_string(), 5)
+            ]
+        );
+        // Later firings start where the last kept window ended: no sample twice.
+        captures.fire(firing(7, Metric::Thread), second(14));
+        let kept = captures.on_slice(slice(second(13), 7, "later", 1), second(16));
+        assert_eq!(kept[0].window.start, second(13));
+        assert_eq!(functions(&kept[0]), [("later".to_string(), 1)]);
+        assert_eq!(captures.stats.kept, 2);
+        assert_eq!(captures.stats.merged, 1);
+    }
+
+    #[test]
+    fn history_is_bounded_in_bytes_and_time() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let one = window_bytes(&slice(t0, 1, "x", 1));
+        let mut captures = Captures::new(
+            Duration::from_secs(100),
+            Duration::from_secs(1),
+            one * 3,
+            99,
+        );
+        for n in 0..10 {
+            captures.on_slice(
+                slice(t0 + Duration::from_secs(n), 1, "x", 1),
+                t0 + Duration::from_secs(n + 1),
+            );
+        }
+        assert!(captures.history_bytes() <= one * 3);
+        assert_eq!(captures.stats.history_dropped, 7);
+        let mut captures = Captures::new(
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+            usize::MAX,
+            99,
+        );
+        for n in 0..10 {
+            captures.on_slice(
+                slice(t0 + Duration::from_secs(n), 1, "x", 1),
+                t0 + Duration::from_secs(n + 1),
+            );
+        }
+        assert!(
+            captures.history.len() <= 4,
+            "only the pre-trigger span is kept"
+        );
+        assert_eq!(captures.stats.history_dropped, 0);
+    }
+
+    #[test]
+    fn other_processes_stay_out_of_a_process_capture_and_flush_keeps_partial_captures() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut captures =
+            Captures::new(Duration::from_secs(5), Duration::from_secs(5), 1 << 20, 99);
+        captures.on_slice(slice(t0, 8, "other", 4), t0 + Duration::from_secs(1));
+        captures.fire(firing(7, Metric::Cpu), t0 + Duration::from_secs(1));
+        captures.on_slice(
+            slice(t0 + Duration::from_secs(1), 7, "mine", 1),
+            t0 + Duration::from_secs(2),
+        );
+        let kept = captures.flush(t0 + Duration::from_secs(2));
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].window.processes.len(), 1);
+        assert_eq!(kept[0].window.processes[0].info.pid, 7);
+    }
+}

@@ -1,0 +1,402 @@
+//! Evaluates the trigger rules once per collection for every target: each sampled process,
+//! and each `--cgroup` as a whole.
+//!
+//! CPU comes from the BPF sample counts (no file read). `/proc` is read only for targets that
+//! ran in the interval, or every [`REFRESH`] for the others, so idle processes cost almost
+//! nothing.
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    aggregate::Window,
+    process::parse_stat,
+    target::{section_for, Section},
+    trigger::{
+        limits::{denominators, CgroupPaths, CgroupRoots, Denominators, Host},
+        rules::{Scene, TargetState, Values},
+    },
+    types::{CgroupTarget, Metric, Rules},
+};
+
+/// How often an idle target's memory and threads are re-read.
+const REFRESH: Duration = Duration::from_secs(30);
+/// How often cgroup limits are re-read.
+const LIMITS_REFRESH: Duration = Duration::from_secs(60);
+
+/// A target of the rules.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TargetId {
+    Process(u32),
+    /// A configured cgroup, watched as a whole. Keyed by the cgroup itself, so that a reload
+    /// that adds or removes cgroups keeps the history of the others.
+    Cgroup(CgroupTarget),
+}
+
+#[derive(Clone, Debug)]
+pub struct WatchConfig {
+    pub rules: Rules,
+    pub cores_flag: Option<u64>,
+    pub memory_flag: Option<u64>,
+    pub frequency: u64,
+    /// Whether single processes are targets (no `--cgroup`, or `--pid` given as well).
+    pub processes: bool,
+    pub cgroups: Vec<CgroupTarget>,
+    /// Most targets tracked at once.
+    pub max_targets: usize,
+    /// `[[target]]` sections: their processes get the section's rules; a cgroup section is
+    /// one target for all its processes.
+    pub sections: Vec<Section>,
+}
+
+impl WatchConfig {
+    /// Every cgroup watched as a whole: `--cgroup`s, then cgroup sections.
+    fn watched_cgroups(&self) -> impl Iterator<Item = (&CgroupTarget, String, Rules)> + '_ {
+        let global = self
+            .cgroups
+            .iter()
+            .map(|c| (c, c.relative.clone(), self.rules));
+        let sections = self.sections.iter().filter_map(|s| {
+            s.cgroup()
+                .map(|c| (c, s.name.clone(), s.rules(&self.rules)))
+        });
+        global.chain(sections)
+    }
+}
+
+struct Entry {
+    name: String,
+    /// The rules this target is held to (global, or its section's).
+    rules: Rules,
+    state: TargetState,
+    limits: Denominators,
+    limits_at: Instant,
+    read_at: Option<Instant>,
+    rss: u64,
+    threads: u64,
+}
+
+/// A rule (or several) fired on a target.
+#[derive(Clone, Debug)]
+pub struct Firing {
+    pub target: TargetId,
+    pub name: String,
+    pub scenes: Vec<Scene>,
+}
+
+pub struct Watcher {
+    config: WatchConfig,
+    host: Host,
+    roots: CgroupRoots,
+    entries: HashMap<TargetId, Entry>,
+    /// `/proc` and cgroup files read, for the cost counters.
+    pub file_reads: u64,
+    /// Targets not tracked because `max_targets` was reached.
+    pub dropped_targets: u64,
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory arguments.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 {
+        size as u64
+    } else {
+        4096
+    }
+}
+
+/// RSS in bytes and thread count of a live process.
+fn rss_and_threads(pid: u32) -> Option<(u64, u64)> {
+    let statm = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let resident: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat)?;
+    let threads: u64 = stat
+        .get(stat.rfind(')')? + 2..)?
+        .split_whitespace()
+        .nth(17)?
+        .parse()
+        .ok()?;
+    Some((resident * page_size(), threads))
+}
+
+/// Every pid in a cgroup directory and its descendants.
+fn cgroup_pids(dir: &PathBuf, out: &mut Vec<u32>, reads: &mut u64) {
+    *reads += 1;
+    if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
+        out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.filter_map(Result::ok) {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                cgroup_pids(&entry.path(), out, reads);
+            }
+        }
+    }
+}
+
+impl Watcher {
+    pub fn new(config: WatchConfig) -> Self {
+        Self {
+            config,
+            host: Host::read(),
+            roots: CgroupRoots::discover(),
+            entries: HashMap::new(),
+            file_reads: 0,
+            dropped_targets: 0,
+        }
+    }
+
+    fn limits(&mut self, target: &TargetId) -> Denominators {
+        let paths = match target {
+            TargetId::Process(pid) => {
+                self.file_reads += 1;
+                CgroupPaths::of_pid(*pid)
+            }
+            TargetId::Cgroup(cgroup) => Some(CgroupPaths {
+                v2: cgroup.relative.clone(),
+                ..Default::default()
+            }),
+        };
+        denominators(
+            self.host,
+            self.config.cores_flag,
+            self.config.memory_flag,
+            &self.roots,
+            paths.as_ref(),
+        )
+    }
+
+    /// New rules and targets (a reload). Targets that stay keep their history and cooldowns;
+    /// targets no longer configured are dropped.
+    pub fn reconfigure(&mut self, config: WatchConfig) {
+        self.entries.retain(|target, _| match target {
+            TargetId::Process(_) => config.processes,
+            TargetId::Cgroup(cgroup) => config.watched_cgroups().any(|(c, _, _)| c == cgroup),
+        });
+        // Limits may depend on --cpu-cores / --memory-limit: re-read them at the next tick.
+        let stale = Instant::now()
+            .checked_sub(LIMITS_REFRESH * 2)
+            .unwrap_or_else(Instant::now);
+        for entry in self.entries.values_mut() {
+            entry.limits_at = stale;
+        }
+        self.config = config;
+    }
+
+    /// One collection: `slice` holds the samples drained since the previous one.
+    pub fn tick(&mut self, slice: &Window, now: Instant) -> Vec<Firing> {
+        let interval_ns = slice.duration.as_nanos().max(1) as u64;
+        let period_ns = 1_000_000_000 / self.config.frequency.max(1);
+        let global = self.config.rules;
+        let mut samples: HashMap<TargetId, (u64, String, Rules)> = HashMap::new();
+        for process in &slice.processes {
+            let section = section_for(&self.config.sections, &process.info);
+            match section.and_then(|s| s.cgroup().map(|c| (s, c))) {
+                // A cgroup section watches its processes as one.
+                Some((section, cgroup)) => {
+                    let entry = samples.entry(TargetId::Cgroup(cgroup.clone())).or_insert((
+                        0,
+                        section.name.clone(),
+                        section.rules(&global),
+                    ));
+                    entry.0 += process.samples;
+                }
+                None if self.config.processes => {
+                    let name = format!("{}-{}", process.info.comm, process.info.pid);
+                    let rules = section.map_or(global, |s| s.rules(&global));
+                    samples.insert(
+                        TargetId::Process(process.info.pid),
+                        (process.samples, name, rules),
+                    );
+                }
+                None => {}
+            }
+            for cgroup in &self.config.cgroups {
+                if cgroup.contains(&process.info.cgroup) {
+                    let entry = samples.entry(TargetId::Cgroup(cgroup.clone())).or_insert((
+                        0,
+                        cgroup.relative.clone(),
+                        global,
+                    ));
+                    entry.0 += process.samples;
+                }
+            }
+        }
+        for (cgroup, name, rules) in self.config.watched_cgroups() {
+            samples
+                .entry(TargetId::Cgroup(cgroup.clone()))
+                .or_insert((0, name, rules));
+        }
+        for (target, (_, name, rules)) in &samples {
+            if let Some(entry) = self.entries.get_mut(target) {
+                // A reload may have changed the rules; the history stays.
+                entry.rules = *rules;
+                continue;
+            }
+            if self.entries.len() >= self.config.max_targets {
+                self.dropped_targets += 1;
+                continue;
+            }
+            let limits = self.limits(target);
+            let entry = Entry {
+                name: name.clone(),
+                rules: *rules,
+                state: TargetState::default(),
+                limits,
+                limits_at: now,
+                read_at: None,
+                rss: 0,
+                threads: 0,
+            };
+            self.entries.insert(target.clone(), entry);
+        }
+
+        let mut firings = Vec::new();
+        let mut gone = Vec::new();
+        let targets: Vec<TargetId> = self.entries.keys().cloned().collect();
+        for target in targets {
+            let sampled = samples.get(&target).map_or(0, |s| s.0);
+            if now.duration_since(self.entries[&target].limits_at) > LIMITS_REFRESH {
+                let limits = self.limits(&target);
+                let entry = self.entries.get_mut(&target).unwrap();
+                entry.limits = limits;
+                entry.limits_at = now;
+            }
+            let stale = self.entries[&target]
+                .read_at
+                .is_none_or(|t| now.duration_since(t) > REFRESH);
+            if sampled > 0 || stale {
+                let read = match &target {
+                    TargetId::Process(pid) => {
+                        self.file_reads += 2;
+                        rss_and_threads(*pid)
+                    }
+                    TargetId::Cgroup(cgroup) => {
+                        let mut pids = Vec::new();
+                        cgroup_pids(&cgroup.dir, &mut pids, &mut self.file_reads);
+                        self.file_reads += 2 * pids.len() as u64;
+                        Some(
+                            pids.iter()
+                                .filter_map(|&p| rss_and_threads(p))
+                                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
+                        )
+                    }
+                };
+                let entry = self.entries.get_mut(&target).unwrap();
+                match read {
+                    Some((rss, threads)) => {
+                        entry.rss = rss;
+                        entry.threads = threads;
+                        entry.read_at = Some(now);
+                    }
+                    None => {
+                        gone.push(target.clone());
+                        continue;
+                    }
+                }
+            }
+            let entry = self.entries.get_mut(&target).unwrap();
+            let cpu_ns = sampled * period_ns;
+            // CPU time over (interval x cores) in percent; cores in thousandths.
+            let cpu = u128::from(cpu_ns) * 100_000
+                / (u128::from(interval_ns) * u128::from(entry.limits.millicores));
+            let values = Values {
+                cpu: cpu as u64,
+                mem: entry.rss * 100 / entry.limits.memory,
+                thread: entry.threads,
+            };
+            let scenes = entry.state.observe(values, &entry.rules, now);
+            if !scenes.is_empty() {
+                firings.push(Firing {
+                    target: target.clone(),
+                    name: entry.name.clone(),
+                    scenes,
+                });
+            }
+        }
+        for target in gone {
+            self.entries.remove(&target);
+        }
+        firings.sort_by(|a, b| a.target.cmp(&b.target));
+        firings
+    }
+
+    /// The busiest targets with their current values against the thresholds.
+    pub fn status(&self, top: usize) -> String {
+        let mut entries: Vec<&Entry> = self.entries.values().collect();
+        entries.sort_by_key(|e| std::cmp::Reverse((e.state.last.cpu, e.state.last.mem)));
+        let threshold = |metric: Metric| match self.config.rules.get(metric) {
+            Some(rule) => format!("min {} abs {}", rule.min, rule.abs),
+            None => "off".to_string(),
+        };
+        let busiest: Vec<String> = entries
+            .iter()
+            .take(top)
+            .map(|e| {
+                format!(
+                    "{}: cpu {}% ({}), mem {}% ({}), threads {} ({}){}",
+                    e.name,
+                    e.state.last.cpu,
+                    threshold(Metric::Cpu),
+                    e.state.last.mem,
+                    threshold(Metric::Mem),
+                    e.state.last.thread,
+                    threshold(Metric::Thread),
+                    if e.state.warmed_up() {
+                        ""
+                    } else {
+                        ", warming up"
+                    }
+                )
+            })
+            .collect();
+        format!(
+            "{} targets watched; busiest: {}",
+            self.entries.len(),
+            if busiest.is_empty() {
+                "none".into()
+            } else {
+                busiest.join("; ")
+            }
+        )
+    }
+
+    /// Forgets a process target (it exited).
+    pub fn forget(&mut self, pid: u32) {
+        self.entries.remove(&TargetId::Process(pid));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_targets_contain_their_descendants_only() {
+        let target = CgroupTarget {
+            dir: PathBuf::from("/x"),
+            relative: "/system.slice/app.service".into(),
+        };
+        assert!(target.contains("/system.slice/app.service"));
+        assert!(target.contains("/system.slice/app.service/worker"));
+        assert!(!target.contains("/system.slice/app.service2"));
+        assert!(!target.contains("/system.slice"));
+        let root = CgroupTarget {
+            dir: PathBuf::from("/x"),
+            relative: "/".into(),
+        };
+        assert!(root.contains("/anything"));
+    }
+
+    #[test]
+    fn own_process_rss_and_threads_are_read() {
+        let (rss, threads) = rss_and_threads(std::process::id()).unwrap();
+        assert!(rss > 1 << 20);
+        assert!(threads >= 1);
+    }
+}
