@@ -542,9 +542,7 @@ pub fn run(
                 }
             }
         }
-        let (history_bytes, history_dropped) = mode.as_ref().map_or((0, 0), |(_, c)| {
-            (c.history_bytes() as u64, c.stats.history_dropped)
-        });
+        let history_bytes = mode.as_ref().map_or(0, |(_, c)| c.history_bytes() as u64);
         web.metrics.publish(Snapshot {
             accounting: pipeline.accounting,
             capacity,
@@ -554,7 +552,6 @@ pub fn run(
             profiles_written: dump.as_ref().map_or(0, |d| d.written),
             dump_removed: dump.as_ref().map_or(0, |d| d.removed),
             history_bytes,
-            history_dropped,
             spool: exporter.map(Exporter::spool_counts),
         });
         if report {
