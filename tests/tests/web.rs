@@ -25,11 +25,14 @@ fn get(address: &str, path: &str) -> (u16, String) {
 }
 
 /// Parses a text exposition with prometheus_client's parser; returns `name{labels}` -> value.
+/// Asserts that every family has a type (a sample outside its family's `# TYPE` would come
+/// out untyped) and that the ones scrapers rely on have the documented one.
 fn parse_metrics(text: &str) -> HashMap<String, f64> {
     let script = r#"
 import sys
 from prometheus_client.parser import text_string_to_metric_families
 for family in text_string_to_metric_families(sys.stdin.read()):
+    print(f"TYPE {family.name}\t{family.type}")
     for s in family.samples:
         labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
         print(f"{s.name}{{{labels}}}\t{s.value}")
@@ -54,7 +57,29 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         "the Prometheus parser rejected /metrics: {}\n{text}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let types: HashMap<&str, &str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("TYPE ")?.split_once('\t'))
+        .collect();
+    for (family, kind) in [
+        ("profilerd_samples", "counter"),
+        ("profilerd_map_entries", "gauge"),
+        ("profilerd_map_capacity", "gauge"),
+        ("profilerd_drain_duration_seconds", "histogram"),
+        ("profilerd_profiles", "counter"),
+        ("process_cpu_seconds", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+    ] {
+        assert_eq!(types.get(family), Some(&kind), "{family} in {stdout}");
+    }
+    assert!(
+        types
+            .values()
+            .all(|kind| *kind != "untyped" && *kind != "unknown"),
+        "{stdout}"
+    );
+    stdout
         .lines()
         .filter_map(|l| {
             let (name, value) = l.split_once('\t')?;

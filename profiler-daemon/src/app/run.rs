@@ -341,12 +341,9 @@ impl<'a> RunLoop<'a> {
 
     /// Hands the numbers of this tick to `/metrics`.
     fn publish(&self) {
-        let (history_bytes, history_dropped) = match &self.keeping {
-            Keeping::Triggers(watching) => (
-                watching.captures.history_bytes() as u64,
-                watching.captures.stats.history_dropped,
-            ),
-            Keeping::Windows => (0, 0),
+        let history_bytes = match &self.keeping {
+            Keeping::Triggers(watching) => watching.captures.history_bytes() as u64,
+            Keeping::Windows => 0,
         };
         let dump = self.dump.as_ref().map(|d| &d.dir);
         self.web.metrics.publish(Snapshot {
@@ -358,7 +355,6 @@ impl<'a> RunLoop<'a> {
             profiles_written: dump.map_or(0, |d| d.written),
             dump_removed: dump.map_or(0, |d| d.removed),
             history_bytes,
-            history_dropped,
             spool: self.exporter.map(Exporter::spool_counts),
         });
     }

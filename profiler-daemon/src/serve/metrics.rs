@@ -1,58 +1,301 @@
-//! The daemon's own numbers in the Prometheus text format (version 0.0.4).
+//! The daemon's own numbers for `/metrics`, in the Prometheus text format (version 0.0.4),
+//! through the `prometheus-client` crate.
 //!
-//! The pipeline thread publishes a [`Snapshot`] after every drain; the HTTP listener renders
-//! the latest one with the delivery counters and the process's own CPU and RSS, read when
-//! scraped. Publishing copies a few hundred bytes under a mutex once per collect interval.
+//! In: a [`Snapshot`] that the pipeline thread publishes after every drain (its counts are
+//! totals since start-up), the exporter's [`DeliveryStats`] when a server is configured (read
+//! when scraped), and the process's own CPU time and RSS (read from `/proc/self/stat` when
+//! scraped). Out: [`Metrics::encode`], the text served with [`CONTENT_TYPE`].
+//!
+//! Every family is registered once, when [`Metrics`] is made. Publishing moves each counter up
+//! to its source's total and sets each gauge; it and a scrape take one lock, so that a scrape
+//! shows one drain's numbers.
 
 use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    sync::{atomic::Ordering, Arc, Mutex, OnceLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, OnceLock,
+    },
+    time::Duration,
 };
 
-use profiler_common::Counter;
+use profiler_common::Counter as Kernel;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::Histogram,
+    },
+    registry::Registry,
+};
+use thiserror::Error;
 
 use crate::{aggregate::Accounting, export::DeliveryStats, symbolize::SymbolsStats};
 
+/// The `Content-Type` of what [`Metrics::encode`] returns.
+pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
 /// Capacities of the kernel maps, for fill ratios.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct MapCapacity {
-    pub counts: u32,
-    pub user_stacks: u32,
-    pub kernel_stacks: u32,
+pub(crate) struct MapCapacity {
+    pub(crate) counts: u32,
+    pub(crate) user_stacks: u32,
+    pub(crate) kernel_stacks: u32,
 }
 
 /// What the pipeline thread knows, as of its last drain.
 #[derive(Clone, Debug, Default)]
-pub struct Snapshot {
-    pub accounting: Accounting,
-    pub capacity: MapCapacity,
-    pub symbols: SymbolsStats,
-    pub tracked_processes: u64,
+pub(crate) struct Snapshot {
+    pub(crate) accounting: Accounting,
+    pub(crate) capacity: MapCapacity,
+    pub(crate) symbols: SymbolsStats,
+    pub(crate) tracked_processes: u64,
     /// Firings per rule (`cpu`, `mem`, `thread`).
-    pub triggers_fired: BTreeMap<&'static str, u64>,
+    pub(crate) triggers_fired: std::collections::BTreeMap<&'static str, u64>,
     /// Profiles (pprof files, kept or continuous) written to the dump dir.
-    pub profiles_written: u64,
+    pub(crate) profiles_written: u64,
     /// Files the dump dir removed to stay within its bounds.
-    pub dump_removed: u64,
-    /// Pre-trigger history held, in bytes, and samples dropped from it.
-    pub history_bytes: u64,
-    pub history_dropped: u64,
+    pub(crate) dump_removed: u64,
+    /// Pre-trigger history held, in bytes.
+    pub(crate) history_bytes: u64,
     /// Spool: (dropped because full, dropped as corrupt, files held, bytes held); `None`
     /// without a server.
-    pub spool: Option<(u64, u64, u64, u64)>,
+    pub(crate) spool: Option<(u64, u64, u64, u64)>,
+}
+
+#[derive(Debug, Error)]
+pub(crate) enum MetricsError {
+    #[error("encoding /metrics: {0}")]
+    Encode(#[from] std::fmt::Error),
+}
+
+type U64Gauge = Gauge<u64, AtomicU64>;
+
+/// One label set per label name; its value is one of the exposition's `&'static str`s.
+macro_rules! label_sets {
+    ($($set:ident { $label:ident }),* $(,)?) => {$(
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        struct $set {
+            $label: &'static str,
+        }
+    )*};
+}
+label_sets!(Outcome { outcome }, Reason { reason }, Map { map });
+label_sets!(Lookup { result }, Cache { cache });
+label_sets!(Event { event }, Rule { rule });
+/// No label: a family of one series that exists only once it is set (the spool gauges,
+/// absent without a server).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Unlabelled {}
+
+const OUTCOMES: [Kernel; 5] = [
+    Kernel::Taken,
+    Kernel::Idle,
+    Kernel::Filtered,
+    Kernel::Recorded,
+    Kernel::DroppedMapFull,
+];
+const STACK_PROBLEMS: [Kernel; 5] = [
+    Kernel::UserStackEmpty,
+    Kernel::UserStackError,
+    Kernel::UserStackLost,
+    Kernel::KernelStackError,
+    Kernel::KernelStackLost,
+];
+const RULES: [&str; 3] = ["cpu", "mem", "thread"];
+/// Upper bounds of the drain duration buckets, in seconds.
+const DRAIN_BUCKETS: [f64; 11] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// The registered metrics, each a handle on what the registry encodes.
+#[derive(Default)]
+struct Families {
+    samples: Family<Outcome, Counter>,
+    drained: Counter,
+    in_profiles: Counter,
+    dropped: Family<Reason, Counter>,
+    stack_problems: Family<Reason, Counter>,
+    notify_dropped: Counter,
+    map_entries: Family<Map, U64Gauge>,
+    map_capacity: Family<Map, U64Gauge>,
+    kernel_lookups: Family<Lookup, Counter>,
+    user_lookups: Family<Lookup, Counter>,
+    cache_entries: Family<Cache, U64Gauge>,
+    cache_dropped: Family<Cache, Counter>,
+    symbol_files: U64Gauge,
+    files_released: Family<Reason, Counter>,
+    unknown_frames: Counter,
+    processes_tracked: U64Gauge,
+    processes: Family<Event, Counter>,
+    triggers_fired: Family<Rule, Counter>,
+    history_bytes: U64Gauge,
+    profiles: Family<Event, Counter>,
+    spool_profiles: Family<Unlabelled, U64Gauge>,
+    spool_bytes: Family<Unlabelled, U64Gauge>,
+}
+
+/// What publishing and scraping share, behind one lock.
+struct State {
+    families: Families,
+    drain_duration: Histogram,
+    /// Drains and their time already in `drain_duration`.
+    drains_seen: u64,
+    drain_time_seen: Duration,
 }
 
 /// Shared between the pipeline (writer) and the listener (reader).
-#[derive(Default)]
 pub struct Metrics {
-    snapshot: Mutex<Snapshot>,
+    registry: Registry,
+    state: Mutex<State>,
     delivery: OnceLock<Arc<DeliveryStats>>,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let f = Families::default();
+        let drain_duration = Histogram::new(DRAIN_BUCKETS);
+        // The registry appends "." to each help text, and "_total" to each counter's name.
+        let r = &mut registry;
+        r.register(
+            "profilerd_samples",
+            "Samples by where they went: taken = idle + filtered + recorded + dropped_map_full",
+            f.samples.clone(),
+        );
+        r.register(
+            "profilerd_samples_drained",
+            "Samples read out of the kernel counts maps",
+            f.drained.clone(),
+        );
+        r.register(
+            "profilerd_samples_in_profiles",
+            "Samples that reached a profile window",
+            f.in_profiles.clone(),
+        );
+        r.register(
+            "profilerd_samples_dropped",
+            "Samples dropped in user space, by reason",
+            f.dropped.clone(),
+        );
+        r.register(
+            "profilerd_stack_problems",
+            "Samples kept without (part of) a stack, by reason",
+            f.stack_problems.clone(),
+        );
+        r.register(
+            "profilerd_new_process_notifications_dropped",
+            "New-process notifications lost to a full ring buffer",
+            f.notify_dropped.clone(),
+        );
+        r.register(
+            "profilerd_map_entries",
+            "Entries the last drained kernel map held",
+            f.map_entries.clone(),
+        );
+        r.register(
+            "profilerd_map_capacity",
+            "Entries each kernel map can hold (--*-map-entries)",
+            f.map_capacity.clone(),
+        );
+        r.register(
+            "profilerd_drain_duration_seconds",
+            "Time to flip, wait out and empty one map set",
+            drain_duration.clone(),
+        );
+        r.register(
+            "profilerd_kernel_symbol_cache",
+            "Kernel address lookups by cache result",
+            f.kernel_lookups.clone(),
+        );
+        r.register(
+            "profilerd_user_symbol_cache",
+            "User address lookups by cache result",
+            f.user_lookups.clone(),
+        );
+        r.register(
+            "profilerd_symbol_cache_entries",
+            "Names held by the symbol caches (bounded by --max-kernel-symbols, --max-user-symbols)",
+            f.cache_entries.clone(),
+        );
+        r.register(
+            "profilerd_symbol_cache_dropped",
+            "Names dropped when a full symbol cache was emptied",
+            f.cache_dropped.clone(),
+        );
+        r.register(
+            "profilerd_symbol_files",
+            "Files mapped by tracked processes whose symbols blazesym may hold (bounded by --max-processes)",
+            f.symbol_files.clone(),
+        );
+        r.register(
+            "profilerd_symbol_files_released",
+            "Files whose parsed symbols were released: no tracked process maps them any more (exited), or older than --symbol-file-ttl (expired)",
+            f.files_released.clone(),
+        );
+        r.register(
+            "profilerd_unknown_frames",
+            "Frames no symbol was found for",
+            f.unknown_frames.clone(),
+        );
+        r.register(
+            "profilerd_processes_tracked",
+            "Processes whose memory maps the symbolizer holds",
+            f.processes_tracked.clone(),
+        );
+        r.register(
+            "profilerd_processes",
+            "Symbolizer process entries by event: evicted (exited or idle), dropped (--max-processes full)",
+            f.processes.clone(),
+        );
+        r.register(
+            "profilerd_triggers_fired",
+            "Trigger rule firings, by rule",
+            f.triggers_fired.clone(),
+        );
+        r.register(
+            "profilerd_trigger_history_bytes",
+            "Drained samples held for the seconds before a trigger",
+            f.history_bytes.clone(),
+        );
+        r.register(
+            "profilerd_profiles",
+            "Profiles by what happened to them",
+            f.profiles.clone(),
+        );
+        r.register(
+            "profilerd_spool_profiles",
+            "Profiles waiting in the spool for the server",
+            f.spool_profiles.clone(),
+        );
+        r.register(
+            "profilerd_spool_bytes",
+            "Bytes of the spool (bounded by --spool-max-bytes)",
+            f.spool_bytes.clone(),
+        );
+        r.register_collector(Box::new(OwnUsage));
+        let mut state = State {
+            families: f,
+            drain_duration,
+            drains_seen: 0,
+            drain_time_seen: Duration::ZERO,
+        };
+        // Every series that exists without a server shows 0 until the first drain.
+        state.apply(&Snapshot::default());
+        Self {
+            registry,
+            state: Mutex::new(state),
+            delivery: OnceLock::new(),
+        }
+    }
+}
+
 impl Metrics {
-    pub fn publish(&self, snapshot: Snapshot) {
-        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+    /// Takes the pipeline's numbers as of its last drain.
+    pub(crate) fn publish(&self, snapshot: Snapshot) {
+        self.lock().apply(&snapshot);
     }
 
     /// Adds the delivery counters (only when a server is configured).
@@ -60,120 +303,66 @@ impl Metrics {
         let _ = self.delivery.set(stats);
     }
 
-    pub fn snapshot(&self) -> Snapshot {
-        self.snapshot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The text exposition of every metric.
+    pub(crate) fn encode(&self) -> Result<String, MetricsError> {
+        let state = self.lock();
+        if let Some(d) = self.delivery.get() {
+            let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            let profiles = &state.families.profiles;
+            for (event, total) in [
+                ("sent", load(&d.sent)),
+                ("retried", load(&d.retried)),
+                ("split", load(&d.split)),
+                ("spooled", load(&d.spooled)),
+                ("replayed", load(&d.replayed)),
+                ("rejected", load(&d.rejected)),
+                ("moved_too_old", load(&d.moved_too_old)),
+                ("dropped_spool_error", load(&d.dropped_spool_error)),
+            ] {
+                advance(&profiles.get_or_create(&Event { event }), total);
+            }
+        }
+        let mut out = String::with_capacity(8192);
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        drop(state);
+        Ok(out)
     }
 
-    /// The text exposition of every metric.
-    pub fn render(&self) -> String {
-        let s = self.snapshot();
-        let mut out = String::with_capacity(4096);
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    /// Sets every metric from `s`.
+    fn apply(&mut self, s: &Snapshot) {
+        let f = &self.families;
         let acc = &s.accounting;
-
-        family(
-            &mut out,
-            "profilerd_samples_total",
-            "counter",
-            "Samples by where they went: taken = idle + filtered + recorded + dropped_map_full.",
+        for counter in OUTCOMES {
+            let labels = Outcome {
+                outcome: counter.name(),
+            };
+            advance(&f.samples.get_or_create(&labels), acc.kernel.get(counter));
+        }
+        advance(&f.drained, acc.drained);
+        advance(&f.in_profiles, acc.in_profiles);
+        let stack_limit = Reason {
+            reason: "stack_limit",
+        };
+        advance(
+            &f.dropped.get_or_create(&stack_limit),
+            acc.dropped_stack_limit,
         );
-        for counter in [
-            Counter::Taken,
-            Counter::Idle,
-            Counter::Filtered,
-            Counter::Recorded,
-            Counter::DroppedMapFull,
-        ] {
-            sample(
-                &mut out,
-                "profilerd_samples_total",
-                &[("outcome", counter.name())],
-                acc.kernel.get(counter) as f64,
+        for counter in STACK_PROBLEMS {
+            let labels = Reason {
+                reason: counter.name(),
+            };
+            advance(
+                &f.stack_problems.get_or_create(&labels),
+                acc.kernel.get(counter),
             );
         }
-        family(
-            &mut out,
-            "profilerd_samples_drained_total",
-            "counter",
-            "Samples read out of the kernel counts maps.",
-        );
-        sample(
-            &mut out,
-            "profilerd_samples_drained_total",
-            &[],
-            acc.drained as f64,
-        );
-        family(
-            &mut out,
-            "profilerd_samples_in_profiles_total",
-            "counter",
-            "Samples that reached a profile window.",
-        );
-        sample(
-            &mut out,
-            "profilerd_samples_in_profiles_total",
-            &[],
-            acc.in_profiles as f64,
-        );
-        family(
-            &mut out,
-            "profilerd_samples_dropped_total",
-            "counter",
-            "Samples dropped in user space, by reason.",
-        );
-        sample(
-            &mut out,
-            "profilerd_samples_dropped_total",
-            &[("reason", "stack_limit")],
-            acc.dropped_stack_limit as f64,
-        );
-        family(
-            &mut out,
-            "profilerd_stack_problems_total",
-            "counter",
-            "Samples kept without (part of) a stack, by reason.",
-        );
-        for counter in [
-            Counter::UserStackEmpty,
-            Counter::UserStackError,
-            Counter::UserStackLost,
-            Counter::KernelStackError,
-            Counter::KernelStackLost,
-        ] {
-            sample(
-                &mut out,
-                "profilerd_stack_problems_total",
-                &[("reason", counter.name())],
-                acc.kernel.get(counter) as f64,
-            );
-        }
-        family(
-            &mut out,
-            "profilerd_new_process_notifications_dropped_total",
-            "counter",
-            "New-process notifications lost to a full ring buffer.",
-        );
-        sample(
-            &mut out,
-            "profilerd_new_process_notifications_dropped_total",
-            &[],
-            acc.kernel.get(Counter::NotifyDropped) as f64,
-        );
-
-        family(
-            &mut out,
-            "profilerd_map_entries",
-            "gauge",
-            "Entries the last drained kernel map held.",
-        );
-        family(
-            &mut out,
-            "profilerd_map_capacity",
-            "gauge",
-            "Entries each kernel map can hold (--*-map-entries).",
-        );
+        advance(&f.notify_dropped, acc.kernel.get(Kernel::NotifyDropped));
         for (map, entries, capacity) in [
             ("counts", acc.counts_entries, s.capacity.counts),
             ("user_stacks", acc.stack_entries, s.capacity.user_stacks),
@@ -183,313 +372,124 @@ impl Metrics {
                 s.capacity.kernel_stacks,
             ),
         ] {
-            sample(
-                &mut out,
-                "profilerd_map_entries",
-                &[("map", map)],
-                entries as f64,
-            );
-            sample(
-                &mut out,
-                "profilerd_map_capacity",
-                &[("map", map)],
-                f64::from(capacity),
-            );
+            f.map_entries
+                .get_or_create(&Map { map })
+                .set(entries as u64);
+            f.map_capacity
+                .get_or_create(&Map { map })
+                .set(u64::from(capacity));
+        }
+        self.observe_drains(acc);
+
+        let f = &self.families;
+        let y = &s.symbols;
+        for (family, hits, misses) in [
+            (
+                &f.kernel_lookups,
+                y.kernel_cache_hits,
+                y.kernel_cache_misses,
+            ),
+            (&f.user_lookups, y.user_cache_hits, y.user_cache_misses),
+        ] {
+            advance(&family.get_or_create(&Lookup { result: "hit" }), hits);
+            advance(&family.get_or_create(&Lookup { result: "miss" }), misses);
+        }
+        for (cache, entries, dropped) in [
+            ("kernel", y.kernel_cache_entries, y.kernel_cache_dropped),
+            ("user", y.user_cache_entries, y.user_cache_dropped),
+        ] {
+            f.cache_entries.get_or_create(&Cache { cache }).set(entries);
+            advance(&f.cache_dropped.get_or_create(&Cache { cache }), dropped);
+        }
+        f.symbol_files.set(y.files_cached);
+        for (reason, count) in [("exited", y.files_evicted), ("expired", y.files_expired)] {
+            advance(&f.files_released.get_or_create(&Reason { reason }), count);
+        }
+        advance(&f.unknown_frames, y.unknown_frames);
+        f.processes_tracked.set(s.tracked_processes);
+        for (event, count) in [
+            ("evicted", y.processes_evicted),
+            ("dropped", y.processes_dropped),
+        ] {
+            advance(&f.processes.get_or_create(&Event { event }), count);
         }
 
-        family(
-            &mut out,
-            "profilerd_drain_duration_seconds",
-            "summary",
-            "Time to flip, wait out and empty one map set.",
-        );
-        sample(
-            &mut out,
-            "profilerd_drain_duration_seconds_sum",
-            &[],
-            acc.drain_total.as_secs_f64(),
-        );
-        sample(
-            &mut out,
-            "profilerd_drain_duration_seconds_count",
-            &[],
-            acc.drains as f64,
-        );
-
-        family(
-            &mut out,
-            "profilerd_kernel_symbol_cache_total",
-            "counter",
-            "Kernel address lookups by cache result.",
-        );
-        sample(
-            &mut out,
-            "profilerd_kernel_symbol_cache_total",
-            &[("result", "hit")],
-            s.symbols.kernel_cache_hits as f64,
-        );
-        sample(
-            &mut out,
-            "profilerd_kernel_symbol_cache_total",
-            &[("result", "miss")],
-            s.symbols.kernel_cache_misses as f64,
-        );
-        family(
-            &mut out,
-            "profilerd_user_symbol_cache_total",
-            "counter",
-            "User address lookups by cache result.",
-        );
-        sample(
-            &mut out,
-            "profilerd_user_symbol_cache_total",
-            &[("result", "hit")],
-            s.symbols.user_cache_hits as f64,
-        );
-        sample(
-            &mut out,
-            "profilerd_user_symbol_cache_total",
-            &[("result", "miss")],
-            s.symbols.user_cache_misses as f64,
-        );
-        family(
-            &mut out,
-            "profilerd_symbol_cache_entries",
-            "gauge",
-            "Names held by the symbol caches (bounded by --max-kernel-symbols, --max-user-symbols).",
-        );
-        for (cache, entries) in [
-            ("kernel", s.symbols.kernel_cache_entries),
-            ("user", s.symbols.user_cache_entries),
-        ] {
-            sample(
-                &mut out,
-                "profilerd_symbol_cache_entries",
-                &[("cache", cache)],
-                entries as f64,
-            );
-        }
-        family(
-            &mut out,
-            "profilerd_symbol_cache_dropped_total",
-            "counter",
-            "Names dropped when a full symbol cache was emptied.",
-        );
-        for (cache, dropped) in [
-            ("kernel", s.symbols.kernel_cache_dropped),
-            ("user", s.symbols.user_cache_dropped),
-        ] {
-            sample(
-                &mut out,
-                "profilerd_symbol_cache_dropped_total",
-                &[("cache", cache)],
-                dropped as f64,
-            );
-        }
-        family(
-            &mut out,
-            "profilerd_symbol_files",
-            "gauge",
-            "Files mapped by tracked processes whose symbols blazesym may hold (bounded by --max-processes).",
-        );
-        sample(
-            &mut out,
-            "profilerd_symbol_files",
-            &[],
-            s.symbols.files_cached as f64,
-        );
-        family(
-            &mut out,
-            "profilerd_symbol_files_released_total",
-            "counter",
-            "Files whose parsed symbols were released: no tracked process maps them any more (exited), or older than --symbol-file-ttl (expired).",
-        );
-        for (reason, count) in [
-            ("exited", s.symbols.files_evicted),
-            ("expired", s.symbols.files_expired),
-        ] {
-            sample(
-                &mut out,
-                "profilerd_symbol_files_released_total",
-                &[("reason", reason)],
-                count as f64,
-            );
-        }
-        family(
-            &mut out,
-            "profilerd_unknown_frames_total",
-            "counter",
-            "Frames no symbol was found for.",
-        );
-        sample(
-            &mut out,
-            "profilerd_unknown_frames_total",
-            &[],
-            s.symbols.unknown_frames as f64,
-        );
-        family(
-            &mut out,
-            "profilerd_processes_tracked",
-            "gauge",
-            "Processes whose memory maps the symbolizer holds.",
-        );
-        sample(
-            &mut out,
-            "profilerd_processes_tracked",
-            &[],
-            s.tracked_processes as f64,
-        );
-        family(
-            &mut out,
-            "profilerd_processes_total",
-            "counter",
-            "Symbolizer process entries by event: evicted (exited or idle), dropped (--max-processes full).",
-        );
-        sample(
-            &mut out,
-            "profilerd_processes_total",
-            &[("event", "evicted")],
-            s.symbols.processes_evicted as f64,
-        );
-        sample(
-            &mut out,
-            "profilerd_processes_total",
-            &[("event", "dropped")],
-            s.symbols.processes_dropped as f64,
-        );
-
-        family(
-            &mut out,
-            "profilerd_triggers_fired_total",
-            "counter",
-            "Trigger rule firings, by rule.",
-        );
-        for rule in ["cpu", "mem", "thread"] {
+        for rule in RULES {
             let fired = s.triggers_fired.get(rule).copied().unwrap_or(0);
-            sample(
-                &mut out,
-                "profilerd_triggers_fired_total",
-                &[("rule", rule)],
-                fired as f64,
-            );
+            advance(&f.triggers_fired.get_or_create(&Rule { rule }), fired);
         }
-        family(
-            &mut out,
-            "profilerd_trigger_history_bytes",
-            "gauge",
-            "Drained samples held for the seconds before a trigger.",
-        );
-        sample(
-            &mut out,
-            "profilerd_trigger_history_bytes",
-            &[],
-            s.history_bytes as f64,
-        );
+        f.history_bytes.set(s.history_bytes);
 
-        family(
-            &mut out,
-            "profilerd_profiles_total",
-            "counter",
-            "Profiles by what happened to them.",
-        );
         let mut profiles = vec![
             ("written", s.profiles_written),
             ("dump_removed", s.dump_removed),
         ];
-        if let Some(d) = self.delivery.get() {
-            let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-            profiles.extend([
-                ("sent", load(&d.sent)),
-                ("retried", load(&d.retried)),
-                ("split", load(&d.split)),
-                ("spooled", load(&d.spooled)),
-                ("replayed", load(&d.replayed)),
-                ("rejected", load(&d.rejected)),
-                ("moved_too_old", load(&d.moved_too_old)),
-                ("dropped_spool_error", load(&d.dropped_spool_error)),
-            ]);
-        }
-        if let Some((full, corrupt, _, _)) = s.spool {
+        if let Some((full, corrupt, files, bytes)) = s.spool {
             profiles.extend([
                 ("dropped_spool_full", full),
                 ("dropped_spool_corrupt", corrupt),
             ]);
+            f.spool_profiles.get_or_create(&Unlabelled {}).set(files);
+            f.spool_bytes.get_or_create(&Unlabelled {}).set(bytes);
         }
-        for (event, value) in profiles {
-            sample(
-                &mut out,
-                "profilerd_profiles_total",
-                &[("event", event)],
-                value as f64,
-            );
+        for (event, count) in profiles {
+            advance(&f.profiles.get_or_create(&Event { event }), count);
         }
-        if let Some((_, _, files, bytes)) = s.spool {
-            family(
-                &mut out,
-                "profilerd_spool_profiles",
-                "gauge",
-                "Profiles waiting in the spool for the server.",
-            );
-            sample(&mut out, "profilerd_spool_profiles", &[], files as f64);
-            family(
-                &mut out,
-                "profilerd_spool_bytes",
-                "gauge",
-                "Bytes of the spool (bounded by --spool-max-bytes).",
-            );
-            sample(&mut out, "profilerd_spool_bytes", &[], bytes as f64);
-        }
+    }
 
-        if let Some((cpu_seconds, rss_bytes)) = own_usage() {
-            family(
-                &mut out,
-                "process_cpu_seconds_total",
-                "counter",
-                "User and system CPU time of the daemon.",
-            );
-            sample(&mut out, "process_cpu_seconds_total", &[], cpu_seconds);
-            family(
-                &mut out,
-                "process_resident_memory_bytes",
-                "gauge",
-                "Resident memory of the daemon.",
-            );
-            sample(&mut out, "process_resident_memory_bytes", &[], rss_bytes);
+    /// Observes the drains done since the last publish. The pipeline publishes after every
+    /// drain, so that is one drain of `last_drain`; should publishes ever be missed, each
+    /// missed drain counts as their mean, which keeps `_sum` and `_count` exact.
+    fn observe_drains(&mut self, acc: &Accounting) {
+        let new = acc.drains.saturating_sub(self.drains_seen);
+        if new == 0 {
+            return;
         }
-        out
+        let time = acc.drain_total.saturating_sub(self.drain_time_seen);
+        let each = time.as_secs_f64() / new as f64;
+        for _ in 0..new {
+            self.drain_duration.observe(each);
+        }
+        self.drains_seen = acc.drains;
+        self.drain_time_seen = acc.drain_total;
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// Moves `counter` up to `total`, a count kept elsewhere since start-up. Those only grow; a
+/// smaller one (none is expected) leaves the counter where it is, so that it stays monotonic.
+fn advance(counter: &Counter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
 }
 
-fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
-    out.push_str(name);
-    if !labels.is_empty() {
-        out.push('{');
-        for (i, (key, value)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let _ = write!(out, "{key}=\"{}\"", escape(value));
-        }
-        out.push('}');
+/// `process_cpu_seconds_total` and `process_resident_memory_bytes`, read when scraped and
+/// left out when `/proc/self/stat` cannot be read.
+#[derive(Debug)]
+struct OwnUsage;
+
+impl Collector for OwnUsage {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some((cpu_seconds, rss_bytes)) = own_usage() else {
+            return Ok(());
+        };
+        let cpu = ConstCounter::new(cpu_seconds);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "User and system CPU time of the daemon.",
+            None,
+            cpu.metric_type(),
+        )?)?;
+        let rss = ConstGauge::new(rss_bytes);
+        rss.encode(encoder.encode_descriptor(
+            "process_resident_memory_bytes",
+            "Resident memory of the daemon.",
+            None,
+            rss.metric_type(),
+        )?)
     }
-    let _ = writeln!(out, " {value}");
-}
-
-/// Label values escape backslash, double quote and newline.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// CPU seconds (utime + stime) and RSS bytes of this process.
-fn own_usage() -> Option<(f64, f64)> {
+fn own_usage() -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let fields: Vec<&str> = stat
         .get(stat.rfind(')')? + 2..)?
@@ -507,49 +507,190 @@ fn own_usage() -> Option<(f64, f64)> {
     if hz <= 0 || page <= 0 {
         return None;
     }
-    Some((ticks as f64 / hz as f64, (rss_pages * page as u64) as f64))
+    Some((ticks as f64 / hz as f64, rss_pages * page as u64))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn exposition_has_help_type_and_samples() {
+    /// A snapshot with a distinct value in every field, and delivery counters.
+    fn known() -> Metrics {
         let metrics = Metrics::default();
-        let mut snapshot = Snapshot::default();
-        snapshot.accounting.drained = 7;
-        snapshot.triggers_fired.insert("cpu", 2);
-        snapshot.capacity.counts = 16384;
-        snapshot.spool = Some((1, 0, 3, 4096));
-        metrics.publish(snapshot);
-        let text = metrics.render();
-        assert!(text.contains("# TYPE profilerd_samples_total counter\n"));
-        assert!(text.contains("profilerd_samples_drained_total 7\n"));
-        assert!(text.contains("profilerd_triggers_fired_total{rule=\"cpu\"} 2\n"));
-        assert!(text.contains("profilerd_map_capacity{map=\"counts\"} 16384\n"));
-        assert!(text.contains("process_resident_memory_bytes "));
-        assert!(text.contains("profilerd_profiles_total{event=\"dropped_spool_full\"} 1\n"));
-        assert!(text.contains("profilerd_spool_bytes 4096\n"));
-        // Every sample line belongs to a family announced before it.
-        let mut announced = std::collections::HashSet::new();
+        let mut s = Snapshot::default();
+        for (i, v) in s.accounting.kernel.0.iter_mut().enumerate() {
+            *v = 1000 + i as u64;
+        }
+        s.accounting.drained = 2001;
+        s.accounting.in_profiles = 2002;
+        s.accounting.dropped_stack_limit = 2003;
+        s.accounting.drains = 4;
+        s.accounting.last_drain = Duration::from_millis(250);
+        s.accounting.drain_total = Duration::from_secs(1);
+        s.accounting.counts_entries = 3001;
+        s.accounting.stack_entries = 3002;
+        s.accounting.kernel_stack_entries = 3003;
+        s.capacity = MapCapacity {
+            counts: 4001,
+            user_stacks: 4002,
+            kernel_stacks: 4003,
+        };
+        s.symbols = SymbolsStats {
+            processes_tracked: 5001,
+            processes_evicted: 5002,
+            processes_dropped: 5003,
+            kernel_cache_hits: 5004,
+            kernel_cache_misses: 5005,
+            user_cache_hits: 5006,
+            user_cache_misses: 5007,
+            kernel_cache_entries: 5008,
+            kernel_cache_dropped: 5009,
+            user_cache_entries: 5010,
+            user_cache_dropped: 5011,
+            unknown_frames: 5012,
+            files_cached: 5013,
+            files_evicted: 5014,
+            files_expired: 5015,
+        };
+        s.tracked_processes = 6001;
+        s.triggers_fired.insert("cpu", 7001);
+        s.triggers_fired.insert("mem", 7002);
+        s.profiles_written = 8001;
+        s.dump_removed = 8002;
+        s.history_bytes = 8003;
+        s.spool = Some((9001, 9002, 9003, 9004));
+        let d = DeliveryStats::default();
+        for (i, c) in [
+            &d.sent,
+            &d.retried,
+            &d.spooled,
+            &d.replayed,
+            &d.split,
+            &d.rejected,
+            &d.moved_too_old,
+            &d.dropped_spool_error,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            c.store(10001 + i as u64, Ordering::Relaxed);
+        }
+        metrics.set_delivery(Arc::new(d));
+        metrics.publish(s);
+        metrics
+    }
+
+    /// What the hand-written encoder rendered before prometheus-client, for [`known`] and
+    /// for a [`Metrics::default`] without a server (`process_*` samples, which vary, left out).
+    const BEFORE: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/metrics-before.prom"
+    ));
+    const BEFORE_DEFAULT: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/metrics-before-default.prom"
+    ));
+
+    fn samples(text: &str) -> Vec<&str> {
+        let mut lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("process_"))
+            .filter(|l| !l.starts_with("profilerd_drain_duration_seconds"))
+            .collect();
+        lines.sort_unstable();
+        lines
+    }
+
+    /// The same families in the same order with the same HELP, and the same samples; the
+    /// drain duration is a histogram now (it was a summary without quantiles: the same _sum
+    /// and _count). Returns the drain duration's lines.
+    fn assert_like_before<'t>(text: &'t str, before: &str) -> Vec<&'t str> {
+        let headers = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| l.starts_with('#'))
+                .map(|l| l.replace("seconds summary", "seconds histogram"))
+                .collect()
+        };
+        assert_eq!(headers(text), headers(before), "{text}");
+        assert_eq!(samples(text), samples(before), "{text}");
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
+        // Every sample follows its own family's TYPE (the hand-written one broke this once).
+        let mut family = "";
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
-                announced.insert(rest.split(' ').next().unwrap().to_string());
+                family = rest.split(' ').next().unwrap();
             } else if !line.starts_with('#') {
                 let name = line.split(['{', ' ']).next().unwrap();
-                let family = name
-                    .strip_suffix("_sum")
-                    .or_else(|| name.strip_suffix("_count"))
-                    .filter(|f| announced.contains(*f))
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|f| *f == family))
                     .unwrap_or(name);
-                assert!(announced.contains(family), "{line}");
+                assert_eq!(base, family, "{line}");
             }
         }
+        let value = |name: &str| -> f64 {
+            let line = text.lines().rev().take(4).find(|l| l.starts_with(name));
+            let line = line.unwrap_or_else(|| panic!("{name} at the end of {text}"));
+            line.split(' ').nth(1).unwrap().parse().unwrap()
+        };
+        assert!(value("process_cpu_seconds_total ") >= 0.0);
+        assert!(value("process_resident_memory_bytes ") > 1e5);
+        text.lines()
+            .filter(|l| l.starts_with("profilerd_drain_duration_seconds"))
+            .collect()
+    }
+
+    fn drain_lines(observed: &[f64]) -> Vec<String> {
+        let mut lines: Vec<String> = DRAIN_BUCKETS
+            .iter()
+            .map(|le| {
+                let count = observed.iter().filter(|v| *v <= le).count();
+                format!("profilerd_drain_duration_seconds_bucket{{le=\"{le}\"}} {count}")
+            })
+            .collect();
+        let sum = observed.iter().fold(0.0, |sum, v| sum + v);
+        lines.extend([
+            format!(
+                "profilerd_drain_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+                observed.len()
+            ),
+            format!("profilerd_drain_duration_seconds_sum {sum:?}"),
+            format!("profilerd_drain_duration_seconds_count {}", observed.len()),
+        ]);
+        lines
     }
 
     #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    fn exposition_keeps_every_family_label_and_value_of_the_hand_written_one() {
+        let text = known().encode().unwrap();
+        assert_eq!(assert_like_before(&text, BEFORE), drain_lines(&[0.25; 4]));
+    }
+
+    #[test]
+    fn without_a_server_or_a_drain_too() {
+        let text = Metrics::default().encode().unwrap();
+        assert_eq!(assert_like_before(&text, BEFORE_DEFAULT), drain_lines(&[]));
+    }
+
+    #[test]
+    fn counters_never_go_back_and_drains_are_observed_once() {
+        let metrics = known();
+        let mut later = Snapshot::default();
+        later.accounting.drains = 5;
+        later.accounting.drain_total = Duration::from_millis(1002);
+        later.accounting.counts_entries = 7;
+        metrics.publish(later);
+        let text = metrics.encode().unwrap();
+        for line in [
+            "profilerd_samples_drained_total 2001",
+            "profilerd_map_entries{map=\"counts\"} 7",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        let drains: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("profilerd_drain"))
+            .collect();
+        assert_eq!(drains, drain_lines(&[0.25, 0.25, 0.25, 0.25, 0.002]));
     }
 }

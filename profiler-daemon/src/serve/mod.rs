@@ -109,14 +109,13 @@ pub async fn serve(
 }
 
 async fn metrics(State(state): State<Arc<WebState>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+    match state.metrics.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(err) => {
+            tracing::error!("{err}");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")).into_response()
+        }
+    }
 }
 
 async fn healthz(State(state): State<Arc<WebState>>) -> Response {
