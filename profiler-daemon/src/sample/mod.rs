@@ -28,12 +28,12 @@ use profiler_common::{
     KERNEL_STACKS_MAPS, KNOWN_PIDS_MAP, LOG_EVENTS, LOG_GATE_MAP, NEW_PROCESS_RING, PIDS_IN_MAP,
     PROGRAM_NAME, USER_STACKS_MAPS,
 };
-use thiserror::Error;
-
 mod batch;
-use batch::BatchMap;
+mod error;
 
-use crate::host::max_sample_rate;
+use batch::BatchMap;
+pub use error::SamplerError;
+use error::{classify_load, classify_program};
 
 /// How long a drain waits after flipping the generation before it reads the old map set.
 /// A sampling program runs for microseconds; the margin covers a vCPU descheduled mid-sample.
@@ -66,39 +66,6 @@ pub struct SamplerConfig {
     pub filter_entries: u32,
     /// Size of the new-process ring buffer in bytes (power of two, multiple of the page size).
     pub notify_ring_bytes: u32,
-}
-
-/// Why the sampler could not start or drain.
-#[derive(Debug, Error)]
-pub enum SamplerError {
-    #[error("permission denied loading BPF programs or opening perf events: run as root, or grant CAP_BPF and CAP_PERFMON (e.g. `setcap cap_bpf,cap_perfmon+ep profilerd`)")]
-    Permission,
-    #[error("perf events are not available on this kernel ({0}): profilerd needs CONFIG_PERF_EVENTS and the software cpu-clock event")]
-    PerfEventsUnavailable(io::Error),
-    #[error("--frequency {requested} Hz is above kernel.perf_event_max_sample_rate ({max}): lower --frequency or raise it with `sysctl -w kernel.perf_event_max_sample_rate={requested}`")]
-    FrequencyTooHigh { requested: u64, max: u64 },
-    #[error("loading the BPF sampler failed: {0}")]
-    Load(String),
-    /// The verifier refused the program. It answers EACCES too, so without the log this would
-    /// read as a missing privilege.
-    #[error(
-        "this kernel's BPF verifier rejected the sampler ({errno}); the end of its log:\n{log}"
-    )]
-    Rejected { errno: io::Error, log: String },
-    #[error("BPF map {map}: {source}")]
-    Map {
-        map: &'static str,
-        #[source]
-        source: aya::maps::MapError,
-    },
-    #[error("cannot list online CPUs: {0}")]
-    Cpus(io::Error),
-    #[error("{count} {what} exceed the filter's {capacity} entries: restart with --max-filter-entries {count} or more")]
-    FilterFull {
-        what: &'static str,
-        count: usize,
-        capacity: u32,
-    },
 }
 
 /// Everything one drain took out of the kernel.
@@ -637,80 +604,4 @@ where
         .ok_or_else(|| SamplerError::Load(format!("map {name} is not a hash map")))?;
     let map = T::try_from(map).map_err(|source| SamplerError::Map { map: name, source })?;
     Ok((map, batch))
-}
-
-/// First `io::Error` in an error's source chain.
-fn io_error_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a io::Error> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = current {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            return Some(io);
-        }
-        current = e.source();
-    }
-    None
-}
-
-fn is_permission(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
-}
-
-fn classify_load(err: &aya::EbpfError) -> SamplerError {
-    match io_error_in(err) {
-        Some(io) if is_permission(io) => SamplerError::Permission,
-        _ => SamplerError::Load(error_chain(err)),
-    }
-}
-
-/// Lines of the verifier's log kept in [`SamplerError::Rejected`]: the reason is at the end.
-const VERIFIER_LOG_LINES: usize = 25;
-
-fn classify_program(err: &aya::programs::ProgramError, frequency: u64) -> SamplerError {
-    if let aya::programs::ProgramError::LoadError {
-        io_error,
-        verifier_log,
-    } = err
-    {
-        let log = verifier_log.to_string();
-        if !log.trim().is_empty() {
-            let lines: Vec<&str> = log.lines().collect();
-            return SamplerError::Rejected {
-                errno: io::Error::from_raw_os_error(io_error.raw_os_error().unwrap_or(0)),
-                log: lines[lines.len().saturating_sub(VERIFIER_LOG_LINES)..].join("\n"),
-            };
-        }
-    }
-    if let aya::programs::ProgramError::SyscallError(syscall) = err {
-        if syscall.call == "perf_event_open" {
-            let io = &syscall.io_error;
-            return match io.raw_os_error() {
-                Some(libc::EPERM) | Some(libc::EACCES) => SamplerError::Permission,
-                Some(libc::EINVAL) => match max_sample_rate() {
-                    Some(max) if frequency > max => SamplerError::FrequencyTooHigh {
-                        requested: frequency,
-                        max,
-                    },
-                    _ => SamplerError::PerfEventsUnavailable(io::Error::from_raw_os_error(
-                        libc::EINVAL,
-                    )),
-                },
-                _ => SamplerError::PerfEventsUnavailable(io::Error::from(io.kind())),
-            };
-        }
-    }
-    match io_error_in(err) {
-        Some(io) if is_permission(io) => SamplerError::Permission,
-        _ => SamplerError::Load(error_chain(err)),
-    }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
