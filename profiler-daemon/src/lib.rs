@@ -18,19 +18,19 @@
 //! | [`config`] | argv, TOML | parsed commands (the only clap-aware module) |
 //! | [`app`] | a parsed command | `record`, `run` and `check` wired from the stages |
 
-pub mod aggregate;
+mod aggregate;
 pub mod app;
 pub mod config;
-pub mod encode;
+mod encode;
 pub mod export;
-pub mod host;
-pub mod process;
-pub mod sample;
-pub mod serve;
-pub mod symbolize;
-pub mod target;
-pub mod trigger;
-pub mod types;
+mod host;
+mod process;
+mod sample;
+mod serve;
+mod symbolize;
+mod target;
+mod trigger;
+mod types;
 
 /// Types generated from `proto/profile.proto`.
 #[allow(clippy::all, missing_docs)]

@@ -213,6 +213,7 @@ impl Aggregator {
     }
 
     /// Samples held in the current window.
+    #[cfg(test)]
     pub fn pending_samples(&self) -> u64 {
         self.processes.values().map(|p| p.profile.samples).sum()
     }

@@ -256,6 +256,9 @@ impl<'a> RunLoop<'a> {
             log_firing(&firing, &mut self.triggers_fired);
             captures.fire(firing, wall);
         }
+        for target in watcher.take_gone() {
+            captures.forget(&target);
+        }
         let mut kept = captures.on_slice(slice, wall);
         if !running {
             kept.extend(captures.flush(SystemTime::now()));

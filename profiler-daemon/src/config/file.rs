@@ -237,6 +237,35 @@ impl Setting {
             .collect()
     }
 }
+/// A section's `pid`: one pid or an array of them.
+fn target_pids(value: &Value) -> Result<Vec<u32>, String> {
+    let items = match value {
+        Value::Array(items) => items.clone(),
+        other => vec![other.clone()],
+    };
+    items
+        .iter()
+        .map(|v| match v {
+            Value::Integer(i) if *i > 0 && *i <= i64::from(u32::MAX) => Ok(*i as u32),
+            other => Err(format!("{other} is not a pid")),
+        })
+        .collect()
+}
+
+/// A section's `tags`: a table (`{ team = "payments" }`) or an array of `NAME=VALUE`.
+fn target_tags(value: &Value) -> Result<Vec<String>, String> {
+    match value {
+        Value::Table(items) => items
+            .iter()
+            .map(|(k, v)| scalar(v).map(|v| format!("{k}={v}")))
+            .collect(),
+        Value::Array(items) => items.iter().map(scalar).collect(),
+        other => Err(format!(
+            "expected a table like {{ team = \"payments\" }}, found {}",
+            other.type_str()
+        )),
+    }
+}
 
 /// One `[[target]]` section.
 fn parse_target(
@@ -267,44 +296,14 @@ fn parse_target(
         };
         match key.get_ref().as_str() {
             "name" => name = Some(string()?),
-            "pid" => {
-                let items = match value.get_ref() {
-                    Value::Array(items) => items.clone(),
-                    other => vec![other.clone()],
-                };
-                let pids = items
-                    .iter()
-                    .map(|v| match v {
-                        Value::Integer(i) if *i > 0 && *i <= i64::from(u32::MAX) => Ok(*i as u32),
-                        other => Err(err(format!("{other} is not a pid"))),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                selectors.push(SelectorSpec::Pids(pids));
-            }
+            "pid" => selectors.push(SelectorSpec::Pids(
+                target_pids(value.get_ref()).map_err(err)?,
+            )),
             "cgroup" => selectors.push(SelectorSpec::Cgroup(PathBuf::from(string()?))),
             "process" => selectors.push(SelectorSpec::Process(string()?)),
             "exe" => selectors.push(SelectorSpec::Exe(string()?)),
             "service_name" => service_name = Some(string()?),
-            "tags" => {
-                tags = match value.get_ref() {
-                    Value::Table(items) => items
-                        .iter()
-                        .map(|(k, v)| scalar(v).map(|v| format!("{k}={v}")))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(err)?,
-                    Value::Array(items) => items
-                        .iter()
-                        .map(scalar)
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(err)?,
-                    other => {
-                        return Err(err(format!(
-                            "expected a table like {{ team = \"payments\" }}, found {}",
-                            other.type_str()
-                        )))
-                    }
-                }
-            }
+            "tags" => tags = target_tags(value.get_ref()).map_err(err)?,
             rule @ ("cpu_trigger" | "mem_trigger" | "thread_trigger") => {
                 let text = string()?;
                 let index = ["cpu_trigger", "mem_trigger", "thread_trigger"]

@@ -7,4 +7,4 @@ mod facts;
 pub mod preflight;
 pub mod privileges;
 
-pub use facts::{max_sample_rate, parse_kernel_version, Host};
+pub use facts::{max_sample_rate, Host};

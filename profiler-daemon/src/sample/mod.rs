@@ -206,28 +206,7 @@ impl Sampler {
     /// Loads the embedded BPF object, fills the filters and attaches on every online CPU.
     pub fn start(object: &[u8], config: &SamplerConfig) -> Result<Self, SamplerError> {
         let control_block = control_block(config);
-        let mut loader = EbpfLoader::new();
-        for name in COUNTS_MAPS {
-            loader.map_max_entries(name, config.counts_map_entries);
-        }
-        for name in KERNEL_STACKS_MAPS {
-            loader.map_max_entries(name, config.kernel_stack_map_entries);
-        }
-        for name in USER_STACKS_MAPS {
-            loader.map_max_entries(name, config.stack_map_entries);
-        }
-        let filter_entries = config
-            .filter_entries
-            .max(config.pids.len() as u32)
-            .max(config.cgroups.len() as u32)
-            .max(1);
-        loader
-            .map_max_entries(FILTER_PIDS_MAP, filter_entries)
-            .map_max_entries(FILTER_CGROUPS_MAP, filter_entries)
-            .map_max_entries(KNOWN_PIDS_MAP, config.known_pids_entries)
-            .map_max_entries(NEW_PROCESS_RING, config.notify_ring_bytes);
-        let mut ebpf = loader.load(object).map_err(|err| classify_load(&err))?;
-
+        let (mut ebpf, filter_entries) = load(object, config)?;
         let mut pid_filter: HashMap<MapData, u32, u8> = take(&mut ebpf, FILTER_PIDS_MAP)?;
         for pid in &config.pids {
             pid_filter
@@ -284,27 +263,7 @@ impl Sampler {
         };
         let ring = take(&mut ebpf, NEW_PROCESS_RING)?;
 
-        let program: &mut PerfEvent = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or_else(|| {
-                SamplerError::Load(format!("program {PROGRAM_NAME} missing from the object"))
-            })?
-            .try_into()
-            .map_err(|err| SamplerError::Load(format!("{err}")))?;
-        program
-            .load()
-            .map_err(|err| classify_program(&err, config.frequency))?;
-        let cpus = online_cpus().map_err(|(_, err)| SamplerError::Cpus(err))?;
-        for &cpu in &cpus {
-            program
-                .attach(
-                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                    PerfEventScope::AllProcessesOneCpu { cpu },
-                    SamplePolicy::Frequency(config.frequency),
-                    true,
-                )
-                .map_err(|err| classify_program(&err, config.frequency))?;
-        }
+        let cpus = attach(&mut ebpf, config.frequency)?;
         Ok(Self {
             pid_filter,
             cgroup_filter,
@@ -548,6 +507,59 @@ impl Sampler {
 }
 
 /// The control block for `config`: generation 0 and the filters.
+/// Loads the object with every map sized from `config`; returns it and the filter capacity.
+fn load(object: &[u8], config: &SamplerConfig) -> Result<(Ebpf, u32), SamplerError> {
+    let mut loader = EbpfLoader::new();
+    for name in COUNTS_MAPS {
+        loader.map_max_entries(name, config.counts_map_entries);
+    }
+    for name in KERNEL_STACKS_MAPS {
+        loader.map_max_entries(name, config.kernel_stack_map_entries);
+    }
+    for name in USER_STACKS_MAPS {
+        loader.map_max_entries(name, config.stack_map_entries);
+    }
+    let filter_entries = config
+        .filter_entries
+        .max(config.pids.len() as u32)
+        .max(config.cgroups.len() as u32)
+        .max(1);
+    loader
+        .map_max_entries(FILTER_PIDS_MAP, filter_entries)
+        .map_max_entries(FILTER_CGROUPS_MAP, filter_entries)
+        .map_max_entries(KNOWN_PIDS_MAP, config.known_pids_entries)
+        .map_max_entries(NEW_PROCESS_RING, config.notify_ring_bytes);
+    let ebpf = loader.load(object).map_err(|err| classify_load(&err))?;
+    Ok((ebpf, filter_entries))
+}
+
+/// Loads the perf-event program into the kernel and attaches it to `cpu-clock` on every
+/// online CPU; returns those CPUs.
+fn attach(ebpf: &mut Ebpf, frequency: u64) -> Result<Vec<u32>, SamplerError> {
+    let program: &mut PerfEvent = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or_else(|| {
+            SamplerError::Load(format!("program {PROGRAM_NAME} missing from the object"))
+        })?
+        .try_into()
+        .map_err(|err| SamplerError::Load(format!("{err}")))?;
+    program
+        .load()
+        .map_err(|err| classify_program(&err, frequency))?;
+    let cpus = online_cpus().map_err(|(_, err)| SamplerError::Cpus(err))?;
+    for &cpu in &cpus {
+        program
+            .attach(
+                PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                PerfEventScope::AllProcessesOneCpu { cpu },
+                SamplePolicy::Frequency(frequency),
+                true,
+            )
+            .map_err(|err| classify_program(&err, frequency))?;
+    }
+    Ok(cpus)
+}
+
 fn control_block(config: &SamplerConfig) -> Control {
     filter_block(&config.pids, &config.cgroups)
 }

@@ -391,7 +391,7 @@ mod tests {
 
     #[test]
     fn a_section_names_its_processes_and_adds_tags() {
-        use crate::target::{Section, Selector};
+        use crate::target::section::{Section, Selector};
         let section = Section {
             name: "web".into(),
             selector: Selector::Process("ngin*".into()),

@@ -6,9 +6,6 @@ mod labels;
 mod section;
 mod select;
 
-pub use labels::{
-    sanitize_service_name, truncate, LabelConfig, LabelError, BUILTIN_LABELS, MAX_LABEL_NAMES,
-    MAX_NAME_LEN, MAX_VALUE_LEN, PROFILE_NAME,
-};
-pub use section::{section_for, Section, SectionSpec, Selector, SelectorSpec};
-pub use select::{resolve_targets, SelectError, Targets};
+pub use labels::{sanitize_service_name, truncate, LabelConfig, MAX_VALUE_LEN};
+pub use section::{section_for, Section, SectionSpec, SelectorSpec};
+pub use select::{resolve_targets, Targets};

@@ -8,6 +8,5 @@ mod limits;
 mod rules;
 mod watch;
 
-pub use capture::{CaptureStats, Captures, Kept};
-pub use rules::{Reason, Scene};
-pub use watch::{Firing, TargetId, WatchConfig, Watcher};
+pub use capture::{Captures, Kept};
+pub use watch::{Firing, WatchConfig, Watcher};

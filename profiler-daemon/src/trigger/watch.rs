@@ -93,6 +93,8 @@ pub struct Watcher {
     host: Host,
     roots: CgroupRoots,
     entries: HashMap<TargetId, Entry>,
+    /// Targets dropped since the last [`Watcher::take_gone`] (at most one tick's worth).
+    gone: Vec<TargetId>,
     /// `/proc` and cgroup files read, for the cost counters.
     pub file_reads: u64,
     /// Targets not tracked because `max_targets` was reached.
@@ -148,6 +150,7 @@ impl Watcher {
             entries: HashMap::new(),
             file_reads: 0,
             dropped_targets: 0,
+            gone: Vec::new(),
         }
     }
 
@@ -192,6 +195,49 @@ impl Watcher {
     pub fn tick(&mut self, slice: &Window, now: Instant) -> Vec<Firing> {
         let interval_ns = slice.duration.as_nanos().max(1) as u64;
         let period_ns = 1_000_000_000 / self.config.frequency.max(1);
+        let samples = self.count_samples(slice);
+        self.admit(&samples, now);
+        let mut firings = Vec::new();
+        let mut gone = Vec::new();
+        let targets: Vec<TargetId> = self.entries.keys().cloned().collect();
+        for target in targets {
+            let sampled = samples.get(&target).map_or(0, |s| s.0);
+            if !self.refresh(&target, sampled, now) {
+                gone.push(target);
+                continue;
+            }
+            let Some(entry) = self.entries.get_mut(&target) else {
+                continue;
+            };
+            let cpu_ns = sampled * period_ns;
+            // CPU time over (interval x cores) in percent; cores in thousandths.
+            let cpu = u128::from(cpu_ns) * 100_000
+                / (u128::from(interval_ns) * u128::from(entry.limits.millicores));
+            let values = Values {
+                cpu: cpu as u64,
+                mem: entry.rss * 100 / entry.limits.memory,
+                thread: entry.threads,
+            };
+            let scenes = entry.state.observe(values, &entry.rules, now);
+            if !scenes.is_empty() {
+                firings.push(Firing {
+                    target: target.clone(),
+                    name: entry.name.clone(),
+                    scenes,
+                });
+            }
+        }
+        for target in gone {
+            self.entries.remove(&target);
+            self.gone.push(target);
+        }
+        firings.sort_by(|a, b| a.target.cmp(&b.target));
+        firings
+    }
+
+    /// Samples per target in `slice`, with each target's name and rules: every sampled
+    /// process (or its cgroup section as one), every watched cgroup (0 when idle).
+    fn count_samples(&self, slice: &Window) -> HashMap<TargetId, (u64, String, Rules)> {
         let global = self.config.rules;
         let mut samples: HashMap<TargetId, (u64, String, Rules)> = HashMap::new();
         for process in &slice.processes {
@@ -232,7 +278,13 @@ impl Watcher {
                 .entry(TargetId::Cgroup(cgroup.clone()))
                 .or_insert((0, name, rules));
         }
-        for (target, (_, name, rules)) in &samples {
+        samples
+    }
+
+    /// New targets get an entry (up to `max_targets`, the rest counted); known ones take the
+    /// rules in force, keeping their history.
+    fn admit(&mut self, samples: &HashMap<TargetId, (u64, String, Rules)>, now: Instant) {
+        for (target, (_, name, rules)) in samples {
             if let Some(entry) = self.entries.get_mut(target) {
                 // A reload may have changed the rules; the history stays.
                 entry.rules = *rules;
@@ -255,75 +307,51 @@ impl Watcher {
             };
             self.entries.insert(target.clone(), entry);
         }
+    }
 
-        let mut firings = Vec::new();
-        let mut gone = Vec::new();
-        let targets: Vec<TargetId> = self.entries.keys().cloned().collect();
-        for target in targets {
-            let sampled = samples.get(&target).map_or(0, |s| s.0);
-            if now.duration_since(self.entries[&target].limits_at) > LIMITS_REFRESH {
-                let limits = self.limits(&target);
-                let entry = self.entries.get_mut(&target).unwrap();
+    /// Re-reads a target's limits when they are old, and its memory and threads when it ran
+    /// or they are stale. False when the target is gone.
+    fn refresh(&mut self, target: &TargetId, sampled: u64, now: Instant) -> bool {
+        let Some((limits_at, read_at)) = self.entries.get(target).map(|e| (e.limits_at, e.read_at))
+        else {
+            return false;
+        };
+        if now.duration_since(limits_at) > LIMITS_REFRESH {
+            let limits = self.limits(target);
+            if let Some(entry) = self.entries.get_mut(target) {
                 entry.limits = limits;
                 entry.limits_at = now;
             }
-            let stale = self.entries[&target]
-                .read_at
-                .is_none_or(|t| now.duration_since(t) > REFRESH);
-            if sampled > 0 || stale {
-                let read = match &target {
-                    TargetId::Process(pid) => {
-                        self.file_reads += 2;
-                        rss_and_threads(*pid)
-                    }
-                    TargetId::Cgroup(cgroup) => {
-                        let mut pids = Vec::new();
-                        cgroup_pids(&cgroup.dir, &mut pids, &mut self.file_reads);
-                        self.file_reads += 2 * pids.len() as u64;
-                        Some(
-                            pids.iter()
-                                .filter_map(|&p| rss_and_threads(p))
-                                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
-                        )
-                    }
-                };
-                let entry = self.entries.get_mut(&target).unwrap();
-                match read {
-                    Some((rss, threads)) => {
-                        entry.rss = rss;
-                        entry.threads = threads;
-                        entry.read_at = Some(now);
-                    }
-                    None => {
-                        gone.push(target.clone());
-                        continue;
-                    }
-                }
-            }
-            let entry = self.entries.get_mut(&target).unwrap();
-            let cpu_ns = sampled * period_ns;
-            // CPU time over (interval x cores) in percent; cores in thousandths.
-            let cpu = u128::from(cpu_ns) * 100_000
-                / (u128::from(interval_ns) * u128::from(entry.limits.millicores));
-            let values = Values {
-                cpu: cpu as u64,
-                mem: entry.rss * 100 / entry.limits.memory,
-                thread: entry.threads,
-            };
-            let scenes = entry.state.observe(values, &entry.rules, now);
-            if !scenes.is_empty() {
-                firings.push(Firing {
-                    target: target.clone(),
-                    name: entry.name.clone(),
-                    scenes,
-                });
-            }
         }
-        for target in gone {
-            self.entries.remove(&target);
+        let stale = read_at.is_none_or(|t| now.duration_since(t) > REFRESH);
+        if sampled == 0 && !stale {
+            return true;
         }
-        firings.sort_by(|a, b| a.target.cmp(&b.target));
-        firings
+        let read = match target {
+            TargetId::Process(pid) => {
+                self.file_reads += 2;
+                rss_and_threads(*pid)
+            }
+            TargetId::Cgroup(cgroup) => {
+                let mut pids = Vec::new();
+                cgroup_pids(&cgroup.dir, &mut pids, &mut self.file_reads);
+                self.file_reads += 2 * pids.len() as u64;
+                Some(
+                    pids.iter()
+                        .filter_map(|&p| rss_and_threads(p))
+                        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
+                )
+            }
+        };
+        match (read, self.entries.get_mut(target)) {
+            (Some((rss, threads)), Some(entry)) => {
+                entry.rss = rss;
+                entry.threads = threads;
+                entry.read_at = Some(now);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The busiest targets with their current values against the thresholds.
@@ -366,9 +394,10 @@ impl Watcher {
         )
     }
 
-    /// Forgets a process target (it exited).
-    pub fn forget(&mut self, pid: u32) {
-        self.entries.remove(&TargetId::Process(pid));
+    /// The targets found gone since the last call (a process that exited, a cgroup removed):
+    /// their entries are dropped, and the captures forget them too.
+    pub fn take_gone(&mut self) -> Vec<TargetId> {
+        std::mem::take(&mut self.gone)
     }
 }
 
