@@ -1,6 +1,7 @@
 //! The shape of the daemon's source, checked: each top-level module of `src/` is a pipeline
 //! stage that imports only the stages before it (so no import cycle can exist), `main.rs`
-//! reaches only `config` and `app`, and no source file in the workspace is over 700 lines.
+//! reaches only `config` and `app`, and no source file in the workspace is over 700 lines
+//! nor any function over 100.
 //!
 //! `cargo test -p profiler-daemon --test layout` prints the import graph it checked.
 
@@ -33,6 +34,7 @@ const STAGES: [&str; 13] = [
 const ROOT_ITEMS: [&str; 3] = ["pprof_proto", "push_proto", "BPF_OBJECT"];
 
 const MAX_FILE_LINES: usize = 700;
+const MAX_FN_LINES: usize = 100;
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
@@ -183,8 +185,7 @@ fn the_types_leaf_imports_nothing_of_the_crate() {
     );
 }
 
-#[test]
-fn no_source_file_in_the_workspace_is_over_700_lines() {
+fn workspace_files() -> Vec<PathBuf> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
@@ -200,6 +201,66 @@ fn no_source_file_in_the_workspace_is_over_700_lines() {
         rust_files(&workspace.join(member), &mut files);
     }
     assert!(files.len() > 50, "found only {} source files", files.len());
+    files
+}
+
+/// Functions (free, in impls and traits, nested too) and their first and last lines.
+#[derive(Default)]
+struct Functions(Vec<(String, usize, usize)>);
+
+impl Functions {
+    fn add(&mut self, name: &syn::Ident, span: proc_macro2::Span) {
+        self.0
+            .push((name.to_string(), span.start().line, span.end().line));
+    }
+}
+
+impl<'ast> Visit<'ast> for Functions {
+    fn visit_item_fn(&mut self, f: &'ast syn::ItemFn) {
+        self.add(&f.sig.ident, syn::spanned::Spanned::span(f));
+        syn::visit::visit_item_fn(self, f);
+    }
+
+    fn visit_impl_item_fn(&mut self, f: &'ast syn::ImplItemFn) {
+        self.add(&f.sig.ident, syn::spanned::Spanned::span(f));
+        syn::visit::visit_impl_item_fn(self, f);
+    }
+
+    fn visit_trait_item_fn(&mut self, f: &'ast syn::TraitItemFn) {
+        self.add(&f.sig.ident, syn::spanned::Spanned::span(f));
+        syn::visit::visit_trait_item_fn(self, f);
+    }
+}
+
+#[test]
+fn no_function_in_the_workspace_is_over_100_lines() {
+    let mut long = Vec::new();
+    for file in workspace_files() {
+        let text = fs::read_to_string(&file).expect("readable source");
+        let syntax = syn::parse_file(&text)
+            .unwrap_or_else(|err| panic!("{} does not parse: {err}", file.display()));
+        let mut functions = Functions::default();
+        functions.visit_file(&syntax);
+        for (name, first, last) in functions.0 {
+            let lines = last + 1 - first;
+            if lines > MAX_FN_LINES {
+                long.push(format!(
+                    "{}:{first} {name} has {lines} lines",
+                    file.display()
+                ));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "split these functions:\n{}",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn no_source_file_in_the_workspace_is_over_700_lines() {
+    let files = workspace_files();
     let long: Vec<String> = files
         .iter()
         .filter_map(|f| {

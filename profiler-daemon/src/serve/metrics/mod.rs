@@ -137,6 +137,243 @@ struct Families {
     spool_bytes: Family<Unlabelled, U64Gauge>,
 }
 
+impl Families {
+    /// What happened to the samples, and the kernel maps they came through.
+    fn register_samples(&self, r: &mut Registry, drain_duration: &Histogram) {
+        r.register(
+            "profilerd_samples",
+            "Samples by where they went: taken = idle + filtered + recorded + dropped_map_full",
+            self.samples.clone(),
+        );
+        r.register(
+            "profilerd_samples_drained",
+            "Samples read out of the kernel counts maps",
+            self.drained.clone(),
+        );
+        r.register(
+            "profilerd_samples_in_profiles",
+            "Samples that reached a profile window",
+            self.in_profiles.clone(),
+        );
+        r.register(
+            "profilerd_samples_dropped",
+            "Samples dropped in user space, by reason",
+            self.dropped.clone(),
+        );
+        r.register(
+            "profilerd_stack_problems",
+            "Samples kept without (part of) a stack, by reason",
+            self.stack_problems.clone(),
+        );
+        r.register(
+            "profilerd_new_process_notifications_dropped",
+            "New-process notifications lost to a full ring buffer",
+            self.notify_dropped.clone(),
+        );
+        r.register(
+            "profilerd_map_entries",
+            "Entries the last drained kernel map held",
+            self.map_entries.clone(),
+        );
+        r.register(
+            "profilerd_map_capacity",
+            "Entries each kernel map can hold (--*-map-entries)",
+            self.map_capacity.clone(),
+        );
+        r.register(
+            "profilerd_drain_duration_seconds",
+            "Time to flip, wait out and empty one map set",
+            drain_duration.clone(),
+        );
+    }
+
+    /// The symbolizer's caches, files and processes.
+    fn register_symbols(&self, r: &mut Registry) {
+        r.register(
+            "profilerd_kernel_symbol_cache",
+            "Kernel address lookups by cache result",
+            self.kernel_lookups.clone(),
+        );
+        r.register(
+            "profilerd_user_symbol_cache",
+            "User address lookups by cache result",
+            self.user_lookups.clone(),
+        );
+        r.register(
+            "profilerd_symbol_cache_entries",
+            "Names held by the symbol caches (bounded by --max-kernel-symbols, --max-user-symbols)",
+            self.cache_entries.clone(),
+        );
+        r.register(
+            "profilerd_symbol_cache_dropped",
+            "Names dropped when a full symbol cache was emptied",
+            self.cache_dropped.clone(),
+        );
+        r.register(
+        "profilerd_symbol_files",
+        "Files mapped by tracked processes whose symbols blazesym may hold (bounded by --max-processes)",
+        self.symbol_files.clone(),
+    );
+        r.register(
+        "profilerd_symbol_files_released",
+        "Files whose parsed symbols were released: no tracked process maps them any more (exited), or older than --symbol-file-ttl (expired)",
+        self.files_released.clone(),
+    );
+        r.register(
+            "profilerd_unknown_frames",
+            "Frames no symbol was found for",
+            self.unknown_frames.clone(),
+        );
+        r.register(
+            "profilerd_processes_tracked",
+            "Processes whose memory maps the symbolizer holds",
+            self.processes_tracked.clone(),
+        );
+        r.register(
+        "profilerd_processes",
+        "Symbolizer process entries by event: evicted (exited or idle), dropped (--max-processes full)",
+        self.processes.clone(),
+    );
+    }
+
+    /// Triggers, kept profiles and the spool.
+    fn register_outputs(&self, r: &mut Registry) {
+        r.register(
+            "profilerd_triggers_fired",
+            "Trigger rule firings, by rule",
+            self.triggers_fired.clone(),
+        );
+        r.register(
+            "profilerd_trigger_history_bytes",
+            "Drained samples held for the seconds before a trigger",
+            self.history_bytes.clone(),
+        );
+        r.register(
+            "profilerd_profiles",
+            "Profiles by what happened to them",
+            self.profiles.clone(),
+        );
+        r.register(
+            "profilerd_spool_profiles",
+            "Profiles waiting in the spool for the server",
+            self.spool_profiles.clone(),
+        );
+        r.register(
+            "profilerd_spool_bytes",
+            "Bytes of the spool (bounded by --spool-max-bytes)",
+            self.spool_bytes.clone(),
+        );
+    }
+}
+
+impl Families {
+    fn apply_samples(&self, s: &Snapshot) {
+        let f = self;
+        let acc = &s.accounting;
+        for counter in OUTCOMES {
+            let labels = Outcome {
+                outcome: counter.name(),
+            };
+            advance(&f.samples.get_or_create(&labels), acc.kernel.get(counter));
+        }
+        advance(&f.drained, acc.drained);
+        advance(&f.in_profiles, acc.in_profiles);
+        let stack_limit = Reason {
+            reason: "stack_limit",
+        };
+        advance(
+            &f.dropped.get_or_create(&stack_limit),
+            acc.dropped_stack_limit,
+        );
+        for counter in STACK_PROBLEMS {
+            let labels = Reason {
+                reason: counter.name(),
+            };
+            advance(
+                &f.stack_problems.get_or_create(&labels),
+                acc.kernel.get(counter),
+            );
+        }
+        advance(&f.notify_dropped, acc.kernel.get(Kernel::NotifyDropped));
+        for (map, entries, capacity) in [
+            ("counts", acc.counts_entries, s.capacity.counts),
+            ("user_stacks", acc.stack_entries, s.capacity.user_stacks),
+            (
+                "kernel_stacks",
+                acc.kernel_stack_entries,
+                s.capacity.kernel_stacks,
+            ),
+        ] {
+            f.map_entries
+                .get_or_create(&Map { map })
+                .set(entries as u64);
+            f.map_capacity
+                .get_or_create(&Map { map })
+                .set(u64::from(capacity));
+        }
+    }
+
+    fn apply_symbols(&self, s: &Snapshot) {
+        let f = self;
+        let y = &s.symbols;
+        for (family, hits, misses) in [
+            (
+                &f.kernel_lookups,
+                y.kernel_cache_hits,
+                y.kernel_cache_misses,
+            ),
+            (&f.user_lookups, y.user_cache_hits, y.user_cache_misses),
+        ] {
+            advance(&family.get_or_create(&Lookup { result: "hit" }), hits);
+            advance(&family.get_or_create(&Lookup { result: "miss" }), misses);
+        }
+        for (cache, entries, dropped) in [
+            ("kernel", y.kernel_cache_entries, y.kernel_cache_dropped),
+            ("user", y.user_cache_entries, y.user_cache_dropped),
+        ] {
+            f.cache_entries.get_or_create(&Cache { cache }).set(entries);
+            advance(&f.cache_dropped.get_or_create(&Cache { cache }), dropped);
+        }
+        f.symbol_files.set(y.files_cached);
+        for (reason, count) in [("exited", y.files_evicted), ("expired", y.files_expired)] {
+            advance(&f.files_released.get_or_create(&Reason { reason }), count);
+        }
+        advance(&f.unknown_frames, y.unknown_frames);
+        f.processes_tracked.set(s.tracked_processes);
+        for (event, count) in [
+            ("evicted", y.processes_evicted),
+            ("dropped", y.processes_dropped),
+        ] {
+            advance(&f.processes.get_or_create(&Event { event }), count);
+        }
+    }
+
+    fn apply_outputs(&self, s: &Snapshot) {
+        let f = self;
+        for rule in RULES {
+            let fired = s.triggers_fired.get(rule).copied().unwrap_or(0);
+            advance(&f.triggers_fired.get_or_create(&Rule { rule }), fired);
+        }
+        f.history_bytes.set(s.history_bytes);
+
+        let mut profiles = vec![
+            ("written", s.profiles_written),
+            ("dump_removed", s.dump_removed),
+        ];
+        if let Some((full, corrupt, files, bytes)) = s.spool {
+            profiles.extend([
+                ("dropped_spool_full", full),
+                ("dropped_spool_corrupt", corrupt),
+            ]);
+            f.spool_profiles.get_or_create(&Unlabelled {}).set(files);
+            f.spool_bytes.get_or_create(&Unlabelled {}).set(bytes);
+        }
+        for (event, count) in profiles {
+            advance(&f.profiles.get_or_create(&Event { event }), count);
+        }
+    }
+}
+
 /// What publishing and scraping share, behind one lock.
 struct State {
     families: Families,
@@ -159,122 +396,10 @@ impl Default for Metrics {
         let f = Families::default();
         let drain_duration = Histogram::new(DRAIN_BUCKETS);
         // The registry appends "." to each help text, and "_total" to each counter's name.
+        f.register_samples(&mut registry, &drain_duration);
+        f.register_symbols(&mut registry);
+        f.register_outputs(&mut registry);
         let r = &mut registry;
-        r.register(
-            "profilerd_samples",
-            "Samples by where they went: taken = idle + filtered + recorded + dropped_map_full",
-            f.samples.clone(),
-        );
-        r.register(
-            "profilerd_samples_drained",
-            "Samples read out of the kernel counts maps",
-            f.drained.clone(),
-        );
-        r.register(
-            "profilerd_samples_in_profiles",
-            "Samples that reached a profile window",
-            f.in_profiles.clone(),
-        );
-        r.register(
-            "profilerd_samples_dropped",
-            "Samples dropped in user space, by reason",
-            f.dropped.clone(),
-        );
-        r.register(
-            "profilerd_stack_problems",
-            "Samples kept without (part of) a stack, by reason",
-            f.stack_problems.clone(),
-        );
-        r.register(
-            "profilerd_new_process_notifications_dropped",
-            "New-process notifications lost to a full ring buffer",
-            f.notify_dropped.clone(),
-        );
-        r.register(
-            "profilerd_map_entries",
-            "Entries the last drained kernel map held",
-            f.map_entries.clone(),
-        );
-        r.register(
-            "profilerd_map_capacity",
-            "Entries each kernel map can hold (--*-map-entries)",
-            f.map_capacity.clone(),
-        );
-        r.register(
-            "profilerd_drain_duration_seconds",
-            "Time to flip, wait out and empty one map set",
-            drain_duration.clone(),
-        );
-        r.register(
-            "profilerd_kernel_symbol_cache",
-            "Kernel address lookups by cache result",
-            f.kernel_lookups.clone(),
-        );
-        r.register(
-            "profilerd_user_symbol_cache",
-            "User address lookups by cache result",
-            f.user_lookups.clone(),
-        );
-        r.register(
-            "profilerd_symbol_cache_entries",
-            "Names held by the symbol caches (bounded by --max-kernel-symbols, --max-user-symbols)",
-            f.cache_entries.clone(),
-        );
-        r.register(
-            "profilerd_symbol_cache_dropped",
-            "Names dropped when a full symbol cache was emptied",
-            f.cache_dropped.clone(),
-        );
-        r.register(
-            "profilerd_symbol_files",
-            "Files mapped by tracked processes whose symbols blazesym may hold (bounded by --max-processes)",
-            f.symbol_files.clone(),
-        );
-        r.register(
-            "profilerd_symbol_files_released",
-            "Files whose parsed symbols were released: no tracked process maps them any more (exited), or older than --symbol-file-ttl (expired)",
-            f.files_released.clone(),
-        );
-        r.register(
-            "profilerd_unknown_frames",
-            "Frames no symbol was found for",
-            f.unknown_frames.clone(),
-        );
-        r.register(
-            "profilerd_processes_tracked",
-            "Processes whose memory maps the symbolizer holds",
-            f.processes_tracked.clone(),
-        );
-        r.register(
-            "profilerd_processes",
-            "Symbolizer process entries by event: evicted (exited or idle), dropped (--max-processes full)",
-            f.processes.clone(),
-        );
-        r.register(
-            "profilerd_triggers_fired",
-            "Trigger rule firings, by rule",
-            f.triggers_fired.clone(),
-        );
-        r.register(
-            "profilerd_trigger_history_bytes",
-            "Drained samples held for the seconds before a trigger",
-            f.history_bytes.clone(),
-        );
-        r.register(
-            "profilerd_profiles",
-            "Profiles by what happened to them",
-            f.profiles.clone(),
-        );
-        r.register(
-            "profilerd_spool_profiles",
-            "Profiles waiting in the spool for the server",
-            f.spool_profiles.clone(),
-        );
-        r.register(
-            "profilerd_spool_bytes",
-            "Bytes of the spool (bounded by --spool-max-bytes)",
-            f.spool_bytes.clone(),
-        );
         r.register_collector(Box::new(OwnUsage));
         let mut state = State {
             families: f,
@@ -336,105 +461,10 @@ impl Metrics {
 impl State {
     /// Sets every metric from `s`.
     fn apply(&mut self, s: &Snapshot) {
-        let f = &self.families;
-        let acc = &s.accounting;
-        for counter in OUTCOMES {
-            let labels = Outcome {
-                outcome: counter.name(),
-            };
-            advance(&f.samples.get_or_create(&labels), acc.kernel.get(counter));
-        }
-        advance(&f.drained, acc.drained);
-        advance(&f.in_profiles, acc.in_profiles);
-        let stack_limit = Reason {
-            reason: "stack_limit",
-        };
-        advance(
-            &f.dropped.get_or_create(&stack_limit),
-            acc.dropped_stack_limit,
-        );
-        for counter in STACK_PROBLEMS {
-            let labels = Reason {
-                reason: counter.name(),
-            };
-            advance(
-                &f.stack_problems.get_or_create(&labels),
-                acc.kernel.get(counter),
-            );
-        }
-        advance(&f.notify_dropped, acc.kernel.get(Kernel::NotifyDropped));
-        for (map, entries, capacity) in [
-            ("counts", acc.counts_entries, s.capacity.counts),
-            ("user_stacks", acc.stack_entries, s.capacity.user_stacks),
-            (
-                "kernel_stacks",
-                acc.kernel_stack_entries,
-                s.capacity.kernel_stacks,
-            ),
-        ] {
-            f.map_entries
-                .get_or_create(&Map { map })
-                .set(entries as u64);
-            f.map_capacity
-                .get_or_create(&Map { map })
-                .set(u64::from(capacity));
-        }
-        self.observe_drains(acc);
-
-        let f = &self.families;
-        let y = &s.symbols;
-        for (family, hits, misses) in [
-            (
-                &f.kernel_lookups,
-                y.kernel_cache_hits,
-                y.kernel_cache_misses,
-            ),
-            (&f.user_lookups, y.user_cache_hits, y.user_cache_misses),
-        ] {
-            advance(&family.get_or_create(&Lookup { result: "hit" }), hits);
-            advance(&family.get_or_create(&Lookup { result: "miss" }), misses);
-        }
-        for (cache, entries, dropped) in [
-            ("kernel", y.kernel_cache_entries, y.kernel_cache_dropped),
-            ("user", y.user_cache_entries, y.user_cache_dropped),
-        ] {
-            f.cache_entries.get_or_create(&Cache { cache }).set(entries);
-            advance(&f.cache_dropped.get_or_create(&Cache { cache }), dropped);
-        }
-        f.symbol_files.set(y.files_cached);
-        for (reason, count) in [("exited", y.files_evicted), ("expired", y.files_expired)] {
-            advance(&f.files_released.get_or_create(&Reason { reason }), count);
-        }
-        advance(&f.unknown_frames, y.unknown_frames);
-        f.processes_tracked.set(s.tracked_processes);
-        for (event, count) in [
-            ("evicted", y.processes_evicted),
-            ("dropped", y.processes_dropped),
-        ] {
-            advance(&f.processes.get_or_create(&Event { event }), count);
-        }
-
-        for rule in RULES {
-            let fired = s.triggers_fired.get(rule).copied().unwrap_or(0);
-            advance(&f.triggers_fired.get_or_create(&Rule { rule }), fired);
-        }
-        f.history_bytes.set(s.history_bytes);
-
-        let mut profiles = vec![
-            ("written", s.profiles_written),
-            ("dump_removed", s.dump_removed),
-        ];
-        if let Some((full, corrupt, files, bytes)) = s.spool {
-            profiles.extend([
-                ("dropped_spool_full", full),
-                ("dropped_spool_corrupt", corrupt),
-            ]);
-            f.spool_profiles.get_or_create(&Unlabelled {}).set(files);
-            f.spool_bytes.get_or_create(&Unlabelled {}).set(bytes);
-        }
-        for (event, count) in profiles {
-            advance(&f.profiles.get_or_create(&Event { event }), count);
-        }
+        self.families.apply_samples(s);
+        self.observe_drains(&s.accounting);
+        self.families.apply_symbols(s);
+        self.families.apply_outputs(s);
     }
 
     /// Observes the drains done since the last publish. The pipeline publishes after every
@@ -511,186 +541,4 @@ fn own_usage() -> Option<(f64, u64)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A snapshot with a distinct value in every field, and delivery counters.
-    fn known() -> Metrics {
-        let metrics = Metrics::default();
-        let mut s = Snapshot::default();
-        for (i, v) in s.accounting.kernel.0.iter_mut().enumerate() {
-            *v = 1000 + i as u64;
-        }
-        s.accounting.drained = 2001;
-        s.accounting.in_profiles = 2002;
-        s.accounting.dropped_stack_limit = 2003;
-        s.accounting.drains = 4;
-        s.accounting.last_drain = Duration::from_millis(250);
-        s.accounting.drain_total = Duration::from_secs(1);
-        s.accounting.counts_entries = 3001;
-        s.accounting.stack_entries = 3002;
-        s.accounting.kernel_stack_entries = 3003;
-        s.capacity = MapCapacity {
-            counts: 4001,
-            user_stacks: 4002,
-            kernel_stacks: 4003,
-        };
-        s.symbols = SymbolsStats {
-            processes_tracked: 5001,
-            processes_evicted: 5002,
-            processes_dropped: 5003,
-            kernel_cache_hits: 5004,
-            kernel_cache_misses: 5005,
-            user_cache_hits: 5006,
-            user_cache_misses: 5007,
-            kernel_cache_entries: 5008,
-            kernel_cache_dropped: 5009,
-            user_cache_entries: 5010,
-            user_cache_dropped: 5011,
-            unknown_frames: 5012,
-            files_cached: 5013,
-            files_evicted: 5014,
-            files_expired: 5015,
-        };
-        s.tracked_processes = 6001;
-        s.triggers_fired.insert("cpu", 7001);
-        s.triggers_fired.insert("mem", 7002);
-        s.profiles_written = 8001;
-        s.dump_removed = 8002;
-        s.history_bytes = 8003;
-        s.spool = Some((9001, 9002, 9003, 9004));
-        let d = DeliveryStats::default();
-        for (i, c) in [
-            &d.sent,
-            &d.retried,
-            &d.spooled,
-            &d.replayed,
-            &d.split,
-            &d.rejected,
-            &d.moved_too_old,
-            &d.dropped_spool_error,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            c.store(10001 + i as u64, Ordering::Relaxed);
-        }
-        metrics.set_delivery(Arc::new(d));
-        metrics.publish(s);
-        metrics
-    }
-
-    /// What the hand-written encoder rendered before prometheus-client, for [`known`] and
-    /// for a [`Metrics::default`] without a server (`process_*` samples, which vary, left out).
-    const BEFORE: &str = include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/metrics-before.prom"
-    ));
-    const BEFORE_DEFAULT: &str = include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/metrics-before-default.prom"
-    ));
-
-    fn samples(text: &str) -> Vec<&str> {
-        let mut lines: Vec<&str> = text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.starts_with("process_"))
-            .filter(|l| !l.starts_with("profilerd_drain_duration_seconds"))
-            .collect();
-        lines.sort_unstable();
-        lines
-    }
-
-    /// The same families in the same order with the same HELP, and the same samples; the
-    /// drain duration is a histogram now (it was a summary without quantiles: the same _sum
-    /// and _count). Returns the drain duration's lines.
-    fn assert_like_before<'t>(text: &'t str, before: &str) -> Vec<&'t str> {
-        let headers = |t: &str| -> Vec<String> {
-            t.lines()
-                .filter(|l| l.starts_with('#'))
-                .map(|l| l.replace("seconds summary", "seconds histogram"))
-                .collect()
-        };
-        assert_eq!(headers(text), headers(before), "{text}");
-        assert_eq!(samples(text), samples(before), "{text}");
-        assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
-        // Every sample follows its own family's TYPE (the hand-written one broke this once).
-        let mut family = "";
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                family = rest.split(' ').next().unwrap();
-            } else if !line.starts_with('#') {
-                let name = line.split(['{', ' ']).next().unwrap();
-                let base = ["_bucket", "_sum", "_count"]
-                    .iter()
-                    .find_map(|s| name.strip_suffix(s).filter(|f| *f == family))
-                    .unwrap_or(name);
-                assert_eq!(base, family, "{line}");
-            }
-        }
-        let value = |name: &str| -> f64 {
-            let line = text.lines().rev().take(4).find(|l| l.starts_with(name));
-            let line = line.unwrap_or_else(|| panic!("{name} at the end of {text}"));
-            line.split(' ').nth(1).unwrap().parse().unwrap()
-        };
-        assert!(value("process_cpu_seconds_total ") >= 0.0);
-        assert!(value("process_resident_memory_bytes ") > 1e5);
-        text.lines()
-            .filter(|l| l.starts_with("profilerd_drain_duration_seconds"))
-            .collect()
-    }
-
-    fn drain_lines(observed: &[f64]) -> Vec<String> {
-        let mut lines: Vec<String> = DRAIN_BUCKETS
-            .iter()
-            .map(|le| {
-                let count = observed.iter().filter(|v| *v <= le).count();
-                format!("profilerd_drain_duration_seconds_bucket{{le=\"{le}\"}} {count}")
-            })
-            .collect();
-        let sum = observed.iter().fold(0.0, |sum, v| sum + v);
-        lines.extend([
-            format!(
-                "profilerd_drain_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-                observed.len()
-            ),
-            format!("profilerd_drain_duration_seconds_sum {sum:?}"),
-            format!("profilerd_drain_duration_seconds_count {}", observed.len()),
-        ]);
-        lines
-    }
-
-    #[test]
-    fn exposition_keeps_every_family_label_and_value_of_the_hand_written_one() {
-        let text = known().encode().unwrap();
-        assert_eq!(assert_like_before(&text, BEFORE), drain_lines(&[0.25; 4]));
-    }
-
-    #[test]
-    fn without_a_server_or_a_drain_too() {
-        let text = Metrics::default().encode().unwrap();
-        assert_eq!(assert_like_before(&text, BEFORE_DEFAULT), drain_lines(&[]));
-    }
-
-    #[test]
-    fn counters_never_go_back_and_drains_are_observed_once() {
-        let metrics = known();
-        let mut later = Snapshot::default();
-        later.accounting.drains = 5;
-        later.accounting.drain_total = Duration::from_millis(1002);
-        later.accounting.counts_entries = 7;
-        metrics.publish(later);
-        let text = metrics.encode().unwrap();
-        for line in [
-            "profilerd_samples_drained_total 2001",
-            "profilerd_map_entries{map=\"counts\"} 7",
-        ] {
-            assert!(text.lines().any(|l| l == line), "{line} in {text}");
-        }
-        let drains: Vec<&str> = text
-            .lines()
-            .filter(|l| l.starts_with("profilerd_drain"))
-            .collect();
-        assert_eq!(drains, drain_lines(&[0.25, 0.25, 0.25, 0.25, 0.002]));
-    }
-}
+mod tests;
