@@ -57,6 +57,46 @@ pub(crate) fn parse_cgroup_v2(text: &str) -> String {
         .to_string()
 }
 
+/// A process's cgroup paths, from `/proc/PID/cgroup`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CgroupPaths {
+    pub(crate) v2: String,
+    pub(crate) v1_cpu: Option<String>,
+    pub(crate) v1_memory: Option<String>,
+}
+
+impl CgroupPaths {
+    pub(crate) fn parse(text: &str) -> Self {
+        let mut paths = Self {
+            v2: "/".into(),
+            ..Self::default()
+        };
+        for line in text.lines() {
+            let mut fields = line.splitn(3, ':');
+            let (Some(_), Some(controllers), Some(path)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            if controllers.is_empty() {
+                paths.v2 = path.to_string();
+            }
+            let list: Vec<&str> = controllers.split(',').collect();
+            if list.contains(&"cpu") {
+                paths.v1_cpu = Some(path.to_string());
+            }
+            if list.contains(&"memory") {
+                paths.v1_memory = Some(path.to_string());
+            }
+        }
+        paths
+    }
+
+    pub(crate) fn of_pid(pid: u32) -> Option<Self> {
+        read_cgroup(pid).map(|t| Self::parse(&t))
+    }
+}
+
 /// `/proc/PID/stat`, parsed.
 pub(crate) fn read_stat(pid: u32) -> Option<Stat> {
     parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
@@ -127,5 +167,15 @@ mod tests {
         let text = "12:cpu,cpuacct:/user.slice\n1:name=systemd:/user.slice/x.scope\n0::/user.slice/x.scope\n";
         assert_eq!(parse_cgroup_v2(text), "/user.slice/x.scope");
         assert_eq!(parse_cgroup_v2("3:memory:/\n"), "/");
+    }
+
+    #[test]
+    fn cgroup_paths_of_a_hybrid_host() {
+        let paths =
+            CgroupPaths::parse("4:memory:/pod/a\n2:cpu,cpuacct:/pod/a\n1:name=systemd:/x\n0::/x\n");
+        assert_eq!(paths.v2, "/x");
+        assert_eq!(paths.v1_cpu.as_deref(), Some("/pod/a"));
+        assert_eq!(paths.v1_memory.as_deref(), Some("/pod/a"));
+        assert_eq!(CgroupPaths::parse("").v2, "/");
     }
 }

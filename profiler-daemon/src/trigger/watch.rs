@@ -14,10 +14,10 @@ use std::{
 
 use crate::{
     aggregate::Window,
-    process::procfs::{read_stat, read_statm_resident},
+    process::procfs::{read_stat, read_statm_resident, CgroupPaths},
     target::{section_for, Section},
     trigger::{
-        limits::{denominators, CgroupPaths, CgroupRoots, Denominators, Host},
+        limits::{denominators, CgroupRoots, Denominators, Host},
         rules::{Scene, TargetState, Values},
     },
     types::{CgroupTarget, Metric, Rules},
