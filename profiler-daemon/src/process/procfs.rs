@@ -1,7 +1,7 @@
-//! The one reader of the per-process `/proc` files the daemon uses: `stat`, `statm` and
-//! `cgroup`. Pure parse functions over the file's text (what the tests exercise) plus thin
-//! read functions that return `None` when the file cannot be read (mostly: the process is
-//! gone).
+//! The one reader of the per-process `/proc` files the daemon uses: `stat`, `statm`, the
+//! `CapEff` line of `status` and `cgroup`. Pure parse functions over the file's text (for
+//! tests, and for `host::check`, which reads through a fixture root) plus thin read functions
+//! that return `None` when the file cannot be read (mostly: the process is gone).
 
 use std::fs;
 
@@ -46,6 +46,14 @@ pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
 /// Resident pages (field 2) of `/proc/PID/statm`.
 pub(crate) fn parse_statm_resident(text: &str) -> Option<u64> {
     text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The effective capability mask, the `CapEff:` line of a `/proc/.../status` text.
+pub(crate) fn parse_cap_eff(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
 }
 
 /// The cgroup v2 path from `/proc/PID/cgroup` (the `0::` line), `/` when there is none.
@@ -112,6 +120,12 @@ pub(crate) fn read_statm_resident(pid: u32) -> Option<u64> {
     parse_statm_resident(&fs::read_to_string(format!("/proc/{pid}/statm")).ok()?)
 }
 
+/// The effective capabilities of the calling thread (capabilities are per thread), from
+/// `/proc/thread-self/status`.
+pub(crate) fn read_thread_cap_eff() -> Option<u64> {
+    parse_cap_eff(&fs::read_to_string("/proc/thread-self/status").ok()?)
+}
+
 /// The text of `/proc/PID/cgroup`.
 pub(crate) fn read_cgroup(pid: u32) -> Option<String> {
     fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
@@ -160,6 +174,15 @@ mod tests {
         );
         assert_eq!(parse_statm_resident("5000\n"), None);
         assert_eq!(parse_statm_resident("5000 x\n"), None);
+    }
+
+    #[test]
+    fn cap_eff_is_the_hex_mask_of_its_line() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(parse_cap_eff(status), Some(0x1ff_ffff_ffff));
+        assert_eq!(parse_cap_eff("CapEff:\t0000008000000000\n"), Some(1 << 39));
+        assert_eq!(parse_cap_eff("Name:\tx\n"), None);
+        assert_eq!(parse_cap_eff("CapEff:\tnot-hex\n"), None);
     }
 
     #[test]
