@@ -8,6 +8,8 @@ use std::{
     time::Duration,
 };
 
+use crate::process::procfs::parse_cap_eff;
+
 use super::{
     facts::{parse_kernel_version, Host},
     preflight::{CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN},
@@ -128,12 +130,7 @@ fn btf(host: &Host) -> Item {
 /// The effective capabilities of the calling thread.
 fn effective_caps(host: &Host) -> u64 {
     host.read("/proc/thread-self/status")
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
+        .and_then(|status| parse_cap_eff(&status))
         .unwrap_or(0)
 }
 

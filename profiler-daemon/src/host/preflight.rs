@@ -4,6 +4,8 @@ use std::{fs, path::Path};
 
 use thiserror::Error;
 
+use crate::process::procfs::read_thread_cap_eff;
+
 pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_PERFMON: u32 = 38;
 pub const CAP_BPF: u32 = 39;
@@ -23,15 +25,7 @@ pub enum PreflightError {
 /// Effective capability mask of this process.
 fn effective_caps() -> u64 {
     // This thread's: capabilities are per thread, and the main thread drops its own early.
-    fs::read_to_string("/proc/thread-self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
-        .unwrap_or(0)
+    read_thread_cap_eff().unwrap_or(0)
 }
 
 /// `kernel.perf_event_paranoid`, when readable.

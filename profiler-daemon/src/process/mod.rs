@@ -1,7 +1,11 @@
 //! What the daemon records about a process while it is alive: names, cgroup, and its
 //! executable mappings (needed for pprof mappings and for naming frames that have no symbol).
 
+pub(crate) mod procfs;
+
 use std::{fs, path::PathBuf, sync::Arc};
+
+use procfs::{parse_cgroup_v2, read_cgroup, read_stat};
 
 /// One executable, file-backed mapping of a process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,12 +39,11 @@ pub struct ProcessInfo {
 impl ProcessInfo {
     /// Reads `/proc/PID`; `None` when the process is already gone.
     pub fn read(pid: u32) -> Option<Self> {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let (comm, start_time) = parse_stat(&stat)?;
+        let stat = read_stat(pid)?;
         let exe = fs::read_link(format!("/proc/{pid}/exe"))
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        let cgroup = read_cgroup(pid)
             .map(|text| parse_cgroup_v2(&text))
             .unwrap_or_default();
         let vmas = fs::read_to_string(format!("/proc/{pid}/maps"))
@@ -48,10 +51,10 @@ impl ProcessInfo {
             .unwrap_or_default();
         Some(Self {
             pid,
-            comm,
+            comm: stat.comm,
             exe,
             cgroup,
-            start_time,
+            start_time: stat.start_time,
             vmas,
         })
     }
@@ -79,30 +82,6 @@ impl ProcessInfo {
             .filter(|s| !s.is_empty())
             .unwrap_or(&self.comm)
     }
-}
-
-/// Start time (field 22) and comm of `/proc/PID/stat`; comm may contain spaces and parens.
-pub fn parse_stat(stat: &str) -> Option<(String, u64)> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?.to_string();
-    // Fields after the comm start at field 3 (state); start time is field 22.
-    let start_time = stat
-        .get(close + 2..)?
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()?;
-    Some((comm, start_time))
-}
-
-/// The cgroup v2 path from `/proc/PID/cgroup` (the `0::` line), `/` when there is none.
-pub fn parse_cgroup_v2(text: &str) -> String {
-    text.lines()
-        .find_map(|line| line.strip_prefix("0::"))
-        .unwrap_or("/")
-        .trim()
-        .to_string()
 }
 
 /// Executable file-backed mappings of `/proc/PID/maps`, sorted by address.
@@ -142,21 +121,12 @@ pub fn parse_maps(text: &str) -> Vec<Vma> {
 
 /// True when `pid` exists and has not exited (a zombie waiting for its parent has exited).
 pub fn is_running(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat.get(stat.rfind(')')? + 2..)?.chars().next()?;
-            Some(!matches!(state, 'Z' | 'X'))
-        })
-        .unwrap_or(false)
+    read_stat(pid).is_some_and(|stat| !matches!(stat.state, 'Z' | 'X'))
 }
 
 /// True when `pid` still names the process that started at `start_time`.
 pub fn is_same_process_alive(pid: u32, start_time: u64) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => parse_stat(&stat).is_some_and(|(_, t)| t == start_time),
-        Err(_) => false,
-    }
+    read_stat(pid).is_some_and(|stat| stat.start_time == start_time)
 }
 
 /// Where the cgroup2 hierarchy is mounted: `/sys/fs/cgroup` on a pure v2 host,
@@ -174,20 +144,6 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_with_spaces_and_parens_in_comm() {
-        let stat =
-            "42 (my (odd) prog) S 1 42 42 0 -1 4194304 100 0 0 0 5 6 0 0 20 0 1 0 98765 1000 10";
-        assert_eq!(parse_stat(stat), Some(("my (odd) prog".to_string(), 98765)));
-    }
-
-    #[test]
-    fn cgroup_v2_line_is_picked_on_hybrid_hosts() {
-        let text = "12:cpu,cpuacct:/user.slice\n1:name=systemd:/user.slice/x.scope\n0::/user.slice/x.scope\n";
-        assert_eq!(parse_cgroup_v2(text), "/user.slice/x.scope");
-        assert_eq!(parse_cgroup_v2("3:memory:/\n"), "/");
-    }
 
     #[test]
     fn maps_keep_only_executable_file_mappings() {

@@ -8,6 +8,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::process::procfs::CgroupPaths;
+
 /// A v1 memory limit at or above this is the kernel's "unlimited" (page-rounded i64::MAX).
 const V1_UNLIMITED: u64 = 1 << 62;
 
@@ -54,48 +56,6 @@ impl CgroupRoots {
             }
         }
         roots
-    }
-}
-
-/// A process's cgroup paths, from `/proc/PID/cgroup`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CgroupPaths {
-    pub v2: String,
-    pub v1_cpu: Option<String>,
-    pub v1_memory: Option<String>,
-}
-
-impl CgroupPaths {
-    pub fn parse(text: &str) -> Self {
-        let mut paths = Self {
-            v2: "/".into(),
-            ..Self::default()
-        };
-        for line in text.lines() {
-            let mut fields = line.splitn(3, ':');
-            let (Some(_), Some(controllers), Some(path)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                continue;
-            };
-            if controllers.is_empty() {
-                paths.v2 = path.to_string();
-            }
-            let list: Vec<&str> = controllers.split(',').collect();
-            if list.contains(&"cpu") {
-                paths.v1_cpu = Some(path.to_string());
-            }
-            if list.contains(&"memory") {
-                paths.v1_memory = Some(path.to_string());
-            }
-        }
-        paths
-    }
-
-    pub fn of_pid(pid: u32) -> Option<Self> {
-        fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .ok()
-            .map(|t| Self::parse(&t))
     }
 }
 
@@ -254,7 +214,7 @@ mod tests {
     }
 
     #[test]
-    fn mountinfo_and_proc_cgroup_of_a_hybrid_host() {
+    fn mountinfo_of_a_hybrid_host() {
         let mountinfo = "\
 30 23 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
 31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
@@ -274,11 +234,6 @@ mod tests {
             roots.v1_memory.as_deref(),
             Some(Path::new("/sys/fs/cgroup/memory"))
         );
-        let paths =
-            CgroupPaths::parse("4:memory:/pod/a\n2:cpu,cpuacct:/pod/a\n1:name=systemd:/x\n0::/x\n");
-        assert_eq!(paths.v2, "/x");
-        assert_eq!(paths.v1_cpu.as_deref(), Some("/pod/a"));
-        assert_eq!(paths.v1_memory.as_deref(), Some("/pod/a"));
     }
 
     fn tree(name: &str) -> PathBuf {

@@ -14,10 +14,10 @@ use std::{
 
 use crate::{
     aggregate::Window,
-    process::parse_stat,
+    process::procfs::{read_stat, read_statm_resident, CgroupPaths},
     target::{section_for, Section},
     trigger::{
-        limits::{denominators, CgroupPaths, CgroupRoots, Denominators, Host},
+        limits::{denominators, CgroupRoots, Denominators, Host},
         rules::{Scene, TargetState, Values},
     },
     types::{CgroupTarget, Metric, Rules},
@@ -113,16 +113,8 @@ fn page_size() -> u64 {
 
 /// RSS in bytes and thread count of a live process.
 fn rss_and_threads(pid: u32) -> Option<(u64, u64)> {
-    let statm = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let resident: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&stat)?;
-    let threads: u64 = stat
-        .get(stat.rfind(')')? + 2..)?
-        .split_whitespace()
-        .nth(17)?
-        .parse()
-        .ok()?;
+    let resident = read_statm_resident(pid)?;
+    let threads = read_stat(pid)?.threads;
     Some((resident * page_size(), threads))
 }
 

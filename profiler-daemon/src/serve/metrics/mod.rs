@@ -32,7 +32,10 @@ use prometheus_client::{
 };
 use thiserror::Error;
 
-use crate::{aggregate::Accounting, export::DeliveryStats, symbolize::SymbolsStats};
+use crate::{
+    aggregate::Accounting, export::DeliveryStats, process::procfs::read_own_stat,
+    symbolize::SymbolsStats,
+};
 
 /// The `Content-Type` of what [`Metrics::encode`] returns.
 pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -520,13 +523,8 @@ impl Collector for OwnUsage {
 
 /// CPU seconds (utime + stime) and RSS bytes of this process.
 fn own_usage() -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let fields: Vec<&str> = stat
-        .get(stat.rfind(')')? + 2..)?
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    let rss_pages: u64 = fields.get(21)?.parse().ok()?;
+    let stat = read_own_stat()?;
+    let ticks = stat.utime + stat.stime;
     // SAFETY: sysconf has no memory arguments.
     let (hz, page) = unsafe {
         (
@@ -537,7 +535,7 @@ fn own_usage() -> Option<(f64, u64)> {
     if hz <= 0 || page <= 0 {
         return None;
     }
-    Some((ticks as f64 / hz as f64, rss_pages * page as u64))
+    Some((ticks as f64 / hz as f64, stat.rss_pages * page as u64))
 }
 
 #[cfg(test)]
