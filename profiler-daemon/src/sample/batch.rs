@@ -104,7 +104,8 @@ impl BatchMap {
                 Some(libc::EINVAL | libc::ENOTSUP | libc::ENOSYS | 524) if first && got == 0 => {
                     return Err(io::ErrorKind::Unsupported.into());
                 }
-                Some(_) => return Err(err.expect("an error code")),
+                // `err` is the error whose code was just matched.
+                Some(_) => return Err(err.unwrap_or_else(io::Error::last_os_error)),
             }
             first = false;
             in_token = out_token;

@@ -74,8 +74,9 @@ fn sections(path: &Path) -> io::Result<Option<Sections>> {
         return Ok(None);
     }
     let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
-    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
-    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    // Every offset read is below 64, and the header and each section entry are 64 bytes.
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(bytes_at(b, at));
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(bytes_at(b, at));
     let table_offset = u64_at(&header, 0x28);
     let entry_size = u64::from(u16_at(&header, 0x3a));
     let count = u64::from(u16_at(&header, 0x3c));
@@ -127,6 +128,13 @@ fn read_at(file: &mut File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
     let mut data = vec![0; len as usize];
     file.read_exact(&mut data)?;
     Ok(data)
+}
+
+/// The `N` bytes of `b` at `at`.
+fn bytes_at<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0; N];
+    out.copy_from_slice(&b[at..at + N]);
+    out
 }
 
 #[cfg(test)]
