@@ -2,9 +2,12 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{builder::PossibleValue, Args, Parser, Subcommand, ValueEnum};
 
-use crate::types::{parse_bytes, parse_duration, parse_rule, RuleSetting, Rules};
+use crate::{
+    export::Protocol,
+    types::{parse_bytes, parse_duration, parse_rule, RuleSetting, Rules},
+};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -84,6 +87,7 @@ pub struct TargetArgs {
 
 /// Sizes of the kernel maps and user-space caches. Every one is a hard bound with a drop counter.
 #[derive(Debug, Clone, PartialEq, Args)]
+#[command(next_help_heading = "Bounds")]
 pub struct LimitArgs {
     /// Entries of each of the two kernel counts maps (distinct pid/thread/stack keys per
     /// collect interval). The default holds a busy 64-CPU host at 99 Hz for 1 s.
@@ -360,6 +364,23 @@ impl RunArgs {
     }
 }
 
+/// `--protocol`: the names and help of [`Protocol`]'s values (the export stage knows no clap).
+impl ValueEnum for Protocol {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Protocol::Push, Protocol::Ingest]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Protocol::Push => PossibleValue::new("push").help(
+                "Connect `push.v1.PusherService/Push` (what Grafana Alloy uses): labels travel as a list",
+            ),
+            Protocol::Ingest => PossibleValue::new("ingest")
+                .help("legacy `POST /ingest?name=app{labels}` (what pyroscope-go and holmes use)"),
+        })
+    }
+}
+
 /// Sending profiles to a Grafana Pyroscope server.
 #[derive(Debug, Clone, PartialEq, Args)]
 #[command(next_help_heading = "Pyroscope server")]
@@ -389,7 +410,7 @@ pub struct ClientArgs {
     /// Wire protocol: push (Connect API, labels as a list; what current Grafana Pyroscope and
     /// Alloy use) or ingest (legacy /ingest, labels encoded in the name).
     #[arg(long, value_enum, default_value = "push")]
-    pub protocol: crate::export::Protocol,
+    pub protocol: Protocol,
     /// HTTP basic auth user; the password comes from --basic-auth-password-file or the
     /// PROFILERD_BASIC_AUTH_PASSWORD environment variable.
     #[arg(long, value_name = "USER")]

@@ -18,7 +18,7 @@ const PUSH_PATH: &str = "push.v1.PusherService/Push";
 const TENANT_HEADER: &str = "X-Scope-OrgID";
 
 /// Wire protocol to the server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     /// Connect `push.v1.PusherService/Push` (what Grafana Alloy uses): labels travel as a list
     Push,
