@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use crate::process::procfs::parse_cap_eff;
+use crate::process::procfs::{parse_cap_eff, parse_mounts, Mount};
 
 use super::{
     facts::{parse_kernel_version, Host},
@@ -256,12 +256,12 @@ pub enum CgroupLayout {
 pub fn cgroup_layout(mountinfo: &str) -> CgroupLayout {
     let mut v2 = None;
     let mut v1 = false;
-    for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let fstype = right.split_whitespace().next().unwrap_or_default();
-        let mount = left.split_whitespace().nth(4).unwrap_or_default();
+    for Mount {
+        point: mount,
+        fstype,
+        ..
+    } in parse_mounts(mountinfo)
+    {
         match fstype {
             "cgroup2" if v2.is_none() => v2 = Some(mount.to_string()),
             "cgroup" => v1 = true,

@@ -132,13 +132,11 @@ pub fn is_same_process_alive(pid: u32, start_time: u64) -> bool {
 /// Where the cgroup2 hierarchy is mounted: `/sys/fs/cgroup` on a pure v2 host,
 /// `/sys/fs/cgroup/unified` on a hybrid one.
 pub fn cgroup2_mount() -> Option<PathBuf> {
-    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let fstype = right.split_whitespace().next()?;
-        let mount_point = left.split_whitespace().nth(4)?;
-        (fstype == "cgroup2").then(|| PathBuf::from(mount_point))
-    })
+    let text = procfs::read_mountinfo()?;
+    let mount = procfs::parse_mounts(&text)
+        .find(|m| m.fstype == "cgroup2")
+        .map(|m| PathBuf::from(m.point));
+    mount
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The one reader of the per-process `/proc` files the daemon uses: `stat`, `statm`, the
-//! `CapEff` line of `status` and `cgroup`. Pure parse functions over the file's text (for
+//! `CapEff` line of `status` and `cgroup`, and `/proc/self/mountinfo`. Pure parse functions over the file's text (for
 //! tests, and for `host::check`, which reads through a fixture root) plus thin read functions
 //! that return `None` when the file cannot be read (mostly: the process is gone).
 
@@ -131,9 +131,58 @@ pub(crate) fn read_cgroup(pid: u32) -> Option<String> {
     fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
 }
 
+/// One line of `/proc/self/mountinfo`: the mount point, the file system type and its super
+/// options (for cgroup v1, the controllers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Mount<'a> {
+    pub point: &'a str,
+    pub fstype: &'a str,
+    pub options: &'a str,
+}
+
+/// The mounts of a mountinfo text, in order; malformed lines are skipped.
+pub(crate) fn parse_mounts(text: &str) -> impl Iterator<Item = Mount<'_>> {
+    text.lines().filter_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut right = right.split_whitespace();
+        let fstype = right.next()?;
+        let options = right.nth(1).unwrap_or("");
+        let point = left.split_whitespace().nth(4)?;
+        Some(Mount {
+            point,
+            fstype,
+            options,
+        })
+    })
+}
+
+pub(crate) fn read_mountinfo() -> Option<String> {
+    fs::read_to_string("/proc/self/mountinfo").ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mountinfo_lines_give_point_type_and_options() {
+        let text = "\
+30 1 0:26 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
+31 1 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+not a mount line
+";
+        let mounts: Vec<Mount<'_>> = parse_mounts(text).collect();
+        assert_eq!(mounts.len(), 2);
+        assert_eq!(
+            mounts[0],
+            Mount {
+                point: "/sys/fs/cgroup/unified",
+                fstype: "cgroup2",
+                options: "rw,nsdelegate",
+            }
+        );
+        assert_eq!(mounts[1].options, "rw,cpu,cpuacct");
+    }
 
     #[test]
     fn stat_with_spaces_and_parens_in_comm() {

@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::process::procfs::CgroupPaths;
+use crate::process::procfs::{parse_mounts, read_mountinfo, CgroupPaths, Mount};
 
 /// A v1 memory limit at or above this is the kernel's "unlimited" (page-rounded i64::MAX).
 const V1_UNLIMITED: u64 = 1 << 62;
@@ -24,23 +24,19 @@ pub struct CgroupRoots {
 impl CgroupRoots {
     /// Reads `/proc/self/mountinfo`.
     pub fn discover() -> Self {
-        fs::read_to_string("/proc/self/mountinfo")
+        read_mountinfo()
             .map(|t| Self::parse(&t))
             .unwrap_or_default()
     }
 
     pub fn parse(mountinfo: &str) -> Self {
         let mut roots = Self::default();
-        for line in mountinfo.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let mut right = right.split_whitespace();
-            let fstype = right.next().unwrap_or("");
-            let options = right.nth(1).unwrap_or("");
-            let Some(mount) = left.split_whitespace().nth(4) else {
-                continue;
-            };
+        for Mount {
+            point: mount,
+            fstype,
+            options,
+        } in parse_mounts(mountinfo)
+        {
             match fstype {
                 "cgroup2" if roots.v2.is_none() => roots.v2 = Some(mount.into()),
                 "cgroup" => {
