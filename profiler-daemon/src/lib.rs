@@ -4,19 +4,19 @@
 //!
 //! | module | in | out |
 //! | --- | --- | --- |
-//! | [`types`] | | durations, sizes, rules, cgroup targets, timestamps (a leaf) |
-//! | [`process`] | `/proc/PID/*` | what the daemon knows of a process |
-//! | [`host`] | `/proc/sys`, capabilities | start-up checks, `check` items, capability drops |
-//! | [`sample`] | the BPF object | drained counts and stacks |
-//! | [`symbolize`] | addresses | named frames |
-//! | [`aggregate`] | drained samples | per-process windows (and the one-thread pipeline) |
-//! | [`target`] | `--pid`, `--cgroup`, `[[target]]` | kernel filter, sections, labels |
-//! | [`trigger`] | windows | rule firings and kept profiles |
-//! | [`encode`] | windows | pprof, folded stacks, flame graphs |
-//! | [`export`] | encoded profiles | dump dir, Pyroscope uploads, spool |
-//! | [`serve`] | dump dir, metrics | the HTTP listener: page, `/metrics`, `/healthz` |
-//! | [`config`] | argv, TOML | parsed commands (the only clap-aware module) |
-//! | [`app`] | a parsed command | `record`, `run` and `check` wired from the stages |
+//! | `types/` | | durations, sizes, rules, cgroup targets, timestamps (a leaf) |
+//! | `process/` | `/proc/PID/*` | what the daemon knows of a process |
+//! | `host/` | `/proc/sys`, capabilities | start-up checks, `check` items, capability drops |
+//! | `sample/` | the BPF object | drained counts and stacks |
+//! | `symbolize/` | addresses | named frames |
+//! | `aggregate/` | drained samples | per-process windows (and the one-thread pipeline) |
+//! | `target/` | `--pid`, `--cgroup`, `[[target]]` | kernel filter, sections, labels |
+//! | `trigger/` | windows | rule firings and kept profiles |
+//! | `encode/` | windows | pprof, folded stacks, flame graphs |
+//! | `export/` | encoded profiles | dump dir, Pyroscope uploads, spool |
+//! | `serve/` | dump dir, metrics | the HTTP listener: page, `/metrics`, `/healthz` |
+//! | `config/` | argv, TOML | parsed commands (the only clap-aware module) |
+//! | `app/` | a parsed command | `record`, `run` and `check` wired from the stages |
 
 mod aggregate;
 pub mod app;

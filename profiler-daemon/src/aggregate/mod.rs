@@ -1,4 +1,7 @@
-//! Aggregates drained samples per process (tgid) into symbolized stacks with counts.
+//! Aggregates drained samples per process (tgid) into symbolized stacks with counts. In: the
+//! sampler's [`Drained`] maps and a resolver of names. Out: a [`Window`] of
+//! [`ProcessProfile`]s, bounded by `--max-stacks`. [`Pipeline`] runs sample -> symbolize ->
+//! aggregate on one thread for `record` and `run`.
 
 mod pipeline;
 

@@ -1,6 +1,6 @@
 //! The commands, wired from the stages: `record` (one profile to a file), `run` (the daemon:
 //! run loop, reload, sinks, listener) and `check` (the host report). In: a parsed
-//! [`Cli`]. Out: files, uploads, log lines and the process's exit code.
+//! [`Cli`](crate::config::Cli). Out: files, uploads, log lines and the process's exit code.
 //!
 //! Nothing here samples, names, encodes or sends by itself: each step calls its stage.
 

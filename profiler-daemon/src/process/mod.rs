@@ -1,5 +1,6 @@
 //! What the daemon records about a process while it is alive: names, cgroup, and its
 //! executable mappings (needed for pprof mappings and for naming frames that have no symbol).
+//! In: a pid. Out: [`ProcessInfo`], read through the one `/proc` reader in [`procfs`].
 
 pub(crate) mod procfs;
 

@@ -1,4 +1,6 @@
 //! Loads the BPF sampler, attaches it to `cpu-clock` on every online CPU, and drains its maps.
+//! In: the embedded BPF object and the filter (pids, cgroups). Out: [`Drained`] counts and
+//! stacks per collect interval, kernel counters as deltas, and new-process notifications.
 //!
 //! Hand-over: the BPF program writes into the map set selected by `Control::generation`. A drain
 //! flips the generation, waits a grace period for programs already running on other CPUs to

@@ -1,5 +1,6 @@
 //! The daemon's HTTP listener (`--listen`): `/metrics`, `/healthz`, and the local page at `/`
 //! listing the kept profiles of the last hours with their flame graphs and pprof downloads.
+//! In: the dump dir's sidecars and the pipeline's published [`metrics`](mod@metrics). Out: HTTP answers.
 //!
 //! The page is plain server-rendered HTML with no external assets: on a single host it is the
 //! whole product. It reads the `.json` sidecar that `run` writes next to every kept profile in

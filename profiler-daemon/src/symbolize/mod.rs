@@ -1,4 +1,6 @@
-//! Turns instruction pointers into named frames with blazesym.
+//! Turns instruction pointers into named frames with blazesym. In: a pid and user addresses,
+//! or kernel addresses. Out: [`Location`]s (frame kind, mapping, source lines with inlined
+//! callees first), from bounded name caches shared across drains.
 //!
 //! One long-lived [`Symbols`] owns the `Symbolizer` (which is neither `Send` nor `Sync`) on the
 //! pipeline thread. A process is cached on its first sample, so that its memory map survives
