@@ -24,11 +24,8 @@ fn syscall_heavy_process_shows_kernel_read_path_under_user_frames() {
     );
 
     let stacks = stacks(&read_pprof(&out));
-    let total: i64 = stacks.iter().map(|s| s.count).sum();
-    let in_kernel: Vec<&Stack> = stacks
-        .iter()
-        .filter(|s| s.frames.first().is_some_and(|f| f.kernel))
-        .collect();
+    let total = total(&stacks);
+    let in_kernel = scenario::reader::in_kernel(&stacks);
     let kernel_samples: i64 = in_kernel.iter().map(|s| s.count).sum();
     assert!(
         kernel_samples * 2 >= total,
@@ -38,28 +35,14 @@ fn syscall_heavy_process_shows_kernel_read_path_under_user_frames() {
     // Leaf first: kernel frames, then the user frames that made the syscall.
     let read_path = in_kernel
         .iter()
-        .find(|s| {
-            s.frames
-                .iter()
-                .any(|f| f.kernel && f.function.contains("read"))
-                && s.has("read_loop")
-        })
+        .find(|s| scenario::reader::is_read_path(s))
         .unwrap_or_else(|| panic!("no kernel read path under read_loop: {in_kernel:#?}"));
-    let last_kernel = read_path.frames.iter().rposition(|f| f.kernel).unwrap();
-    let first_user = read_path.frames.iter().position(|f| !f.kernel).unwrap();
     assert!(
-        last_kernel < first_user,
-        "kernel frames must sit below user frames: {read_path:#?}"
+        read_path.has("main"),
+        "main above read_loop: {read_path:#?}"
     );
-    let read_loop = read_path
-        .frames
-        .iter()
-        .position(|f| f.function == "read_loop")
-        .unwrap();
-    let main = read_path
-        .frames
-        .iter()
-        .position(|f| f.function == "main")
-        .expect("main above read_loop");
-    assert!(read_loop < main);
+    assert!(
+        scenario::reader::read_path_in_order(read_path),
+        "kernel frames must sit below user frames, read_loop below main: {read_path:#?}"
+    );
 }

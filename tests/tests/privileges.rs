@@ -9,14 +9,6 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
-fn cap_eff(status: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .expect("CapEff line")
-}
-
 #[test]
 fn no_thread_keeps_load_time_capabilities_after_attach() {
     let busy = Running::spawn(&fixture("split"), &["20"]);
@@ -55,7 +47,7 @@ fn no_thread_keeps_load_time_capabilities_after_attach() {
             continue;
         };
         threads += 1;
-        let caps = cap_eff(&status);
+        let caps = procfs::cap_eff(&status).expect("CapEff line");
         for (cap, name) in [
             (CAP_BPF, "CAP_BPF"),
             (CAP_PERFMON, "CAP_PERFMON"),

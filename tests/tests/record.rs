@@ -7,21 +7,6 @@ use profiler_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// Share of `work_three` among samples in either hot caller.
-fn three_to_one_share(stacks: &[Stack]) -> (f64, i64, i64) {
-    let three: i64 = stacks
-        .iter()
-        .filter(|s| s.has("work_three"))
-        .map(|s| s.count)
-        .sum();
-    let one: i64 = stacks
-        .iter()
-        .filter(|s| s.has("work_one"))
-        .map(|s| s.count)
-        .sum();
-    (three as f64 / (three + one).max(1) as f64, three, one)
-}
-
 #[test]
 fn hot_function_share_and_caller_chain_in_pprof() {
     let fixture = Running::spawn(&fixture("split"), &["30"]);
@@ -43,7 +28,7 @@ fn hot_function_share_and_caller_chain_in_pprof() {
 
     let profile = read_pprof(&out);
     let stacks = stacks(&profile);
-    let total: i64 = stacks.iter().map(|s| s.count).sum();
+    let total = total(&stacks);
 
     // Every sample taken is either in the profile or in a counter with its reason.
     let acc = accounting(&String::from_utf8_lossy(&output.stderr));
@@ -61,7 +46,10 @@ fn hot_function_share_and_caller_chain_in_pprof() {
     );
     assert_eq!(acc["in_profiles"], total as u64, "{acc:?}");
     // 4 s at 99 Hz of one busy thread is ~396 samples; a shared VM loses some.
-    assert!(total >= 150, "only {total} samples in 4 s");
+    assert!(
+        total >= scenario::split::MIN_SAMPLES_4S,
+        "only {total} samples in 4 s"
+    );
     assert!(
         stacks.iter().all(|s| s.pid() == fixture.pid()),
         "a sample of another process"
@@ -70,13 +58,13 @@ fn hot_function_share_and_caller_chain_in_pprof() {
         .iter()
         .all(|s| s.labels.get("comm").map(String::as_str) == Some("split")));
 
-    let (share, three, one) = three_to_one_share(&stacks);
+    let scenario::split::Share { share, three, one } = scenario::split::share(&stacks);
     eprintln!(
         "work_three share: {:.1}% ({three} vs {one} samples)",
         share * 100.0
     );
     assert!(
-        (0.60..=0.90).contains(&share),
+        scenario::split::SHARE_BAND.contains(&share),
         "work_three share {share:.3} outside 60-90%"
     );
 
@@ -91,16 +79,10 @@ fn hot_function_share_and_caller_chain_in_pprof() {
         .filter(|f| !f.kernel)
         .map(|f| f.function.as_str())
         .collect();
-    let at = |name: &str| {
-        names
-            .iter()
-            .position(|n| *n == name)
-            .unwrap_or_else(|| panic!("{name} missing in {names:?}"))
-    };
-    assert!(
-        at("work_unit") < at("work_three") && at("work_three") < at("main"),
-        "{names:?}"
-    );
+    for name in ["work_unit", "work_three", "main"] {
+        assert!(names.contains(&name), "{name} missing in {names:?}");
+    }
+    assert!(scenario::split::chain_in_order(chain), "{names:?}");
 
     // The reference reader accepts the file and names both hot callers.
     let top = go_pprof(&["-top", "-nodecount=50"], &out);
