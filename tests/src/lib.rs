@@ -229,6 +229,25 @@ impl Daemon {
         Daemon(daemon)
     }
 
+    /// `run --mode continuous --pid PID --upload-interval 2s --dump-dir profiles --duration
+    /// DURATION` in `dir`, logging to `DIR/daemon.stderr`.
+    pub fn continuous(pid: &str, duration: &str, dir: &Path) -> Self {
+        let args = [
+            "run",
+            "--mode",
+            "continuous",
+            "--pid",
+            pid,
+            "--upload-interval",
+            "2s",
+            "--dump-dir",
+            "profiles",
+            "--duration",
+            duration,
+        ];
+        Self::start(&args, dir, "daemon")
+    }
+
     pub fn stderr(&self) -> String {
         self.0.stderr()
     }
@@ -269,6 +288,15 @@ impl Daemon {
         );
         stderr
     }
+}
+
+/// `profilerd record --pid PID --duration DURATION EXTRA -o OUT` (must succeed within 60 s).
+pub fn record_pid(pid: &str, duration: &str, extra: &[&str], out: &Path) -> Output {
+    let out = out.to_str().expect("UTF-8 path");
+    let mut args = vec!["record", "--pid", pid, "--duration", duration];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-o", out]);
+    run_ok(&args, Duration::from_secs(60))
 }
 
 /// `profilerd record ARGS -o SCRATCH/NAME/cpu.pb.gz` (must succeed), decoded into stacks.

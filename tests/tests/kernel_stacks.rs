@@ -1,7 +1,5 @@
 //! Kernel frames appear under the user frames of a syscall-heavy process.
 
-use std::time::Duration;
-
 use profiler_tests::*;
 
 #[test]
@@ -10,18 +8,7 @@ fn syscall_heavy_process_shows_kernel_read_path_under_user_frames() {
     let dir = scratch("kernel-stacks");
     let out = dir.join("cpu.pb.gz");
     let pid = fixture.pid().to_string();
-    run_ok(
-        &[
-            "record",
-            "--pid",
-            &pid,
-            "--duration",
-            "3s",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        Duration::from_secs(60),
-    );
+    record_pid(&pid, "3s", &[], &out);
 
     let stacks = stacks(&read_pprof(&out));
     let total = total(&stacks);

@@ -14,23 +14,7 @@ fn no_thread_keeps_load_time_capabilities_after_attach() {
     let busy = Running::spawn(&fixture("split"), &["20"]);
     let dir = scratch("privileges");
     let pid = busy.pid().to_string();
-    let daemon = Daemon::start(
-        &[
-            "run",
-            "--mode",
-            "continuous",
-            "--pid",
-            &pid,
-            "--upload-interval",
-            "2s",
-            "--dump-dir",
-            "profiles",
-            "--duration",
-            "12s",
-        ],
-        &dir,
-        "daemon",
-    );
+    let daemon = Daemon::continuous(&pid, "12s", &dir);
     assert!(
         wait_until(Duration::from_secs(20), || daemon
             .stderr()

@@ -1,11 +1,7 @@
 //! `profilerd record`: the hot function's share, the caller chain, every output format, and a
 //! process that exits before the drain.
 
-use std::time::Duration;
-
 use profiler_tests::*;
-
-const LIMIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn hot_function_share_and_caller_chain_in_pprof() {
@@ -13,18 +9,7 @@ fn hot_function_share_and_caller_chain_in_pprof() {
     let dir = scratch("record-pprof");
     let out = dir.join("cpu.pb.gz");
     let pid = fixture.pid().to_string();
-    let output = run_ok(
-        &[
-            "record",
-            "--pid",
-            &pid,
-            "--duration",
-            "4s",
-            "--output",
-            out.to_str().unwrap(),
-        ],
-        LIMIT,
-    );
+    let output = record_pid(&pid, "4s", &[], &out);
 
     let profile = read_pprof(&out);
     let stacks = stacks(&profile);
@@ -104,18 +89,7 @@ fn folded_and_svg_outputs() {
     let pid = fixture.pid().to_string();
 
     let folded = dir.join("cpu.folded");
-    run_ok(
-        &[
-            "record",
-            "--pid",
-            &pid,
-            "--duration",
-            "2s",
-            "-o",
-            folded.to_str().unwrap(),
-        ],
-        LIMIT,
-    );
+    record_pid(&pid, "2s", &[], &folded);
     let text = std::fs::read_to_string(&folded).unwrap();
     let line = text
         .lines()
@@ -131,20 +105,7 @@ fn folded_and_svg_outputs() {
     assert!(count > 0);
 
     let svg = dir.join("flame.out");
-    run_ok(
-        &[
-            "record",
-            "--pid",
-            &pid,
-            "--duration",
-            "2s",
-            "--format",
-            "svg",
-            "-o",
-            svg.to_str().unwrap(),
-        ],
-        LIMIT,
-    );
+    record_pid(&pid, "2s", &["--format", "svg"], &svg);
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(
         text.starts_with("<?xml") && text.contains("<svg"),
@@ -168,20 +129,7 @@ fn process_exiting_before_the_drain_keeps_its_symbols() {
     let reaper = std::thread::spawn(move || child.wait());
     let dir = scratch("record-exit");
     let out = dir.join("cpu.pb.gz");
-    let output = run_ok(
-        &[
-            "record",
-            "--pid",
-            &pid,
-            "--duration",
-            "20s",
-            "--collect-interval",
-            "4s",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        LIMIT,
-    );
+    let output = record_pid(&pid, "20s", &["--collect-interval", "4s"], &out);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("every --pid has exited"),
@@ -209,18 +157,7 @@ fn code_mapped_after_the_first_sample_is_named() {
     let fixture = Running::spawn(&program, &[library.to_str().unwrap(), "30"]);
     let out = scratch("record-dlopen").join("cpu.pb.gz");
     let pid = fixture.pid().to_string();
-    run_ok(
-        &[
-            "record",
-            "--pid",
-            &pid,
-            "--duration",
-            "4s",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        LIMIT,
-    );
+    record_pid(&pid, "4s", &[], &out);
     let stacks = stacks(&read_pprof(&out));
     let warm: i64 = stacks
         .iter()
