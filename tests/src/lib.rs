@@ -1,6 +1,11 @@
 //! Helpers for the end-to-end tests: build C fixtures, run the real `profilerd` binary, read
 //! the pprof it writes.
 //!
+//! The guards, `/proc` readers and scenario judgements are the shared kit's
+//! (`profiler-testkit`, also used by the bench and the kernel matrix); this crate adds what
+//! only the tests need (the pprof decoder, `go tool pprof`, the Pyroscope stand-in) and turns
+//! the kit's errors into panics.
+//!
 //! The tests need root (they load BPF programs and make cgroups) and a built `profilerd`
 //! (`cargo xtask test` builds it before running them).
 
@@ -8,11 +13,16 @@ use std::{
     collections::HashMap,
     io::Read,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     sync::Mutex,
     time::{Duration, Instant},
 };
 
+pub use profiler_testkit::{
+    procfs, scenario,
+    stack::{count_with, total},
+    wait_until, Cgroup as TestCgroup, Frame, Running, Stack,
+};
 pub use profilerd::pprof_proto::Profile;
 pub mod standin;
 
@@ -60,51 +70,11 @@ pub fn fixture(name: &str) -> PathBuf {
 /// Compiles `tests/fixtures/SOURCE.c` into `OUTPUT` with extra gcc arguments (e.g. `-shared`).
 pub fn fixture_with(source: &str, output: &str, extra: &[&str]) -> PathBuf {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(format!("{source}.c"));
     let out_dir = target_dir().join("fixtures");
     std::fs::create_dir_all(&out_dir).expect("fixtures dir");
     let binary = out_dir.join(output);
-    let output = Command::new("gcc")
-        .args(["-O0", "-g", "-fno-omit-frame-pointer"])
-        .args(extra)
-        .arg("-o")
-        .arg(&binary)
-        .arg(&source)
-        .output()
-        .expect("gcc must be installed (cargo xtask setup installs it)");
-    assert!(
-        output.status.success(),
-        "gcc failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    profiler_testkit::fixtures::build(source, &binary, extra).unwrap_or_else(|e| panic!("{e:#}"));
     binary
-}
-
-/// A child process killed when dropped.
-pub struct Running(pub Child);
-
-impl Running {
-    pub fn spawn(program: &Path, args: &[&str]) -> Self {
-        let child = Command::new(program)
-            .args(args)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-        Running(child)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Runs `profilerd ARGS` to completion (bounded by `limit`) and returns its output.
@@ -159,39 +129,7 @@ pub fn read_pprof(path: &Path) -> Profile {
     Profile::decode(&raw[..]).expect("valid pprof protobuf")
 }
 
-/// A decoded sample: its labels and its stack as function names, leaf first (inlined
-/// functions expanded), with kernel frames marked by their mapping.
-#[derive(Debug, Clone)]
-pub struct Stack {
-    pub labels: HashMap<String, String>,
-    pub frames: Vec<Frame>,
-    pub count: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
-    pub function: String,
-    pub kernel: bool,
-}
-
-impl Stack {
-    pub fn pid(&self) -> u32 {
-        self.labels["pid"].parse().expect("numeric pid label")
-    }
-
-    pub fn has(&self, function: &str) -> bool {
-        self.frames.iter().any(|f| f.function == function)
-    }
-
-    pub fn leaf_user(&self) -> Option<&str> {
-        self.frames
-            .iter()
-            .find(|f| !f.kernel)
-            .map(|f| f.function.as_str())
-    }
-}
-
-/// All samples of a profile as [`Stack`]s.
+/// All samples of a profile as [`Stack`]s, kernel frames marked by their mapping.
 pub fn stacks(profile: &Profile) -> Vec<Stack> {
     let s = |i: i64| profile.string_table[i as usize].clone();
     let functions: HashMap<u64, String> =
@@ -269,60 +207,53 @@ pub fn wait_for_file(path: &Path, limit: Duration) -> bool {
 /// The `key=value` counters of profilerd's last "sample accounting:" (record) or "samples:"
 /// (run) log line.
 pub fn accounting(stderr: &str) -> HashMap<String, u64> {
-    let line = stderr
-        .lines()
-        .rev()
-        .find_map(|l| {
-            l.split_once("sample accounting: ")
-                .or_else(|| l.split_once("samples: taken="))
-                .map(|(_, rest)| rest)
-        })
-        .unwrap_or_else(|| panic!("no sample accounting line in:\n{stderr}"));
-    let line = if line.starts_with("taken=") {
-        line.to_string()
-    } else {
-        format!("taken={line}")
-    };
-    line.split_whitespace()
-        .filter_map(|pair| pair.split_once('='))
-        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-        .collect()
+    procfs::accounting(stderr).unwrap_or_else(|| panic!("no sample accounting line in:\n{stderr}"))
 }
 
 /// A `profilerd` daemon in the background, stopped with SIGTERM.
-pub struct Daemon {
-    child: Child,
-    stderr_path: PathBuf,
-}
+pub struct Daemon(profiler_testkit::Daemon);
 
 impl Daemon {
     /// Starts `profilerd ARGS`; its stderr goes to `DIR/NAME.stderr`.
     pub fn start(args: &[&str], dir: &Path, name: &str) -> Self {
-        let stderr_path = dir.join(format!("{name}.stderr"));
-        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
         // Tests run one after the other and may overlap a daemon's exit: a free port each.
         let listen: &[&str] = if args.first() == Some(&"run") && !args.contains(&"--listen") {
             &["--listen", "127.0.0.1:0"]
         } else {
             &[]
         };
-        let child = Command::new(profilerd())
-            .args(args)
-            .args(listen)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start profilerd");
-        Daemon { child, stderr_path }
+        let args: Vec<&str> = args.iter().chain(listen).copied().collect();
+        let log = dir.join(format!("{name}.stderr"));
+        let daemon = profiler_testkit::Daemon::start(&profilerd(), &args, dir, &log)
+            .unwrap_or_else(|e| panic!("start profilerd: {e:#}"));
+        Daemon(daemon)
+    }
+
+    /// `run --mode continuous --pid PID --upload-interval 2s --dump-dir profiles --duration
+    /// DURATION` in `dir`, logging to `DIR/daemon.stderr`.
+    pub fn continuous(pid: &str, duration: &str, dir: &Path) -> Self {
+        let args = [
+            "run",
+            "--mode",
+            "continuous",
+            "--pid",
+            pid,
+            "--upload-interval",
+            "2s",
+            "--dump-dir",
+            "profiles",
+            "--duration",
+            duration,
+        ];
+        Self::start(&args, dir, "daemon")
     }
 
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        self.0.stderr()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.0.pid()
     }
 
     /// The address of the daemon's HTTP listener, once it has logged it.
@@ -340,53 +271,32 @@ impl Daemon {
 
     /// SIGTERM, then waits (bounded) for a clean exit; returns the daemon's stderr.
     pub fn terminate(mut self) -> String {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.0.sigterm();
         self.wait_exit(Duration::from_secs(30))
     }
 
     /// Waits for the daemon to exit on its own (e.g. --duration), asserting success.
     pub fn wait_exit(&mut self, limit: Duration) -> String {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait profilerd") {
-                let stderr = self.stderr();
-                assert!(
-                    status.success(),
-                    "profilerd exited with {status}; stderr:\n{stderr}"
-                );
-                return stderr;
-            }
-            if started.elapsed() > limit {
-                let _ = self.child.kill();
-                panic!(
-                    "profilerd did not exit within {limit:?}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let status = self
+            .0
+            .wait(limit, Duration::from_millis(50), |_| {})
+            .unwrap_or_else(|e| panic!("{e:#}; stderr:\n{}", self.stderr()));
+        let stderr = self.stderr();
+        assert!(
+            status.success(),
+            "profilerd exited with {status}; stderr:\n{stderr}"
+        );
+        stderr
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Polls `check` until it holds or `limit` passes; returns whether it held.
-pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    check()
+/// `profilerd record --pid PID --duration DURATION EXTRA -o OUT` (must succeed within 60 s).
+pub fn record_pid(pid: &str, duration: &str, extra: &[&str], out: &Path) -> Output {
+    let out = out.to_str().expect("UTF-8 path");
+    let mut args = vec!["record", "--pid", pid, "--duration", duration];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-o", out]);
+    run_ok(&args, Duration::from_secs(60))
 }
 
 /// `profilerd record ARGS -o SCRATCH/NAME/cpu.pb.gz` (must succeed), decoded into stacks.
@@ -401,51 +311,11 @@ pub fn record_stacks(name: &str, args: &[&str]) -> Vec<Stack> {
 
 /// Asserts a profile has a fair number of samples and only those of `pid`.
 pub fn assert_only_pid(stacks: &[Stack], pid: u32, context: &str) {
-    let total: i64 = stacks.iter().map(|s| s.count).sum();
+    let total = total(stacks);
     assert!(total > 50, "only {total} samples ({context})");
     let pids: Vec<u32> = stacks.iter().map(Stack::pid).collect();
     assert!(
         pids.iter().all(|&p| p == pid),
         "pids {pids:?}, expected only {pid} ({context})"
     );
-}
-
-/// Where the cgroup2 hierarchy is mounted on this host.
-pub fn cgroup2_mount() -> PathBuf {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    text.lines()
-        .find_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| PathBuf::from(left.split_whitespace().nth(4).unwrap()))
-        })
-        .expect("a cgroup2 hierarchy is mounted")
-}
-
-/// A child cgroup made for a test (needs root), removed on drop once its processes are gone.
-pub struct TestCgroup(pub PathBuf);
-
-impl TestCgroup {
-    pub fn create(name: &str) -> Self {
-        let path = cgroup2_mount().join(format!("{name}-{}", std::process::id()));
-        std::fs::create_dir(&path).expect("create a child cgroup (needs root)");
-        TestCgroup(path)
-    }
-
-    /// Moves a process into the cgroup.
-    pub fn add(&self, pid: u32) {
-        std::fs::write(self.0.join("cgroup.procs"), pid.to_string())
-            .expect("move a process into the cgroup");
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
 }

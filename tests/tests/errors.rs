@@ -1,6 +1,6 @@
 //! Bad input gets one line naming the cause and the fix, and a non-zero exit.
 
-use std::{process::Command, time::Duration};
+use std::{path::Path, time::Duration};
 
 use profiler_tests::*;
 
@@ -63,16 +63,7 @@ fn unwritable_dump_dir_and_output() {
 
 #[test]
 fn unprivileged_user_is_told_which_capabilities_are_missing() {
-    let nobody = "65534";
-    let output = Command::new("setpriv")
-        .args([
-            "--reuid",
-            nobody,
-            "--regid",
-            nobody,
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
+    let output = scenario::as_nobody(Path::new("setpriv"), "-all", None)
         .arg(profilerd())
         .args([
             "record",

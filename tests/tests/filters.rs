@@ -18,7 +18,7 @@ fn pid_filter_excludes_a_second_busy_process() {
 #[test]
 fn cgroup_filter_profiles_only_the_process_moved_into_it() {
     let group = TestCgroup::create("profilerd-e2e");
-    let name = group.0.file_name().unwrap().to_string_lossy().into_owned();
+    let name = group.name();
 
     let outside = Running::spawn(&fixture("split"), &["30"]);
     let inside = Running::spawn(&fixture("split"), &["30"]);

@@ -1,7 +1,5 @@
 //! Kernel frames appear under the user frames of a syscall-heavy process.
 
-use std::time::Duration;
-
 use profiler_tests::*;
 
 #[test]
@@ -10,25 +8,11 @@ fn syscall_heavy_process_shows_kernel_read_path_under_user_frames() {
     let dir = scratch("kernel-stacks");
     let out = dir.join("cpu.pb.gz");
     let pid = fixture.pid().to_string();
-    run_ok(
-        &[
-            "record",
-            "--pid",
-            &pid,
-            "--duration",
-            "3s",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        Duration::from_secs(60),
-    );
+    record_pid(&pid, "3s", &[], &out);
 
     let stacks = stacks(&read_pprof(&out));
-    let total: i64 = stacks.iter().map(|s| s.count).sum();
-    let in_kernel: Vec<&Stack> = stacks
-        .iter()
-        .filter(|s| s.frames.first().is_some_and(|f| f.kernel))
-        .collect();
+    let total = total(&stacks);
+    let in_kernel = scenario::reader::in_kernel(&stacks);
     let kernel_samples: i64 = in_kernel.iter().map(|s| s.count).sum();
     assert!(
         kernel_samples * 2 >= total,
@@ -38,28 +22,14 @@ fn syscall_heavy_process_shows_kernel_read_path_under_user_frames() {
     // Leaf first: kernel frames, then the user frames that made the syscall.
     let read_path = in_kernel
         .iter()
-        .find(|s| {
-            s.frames
-                .iter()
-                .any(|f| f.kernel && f.function.contains("read"))
-                && s.has("read_loop")
-        })
+        .find(|s| scenario::reader::is_read_path(s))
         .unwrap_or_else(|| panic!("no kernel read path under read_loop: {in_kernel:#?}"));
-    let last_kernel = read_path.frames.iter().rposition(|f| f.kernel).unwrap();
-    let first_user = read_path.frames.iter().position(|f| !f.kernel).unwrap();
     assert!(
-        last_kernel < first_user,
-        "kernel frames must sit below user frames: {read_path:#?}"
+        read_path.has("main"),
+        "main above read_loop: {read_path:#?}"
     );
-    let read_loop = read_path
-        .frames
-        .iter()
-        .position(|f| f.function == "read_loop")
-        .unwrap();
-    let main = read_path
-        .frames
-        .iter()
-        .position(|f| f.function == "main")
-        .expect("main above read_loop");
-    assert!(read_loop < main);
+    assert!(
+        scenario::reader::read_path_in_order(read_path),
+        "kernel frames must sit below user frames, read_loop below main: {read_path:#?}"
+    );
 }

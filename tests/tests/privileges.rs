@@ -9,36 +9,12 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
-fn cap_eff(status: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .expect("CapEff line")
-}
-
 #[test]
 fn no_thread_keeps_load_time_capabilities_after_attach() {
     let busy = Running::spawn(&fixture("split"), &["20"]);
     let dir = scratch("privileges");
     let pid = busy.pid().to_string();
-    let daemon = Daemon::start(
-        &[
-            "run",
-            "--mode",
-            "continuous",
-            "--pid",
-            &pid,
-            "--upload-interval",
-            "2s",
-            "--dump-dir",
-            "profiles",
-            "--duration",
-            "12s",
-        ],
-        &dir,
-        "daemon",
-    );
+    let daemon = Daemon::continuous(&pid, "12s", &dir);
     assert!(
         wait_until(Duration::from_secs(20), || daemon
             .stderr()
@@ -55,7 +31,7 @@ fn no_thread_keeps_load_time_capabilities_after_attach() {
             continue;
         };
         threads += 1;
-        let caps = cap_eff(&status);
+        let caps = procfs::cap_eff(&status).expect("CapEff line");
         for (cap, name) in [
             (CAP_BPF, "CAP_BPF"),
             (CAP_PERFMON, "CAP_PERFMON"),

@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use profiler_tests::{standin::StandIn, *};
+use profiler_tests::{
+    standin::{Accepted, StandIn},
+    *,
+};
 
 const EXIT: Duration = Duration::from_secs(60);
 
@@ -60,6 +63,29 @@ fn check_process_labels(labels: &BTreeMap<String, String>, pid: u32) {
     assert_eq!(get("region"), Some("eu-west-1"), "{labels:?}");
 }
 
+/// Runs the daemon to its exit; asserts the stand-in accepted at least two profiles, each over
+/// `protocol` and labelled as the process `pid`. Returns them and the daemon's stderr.
+fn delivered(
+    standin: &StandIn,
+    args: &[&str],
+    dir: &Path,
+    protocol: &str,
+    pid: u32,
+) -> (Vec<Accepted>, String) {
+    let stderr = Daemon::start(args, dir, "daemon").wait_exit(EXIT);
+    let accepted = standin.accepted();
+    assert!(
+        accepted.len() >= 2,
+        "{} profiles accepted; stderr:\n{stderr}",
+        accepted.len()
+    );
+    for profile in &accepted {
+        assert_eq!(profile.protocol, protocol);
+        check_process_labels(&profile.labels, pid);
+    }
+    (accepted, stderr)
+}
+
 fn server_args<'a>(standin_url: &'a str, pid: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "run",
@@ -107,17 +133,8 @@ fn push_delivers_labelled_profiles_with_basic_auth_and_tenant() {
             "X-Extra: yes",
         ],
     );
-    let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
-
-    let accepted = standin.accepted();
-    assert!(
-        accepted.len() >= 2,
-        "{} profiles accepted; stderr:\n{stderr}",
-        accepted.len()
-    );
+    let (accepted, stderr) = delivered(&standin, &args, &dir, "push", fixture.pid());
     for profile in &accepted {
-        assert_eq!(profile.protocol, "push");
-        check_process_labels(&profile.labels, fixture.pid());
         assert_eq!(
             profile.headers.get("authorization").map(String::as_str),
             Some("Basic YWxpY2U6cGE1NXdvcmQ=")
@@ -165,16 +182,8 @@ fn ingest_delivers_labelled_profiles_with_bearer_token() {
             "files",
         ],
     );
-    let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
-    let accepted = standin.accepted();
-    assert!(
-        accepted.len() >= 2,
-        "{} profiles accepted; stderr:\n{stderr}",
-        accepted.len()
-    );
+    let (accepted, stderr) = delivered(&standin, &args, &dir, "ingest", fixture.pid());
     for profile in &accepted {
-        assert_eq!(profile.protocol, "ingest");
-        check_process_labels(&profile.labels, fixture.pid());
         assert_eq!(profile.label("pyroscope_spy"), Some("profilerd"));
         assert_eq!(
             profile.headers.get("authorization").map(String::as_str),

@@ -1,26 +1,7 @@
 //! `profilerd record`: the hot function's share, the caller chain, every output format, and a
 //! process that exits before the drain.
 
-use std::time::Duration;
-
 use profiler_tests::*;
-
-const LIMIT: Duration = Duration::from_secs(60);
-
-/// Share of `work_three` among samples in either hot caller.
-fn three_to_one_share(stacks: &[Stack]) -> (f64, i64, i64) {
-    let three: i64 = stacks
-        .iter()
-        .filter(|s| s.has("work_three"))
-        .map(|s| s.count)
-        .sum();
-    let one: i64 = stacks
-        .iter()
-        .filter(|s| s.has("work_one"))
-        .map(|s| s.count)
-        .sum();
-    (three as f64 / (three + one).max(1) as f64, three, one)
-}
 
 #[test]
 fn hot_function_share_and_caller_chain_in_pprof() {
@@ -28,22 +9,11 @@ fn hot_function_share_and_caller_chain_in_pprof() {
     let dir = scratch("record-pprof");
     let out = dir.join("cpu.pb.gz");
     let pid = fixture.pid().to_string();
-    let output = run_ok(
-        &[
-            "record",
-            "--pid",
-            &pid,
-            "--duration",
-            "4s",
-            "--output",
-            out.to_str().unwrap(),
-        ],
-        LIMIT,
-    );
+    let output = record_pid(&pid, "4s", &[], &out);
 
     let profile = read_pprof(&out);
     let stacks = stacks(&profile);
-    let total: i64 = stacks.iter().map(|s| s.count).sum();
+    let total = total(&stacks);
 
     // Every sample taken is either in the profile or in a counter with its reason.
     let acc = accounting(&String::from_utf8_lossy(&output.stderr));
@@ -61,7 +31,10 @@ fn hot_function_share_and_caller_chain_in_pprof() {
     );
     assert_eq!(acc["in_profiles"], total as u64, "{acc:?}");
     // 4 s at 99 Hz of one busy thread is ~396 samples; a shared VM loses some.
-    assert!(total >= 150, "only {total} samples in 4 s");
+    assert!(
+        total >= scenario::split::MIN_SAMPLES_4S,
+        "only {total} samples in 4 s"
+    );
     assert!(
         stacks.iter().all(|s| s.pid() == fixture.pid()),
         "a sample of another process"
@@ -70,13 +43,13 @@ fn hot_function_share_and_caller_chain_in_pprof() {
         .iter()
         .all(|s| s.labels.get("comm").map(String::as_str) == Some("split")));
 
-    let (share, three, one) = three_to_one_share(&stacks);
+    let scenario::split::Share { share, three, one } = scenario::split::share(&stacks);
     eprintln!(
         "work_three share: {:.1}% ({three} vs {one} samples)",
         share * 100.0
     );
     assert!(
-        (0.60..=0.90).contains(&share),
+        scenario::split::SHARE_BAND.contains(&share),
         "work_three share {share:.3} outside 60-90%"
     );
 
@@ -91,16 +64,10 @@ fn hot_function_share_and_caller_chain_in_pprof() {
         .filter(|f| !f.kernel)
         .map(|f| f.function.as_str())
         .collect();
-    let at = |name: &str| {
-        names
-            .iter()
-            .position(|n| *n == name)
-            .unwrap_or_else(|| panic!("{name} missing in {names:?}"))
-    };
-    assert!(
-        at("work_unit") < at("work_three") && at("work_three") < at("main"),
-        "{names:?}"
-    );
+    for name in ["work_unit", "work_three", "main"] {
+        assert!(names.contains(&name), "{name} missing in {names:?}");
+    }
+    assert!(scenario::split::chain_in_order(chain), "{names:?}");
 
     // The reference reader accepts the file and names both hot callers.
     let top = go_pprof(&["-top", "-nodecount=50"], &out);
@@ -122,18 +89,7 @@ fn folded_and_svg_outputs() {
     let pid = fixture.pid().to_string();
 
     let folded = dir.join("cpu.folded");
-    run_ok(
-        &[
-            "record",
-            "--pid",
-            &pid,
-            "--duration",
-            "2s",
-            "-o",
-            folded.to_str().unwrap(),
-        ],
-        LIMIT,
-    );
+    record_pid(&pid, "2s", &[], &folded);
     let text = std::fs::read_to_string(&folded).unwrap();
     let line = text
         .lines()
@@ -149,20 +105,7 @@ fn folded_and_svg_outputs() {
     assert!(count > 0);
 
     let svg = dir.join("flame.out");
-    run_ok(
-        &[
-            "record",
-            "--pid",
-            &pid,
-            "--duration",
-            "2s",
-            "--format",
-            "svg",
-            "-o",
-            svg.to_str().unwrap(),
-        ],
-        LIMIT,
-    );
+    record_pid(&pid, "2s", &["--format", "svg"], &svg);
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(
         text.starts_with("<?xml") && text.contains("<svg"),
@@ -186,20 +129,7 @@ fn process_exiting_before_the_drain_keeps_its_symbols() {
     let reaper = std::thread::spawn(move || child.wait());
     let dir = scratch("record-exit");
     let out = dir.join("cpu.pb.gz");
-    let output = run_ok(
-        &[
-            "record",
-            "--pid",
-            &pid,
-            "--duration",
-            "20s",
-            "--collect-interval",
-            "4s",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        LIMIT,
-    );
+    let output = record_pid(&pid, "20s", &["--collect-interval", "4s"], &out);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("every --pid has exited"),
@@ -227,18 +157,7 @@ fn code_mapped_after_the_first_sample_is_named() {
     let fixture = Running::spawn(&program, &[library.to_str().unwrap(), "30"]);
     let out = scratch("record-dlopen").join("cpu.pb.gz");
     let pid = fixture.pid().to_string();
-    run_ok(
-        &[
-            "record",
-            "--pid",
-            &pid,
-            "--duration",
-            "4s",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        LIMIT,
-    );
+    record_pid(&pid, "4s", &[], &out);
     let stacks = stacks(&read_pprof(&out));
     let warm: i64 = stacks
         .iter()

@@ -2,27 +2,14 @@
 //! with the seconds before the trigger.
 
 use std::{
-    fs,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use profiler_tests::*;
+use scenario::{kept_profiles as kept, spike};
 
 const EXIT: Duration = Duration::from_secs(90);
-
-/// Kept profiles (`<metric>.<event>.<time>.pb.gz`) in `dir`.
-fn kept(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().path())
-                .filter(|p| p.to_string_lossy().ends_with(".pb.gz"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
-}
 
 fn file_name(path: &Path) -> String {
     path.file_name().unwrap().to_string_lossy().into_owned()
@@ -49,24 +36,10 @@ fn one_kept(args: &[&str], dir: &Path, metric: &str) -> (PathBuf, String) {
 #[test]
 fn cpu_spike_keeps_one_profile_with_the_seconds_before_it() {
     // 12 s light marker (warm-up), 3 s burn, 3 s light, 3 s burn inside the cooldown.
-    let fixture = Running::spawn(&fixture("spike"), &["12", "3", "3", "3"]);
+    let fixture = Running::spawn(&fixture("spike"), &spike::FIXTURE_ARGS);
     let dir = scratch("trigger-cpu");
     let pid = fixture.pid().to_string();
-    let args = [
-        "run",
-        "--pid",
-        &pid,
-        "--pre-trigger",
-        "10s",
-        "--post-trigger",
-        "2s",
-        "--upload-interval",
-        "5s",
-        "--dump-dir",
-        "kept",
-        "--duration",
-        "24s",
-    ];
+    let args = spike::run_args(&pid);
     let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
 
     assert!(
@@ -92,7 +65,7 @@ fn cpu_spike_keeps_one_profile_with_the_seconds_before_it() {
         "flame graph next to it"
     );
     assert_eq!(
-        stderr.matches("trigger fired").count(),
+        spike::firings(&stderr),
         1,
         "second spike inside the cooldown:\n{stderr}"
     );
@@ -119,16 +92,8 @@ fn cpu_spike_keeps_one_profile_with_the_seconds_before_it() {
 
     let profile = read_pprof(&files[0]);
     let stacks = stacks(&profile);
-    let burn: i64 = stacks
-        .iter()
-        .filter(|s| s.has("burn_cpu"))
-        .map(|s| s.count)
-        .sum();
-    let before: i64 = stacks
-        .iter()
-        .filter(|s| s.has("pre_spike_marker"))
-        .map(|s| s.count)
-        .sum();
+    let burn = count_with(&stacks, "burn_cpu");
+    let before = count_with(&stacks, "pre_spike_marker");
     assert!(burn > 100, "the spike's function: {burn} samples");
     assert!(
         before > 0,
@@ -220,9 +185,7 @@ fn starting_many_threads_fires_the_thread_rule() {
 
 #[test]
 fn cgroup_target_fires_on_the_sum_of_processes_below_the_threshold_alone() {
-    let group =
-        TestCgroup(cgroup2_mount().join(format!("profilerd-trigger-{}", std::process::id())));
-    fs::create_dir(&group.0).expect("create a child cgroup (needs root)");
+    let group = TestCgroup::create("profilerd-trigger");
     let first = Running::spawn(&fixture("split"), &["60"]);
     let second = Running::spawn(&fixture("split"), &["60"]);
     group.add(first.pid());

@@ -93,23 +93,7 @@ fn metrics_parse_and_move_during_a_real_run() {
     let busy = Running::spawn(&fixture("split"), &["30"]);
     let dir = scratch("web-metrics");
     let pid = busy.pid().to_string();
-    let daemon = Daemon::start(
-        &[
-            "run",
-            "--mode",
-            "continuous",
-            "--pid",
-            &pid,
-            "--upload-interval",
-            "2s",
-            "--dump-dir",
-            "profiles",
-            "--duration",
-            "20s",
-        ],
-        &dir,
-        "daemon",
-    );
+    let daemon = Daemon::continuous(&pid, "20s", &dir);
     let address = daemon.http_address(START);
     assert!(
         wait_until(START, || get(&address, "/healthz").0 == 200),
@@ -173,6 +157,40 @@ fn artifacts() -> PathBuf {
     dir
 }
 
+/// The quoted name that follows the first `prefix` in `page`.
+fn link_after(page: &str, prefix: &str) -> Option<String> {
+    page.split(prefix)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .map(str::to_string)
+}
+
+/// A headless chromium screenshot of the daemon's page, in the artifacts directory.
+fn screenshot(address: &str, dir: &Path) -> PathBuf {
+    let shot = artifacts().join("local-page.png");
+    let _ = fs::remove_file(&shot);
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1400,1100",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("http://{address}/"))
+        .env("HOME", dir)
+        .output()
+        .expect("chromium (cargo xtask setup installs it)");
+    assert!(
+        shot.exists(),
+        "chromium wrote no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    shot
+}
+
 #[test]
 fn local_page_shows_a_real_trigger_and_its_flame_graph_in_chromium() {
     // 12 s light (past the rules' 10-interval warm-up), 4 s burn: the CPU rule fires on it.
@@ -229,18 +247,8 @@ fn local_page_shows_a_real_trigger_and_its_flame_graph_in_chromium() {
             .any(|f| top_cell.contains(&format!("<code>{f}"))),
         "top functions: {top_cell}"
     );
-    let svg = page
-        .split("src=\"/profiles/")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("flame graph link")
-        .to_string();
-    let pprof = page
-        .split("<a href=\"/profiles/")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("pprof link")
-        .to_string();
+    let svg = link_after(&page, "src=\"/profiles/").expect("flame graph link");
+    let pprof = link_after(&page, "<a href=\"/profiles/").expect("pprof link");
     let (status, body) = get(&address, &format!("/profiles/{svg}"));
     assert_eq!(status, 200);
     assert!(body.contains("<svg"), "not an SVG");
@@ -257,27 +265,7 @@ fn local_page_shows_a_real_trigger_and_its_flame_graph_in_chromium() {
     assert_eq!(get(&address, "/profiles/..%2Fdaemon.stderr").0, 404);
     assert_eq!(get(&address, "/profiles/daemon.stderr").0, 404);
 
-    let shot = artifacts().join("local-page.png");
-    let _ = fs::remove_file(&shot);
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--window-size=1400,1100",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("http://{address}/"))
-        .env("HOME", &dir)
-        .output()
-        .expect("chromium (cargo xtask setup installs it)");
-    assert!(
-        shot.exists(),
-        "chromium wrote no screenshot: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let shot = screenshot(&address, &dir);
     let flame = flame_pixels(&shot);
     assert!(
         flame > 5_000,

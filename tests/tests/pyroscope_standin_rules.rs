@@ -367,6 +367,26 @@ fn series_labels_are_checked() {
     assert!(standin.accepted().is_empty());
 }
 
+/// Standard base64 with padding, written here so that the stand-in's decoder is checked
+/// against an independent encoder.
+fn base64(raw: &[u8]) -> String {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in raw.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            out.push(if i <= c.len() {
+                T[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
 #[test]
 fn protocol_details_status_codes_and_tenancy() {
     let mut standin = StandIn::start();
@@ -405,23 +425,7 @@ fn protocol_details_status_codes_and_tenancy() {
 
     // JSON push, bytes as base64.
     let raw = valid().encode_to_vec();
-    let b64 = {
-        const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for c in raw.chunks(3) {
-            let n = (u32::from(c[0]) << 16)
-                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-                | u32::from(*c.get(2).unwrap_or(&0));
-            for i in 0..4 {
-                out.push(if i <= c.len() {
-                    T[(n >> (18 - 6 * i) & 63) as usize] as char
-                } else {
-                    '='
-                });
-            }
-        }
-        out
-    };
+    let b64 = base64(&raw);
     let json = serde_json::json!({"series": [{"labels": [{"name": "__name__", "value": "process_cpu"}, {"name": "service_name", "value": "j"}], "samples": [{"rawProfile": b64}]}]});
     let response = Client::new()
         .post(format!("{}/push.v1.PusherService/Push", standin.url()))

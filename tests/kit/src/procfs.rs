@@ -1,0 +1,66 @@
+//! What the checks read of `/proc`, and profilerd's sample-accounting log line.
+
+use std::{collections::HashMap, fs};
+
+/// User plus system CPU time of a process, in clock ticks (`/proc/PID/stat` fields 14, 15).
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields count from the last ')'.
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 2..)?
+        .split_whitespace()
+        .collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// A `Name:   1234 kB` field of a `/proc/.../status` text, in MiB.
+pub fn status_mib(status: &str, name: &str) -> Option<f64> {
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+/// VmRSS, RssAnon and RssFile of a process, in MiB.
+pub fn rss_split(pid: u32) -> Option<[f64; 3]> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some([
+        status_mib(&status, "VmRSS")?,
+        status_mib(&status, "RssAnon")?,
+        status_mib(&status, "RssFile")?,
+    ])
+}
+
+/// The effective capability set (`CapEff`) of a `/proc/.../status` text.
+pub fn cap_eff(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+}
+
+/// The `key=value` counters of profilerd's last "sample accounting:" (record) or "samples:"
+/// (run) log line, `None` when it logged neither.
+pub fn accounting(stderr: &str) -> Option<HashMap<String, u64>> {
+    let line = stderr.lines().rev().find_map(|l| {
+        l.split_once("sample accounting: ")
+            .or_else(|| l.split_once("samples: taken="))
+            .map(|(_, rest)| rest)
+    })?;
+    let line = if line.starts_with("taken=") {
+        line.to_string()
+    } else {
+        format!("taken={line}")
+    };
+    Some(
+        line.split_whitespace()
+            .filter_map(|pair| pair.split_once('='))
+            .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+            .collect(),
+    )
+}

@@ -1,0 +1,112 @@
+//! What the bench measures with: bpftool's run-time statistics of a BPF program, wait4's CPU
+//! time of a child, and the bpftrace peer.
+
+use std::{
+    process::{Child, Command, ExitStatus, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use profiler_testkit::Running;
+use serde::Deserialize;
+
+use crate::output;
+
+/// Our sampling frequency, and the peers'.
+pub const FREQUENCY: u64 = 99;
+
+/// bpftrace's equivalent of our sampler, from the issue.
+pub const BPFTRACE_PROFILE: &str = "profile:hz:99 { @[pid, ustack, kstack] = count(); }";
+
+/// Name of our perf-event program; bpftrace's is named after its frequency.
+pub const OURS: &str = "sample_cpu";
+pub const BPFTRACE: &str = "99";
+
+/// The fields of `bpftool prog show -j` the bench reads.
+#[derive(Deserialize)]
+struct Program {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    run_time_ns: u64,
+    #[serde(default)]
+    run_cnt: u64,
+}
+
+/// Run time (ns) and run count of the perf-event BPF program called `name`.
+fn program_stats(name: &str) -> Result<Option<(u64, u64)>> {
+    let json = output(Command::new("bpftool").args(["prog", "show", "-j"]))?;
+    let programs: Vec<Program> = serde_json::from_str(&json).context("bpftool JSON")?;
+    Ok(programs
+        .into_iter()
+        .find(|p| p.kind == "perf_event" && p.name == name)
+        .map(|p| (p.run_time_ns, p.run_cnt)))
+}
+
+/// ns per run of program `name` during a `secs`-long run starting now: from 1.5 s in (the
+/// start-up is over) to 1.5 s before its end.
+pub fn cost_per_run(name: &str, secs: u64) -> Result<f64> {
+    let span = Duration::from_secs(secs - 3);
+    thread::sleep(Duration::from_millis(1500));
+    let (t0, c0) =
+        program_stats(name)?.with_context(|| format!("BPF program {name} not loaded"))?;
+    thread::sleep(span);
+    let (t1, c1) = program_stats(name)?.with_context(|| format!("BPF program {name} gone"))?;
+    if c1 <= c0 {
+        bail!("program {name} did not run");
+    }
+    Ok((t1 - t0) as f64 / (c1 - c0) as f64)
+}
+
+/// Milliseconds from `started` to the first run of program `name`, polling every 10 ms.
+pub fn first_sample(name: &str, started: Instant) -> Result<f64> {
+    while started.elapsed() < Duration::from_secs(20) {
+        if program_stats(name)?.is_some_and(|(_, runs)| runs > 0) {
+            return Ok(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    bail!("{name}: no sample within 20 s")
+}
+
+/// Waits for a child and returns its CPU seconds (user + system) from wait4.
+pub fn wait_cpu(child: Child) -> Result<(f64, ExitStatus)> {
+    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; all zeroes is a valid value that wait4 overwrites.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals of the types wait4 expects.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if rc != pid {
+        bail!("wait4 failed for pid {pid}");
+    }
+    // Reaped by wait4: dropping the Child would not wait again, but forget makes that plain.
+    std::mem::forget(child);
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let exit = std::os::unix::process::ExitStatusExt::from_raw(status);
+    Ok((seconds(usage.ru_utime) + seconds(usage.ru_stime), exit))
+}
+
+/// bpftrace running `script`, killed when the guard drops.
+pub fn bpftrace(script: &str) -> Result<Running> {
+    Running::command(
+        Command::new("bpftrace")
+            .args(["-e", script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .context("cannot start bpftrace")
+}
+
+/// `perf ARGS` with its output discarded.
+pub fn perf(args: &[&str]) -> Result<Child> {
+    Command::new("perf")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start perf {}", args.first().unwrap_or(&"")))
+}

@@ -1,0 +1,305 @@
+//! The five checks, each a scenario of the host's end-to-end tests run against folded output
+//! and judged with the same kit functions.
+
+use std::{collections::BTreeSet, fs, process::Command};
+
+use anyhow::{Context, Result};
+use profiler_testkit::{
+    scenario::{self, reader, spike, split},
+    stack::{read_folded, total, Stack},
+    tail, Cgroup, Running,
+};
+
+use super::{profilerd, Outcome, Paths, Run};
+
+/// `record --pid PID --duration SECS --format folded -o WORK/NAME.folded` of a fixture
+/// process; returns the run and the stacks.
+fn record_folded(paths: &Paths, name: &str, pid: u32, secs: &str) -> Result<(Run, Vec<Stack>)> {
+    let out = paths.work.join(format!("{name}.folded"));
+    let pid = pid.to_string();
+    let run = profilerd(
+        paths,
+        name,
+        &[
+            "record",
+            "--pid",
+            &pid,
+            "--duration",
+            secs,
+            "--format",
+            "folded",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        "recording",
+    )?;
+    Ok((run, read_folded(&out)?))
+}
+
+/// `record --pid` of the 3:1 `split` fixture: work_three must hold ~75% of the samples of the
+/// two hot callers (the host tests' 60-90% band), under main.
+pub(super) fn hot_function(paths: &Paths, figures: &mut super::Figures) -> Result<Outcome> {
+    let fixture = Running::start(&paths.fixtures.join("split"), &["30"])?;
+    let (run, stacks) = record_folded(paths, "split", fixture.pid(), "4s")?;
+    drop(fixture);
+    let split::Share { share, three, one } = split::share(&stacks);
+    let samples = total(&stacks);
+    let chain = stacks.iter().any(split::chain_in_order);
+    let only_split = stacks.iter().all(|s| s.comm() == Some("split"));
+    let attach_ms = run.attach.map(|d| d.as_millis() as u64);
+    // What the daemon kept after attaching differs by kernel (CAP_BPF before 6.5).
+    let kept = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("dropped every other capability"))
+        .and_then(|l| l.split_once("kept="))
+        .map(|(_, caps)| caps.trim().to_string());
+    let ok = split::SHARE_BAND.contains(&share)
+        && samples >= split::MIN_SAMPLES_4S
+        && chain
+        && only_split;
+    figures.attach_ms = attach_ms;
+    figures.cap_bpf_kept = kept.as_deref().map(|caps| caps.contains("CAP_BPF"));
+    figures.work_three_pct = Some((share * 1000.0).round() / 10.0);
+    figures.split_samples = Some(samples);
+    Ok(Outcome {
+        ok,
+        detail: format!(
+            "work_three {:.1}% ({three} vs {one} samples, {samples} in all), main;work_three;work_unit chain {}, only split {only_split}, attached after {} ms, capabilities kept after attach: {}",
+            share * 100.0,
+            if chain { "walked" } else { "MISSING" },
+            attach_ms.map_or("?".into(), |ms| ms.to_string()),
+            kept.as_deref().unwrap_or("(not logged)"),
+        ),
+    })
+}
+
+/// `record --pid` of the syscall-heavy `reader`: at least half the samples in the kernel, and
+/// a kernel read path (leaf first in the kernel, then read_loop, then main).
+pub(super) fn kernel_frames(paths: &Paths, figures: &mut super::Figures) -> Result<Outcome> {
+    let fixture = Running::start(&paths.fixtures.join("reader"), &["30"])?;
+    let (_, stacks) = record_folded(paths, "reader", fixture.pid(), "3s")?;
+    drop(fixture);
+    let in_kernel = reader::in_kernel(&stacks);
+    let kernel_samples: i64 = in_kernel.iter().map(|s| s.count).sum();
+    let samples = total(&stacks);
+    let names: BTreeSet<&str> = stacks
+        .iter()
+        .flat_map(|s| &s.frames)
+        .filter(|f| f.kernel)
+        .map(|f| f.function.as_str())
+        .collect();
+    let read_path = in_kernel
+        .iter()
+        .any(|s| reader::is_read_path(s) && reader::read_path_in_order(s));
+    let share = kernel_samples as f64 / samples.max(1) as f64;
+    let ok = kernel_samples * 2 >= samples && samples > 0 && read_path;
+    figures.kernel_pct = Some((share * 100.0).round());
+    figures.kernel_frames = Some(names.len());
+    figures.kernel_read_path = Some(read_path);
+    Ok(Outcome {
+        ok,
+        detail: format!(
+            "{kernel_samples} of {samples} samples in the kernel ({:.0}%), {} distinct kernel frames, read path under read_loop {}",
+            share * 100.0,
+            names.len(),
+            if read_path { "seen" } else { "MISSING" },
+        ),
+    })
+}
+
+/// `record --cgroup` of a child cgroup holding one of two busy processes: only that one
+/// appears. The one inside runs under another name, so the folded lines (which carry the
+/// process name, not the pid) tell them apart.
+pub(super) fn cgroup_filter(paths: &Paths, figures: &mut super::Figures) -> Result<Outcome> {
+    let group = Cgroup::make("profilerd-kernel-check")?;
+    let inside_binary = paths.work.join("cgsplit");
+    fs::copy(paths.fixtures.join("split"), &inside_binary)?;
+    let outside = Running::start(&paths.fixtures.join("split"), &["30"])?;
+    let inside = Running::start(&inside_binary, &["30"])?;
+    group.move_in(inside.pid())?;
+    let out = paths.work.join("cgroup.folded");
+    let selector = format!("/{}", group.name());
+    let run = profilerd(
+        paths,
+        "cgroup",
+        &[
+            "record",
+            "--cgroup",
+            &selector,
+            "--duration",
+            "3s",
+            "--format",
+            "folded",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        "recording",
+    );
+    drop((inside, outside));
+    run?;
+    let stacks = read_folded(&out)?;
+    let count = |comm: &str| -> i64 {
+        stacks
+            .iter()
+            .filter(|s| s.comm() == Some(comm))
+            .map(|s| s.count)
+            .sum()
+    };
+    let (inside, outside) = (count("cgsplit"), count("split"));
+    let others = total(&stacks) - inside - outside;
+    figures.cgroup_inside = Some(inside);
+    figures.cgroup_outside = Some(outside + others);
+    Ok(Outcome {
+        ok: inside > 50 && outside == 0 && others == 0,
+        detail: format!("{inside} samples of the process inside, {outside} of the one outside, {others} of others"),
+    })
+}
+
+/// `run` (triggered mode) over the `spike` fixture: a light marker through the warm-up, then
+/// a burn. Exactly one CPU profile is kept, with the burn and the seconds before it.
+pub(super) fn triggered_profile(paths: &Paths, figures: &mut super::Figures) -> Result<Outcome> {
+    let fixture = Running::start(&paths.fixtures.join("spike"), &spike::FIXTURE_ARGS)?;
+    let pid = fixture.pid().to_string();
+    let mut args = spike::run_args(&pid);
+    args.extend(["--listen", "off"]);
+    let run = profilerd(paths, "trigger", &args, "triggered mode")?;
+    drop(fixture);
+    let kept = paths.work.join("kept");
+    let files = scenario::file_names(&kept);
+    let profiles = scenario::kept_profiles(&kept);
+    let fired = spike::firings(&run.stderr);
+    let written = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("kept profile written"))
+        .unwrap_or_default();
+    let field = |key: &str| -> Option<String> {
+        written
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(str::to_string)
+    };
+    let samples: u64 = field("samples=").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let window = field("window=").unwrap_or_default();
+    // The flame graph next to the pprof names the functions: the burn and the marker from
+    // before the firing.
+    let svg = profiles
+        .first()
+        .map(|p| {
+            let svg = p.to_string_lossy().replace(".pb.gz", ".svg");
+            fs::read_to_string(svg).unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let (burn, before) = (svg.contains("burn_cpu"), svg.contains("pre_spike_marker"));
+    let first_is_cpu = profiles
+        .first()
+        .and_then(|p| p.file_name())
+        .is_some_and(|n| n.to_string_lossy().starts_with("cpu."));
+    let ok = profiles.len() == 1 && first_is_cpu && fired == 1 && samples > 100 && burn && before;
+    figures.trigger_kept = Some(profiles.len());
+    figures.trigger_samples = Some(samples);
+    figures.trigger_ok = Some(ok);
+    Ok(Outcome {
+        ok,
+        detail: format!(
+            "{} kept ({}), {fired} firing, {samples} samples over {window}, burn_cpu {burn}, pre_spike_marker {before}",
+            profiles.len(),
+            files.join(" "),
+        ),
+    })
+}
+
+/// What a non-root daemon is given: loading and attaching, plus what symbolizing needs.
+const NON_ROOT_CAPS: &str =
+    "+bpf,+perfmon,+sys_ptrace,+syslog,+dac_read_search,+checkpoint_restore";
+
+const PARANOID: &str = "/proc/sys/kernel/perf_event_paranoid";
+
+/// One `record --pid` of `split` as `nobody` with [`NON_ROOT_CAPS`]: whether it exited 0, its
+/// stderr and the samples it wrote.
+fn record_as_nobody(
+    paths: &Paths,
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<(bool, String, i64)> {
+    let fixture = Running::start(&paths.fixtures.join("split"), &["30"])?;
+    let out = dir.join(format!("{name}.folded"));
+    let output = scenario::as_nobody(&paths.setpriv, NON_ROOT_CAPS, Some(NON_ROOT_CAPS))
+        .arg(&paths.profilerd)
+        .args([
+            "record",
+            "--pid",
+            &fixture.pid().to_string(),
+            "--duration",
+            "2s",
+        ])
+        .args(["--format", "folded", "-o"])
+        .arg(&out)
+        .current_dir(dir)
+        .output()
+        .with_context(|| format!("cannot start {}", paths.setpriv.display()))?;
+    drop(fixture);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let samples = read_folded(&out).map(|s| total(&s)).unwrap_or(0);
+    Ok((output.status.success(), stderr, samples))
+}
+
+/// `record --pid` as uid 65534 holding CAP_BPF and CAP_PERFMON (the README's setcap set-up).
+/// Debian's kernels default to perf_event_paranoid 3, where CAP_PERFMON does not open perf
+/// events: there profilerd must refuse at start-up naming the sysctl, and (in a guest, where
+/// changing it harms nobody) work once it is 2.
+pub(super) fn without_root(paths: &Paths, figures: &mut super::Figures) -> Result<Outcome> {
+    let level: i32 = fs::read_to_string(PARANOID)?.trim().parse()?;
+    let dir = paths.work.join("non-root");
+    fs::create_dir_all(&dir)?;
+    // The unprivileged daemon writes its profile here.
+    Command::new("chmod").arg("0777").arg(&dir).status()?;
+    let verdict = |ok: bool, works: &str| {
+        if ok {
+            works.to_string()
+        } else {
+            "FAILS".into()
+        }
+    };
+    if level < 3 {
+        let (ok, stderr, samples) = record_as_nobody(paths, &dir, "paranoid")?;
+        let ok = ok && samples > 50;
+        figures.non_root = Some(verdict(ok, "works"));
+        return Ok(Outcome {
+            ok,
+            detail: format!(
+                "perf_event_paranoid {level}: {samples} samples as uid 65534 with CAP_BPF and CAP_PERFMON{}",
+                if ok { String::new() } else { format!("; stderr:\n{}", tail(&stderr, 10)) }
+            ),
+        });
+    }
+    let (refused_ok, refused_stderr, _) = record_as_nobody(paths, &dir, "paranoid")?;
+    let named = !refused_ok && refused_stderr.contains("perf_event_paranoid=2");
+    if !paths.guest {
+        figures.non_root = Some(verdict(named, "refused at 3, fix named"));
+        return Ok(Outcome {
+            ok: named,
+            detail: format!(
+                "perf_event_paranoid {level}: refused with the fix named: {named} (not lowered on a host)"
+            ),
+        });
+    }
+    fs::write(PARANOID, "2")?;
+    let lowered = record_as_nobody(paths, &dir, "lowered");
+    fs::write(PARANOID, level.to_string())?;
+    let (ok, stderr, samples) = lowered?;
+    let ok = named && ok && samples > 50;
+    figures.non_root = Some(verdict(ok, "refused at 3, works at 2"));
+    Ok(Outcome {
+        ok,
+        detail: format!(
+            "perf_event_paranoid {level}: refused with the fix named: {named}; at 2: {samples} samples as uid 65534 with CAP_BPF and CAP_PERFMON{}",
+            if ok {
+                String::new()
+            } else {
+                format!("; stderr:\n{}\n{}", tail(&refused_stderr, 5), tail(&stderr, 10))
+            }
+        ),
+    })
+}
