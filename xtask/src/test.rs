@@ -27,8 +27,15 @@ pub fn test(kernels_only: bool) -> Result<()> {
         "-D",
         "warnings",
     ])?;
-    // The end-to-end tests share the kernel (perf events, cgroups): one at a time.
-    let (passed, failed) = cargo_test(&["test", "--workspace", "--", "--test-threads=1"])?;
+    // The end-to-end tests share the kernel (perf events, cgroups): one at a time. Every
+    // test binary runs even after one fails, so that one failure does not hide the others.
+    let (passed, failed) = cargo_test(&[
+        "test",
+        "--workspace",
+        "--no-fail-fast",
+        "--",
+        "--test-threads=1",
+    ])?;
     println!("tests: {passed} passed, {failed} failed");
     if failed > 0 {
         bail!("{failed} tests failed");
