@@ -283,14 +283,14 @@ impl<'a> RunLoop<'a> {
         }
     }
 
-    /// The sinks, the server's first: a window profile within the server's limits is encoded
-    /// once, and the file reuses it.
+    /// The sinks: the dump dir first (a kept profile is on disk and on the page before it is
+    /// queued for the server), then the server.
     fn sinks<'s>(
-        server: &'s mut Option<ServerSink<'a>>,
         dump: &'s mut Option<DumpSink>,
+        server: &'s mut Option<ServerSink<'a>>,
     ) -> impl Iterator<Item = &'s mut (dyn Sink + 'a)> {
-        let server = server.iter_mut().map(|s| s as &mut (dyn Sink + 'a));
-        server.chain(dump.iter_mut().map(|d| d as &mut (dyn Sink + 'a)))
+        let dump = dump.iter_mut().map(|d| d as &mut (dyn Sink + 'a));
+        dump.chain(server.iter_mut().map(|s| s as &mut (dyn Sink + 'a)))
     }
 
     /// Writes a kept profile (`<metric>.<event>.<time>.pb.gz` and `.svg`) and sends it.
@@ -304,7 +304,7 @@ impl<'a> RunLoop<'a> {
             labels: &self.labels,
         };
         let mut written = None;
-        for sink in Self::sinks(&mut self.server, &mut self.dump) {
+        for sink in Self::sinks(&mut self.dump, &mut self.server) {
             if let Some(path) = sink.kept(&profile) {
                 written = Some(path);
             }
@@ -329,8 +329,9 @@ impl<'a> RunLoop<'a> {
         let mut written = 0;
         for process in &window.processes {
             let comments = comments(window, &self.active.target, Some(process));
-            let profile = WindowProfile::new(window, process, &comments, &self.labels);
-            for sink in Self::sinks(&mut self.server, &mut self.dump) {
+            let split = self.server.is_some();
+            let profile = WindowProfile::new(window, process, &comments, &self.labels, split);
+            for sink in Self::sinks(&mut self.dump, &mut self.server) {
                 written += usize::from(sink.window(&profile).is_some());
             }
         }

@@ -61,9 +61,9 @@ impl KeptProfile<'_> {
     }
 }
 
-/// One process's profile of a continuous-mode window. The encodings are made once, whichever
-/// sink asks first: a profile within the server's limits (the usual case) is encoded once for
-/// both the server and the file.
+/// One process's profile of a continuous-mode window. When a server takes it, its parts within
+/// the server's limits are made first, and the file reuses a single part: a profile within the
+/// limits (the usual case) is encoded once for both.
 pub struct WindowProfile<'a> {
     pub window: &'a Window,
     pub process: &'a ProcessProfile,
@@ -73,19 +73,25 @@ pub struct WindowProfile<'a> {
 }
 
 impl<'a> WindowProfile<'a> {
+    /// `split`: a server sink will take the profile, so its parts are made now.
     pub fn new(
         window: &'a Window,
         process: &'a ProcessProfile,
         comments: &'a [String],
         labels: &'a LabelConfig,
+        split: bool,
     ) -> Self {
-        Self {
+        let profile = Self {
             window,
             process,
             comments,
             labels,
             parts: OnceCell::new(),
+        };
+        if split {
+            profile.parts();
         }
+        profile
     }
 
     /// Gzipped parts within the server's limits on samples and bytes.
@@ -289,5 +295,85 @@ impl Sink for ServerSink<'_> {
             window.start + window.duration,
         );
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use super::*;
+    use crate::{
+        process::ProcessInfo,
+        symbolize::{FrameKind, Line, Location},
+    };
+
+    fn window() -> Window {
+        let process = ProcessProfile {
+            info: ProcessInfo {
+                pid: 7,
+                comm: "app".into(),
+                ..Default::default()
+            },
+            locations: vec![Location {
+                kind: FrameKind::User,
+                address: 1,
+                vma: None,
+                lines: vec![Line {
+                    function: Arc::from("hot"),
+                    file: None,
+                    line: 0,
+                }],
+            }],
+            stacks: [(vec![0], 9)].into_iter().collect(),
+            samples: 9,
+        };
+        Window {
+            start: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            duration: Duration::from_secs(15),
+            frequency: 99,
+            processes: vec![process],
+        }
+    }
+
+    #[test]
+    fn a_window_within_the_server_limits_is_encoded_once_for_both_sinks() {
+        let window = window();
+        let labels = LabelConfig::new(None, &[]).unwrap();
+        let comments = vec!["c".to_string()];
+        let shared = WindowProfile::new(&window, &window.processes[0], &comments, &labels, true);
+        assert_eq!(shared.parts().len(), 1);
+        assert_eq!(
+            shared.whole(),
+            shared.parts()[0],
+            "the file reuses the part"
+        );
+        let alone = WindowProfile::new(&window, &window.processes[0], &comments, &labels, false);
+        assert!(
+            alone.parts.get().is_none(),
+            "no parts made without a server"
+        );
+        assert_eq!(alone.whole(), shared.whole());
+    }
+
+    #[test]
+    fn dump_sink_writes_one_file_per_process_window() {
+        let dir = std::env::temp_dir().join(format!("profilerd-sink-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut sink = DumpSink {
+            dir: DumpDir::open(&dir, 10, 1 << 20).unwrap(),
+        };
+        let window = window();
+        let labels = LabelConfig::new(None, &[]).unwrap();
+        let profile = WindowProfile::new(&window, &window.processes[0], &[], &labels, false);
+        let path = sink.window(&profile).expect("written");
+        assert!(path.starts_with(&dir), "{}", path.display());
+        assert_eq!(std::fs::read(&path).unwrap(), profile.whole());
+        assert!(path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("app-7.cpu."));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

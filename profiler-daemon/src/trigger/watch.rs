@@ -169,9 +169,16 @@ impl Watcher {
     /// New rules and targets (a reload). Targets that stay keep their history and cooldowns;
     /// targets no longer configured are dropped.
     pub fn reconfigure(&mut self, config: WatchConfig) {
-        self.entries.retain(|target, _| match target {
-            TargetId::Process(_) => config.processes,
-            TargetId::Cgroup(cgroup) => config.watched_cgroups().any(|(c, _, _)| c == cgroup),
+        let gone = &mut self.gone;
+        self.entries.retain(|target, _| {
+            let stays = match target {
+                TargetId::Process(_) => config.processes,
+                TargetId::Cgroup(cgroup) => config.watched_cgroups().any(|(c, _, _)| c == cgroup),
+            };
+            if !stays {
+                gone.push(target.clone());
+            }
+            stays
         });
         // Limits may depend on --cpu-cores / --memory-limit: re-read them at the next tick.
         let stale = Instant::now()
@@ -419,5 +426,59 @@ mod tests {
         let (rss, threads) = rss_and_threads(std::process::id()).unwrap();
         assert!(rss > 1 << 20);
         assert!(threads >= 1);
+    }
+
+    fn window(pids: &[u32]) -> Window {
+        let processes = pids
+            .iter()
+            .map(|&pid| crate::aggregate::ProcessProfile {
+                info: crate::process::ProcessInfo {
+                    pid,
+                    comm: "p".into(),
+                    ..Default::default()
+                },
+                samples: 5,
+                ..Default::default()
+            })
+            .collect();
+        Window {
+            start: std::time::SystemTime::now(),
+            duration: Duration::from_secs(1),
+            frequency: 99,
+            processes,
+        }
+    }
+
+    fn config(processes: bool) -> WatchConfig {
+        WatchConfig {
+            rules: Rules {
+                cpu: None,
+                mem: None,
+                thread: None,
+                cpu_max: 0,
+            },
+            cores_flag: Some(1000),
+            memory_flag: Some(1 << 30),
+            frequency: 99,
+            processes,
+            cgroups: Vec::new(),
+            max_targets: 16,
+            sections: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn exited_and_unwatched_targets_are_handed_on_as_gone() {
+        let mut exited = std::process::Command::new("true").spawn().unwrap();
+        let exited_pid = exited.id();
+        exited.wait().unwrap();
+        let own = std::process::id();
+        let mut watcher = Watcher::new(config(true));
+        watcher.tick(&window(&[own, exited_pid]), Instant::now());
+        assert_eq!(watcher.take_gone(), [TargetId::Process(exited_pid)]);
+        assert!(watcher.take_gone().is_empty(), "handed on once");
+        // A reload that stops watching single processes drops the one still alive.
+        watcher.reconfigure(config(false));
+        assert_eq!(watcher.take_gone(), [TargetId::Process(own)]);
     }
 }
