@@ -65,7 +65,11 @@ struct CrateRefs(BTreeSet<String>);
 impl CrateRefs {
     fn tree(&mut self, tree: &syn::UseTree, under_crate: bool) {
         match tree {
-            syn::UseTree::Path(p) if !under_crate && p.ident == "crate" => self.tree(&p.tree, true),
+            syn::UseTree::Path(p)
+                if !under_crate && (p.ident == "crate" || p.ident == "profilerd") =>
+            {
+                self.tree(&p.tree, true)
+            }
             syn::UseTree::Path(p) if under_crate => {
                 self.0.insert(p.ident.to_string());
             }
