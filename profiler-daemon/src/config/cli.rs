@@ -456,7 +456,7 @@ pub struct DeliveryArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub retry_max_backoff: Duration,
     /// Profiles waiting in memory for the server; beyond it they go to the spool.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub upload_queue: u64,
     /// Directory for profiles the server could not take yet; replayed in order when it is back,
     /// also after a restart.

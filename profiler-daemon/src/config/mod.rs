@@ -3,6 +3,8 @@
 
 mod cli;
 mod file;
+#[cfg(test)]
+mod hostile;
 
 pub use cli::{
     command, parse_from, Cli, Command, Format, LimitArgs, Listen, LogFormat, Mode, ParseError,

@@ -16,6 +16,10 @@ use super::{
 };
 
 const SUFFIX: &str = ".spool";
+/// Highest sequence number the daemon writes: a file numbered above it was not written by
+/// profilerd (2^62 profiles take longer than any host lives), and counting on from it would
+/// wrap the numbers and overwrite older, undelivered profiles.
+const MAX_SEQ: u64 = 1 << 62;
 
 #[derive(Debug, Error)]
 pub enum SpoolError {
@@ -88,6 +92,13 @@ impl Spool {
             else {
                 continue;
             };
+            if seq > MAX_SEQ {
+                tracing::warn!(
+                    "spool file {} has a sequence number profilerd never writes; left alone",
+                    entry.path().display()
+                );
+                continue;
+            }
             let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
             entries.insert(seq, len);
             bytes += len;
@@ -124,6 +135,7 @@ impl Spool {
 
     /// Sequence number after the newest spooled profile (0 when empty).
     pub fn next_seq(&self) -> u64 {
+        // Entries are at most MAX_SEQ, so this cannot overflow.
         self.entries.keys().next_back().map_or(0, |s| s + 1)
     }
 
@@ -143,6 +155,14 @@ impl Spool {
             until_nanos: upload.until_nanos,
             pprof_gz: upload.pprof_gz.clone(),
         };
+        let path = self.path(upload.seq);
+        // A new profile never replaces a spooled one.
+        if upload.seq > MAX_SEQ || self.entries.contains_key(&upload.seq) || path.exists() {
+            return Err(SpoolError::Write(format!(
+                "{} is taken or past the sequence numbers profilerd writes; the new profile was not spooled",
+                path.display()
+            )));
+        }
         let bytes = record.encode_to_vec();
         let len = bytes.len() as u64;
         if len > self.max_bytes {
@@ -156,8 +176,7 @@ impl Spool {
             self.remove(oldest);
             self.dropped_full += 1;
         }
-        write_atomic(&self.path(upload.seq), &bytes)
-            .map_err(|e| SpoolError::Write(e.to_string()))?;
+        write_atomic(&path, &bytes).map_err(|e| SpoolError::Write(e.to_string()))?;
         if let Some(old) = self.entries.insert(upload.seq, len) {
             self.bytes -= old;
         }
@@ -250,6 +269,30 @@ mod tests {
             fs::read_dir(&path).unwrap().count(),
             0,
             "tmp leftovers are cleaned"
+        );
+        fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[test]
+    fn sequence_numbers_never_wrap_or_overwrite() {
+        let path = dir("wrap");
+        fs::create_dir_all(&path).unwrap();
+        fs::write(path.join(format!("{}{SUFFIX}", u64::MAX)), b"planted").unwrap();
+        let mut spool = Spool::open(&path, 1 << 20).unwrap();
+        assert_eq!(
+            spool.len(),
+            0,
+            "a file past the numbers we write is not ours"
+        );
+        assert_eq!(spool.next_seq(), 0);
+        spool.push(&upload(0, 10)).unwrap();
+        let err = spool.push(&upload(0, 20)).unwrap_err().to_string();
+        assert!(err.contains("taken"), "{err}");
+        assert_eq!(spool.load(0).unwrap(), upload(0, 10), "the first one stays");
+        assert!(spool.push(&upload(u64::MAX, 10)).is_err());
+        assert_eq!(
+            fs::read(path.join(format!("{}{SUFFIX}", u64::MAX))).unwrap(),
+            b"planted"
         );
         fs::remove_dir_all(&path).unwrap();
     }

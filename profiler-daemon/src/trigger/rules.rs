@@ -48,7 +48,9 @@ pub fn match_rule(avg: u64, cur: u64, rule: &Rule) -> Reason {
     if cur > rule.abs {
         return Reason::OverAbs;
     }
-    if cur >= avg * (100 + rule.diff) / 100 {
+    // In u128: any diff and average a flag can give, without overflow.
+    let threshold = u128::from(avg).saturating_mul(100 + u128::from(rule.diff)) / 100;
+    if u128::from(cur) >= threshold {
         return Reason::Diff;
     }
     Reason::DiffNotMet
@@ -74,7 +76,9 @@ impl Ring {
         if self.len == 0 {
             return 0;
         }
-        self.values[..self.len].iter().sum::<u64>() / self.len as u64
+        // In u128, so that no values can overflow the sum; the mean fits in u64 again.
+        let sum: u128 = self.values[..self.len].iter().map(|&v| u128::from(v)).sum();
+        (sum / self.len as u128) as u64
     }
 }
 
@@ -190,6 +194,19 @@ mod tests {
         max: 0,
         cooldown: Duration::from_secs(60),
     };
+
+    #[test]
+    fn the_largest_rule_values_do_not_overflow() {
+        let huge = Rule {
+            min: 0,
+            diff: u64::MAX,
+            abs: u64::MAX,
+            max: 0,
+            cooldown: Duration::from_secs(60),
+        };
+        assert_eq!(match_rule(u64::MAX, u64::MAX, &huge), Reason::DiffNotMet);
+        assert_eq!(match_rule(0, 1, &huge), Reason::Diff);
+    }
 
     #[test]
     fn every_branch_of_the_rule() {

@@ -2,14 +2,30 @@
 
 use std::time::Duration;
 
-/// `30s`, `500ms`, `2m`, `1h`, `1m30s`; a bare number means seconds.
+/// The longest duration any setting takes: longer ones are refused at parse time, so that no
+/// later sum (a deadline, a backoff) can overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// `30s`, `500ms`, `2m`, `1h`, `1m30s`; a bare number means seconds. At most
+/// [`MAX_DURATION`]; every conversion is checked.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("empty duration: use e.g. 30s, 500ms or 2m".into());
     }
+    let too_long = || {
+        format!(
+            "duration {text:?} is longer than {} days, the most any setting takes",
+            MAX_DURATION.as_secs() / 86_400
+        )
+    };
     if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+        let duration = Duration::from_secs(secs);
+        return if duration > MAX_DURATION {
+            Err(too_long())
+        } else {
+            Ok(duration)
+        };
     }
     let mut total = Duration::ZERO;
     let mut rest = text;
@@ -36,7 +52,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 ))
             }
         };
-        total += Duration::from_secs_f64(seconds);
+        total = Duration::try_from_secs_f64(seconds)
+            .ok()
+            .and_then(|part| total.checked_add(part))
+            .filter(|sum| *sum <= MAX_DURATION)
+            .ok_or_else(too_long)?;
         rest = tail;
     }
     if total.is_zero() {
@@ -90,6 +110,26 @@ mod tests {
         assert!(parse_duration("0s")
             .unwrap_err()
             .contains("greater than zero"));
+    }
+
+    #[test]
+    fn durations_past_the_bound_are_refused_not_a_panic() {
+        for text in [
+            "99999999999999999999s",
+            "18446744073709551615",
+            "18446744073709551615s",
+            "1e400s",
+            "3651d",
+            "87601h",
+            "87599h120m",
+            "99999999999999999999999999999999999999999999ms",
+        ] {
+            assert!(parse_duration(text).is_err(), "{text}");
+        }
+        let err = parse_duration("99999999999999999999s").unwrap_err();
+        assert!(err.contains("longer than 3650 days"), "{err}");
+        assert_eq!(parse_duration("87600h"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("315360000"), Ok(MAX_DURATION));
     }
 
     #[test]
