@@ -10,7 +10,7 @@
 //! | `sample/` | the BPF object | drained counts and stacks |
 //! | `symbolize/` | addresses | named frames |
 //! | `aggregate/` | drained samples | per-process windows (and the one-thread pipeline) |
-//! | `target/` | `--pid`, `--cgroup`, `[[target]]` | kernel filter, sections, labels |
+//! | `targets/` | `--pid`, `--cgroup`, `[[target]]` | kernel filter, sections, labels |
 //! | `trigger/` | windows | rule firings and kept profiles |
 //! | `encode/` | windows | pprof, folded stacks, flame graphs |
 //! | `export/` | encoded profiles | dump dir, Pyroscope uploads, spool |
@@ -28,7 +28,7 @@ mod process;
 mod sample;
 mod serve;
 mod symbolize;
-mod target;
+mod targets;
 mod trigger;
 mod types;
 

@@ -21,7 +21,7 @@ const STAGES: [&str; 13] = [
     "sample",
     "symbolize",
     "aggregate",
-    "target",
+    "targets",
     "trigger",
     "encode",
     "export",

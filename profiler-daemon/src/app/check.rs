@@ -8,7 +8,7 @@ use crate::{
         check::{report, Item, Status, Wanted},
         Host,
     },
-    target::{resolve_targets, LabelConfig},
+    targets::{resolve_targets, LabelConfig},
 };
 
 /// Prints one line per host requirement and per setting; false when any line is a problem.

@@ -26,7 +26,7 @@ use crate::{
     host::{check as host_check, preflight},
     sample::SamplerConfig,
     symbolize::SymbolsConfig,
-    target::{resolve_targets, SectionSpec, Targets},
+    targets::{resolve_targets, SectionSpec, Targets},
 };
 
 /// Checks privileges and targets, then builds the pipeline configuration.

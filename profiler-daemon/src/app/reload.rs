@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     config::{RunArgs, TargetArgs},
-    target::{resolve_targets, LabelConfig},
+    targets::{resolve_targets, LabelConfig},
 };
 
 /// Settings that only a restart changes: they size kernel maps, attach perf events, or own

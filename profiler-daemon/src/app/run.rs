@@ -20,7 +20,7 @@ use crate::{
         metrics::{MapCapacity, Snapshot},
         WebState,
     },
-    target::{LabelConfig, Section},
+    targets::{LabelConfig, Section},
     trigger::{Captures, Firing, Kept, WatchConfig, Watcher},
     types::{CgroupTarget, Rule, Rules},
     BPF_OBJECT,

@@ -10,7 +10,7 @@ use crate::{
         parse_header, parse_url, read_secret, Auth, Client, DeliveryConfig, ServerConfig,
         ServerConfigError, Spool,
     },
-    target::LabelConfig,
+    targets::LabelConfig,
 };
 
 /// What `run` needs to start delivery.

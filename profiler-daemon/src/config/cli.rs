@@ -227,7 +227,7 @@ pub struct RunArgs {
     pub limits: LimitArgs,
     /// `[[target]]` sections of the config file (no flag can say them).
     #[arg(skip)]
-    pub sections: Vec<crate::target::SectionSpec>,
+    pub sections: Vec<crate::targets::SectionSpec>,
 }
 
 /// `--listen`: an address, or `off`.

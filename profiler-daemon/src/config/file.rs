@@ -20,7 +20,7 @@ use thiserror::Error;
 use toml::{Spanned, Value};
 
 use crate::{
-    target::{SectionSpec, SelectorSpec},
+    targets::{SectionSpec, SelectorSpec},
     types::{parse_rule, RuleSetting},
 };
 

@@ -324,7 +324,7 @@ fn server_message(body: &str) -> String {
         .and_then(|(_, rest)| rest.split_once('"'))
         .map(|(message, _)| message.to_string())
         .unwrap_or_else(|| body.trim().to_string());
-    crate::target::truncate(&message, 300).to_string()
+    crate::targets::truncate(&message, 300).to_string()
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -393,7 +393,7 @@ pub fn ingest_name(upload: &Upload) -> String {
         .collect();
     format!(
         "{}{{{}}}",
-        crate::target::sanitize_service_name(service),
+        crate::targets::sanitize_service_name(service),
         labels.join(",")
     )
 }

@@ -19,7 +19,7 @@ use super::{
 use crate::{
     aggregate::{ProcessProfile, Window},
     encode::{flame_graph_svg, folded_lines, pprof, EncodeError},
-    target::{truncate, LabelConfig, MAX_VALUE_LEN},
+    targets::{truncate, LabelConfig, MAX_VALUE_LEN},
     trigger::Kept,
     types::{rfc3339, utc_timestamp},
 };

@@ -15,7 +15,7 @@ use std::{
 use crate::{
     aggregate::Window,
     process::procfs::{read_stat, read_statm_resident, CgroupPaths},
-    target::{section_for, Section},
+    targets::{section_for, Section},
     trigger::{
         limits::{denominators, CgroupRoots, Denominators, Host},
         rules::{Scene, TargetState, Values},

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use crate::{
     process::ProcessInfo,
-    target::labels::{check_service_name, parse_tags, LabelError},
+    targets::labels::{check_service_name, parse_tags, LabelError},
     types::{CgroupTarget, RuleSetting, Rules},
 };
 

@@ -8,7 +8,7 @@ use thiserror::Error;
 
 use crate::{
     process::ProcessInfo,
-    target::section::{section_for, Section},
+    targets::section::{section_for, Section},
 };
 
 /// Most label names per series, `__name__` included.
@@ -391,7 +391,7 @@ mod tests {
 
     #[test]
     fn a_section_names_its_processes_and_adds_tags() {
-        use crate::target::section::{Section, Selector};
+        use crate::targets::section::{Section, Selector};
         let section = Section {
             name: "web".into(),
             selector: Selector::Process("ngin*".into()),
