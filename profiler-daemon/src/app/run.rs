@@ -330,9 +330,9 @@ impl<'a> RunLoop<'a> {
         for process in &window.processes {
             let comments = comments(window, &self.active.target, Some(process));
             let split = self.server.is_some();
-            let profile = WindowProfile::new(window, process, &comments, &self.labels, split);
+            let mut profile = WindowProfile::new(window, process, &comments, &self.labels, split);
             for sink in Self::sinks(&mut self.dump, &mut self.server) {
-                written += usize::from(sink.window(&profile).is_some());
+                written += usize::from(sink.window(&mut profile).is_some());
             }
         }
         tracing::info!(

@@ -94,20 +94,16 @@ impl<'a> WindowProfile<'a> {
         profile
     }
 
-    /// Gzipped parts within the server's limits on samples and bytes.
     fn parts(&self) -> &[Vec<u8>] {
-        self.parts.get_or_init(|| {
-            pprof::encode_split(
-                self.window,
-                self.process,
-                self.comments,
-                pprof::MAX_SAMPLES,
-                pprof::MAX_BYTES,
-            )
-            .iter()
-            .map(pprof::to_gzip)
-            .collect()
-        })
+        self.parts
+            .get_or_init(|| server_parts(self.window, self.process, self.comments))
+    }
+
+    /// The parts, moved out (the server sink runs last and owns them from here).
+    fn take_parts(&mut self) -> Vec<Vec<u8>> {
+        self.parts
+            .take()
+            .unwrap_or_else(|| server_parts(self.window, self.process, self.comments))
     }
 
     /// The whole profile, gzipped: the single part if the parts were made and there is one.
@@ -119,13 +115,28 @@ impl<'a> WindowProfile<'a> {
     }
 }
 
+/// One process's profile in gzipped parts within the server's limits on samples and bytes.
+fn server_parts(window: &Window, process: &ProcessProfile, comments: &[String]) -> Vec<Vec<u8>> {
+    pprof::encode_split(
+        window,
+        process,
+        comments,
+        pprof::MAX_SAMPLES,
+        pprof::MAX_BYTES,
+    )
+    .iter()
+    .map(pprof::to_gzip)
+    .collect()
+}
+
 /// Where profiles go. A sink logs its own failures: a failed write or send never stops the
 /// run loop or the other sinks.
 pub trait Sink {
     /// Writes or sends a kept profile; returns the file written, if the sink writes files.
     fn kept(&mut self, profile: &KeptProfile<'_>) -> Option<PathBuf>;
-    /// Writes or sends one process's window; returns the file written, if any.
-    fn window(&mut self, profile: &WindowProfile<'_>) -> Option<PathBuf>;
+    /// Writes or sends one process's window; returns the file written, if any. A sink may
+    /// take the encoded parts, so the server's sink comes last.
+    fn window(&mut self, profile: &mut WindowProfile<'_>) -> Option<PathBuf>;
 }
 
 /// Files in the dump dir: `<metric>.<event>.<time>.pb.gz`, `.svg` and the sidecar for kept
@@ -185,7 +196,7 @@ impl Sink for DumpSink {
         }
     }
 
-    fn window(&mut self, profile: &WindowProfile<'_>) -> Option<PathBuf> {
+    fn window(&mut self, profile: &mut WindowProfile<'_>) -> Option<PathBuf> {
         let info = &profile.process.info;
         let name = DumpDir::profile_name(&info.comm, info.pid, profile.window.start);
         match self.dir.write(&name, &profile.whole()) {
@@ -243,7 +254,7 @@ pub struct ServerSink<'a> {
 impl ServerSink<'_> {
     fn submit(
         &self,
-        parts: &[Vec<u8>],
+        parts: Vec<Vec<u8>>,
         series: &[(String, String)],
         from: SystemTime,
         until: SystemTime,
@@ -252,8 +263,7 @@ impl ServerSink<'_> {
             self.exporter.count_split();
         }
         for part in parts {
-            self.exporter
-                .submit(series.to_vec(), from, until, part.clone());
+            self.exporter.submit(series.to_vec(), from, until, part);
         }
     }
 }
@@ -270,26 +280,17 @@ impl Sink for ServerSink<'_> {
                 "reason".into(),
                 truncate(&reasons, MAX_VALUE_LEN).to_string(),
             ));
-            let parts: Vec<Vec<u8>> = pprof::encode_split(
-                window,
-                process,
-                profile.comments,
-                pprof::MAX_SAMPLES,
-                pprof::MAX_BYTES,
-            )
-            .iter()
-            .map(pprof::to_gzip)
-            .collect();
-            self.submit(&parts, &series, window.start, until);
+            let parts = server_parts(window, process, profile.comments);
+            self.submit(parts, &series, window.start, until);
         }
         None
     }
 
-    fn window(&mut self, profile: &WindowProfile<'_>) -> Option<PathBuf> {
+    fn window(&mut self, profile: &mut WindowProfile<'_>) -> Option<PathBuf> {
         let window = profile.window;
         let series = profile.labels.for_process(&profile.process.info);
         self.submit(
-            profile.parts(),
+            profile.take_parts(),
             &series,
             window.start,
             window.start + window.duration,
@@ -365,8 +366,8 @@ mod tests {
         };
         let window = window();
         let labels = LabelConfig::new(None, &[]).unwrap();
-        let profile = WindowProfile::new(&window, &window.processes[0], &[], &labels, false);
-        let path = sink.window(&profile).expect("written");
+        let mut profile = WindowProfile::new(&window, &window.processes[0], &[], &labels, false);
+        let path = sink.window(&mut profile).expect("written");
         assert!(path.starts_with(&dir), "{}", path.display());
         assert_eq!(std::fs::read(&path).unwrap(), profile.whole());
         assert!(path
