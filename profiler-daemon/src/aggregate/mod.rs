@@ -296,6 +296,25 @@ pub(crate) mod tests {
     use super::*;
     use crate::symbolize::Line;
 
+    /// A process profile of `samples` samples in one stack of one frame, `function`.
+    pub(crate) fn one_frame_profile(
+        pid: u32,
+        comm: &str,
+        function: &str,
+        samples: u64,
+    ) -> ProcessProfile {
+        ProcessProfile {
+            info: ProcessInfo {
+                pid,
+                comm: comm.into(),
+                ..Default::default()
+            },
+            locations: vec![loc(FrameKind::User, 1, function.to_string())],
+            stacks: [(vec![0], samples)].into_iter().collect(),
+            samples,
+        }
+    }
+
     /// `-EFAULT`: the task had no stack of that kind (kernel thread, or a sample taken in
     /// user mode for the kernel stack).
     const NO_STACK: i32 = -libc::EFAULT;

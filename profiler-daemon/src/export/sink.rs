@@ -301,34 +301,13 @@ impl Sink for ServerSink<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::{sync::Arc, time::Duration};
+    use std::time::Duration;
 
     use super::*;
-    use crate::{
-        process::ProcessInfo,
-        symbolize::{FrameKind, Line, Location},
-    };
+    use crate::aggregate::tests::one_frame_profile;
 
     fn window() -> Window {
-        let process = ProcessProfile {
-            info: ProcessInfo {
-                pid: 7,
-                comm: "app".into(),
-                ..Default::default()
-            },
-            locations: vec![Location {
-                kind: FrameKind::User,
-                address: 1,
-                vma: None,
-                lines: vec![Line {
-                    function: Arc::from("hot"),
-                    file: None,
-                    line: 0,
-                }],
-            }],
-            stacks: [(vec![0], 9)].into_iter().collect(),
-            samples: 9,
-        };
+        let process = one_frame_profile(7, "app", "hot", 9);
         Window {
             start: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
             duration: Duration::from_secs(15),

@@ -230,36 +230,15 @@ impl Captures {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::{
-        process::ProcessInfo,
-        symbolize::{FrameKind, Line, Location},
+        aggregate::tests::one_frame_profile,
         trigger::rules::Reason,
         types::{Metric, Rule},
     };
 
     fn slice(start: SystemTime, pid: u32, function: &str, samples: u64) -> Window {
-        let profile = ProcessProfile {
-            info: ProcessInfo {
-                pid,
-                comm: "p".into(),
-                ..Default::default()
-            },
-            locations: vec![Location {
-                kind: FrameKind::User,
-                address: 1,
-                vma: None,
-                lines: vec![Line {
-                    function: Arc::from(function),
-                    file: None,
-                    line: 0,
-                }],
-            }],
-            stacks: [(vec![0], samples)].into_iter().collect(),
-            samples,
-        };
+        let profile = one_frame_profile(pid, "p", function, samples);
         Window {
             start,
             duration: Duration::from_secs(1),

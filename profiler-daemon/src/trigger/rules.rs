@@ -187,13 +187,7 @@ mod tests {
 
     use super::*;
 
-    const RULE: Rule = Rule {
-        min: 10,
-        diff: 25,
-        abs: 70,
-        max: 0,
-        cooldown: Duration::from_secs(60),
-    };
+    const RULE: Rule = crate::types::TEST_RULE;
 
     #[test]
     fn the_largest_rule_values_do_not_overflow() {

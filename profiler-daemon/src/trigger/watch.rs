@@ -431,15 +431,7 @@ mod tests {
     fn window(pids: &[u32]) -> Window {
         let processes = pids
             .iter()
-            .map(|&pid| crate::aggregate::ProcessProfile {
-                info: crate::process::ProcessInfo {
-                    pid,
-                    comm: "p".into(),
-                    ..Default::default()
-                },
-                samples: 5,
-                ..Default::default()
-            })
+            .map(|&pid| crate::aggregate::tests::one_frame_profile(pid, "p", "f", 5))
             .collect();
         Window {
             start: std::time::SystemTime::now(),

@@ -95,17 +95,21 @@ pub fn parse_rule(text: &str, with_max: bool) -> Result<Option<Rule>, String> {
     }))
 }
 
+/// The CPU rule's default, for tests of the stages that apply rules.
+#[cfg(test)]
+pub(crate) const TEST_RULE: Rule = Rule {
+    min: 10,
+    diff: 25,
+    abs: 70,
+    max: 0,
+    cooldown: Duration::from_secs(60),
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const RULE: Rule = Rule {
-        min: 10,
-        diff: 25,
-        abs: 70,
-        max: 0,
-        cooldown: Duration::from_secs(60),
-    };
+    const RULE: Rule = TEST_RULE;
 
     #[test]
     fn rules_parse_in_holmes_order_or_off() {
