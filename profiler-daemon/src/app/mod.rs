@@ -26,7 +26,8 @@ use crate::{
     host::{check as host_check, preflight},
     sample::SamplerConfig,
     symbolize::SymbolsConfig,
-    targets::{resolve_targets, SectionSpec, Targets},
+    targets::{resolve_targets, Section, SectionSpec, Targets},
+    types::CgroupTarget,
 };
 
 /// Checks privileges and targets, then builds the pipeline configuration.
@@ -34,10 +35,15 @@ fn prepare(
     target: &TargetArgs,
     limits: &LimitArgs,
     specs: &[SectionSpec],
-) -> Result<(PipelineConfig, Targets)> {
+) -> Result<(PipelineConfig, Watched)> {
     preflight::check_privileges()?;
     preflight::check_perf_events(target.frequency)?;
-    let targets = resolve_targets(&target.pids, &target.cgroups, specs)?;
+    let Targets {
+        pids,
+        selectors,
+        cgroup_targets,
+        sections,
+    } = resolve_targets(&target.pids, &target.cgroups, specs)?;
     // The host report of `profilerd check`, in the log, once the fatal problems above have
     // had their one-line error: what is left are notes (and problems of unused features).
     let wanted = host_check::Wanted {
@@ -54,8 +60,8 @@ fn prepare(
     let config = PipelineConfig {
         sampler: SamplerConfig {
             frequency: target.frequency,
-            pids: targets.pids.clone(),
-            cgroups: targets.selectors.clone(),
+            pids,
+            cgroups: selectors,
             counts_map_entries: limits.counts_map_entries,
             stack_map_entries: limits.stack_map_entries,
             kernel_stack_map_entries: limits.kernel_stack_map_entries,
@@ -71,7 +77,20 @@ fn prepare(
         },
         max_stacks: limits.max_stacks as usize,
     };
-    Ok((config, targets))
+    Ok((
+        config,
+        Watched {
+            cgroup_targets,
+            sections,
+        },
+    ))
+}
+
+/// What the run loop watches besides single processes, once the filter is in the kernel.
+struct Watched {
+    /// `--cgroup`s, watched as a whole.
+    cgroup_targets: Vec<CgroupTarget>,
+    sections: Vec<Section>,
 }
 
 fn describe_targets(target: &TargetArgs) -> String {

@@ -94,7 +94,7 @@ impl Spool {
             };
             if seq > MAX_SEQ {
                 tracing::warn!(
-                    "spool file {} has a sequence number profilerd never writes; left alone",
+                    "spool file {} has a sequence number profilerd never writes; left alone: move it out of --spool-dir",
                     entry.path().display()
                 );
                 continue;
@@ -159,7 +159,7 @@ impl Spool {
         // A new profile never replaces a spooled one.
         if upload.seq > MAX_SEQ || self.entries.contains_key(&upload.seq) || path.exists() {
             return Err(SpoolError::Write(format!(
-                "{} is taken or past the sequence numbers profilerd writes; the new profile was not spooled",
+                "{} is taken or past the sequence numbers profilerd writes, so the new profile was not spooled: move files profilerd did not write out of --spool-dir",
                 path.display()
             )));
         }
