@@ -1,7 +1,8 @@
-//! The one reader of the per-process `/proc` files the daemon uses: `stat`, `statm`, the
-//! `CapEff` line of `status` and `cgroup`, and `/proc/self/mountinfo`. Pure parse functions over the file's text (for
-//! tests, and for `host::check`, which reads through a fixture root) plus thin read functions
-//! that return `None` when the file cannot be read (mostly: the process is gone).
+//! The one reader of the `/proc` files the daemon uses: a process's `stat`, `statm`, the
+//! `CapEff` line of `status` and `cgroup`, and `/proc/self/mountinfo`. Pure parse functions
+//! over the file's text (for tests, and for `host::check`, which reads through a fixture root)
+//! plus thin read functions that return `None` when the file cannot be read (mostly: the
+//! process is gone).
 
 use std::fs;
 
@@ -58,11 +59,7 @@ pub(crate) fn parse_cap_eff(status: &str) -> Option<u64> {
 
 /// The cgroup v2 path from `/proc/PID/cgroup` (the `0::` line), `/` when there is none.
 pub(crate) fn parse_cgroup_v2(text: &str) -> String {
-    text.lines()
-        .find_map(|line| line.strip_prefix("0::"))
-        .unwrap_or("/")
-        .trim()
-        .to_string()
+    CgroupPaths::parse(text).v2
 }
 
 /// A process's cgroup paths, from `/proc/PID/cgroup`.
@@ -75,10 +72,8 @@ pub(crate) struct CgroupPaths {
 
 impl CgroupPaths {
     pub(crate) fn parse(text: &str) -> Self {
-        let mut paths = Self {
-            v2: "/".into(),
-            ..Self::default()
-        };
+        let mut paths = Self::default();
+        let mut v2 = None;
         for line in text.lines() {
             let mut fields = line.splitn(3, ':');
             let (Some(_), Some(controllers), Some(path)) =
@@ -86,8 +81,10 @@ impl CgroupPaths {
             else {
                 continue;
             };
+            let path = path.trim();
+            // The v2 line (`0::PATH`) has no controllers; the kernel writes one.
             if controllers.is_empty() {
-                paths.v2 = path.to_string();
+                v2.get_or_insert(path);
             }
             let list: Vec<&str> = controllers.split(',').collect();
             if list.contains(&"cpu") {
@@ -97,6 +94,7 @@ impl CgroupPaths {
                 paths.v1_memory = Some(path.to_string());
             }
         }
+        paths.v2 = v2.unwrap_or("/").to_string();
         paths
     }
 
