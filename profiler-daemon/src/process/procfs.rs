@@ -30,12 +30,19 @@ pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     let comm = text.get(open + 1..close)?.to_string();
-    // Fields after the comm start at field 3 (state): field N is at index N - 3.
-    let fields: Vec<&str> = text.get(close + 2..)?.split_whitespace().collect();
-    let number = |field: usize| -> Option<u64> { fields.get(field - 3)?.parse().ok() };
+    // Fields after the comm start at field 3 (state); read in order, without collecting them:
+    // this runs for every tracked process at every drain.
+    let mut fields = text.get(close + 2..)?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let mut at = 3;
+    let mut number = |field: usize| -> Option<u64> {
+        let value = fields.nth(field - at - 1)?.parse().ok();
+        at = field;
+        value
+    };
     Some(Stat {
         comm,
-        state: fields.first()?.chars().next()?,
+        state,
         utime: number(14)?,
         stime: number(15)?,
         threads: number(20)?,
