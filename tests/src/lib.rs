@@ -60,7 +60,9 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-static BUILD_LOCK: Mutex<()> = Mutex::new(());
+/// Fixture binaries this test process built already (output name and gcc arguments): each is
+/// compiled once per process, not at every call.
+static BUILT: Mutex<Vec<(String, Vec<String>)>> = Mutex::new(Vec::new());
 
 /// Compiles `tests/fixtures/NAME.c` with frame pointers everywhere (-O0) and returns the binary.
 pub fn fixture(name: &str) -> PathBuf {
@@ -69,11 +71,19 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// Compiles `tests/fixtures/SOURCE.c` into `OUTPUT` with extra gcc arguments (e.g. `-shared`).
 pub fn fixture_with(source: &str, output: &str, extra: &[&str]) -> PathBuf {
-    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     let out_dir = target_dir().join("fixtures");
-    std::fs::create_dir_all(&out_dir).expect("fixtures dir");
     let binary = out_dir.join(output);
-    profiler_testkit::fixtures::build(source, &binary, extra).unwrap_or_else(|e| panic!("{e:#}"));
+    let key = (
+        output.to_string(),
+        extra.iter().map(|a| a.to_string()).collect(),
+    );
+    if !built.contains(&key) {
+        std::fs::create_dir_all(&out_dir).expect("fixtures dir");
+        profiler_testkit::fixtures::build(source, &binary, extra)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        built.push(key);
+    }
     binary
 }
 
@@ -187,21 +197,6 @@ pub fn go_pprof(args: &[&str], file: &Path) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Waits until `path` exists with content, up to `limit`.
-pub fn wait_for_file(path: &Path, limit: Duration) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if std::fs::metadata(path)
-            .map(|m| m.len() > 0)
-            .unwrap_or(false)
-        {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 /// The `key=value` counters of profilerd's last "sample accounting:" (record) or "samples:"

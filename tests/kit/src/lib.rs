@@ -19,7 +19,7 @@ pub mod procfs;
 pub mod scenario;
 pub mod stack;
 
-pub use cgroup::{cgroup2_mount, Cgroup};
+pub use cgroup::Cgroup;
 pub use daemon::Daemon;
 pub use process::{tail, wait_until, Running};
 pub use stack::{Frame, Stack};

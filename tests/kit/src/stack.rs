@@ -40,13 +40,6 @@ impl Stack {
     pub fn position(&self, function: &str) -> Option<usize> {
         self.frames.iter().position(|f| f.function == function)
     }
-
-    pub fn leaf_user(&self) -> Option<&str> {
-        self.frames
-            .iter()
-            .find(|f| !f.kernel)
-            .map(|f| f.function.as_str())
-    }
 }
 
 /// Sum of the counts.

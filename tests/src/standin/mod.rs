@@ -30,16 +30,14 @@ mod ingest;
 mod push;
 mod validate;
 
-pub use validate::validate_profile;
-
-pub const MAX_PROFILE_BYTES: usize = 4 << 20;
-pub const MAX_BODY_BYTES: usize = 256 << 20;
-pub const MAX_LABEL_NAMES: usize = 30;
-pub const MAX_NAME_LEN: usize = 1024;
-pub const MAX_VALUE_LEN: usize = 2048;
-pub const MAX_SAMPLES: usize = 16_000;
-pub const MAX_STACK_DEPTH: usize = 1000;
-pub const MAX_SYMBOL_LEN: usize = 65_535;
+pub(super) const MAX_PROFILE_BYTES: usize = 4 << 20;
+pub(super) const MAX_BODY_BYTES: usize = 256 << 20;
+pub(super) const MAX_LABEL_NAMES: usize = 30;
+pub(super) const MAX_NAME_LEN: usize = 1024;
+pub(super) const MAX_VALUE_LEN: usize = 2048;
+pub(super) const MAX_SAMPLES: usize = 16_000;
+pub(super) const MAX_STACK_DEPTH: usize = 1000;
+pub(super) const MAX_SYMBOL_LEN: usize = 65_535;
 
 /// One profile the stand-in accepted.
 #[derive(Clone, Debug)]

@@ -1,8 +1,7 @@
 //! Scenario 6: the hot function's share, ours and perf's on the same run.
 
-use std::fs;
-
 use anyhow::Result;
+use profiler_testkit::{scenario::split, stack::read_folded};
 
 use super::{
     probe::{self, wait_cpu},
@@ -11,18 +10,6 @@ use super::{
     Ctx, Procs,
 };
 use crate::output;
-
-/// `work_three`'s share (%) of the folded lines that pass through either hot caller.
-fn folded_share(text: &str) -> f64 {
-    let count = |needle: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.contains(needle))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
-    let (three, one) = (count(";work_three;"), count(";work_one;"));
-    three / (three + one) * 100.0
-}
 
 /// `work_three`'s share (%) of the samples of `perf script` that hold either hot caller.
 fn perf_share(script: &str) -> f64 {
@@ -69,7 +56,9 @@ fn pair(ctx: &Ctx, secs: u64) -> Result<(f64, f64)> {
     ])?;
     child.wait_with_output()?;
     wait_cpu(perf)?;
-    let ours = folded_share(&fs::read_to_string(&folded)?);
+    // The share the end-to-end tests and the kernel matrix judge: samples with either hot
+    // caller anywhere in the stack, the leaf included (as perf's count below).
+    let ours = split::share(&read_folded(&folded)?).share * 100.0;
     let script = output(std::process::Command::new("perf").args(["script", "-i", data]))?;
     Ok((ours, perf_share(&script)))
 }

@@ -30,7 +30,7 @@ mod user_cpu;
 use report::Row;
 
 /// What `cargo xtask bench` runs.
-#[derive(Debug, Default, clap::Args)]
+#[derive(Debug, clap::Args)]
 pub struct Options {
     /// Shorter runs and 2 pairs per comparison.
     #[arg(long)]

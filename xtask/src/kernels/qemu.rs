@@ -146,7 +146,10 @@ pub(super) fn host(root: &Path, dir: &Path, fixtures: &Path) -> Row {
         release.trim()
     );
     let started = Instant::now();
-    let output = Command::new(root.join("target/release/kernel-check"))
+    // Bounded like a guest: a stuck check fails its row instead of hanging the matrix.
+    let output = Command::new("timeout")
+        .arg(GUEST_LIMIT.as_secs().to_string())
+        .arg(root.join("target/release/kernel-check"))
         .arg("--profilerd")
         .arg(root.join("target/release/profilerd"))
         .arg("--fixtures")
@@ -169,7 +172,15 @@ pub(super) fn host(root: &Path, dir: &Path, fixtures: &Path) -> Row {
         pass: output.status.success(),
         result: find_report(&text),
         seconds: started.elapsed().as_secs_f64(),
-        problem: (!output.status.success()).then(|| tail(&text, TAIL_LINES)),
+        problem: (!output.status.success()).then(|| match output.status.code() {
+            // timeout(1)'s exit code when the limit ran out.
+            Some(124) => format!(
+                "no result within {}s (timeout)\n{}",
+                GUEST_LIMIT.as_secs(),
+                tail(&text, TAIL_LINES)
+            ),
+            _ => tail(&text, TAIL_LINES),
+        }),
     }
 }
 
