@@ -293,32 +293,16 @@ fn series_labels_are_checked() {
         value: "v".into(),
     }));
     assert_rejected(push(&standin, many, &valid()), 400, "at most 30");
-    let mut long_name = default_labels();
-    long_name.push(LabelPair {
-        name: "n".repeat(1025),
-        value: "v".into(),
-    });
-    assert_rejected(
-        push(&standin, long_name, &valid()),
-        400,
-        "label name longer",
-    );
-    let mut long_value = default_labels();
-    long_value.push(LabelPair {
-        name: "n".into(),
-        value: "v".repeat(2049),
-    });
-    assert_rejected(
-        push(&standin, long_value, &valid()),
-        400,
-        "value of n longer",
-    );
-    let mut duplicate = default_labels();
-    duplicate.push(LabelPair {
-        name: "service_name".into(),
-        value: "again".into(),
-    });
-    assert_rejected(push(&standin, duplicate, &valid()), 400, "duplicate");
+    // One label more than the defaults, each breaking one rule.
+    for (name, value, needle) in [
+        ("n".repeat(1025), "v".to_string(), "label name longer"),
+        ("n".into(), "v".repeat(2049), "value of n longer"),
+        ("service_name".into(), "again".into(), "duplicate"),
+    ] {
+        let mut series = default_labels();
+        series.push(LabelPair { name, value });
+        assert_rejected(push(&standin, series, &valid()), 400, needle);
+    }
     assert_rejected(
         push(&standin, labels(&[("__name__", "process_cpu")]), &valid()),
         400,
