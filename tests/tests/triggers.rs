@@ -260,6 +260,11 @@ fn idle_host_in_triggered_mode_writes_nothing() {
         "{stderr}"
     );
     assert!(stderr.contains("status: "), "{stderr}");
+    // Its own work (symbolizing, encoding) is no reason to keep a profile of the daemon.
+    assert!(
+        !stderr.contains(" profilerd-"),
+        "the daemon watched itself\n{stderr}"
+    );
     let files = kept(&dir.join("kept"));
     assert!(files.is_empty(), "an idle host kept {files:?}\n{stderr}");
 }

@@ -208,6 +208,7 @@ impl<'a> RunLoop<'a> {
             memory_flag: args.trigger.rules.memory_limit,
             frequency: args.target.frequency,
             processes: self.cgroup_targets.is_empty() || !args.target.pids.is_empty(),
+            skip_pid: Some(std::process::id()).filter(|own| !args.target.pids.contains(own)),
             cgroups: self.cgroup_targets.clone(),
             max_targets: args.limits.max_processes as usize,
         }

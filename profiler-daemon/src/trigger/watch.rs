@@ -45,6 +45,10 @@ pub struct WatchConfig {
     pub frequency: u64,
     /// Whether single processes are targets (no `--cgroup`, or `--pid` given as well).
     pub processes: bool,
+    /// A process never watched on its own: the daemon itself, unless named with `--pid`.
+    /// Its CPU follows the work the others cause (symbolizing, encoding a kept profile), so
+    /// watching it would keep profiles of the profiler, each raising its CPU again.
+    pub skip_pid: Option<u32>,
     pub cgroups: Vec<CgroupTarget>,
     /// Most targets tracked at once.
     pub max_targets: usize,
@@ -251,7 +255,7 @@ impl Watcher {
                     ));
                     entry.0 += process.samples;
                 }
-                None if self.config.processes => {
+                None if self.config.processes && self.config.skip_pid != Some(process.info.pid) => {
                     let name = format!("{}-{}", process.info.comm, process.info.pid);
                     let rules = section.map_or(global, |s| s.rules(&global));
                     samples.insert(
@@ -453,6 +457,7 @@ mod tests {
             memory_flag: Some(1 << 30),
             frequency: 99,
             processes,
+            skip_pid: None,
             cgroups: Vec::new(),
             max_targets: 16,
             sections: Vec::new(),
@@ -472,5 +477,16 @@ mod tests {
         // A reload that stops watching single processes drops the one still alive.
         watcher.reconfigure(config(false));
         assert_eq!(watcher.take_gone(), [TargetId::Process(own)]);
+    }
+
+    #[test]
+    fn the_skipped_process_is_no_target() {
+        let own = std::process::id();
+        let mut watcher = Watcher::new(WatchConfig {
+            skip_pid: Some(own),
+            ..config(true)
+        });
+        watcher.tick(&window(&[own]), Instant::now());
+        assert_eq!(watcher.status(5), "0 targets watched; busiest: none");
     }
 }
