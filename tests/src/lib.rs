@@ -205,6 +205,17 @@ pub fn accounting(stderr: &str) -> HashMap<String, u64> {
     procfs::accounting(stderr).unwrap_or_else(|| panic!("no sample accounting line in:\n{stderr}"))
 }
 
+/// `GET http://ADDRESS PATH` (10 s at most): the status and the body.
+pub fn http_get(address: &str, path: &str) -> (u16, String) {
+    let response = reqwest::blocking::Client::new()
+        .get(format!("http://{address}{path}"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .unwrap_or_else(|err| panic!("GET {path}: {err}"));
+    let status = response.status().as_u16();
+    (status, response.text().unwrap_or_default())
+}
+
 /// A `profilerd` daemon in the background, stopped with SIGTERM.
 pub struct Daemon(profiler_testkit::Daemon);
 

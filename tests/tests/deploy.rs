@@ -37,6 +37,8 @@ fn systemd_unit_verifies_clean() {
         "StateDirectory=profilerd",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "--config /etc/profilerd/config.toml",
+        "CPUWeight=1000",
+        "Nice=-10",
     ] {
         assert!(unit.contains(needed), "unit lacks {needed}");
     }
@@ -56,6 +58,7 @@ fn daemonset_runs_the_daemon_with_what_it_needs() {
         "args: [\"run\", \"--config\", \"/etc/profilerd/config.toml\"]",
         "containerPort: 7070",
         "limits:",
+        "\"SYS_NICE\"]",
     ] {
         assert!(manifest.contains(needed), "manifest lacks {needed}");
     }

@@ -14,16 +14,6 @@ use profiler_tests::*;
 
 const START: Duration = Duration::from_secs(30);
 
-fn get(address: &str, path: &str) -> (u16, String) {
-    let response = reqwest::blocking::Client::new()
-        .get(format!("http://{address}{path}"))
-        .timeout(Duration::from_secs(10))
-        .send()
-        .unwrap_or_else(|err| panic!("GET {path}: {err}"));
-    let status = response.status().as_u16();
-    (status, response.text().unwrap_or_default())
-}
-
 /// Parses a text exposition with prometheus_client's parser; returns `name{labels}` -> value.
 /// Asserts that every family has a type (a sample outside its family's `# TYPE` would come
 /// out untyped) and that the ones scrapers rely on have the documented one.
@@ -96,14 +86,14 @@ fn metrics_parse_and_move_during_a_real_run() {
     let daemon = Daemon::continuous(&pid, "20s", &dir);
     let address = daemon.http_address(START);
     assert!(
-        wait_until(START, || get(&address, "/healthz").0 == 200),
+        wait_until(START, || http_get(&address, "/healthz").0 == 200),
         "healthz never became ok: {:?}",
-        get(&address, "/healthz")
+        http_get(&address, "/healthz")
     );
 
-    let first = parse_metrics(&get(&address, "/metrics").1);
+    let first = parse_metrics(&http_get(&address, "/metrics").1);
     std::thread::sleep(Duration::from_secs(4));
-    let (status, text) = get(&address, "/metrics");
+    let (status, text) = http_get(&address, "/metrics");
     assert_eq!(status, 200);
     let second = parse_metrics(&text);
 
@@ -229,7 +219,7 @@ fn local_page_shows_a_real_trigger_and_its_flame_graph_in_chromium() {
         daemon.stderr()
     );
 
-    let (status, page) = get(&address, "/");
+    let (status, page) = http_get(&address, "/");
     assert_eq!(status, 200);
     assert!(page.contains("<tr class=\"profile\">"), "{page}");
     assert!(page.contains(&format!("spike-{pid}")), "{page}");
@@ -249,7 +239,7 @@ fn local_page_shows_a_real_trigger_and_its_flame_graph_in_chromium() {
     );
     let svg = link_after(&page, "src=\"/profiles/").expect("flame graph link");
     let pprof = link_after(&page, "<a href=\"/profiles/").expect("pprof link");
-    let (status, body) = get(&address, &format!("/profiles/{svg}"));
+    let (status, body) = http_get(&address, &format!("/profiles/{svg}"));
     assert_eq!(status, 200);
     assert!(body.contains("<svg"), "not an SVG");
     // The download is the pprof the daemon wrote, readable by go tool pprof.
@@ -262,8 +252,8 @@ fn local_page_shows_a_real_trigger_and_its_flame_graph_in_chromium() {
     let top = go_pprof(&["-top"], &downloaded);
     assert!(top.contains("burn_cpu"), "{top}");
     // Names outside the kept list are not served.
-    assert_eq!(get(&address, "/profiles/..%2Fdaemon.stderr").0, 404);
-    assert_eq!(get(&address, "/profiles/daemon.stderr").0, 404);
+    assert_eq!(http_get(&address, "/profiles/..%2Fdaemon.stderr").0, 404);
+    assert_eq!(http_get(&address, "/profiles/daemon.stderr").0, 404);
 
     let shot = screenshot(&address, &dir);
     let flame = flame_pixels(&shot);

@@ -21,7 +21,7 @@ use super::{check::check, error_line, record::record, run::run, server::prepare_
 use crate::{
     config::{self, Cli, Command, Listen, ParseError, RunArgs},
     export::Exporter,
-    host::privileges,
+    host::{priority, privileges},
     serve::{self, metrics::Metrics, WebState},
 };
 
@@ -29,13 +29,18 @@ use crate::{
 /// config file re-read.
 pub fn execute(cli: Cli, argv: Vec<OsString>) -> ExitCode {
     tune_malloc();
-    if let Command::Check(args) = &cli.command {
-        return if check(args) {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        };
-    }
+    let nice = match &cli.command {
+        Command::Check(args) => {
+            return if check(args) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+        Command::Record(args) => args.nice,
+        Command::Run(args) => args.nice,
+    };
+    raise_priority(nice);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -52,6 +57,19 @@ pub fn execute(cli: Cli, argv: Vec<OsString>) -> ExitCode {
             eprintln!("error: {}", error_line(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Before the runtime and the pipeline thread exist, so that they inherit it. Without the
+/// privilege the daemon still runs, at the priority it was given.
+fn raise_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    match priority::raise_to(nice) {
+        Ok(Some(was)) => tracing::info!("scheduling priority raised from nice {was} to {nice}"),
+        Ok(None) => {}
+        Err(err) => tracing::warn!("{err}"),
     }
 }
 

@@ -28,6 +28,7 @@ fn restart_only(old: &RunArgs, new: &RunArgs) -> Vec<&'static str> {
         ("--listen", old.listen != new.listen),
         ("--page-window", old.page_window != new.page_window),
         ("--duration", old.duration != new.duration),
+        ("--nice", old.nice != new.nice),
         (
             "--history-max-bytes",
             old.trigger.history_max_bytes != new.trigger.history_max_bytes,

@@ -156,6 +156,11 @@ pub struct RecordArgs {
     /// How often the kernel maps are drained while recording.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub collect_interval: Duration,
+    /// Nice value of the daemon's threads, set at start (-20 to 19; 0 keeps the inherited
+    /// one). Against a runaway at the ordinary priority, drains stay on time and a kept
+    /// profile lands when due. Never lowers a higher priority a unit's Nice= gave.
+    #[arg(long, default_value_t = -10, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub nice: i32,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -219,6 +224,11 @@ pub struct RunArgs {
     /// How far back the page at / lists kept profiles.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub page_window: Duration,
+    /// Nice value of the daemon's threads, set at start (-20 to 19; 0 keeps the inherited
+    /// one). Against a runaway at the ordinary priority, drains stay on time and a kept
+    /// profile lands when due. Never lowers a higher priority a unit's Nice= gave.
+    #[arg(long, default_value_t = -10, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub nice: i32,
     #[command(flatten)]
     pub trigger: TriggerArgs,
     #[command(flatten)]

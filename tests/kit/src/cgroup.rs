@@ -30,6 +30,39 @@ impl Cgroup {
         Ok(Cgroup(path))
     }
 
+    /// A child cgroup with the CPU controller and `weight` (cgroup v2 `cpu.weight`, 1 to
+    /// 10000, default 100), like a systemd unit's `CPUWeight=`: in the cgroup2 hierarchy when
+    /// it has the controller, else in cgroup v1's `cpu` hierarchy (a hybrid host), as
+    /// `cpu.shares` (weight x 1024 / 100).
+    pub fn make_cpu(prefix: &str, weight: u64) -> Result<Self> {
+        let name = format!("{prefix}-{}", std::process::id());
+        let v2 = cgroup2_mount()?;
+        let has_cpu = |file: &str| {
+            fs::read_to_string(v2.join(file))
+                .is_ok_and(|c| c.split_whitespace().any(|name| name == "cpu"))
+        };
+        let (path, file, value) = if has_cpu("cgroup.controllers") {
+            if !has_cpu("cgroup.subtree_control") {
+                fs::write(v2.join("cgroup.subtree_control"), "+cpu")
+                    .context("cannot enable the cpu controller for child cgroups")?;
+            }
+            (v2.join(name), "cpu.weight", weight)
+        } else {
+            let v1 = PathBuf::from("/sys/fs/cgroup/cpu");
+            anyhow::ensure!(
+                v1.join("cpu.shares").exists(),
+                "no cpu controller in cgroup v2 or v1"
+            );
+            (v1.join(name), "cpu.shares", weight * 1024 / 100)
+        };
+        fs::create_dir(&path)
+            .with_context(|| format!("cannot create the cgroup {} (needs root)", path.display()))?;
+        let group = Cgroup(path);
+        fs::write(group.0.join(file), value.to_string())
+            .with_context(|| format!("cannot set {file} of {}", group.0.display()))?;
+        Ok(group)
+    }
+
     /// Like [`Cgroup::make`], for tests: panics when it cannot.
     pub fn create(prefix: &str) -> Self {
         Self::make(prefix).unwrap_or_else(|e| panic!("create a child cgroup: {e:#}"))

@@ -1,0 +1,143 @@
+//! The profiler keeps working during the incident it records: 2000 CPU-busy threads on the
+//! host's cores, and the drains still run on time and the kept profile lands when due.
+//!
+//! Two shapes of the incident. The runaway in its own cgroup, as a service or a container is,
+//! with the daemon in a cgroup weighted like the unit's `CPUWeight=`: every drain stays under
+//! 100 ms. The runaway in the daemon's own cgroup, where only the daemon's nice value sets it
+//! apart: the kept profile still lands when due (at nice 0 it landed 9 s late).
+
+use std::{sync::Mutex, time::Duration};
+
+use profiler_tests::*;
+
+/// 2000 threads each: one storm at a time.
+static STORM: Mutex<()> = Mutex::new(());
+
+const THREADS: &str = "2000";
+const POST_TRIGGER: Duration = Duration::from_secs(2);
+
+/// The storm: 12 s quiet (the rules' warm-up), 2000 threads burning for 10 s, quiet again.
+fn storm() -> Running {
+    Running::spawn(
+        &fixture_with("storm", "storm", &["-pthread"]),
+        &["12", THREADS, "10"],
+    )
+}
+
+fn run_args(pid: &str) -> Vec<&str> {
+    vec![
+        "run",
+        "--pid",
+        pid,
+        "--post-trigger",
+        "2s",
+        "--upload-interval",
+        "5s",
+        "--dump-dir",
+        "kept",
+        "--duration",
+        "28s",
+    ]
+}
+
+/// How long after the firing the kept profile was on disk, from its log line.
+fn on_disk_after(stderr: &str) -> Duration {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("kept profile written"))
+        .unwrap_or_else(|| panic!("no kept profile:\n{stderr}"));
+    let value = line
+        .split("on_disk_after=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no on_disk_after in {line}"));
+    let (number, scale) = match value.strip_suffix("ms") {
+        Some(ms) => (ms, 1e-3),
+        None => (value.trim_end_matches('s'), 1.0),
+    };
+    Duration::from_secs_f64(number.parse::<f64>().unwrap() * scale)
+}
+
+/// A kept profile is due post-trigger after the firing, at the next collect tick (1 s).
+fn assert_on_time(stderr: &str) {
+    let late = on_disk_after(stderr);
+    assert!(
+        late <= POST_TRIGGER + Duration::from_millis(2500),
+        "kept profile on disk {late:?} after the firing (post-trigger {POST_TRIGGER:?})\n{stderr}"
+    );
+}
+
+/// The drain histogram's count and how many took at most 100 ms.
+fn drains(address: &str) -> (f64, f64) {
+    let (status, text) = http_get(address, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    (
+        value("profilerd_drain_duration_seconds_count"),
+        value("profilerd_drain_duration_seconds_bucket{le=\"0.1\"}"),
+    )
+}
+
+#[test]
+fn a_runaway_in_its_own_cgroup_leaves_every_drain_under_100ms() {
+    let _one = STORM.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("incident-cgroups");
+    // As deployed: the service in a cgroup of its own, the daemon in one weighted like the
+    // unit's CPUWeight=1000.
+    let service = TestCgroup::make_cpu("profilerd-incident-service", 100).unwrap();
+    let unit = TestCgroup::make_cpu("profilerd-incident-daemon", 1000).unwrap();
+    let runaway = storm();
+    service.add(runaway.pid());
+    let pid = runaway.pid().to_string();
+    let mut daemon = Daemon::start(&run_args(&pid), &dir, "daemon");
+    unit.add(daemon.pid());
+    let address = daemon.http_address(Duration::from_secs(30));
+    // The storm ends at 22 s: read the drains while the daemon still runs.
+    std::thread::sleep(Duration::from_secs(24));
+    let (count, fast) = drains(&address);
+    let stderr = daemon.wait_exit(Duration::from_secs(60));
+    assert!(count >= 20.0, "{count} drains in 24 s\n{stderr}");
+    assert_eq!(
+        fast,
+        count,
+        "drains over 100 ms: {} of {count}\n{stderr}",
+        count - fast
+    );
+    assert_on_time(&stderr);
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("scheduling priority raised from nice") && l.ends_with(" to -10")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("trigger fired") && stderr.contains(&format!("storm-{pid}")),
+        "{stderr}"
+    );
+    drop(runaway);
+}
+
+#[test]
+fn a_runaway_beside_the_daemon_does_not_delay_the_kept_profile() {
+    let _one = STORM.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("incident-shared");
+    let runaway = storm();
+    let pid = runaway.pid().to_string();
+    let stderr = Daemon::start(&run_args(&pid), &dir, "daemon").wait_exit(Duration::from_secs(60));
+    assert_on_time(&stderr);
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("scheduling priority raised from nice") && l.ends_with(" to -10")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("trigger fired") && stderr.contains(&format!("storm-{pid}")),
+        "{stderr}"
+    );
+    drop(runaway);
+}
