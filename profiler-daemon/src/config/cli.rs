@@ -430,6 +430,18 @@ pub struct ClientArgs {
     /// Time limit of one upload request.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub upload_timeout: Duration,
+    /// Most bytes read of the server's error response (1KiB to 16MiB); the rest is not read,
+    /// so a huge or endless body costs no memory.
+    #[arg(long, default_value = "64KiB", value_parser = parse_response_bytes, value_name = "SIZE")]
+    pub upload_response_max_bytes: u64,
+}
+
+fn parse_response_bytes(text: &str) -> Result<u64, String> {
+    let bytes = parse_bytes(text)?;
+    if !(1 << 10..=16 << 20).contains(&bytes) {
+        return Err(format!("{text:?} is out of range: use 1KiB to 16MiB"));
+    }
+    Ok(bytes)
 }
 
 /// The series labels of every profile sent.

@@ -63,6 +63,7 @@ fn typed_flags_are_found() {
         "counts-map-entries",
         "symbol-file-ttl",
         "spool-max-bytes",
+        "upload-response-max-bytes",
     ] {
         assert!(
             typed.iter().any(|f| f == flag),
