@@ -464,7 +464,8 @@ pub struct DeliveryArgs {
     /// Retries of one profile (connection errors, timeouts, 429, 5xx) before it is spooled.
     #[arg(long, default_value_t = 3)]
     pub upload_retries: u32,
-    /// Longest wait between two attempts (exponential backoff with jitter up to this).
+    /// Longest wait between two attempts (exponential backoff with jitter up to this); a
+    /// server's longer Retry-After is cut to it, and logged.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub retry_max_backoff: Duration,
     /// Profiles waiting in memory for the server; beyond it they go to the spool.
