@@ -276,9 +276,20 @@ impl Daemon {
     }
 
     /// SIGTERM, then waits (bounded) for a clean exit; returns the daemon's stderr.
-    pub fn terminate(mut self) -> String {
+    pub fn terminate(self) -> String {
+        self.terminate_within(Duration::from_secs(30))
+    }
+
+    /// SIGTERM, then asserts a clean exit within `limit`; returns the daemon's stderr.
+    pub fn terminate_within(mut self, limit: Duration) -> String {
         self.0.sigterm();
-        self.wait_exit(Duration::from_secs(30))
+        self.wait_exit(limit)
+    }
+
+    /// SIGKILL: nothing is flushed, as after a crash or the OOM killer. Returns the stderr.
+    pub fn kill(mut self) -> String {
+        self.0.kill();
+        self.stderr()
     }
 
     /// Waits for the daemon to exit on its own (e.g. --duration), asserting success.

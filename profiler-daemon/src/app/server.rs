@@ -89,6 +89,8 @@ pub(super) fn server_client(args: &RunArgs) -> Result<Option<Client>> {
         auth,
         tenant: server.tenant_id.clone(),
         headers,
+        // At most 16 MiB by its parser.
+        max_response_bytes: usize::try_from(server.upload_response_max_bytes).unwrap_or(usize::MAX),
     })?;
     Ok(Some(client))
 }

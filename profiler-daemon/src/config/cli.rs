@@ -440,6 +440,18 @@ pub struct ClientArgs {
     /// Time limit of one upload request.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub upload_timeout: Duration,
+    /// Most bytes read of the server's error response (1KiB to 16MiB); the rest is not read,
+    /// so a huge or endless body costs no memory.
+    #[arg(long, default_value = "64KiB", value_parser = parse_response_bytes, value_name = "SIZE")]
+    pub upload_response_max_bytes: u64,
+}
+
+fn parse_response_bytes(text: &str) -> Result<u64, String> {
+    let bytes = parse_bytes(text)?;
+    if !(1 << 10..=16 << 20).contains(&bytes) {
+        return Err(format!("{text:?} is out of range: use 1KiB to 16MiB"));
+    }
+    Ok(bytes)
 }
 
 /// The series labels of every profile sent.
@@ -462,7 +474,8 @@ pub struct DeliveryArgs {
     /// Retries of one profile (connection errors, timeouts, 429, 5xx) before it is spooled.
     #[arg(long, default_value_t = 3)]
     pub upload_retries: u32,
-    /// Longest wait between two attempts (exponential backoff with jitter up to this).
+    /// Longest wait between two attempts (exponential backoff with jitter up to this); a
+    /// server's longer Retry-After is cut to it, and logged.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub retry_max_backoff: Duration,
     /// Profiles waiting in memory for the server; beyond it they go to the spool.

@@ -71,6 +71,7 @@ fn typed_flags_are_found() {
         "symbol-file-ttl",
         "spool-max-bytes",
         "nice",
+        "upload-response-max-bytes",
     ] {
         assert!(
             typed.iter().any(|f| f == flag),

@@ -1,6 +1,10 @@
 //! Delivery of profiles to the server: a bounded queue, retries with backoff and jitter, and
 //! the on-disk spool while the server is away. Order is kept: once anything is spooled, newer
 //! profiles join the spool behind it, and the spool is replayed oldest first.
+//!
+//! The server is not trusted to pace us: a `Retry-After` is honoured only up to
+//! `--retry-max-backoff`, and while it lasts the profiles wait on disk, not in memory, so that
+//! a kill during the wait loses none of them.
 
 use std::{
     collections::HashSet,
@@ -16,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{
     dump::{write_atomic, DumpDir},
-    pyroscope::{Client, SendError, Upload},
+    pyroscope::{Client, RetryAfter, SendError, Upload},
     spool::Spool,
 };
 
@@ -47,6 +51,12 @@ pub struct DeliveryStats {
     pub rejected: AtomicU64,
     pub moved_too_old: AtomicU64,
     pub dropped_spool_error: AtomicU64,
+    /// Error responses whose body went past `--upload-response-max-bytes` (the rest unread).
+    pub responses_truncated: AtomicU64,
+    /// 3xx responses: refused, never followed (their profiles count as `rejected`).
+    pub redirects: AtomicU64,
+    /// `Retry-After` waits longer than `--retry-max-backoff`, cut to it.
+    pub retry_after_capped: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -89,12 +99,13 @@ impl Exporter {
             stats: Arc::clone(&stats),
             config,
             shutdown,
+            rx,
             logged: HashSet::new(),
             outage: false,
             backoff: FIRST_BACKOFF,
             rng: seed(),
         };
-        let handle = tokio::spawn(task.run(rx));
+        let handle = tokio::spawn(task.run());
         (
             Self {
                 tx,
@@ -140,7 +151,6 @@ impl Exporter {
         bump(&self.stats.split);
     }
 
-    /// One line of delivery counters.
     /// Spool counters: (dropped because full, dropped as corrupt, files held, bytes held).
     pub fn spool_counts(&self) -> (u64, u64, u64, u64) {
         let spool = self.spool.lock().unwrap_or_else(|e| e.into_inner());
@@ -152,26 +162,33 @@ impl Exporter {
         )
     }
 
+    /// One line of delivery counters.
     pub fn summary(&self) -> String {
-        let s = &self.stats;
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let spool = self.spool.lock().unwrap_or_else(|e| e.into_inner());
-        format!(
-            "sent={} retried={} spooled={} replayed={} split={} rejected={} moved_too_old={} dropped_spool_full={} dropped_spool_corrupt={} dropped_spool_error={} spool_files={} spool_bytes={}",
-            get(&s.sent),
-            get(&s.retried),
-            get(&s.spooled),
-            get(&s.replayed),
-            get(&s.split),
-            get(&s.rejected),
-            get(&s.moved_too_old),
-            spool.dropped_full,
-            spool.dropped_corrupt,
-            get(&s.dropped_spool_error),
-            spool.len(),
-            spool.bytes(),
-        )
+        summary(&self.stats, &self.spool)
     }
+}
+
+fn summary(s: &DeliveryStats, spool: &Mutex<Spool>) -> String {
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let spool = spool.lock().unwrap_or_else(|e| e.into_inner());
+    format!(
+        "sent={} retried={} spooled={} replayed={} split={} rejected={} moved_too_old={} dropped_spool_full={} dropped_spool_corrupt={} dropped_spool_error={} spool_files={} spool_bytes={} redirects={} retry_after_capped={} responses_truncated={}",
+        get(&s.sent),
+        get(&s.retried),
+        get(&s.spooled),
+        get(&s.replayed),
+        get(&s.split),
+        get(&s.rejected),
+        get(&s.moved_too_old),
+        spool.dropped_full,
+        spool.dropped_corrupt,
+        get(&s.dropped_spool_error),
+        spool.len(),
+        spool.bytes(),
+        get(&s.redirects),
+        get(&s.retry_after_capped),
+        get(&s.responses_truncated),
+    )
 }
 
 fn spool_one(spool: &Mutex<Spool>, upload: &Upload, stats: &DeliveryStats) {
@@ -183,6 +200,16 @@ fn spool_one(spool: &Mutex<Spool>, upload: &Upload, stats: &DeliveryStats) {
             tracing::error!("profile lost: {err}");
         }
     }
+}
+
+/// What a failed send means for delivery.
+enum Failure {
+    Retry {
+        cause: String,
+        retry_after: Option<RetryAfter>,
+    },
+    /// Not sent again: counted `rejected` and logged once per distinct cause.
+    Refused { status: u16, message: String },
 }
 
 fn seed() -> u64 {
@@ -200,6 +227,7 @@ struct Delivery {
     stats: Arc<DeliveryStats>,
     config: DeliveryConfig,
     shutdown: watch::Receiver<bool>,
+    rx: mpsc::Receiver<Upload>,
     /// Rejections already logged (status, message): each distinct cause is logged once.
     logged: HashSet<(u16, String)>,
     /// Whether the server is known to be unreachable (logged once per outage).
@@ -224,11 +252,17 @@ impl Delivery {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Upload>) {
+    async fn run(mut self) {
+        self.deliver_until_stopped().await;
+        // The pipeline's last status line comes before the last window is sent.
+        tracing::info!("delivery stopped: {}", summary(&self.stats, &self.spool));
+    }
+
+    async fn deliver_until_stopped(&mut self) {
         loop {
             self.adopt_new_client();
             let stopping = *self.shutdown.borrow();
-            if let Some(seq) = self.spool_head(&mut rx) {
+            if let Some(seq) = self.spool_head() {
                 if stopping {
                     // Everything not sent is on disk; the next start replays it.
                     return;
@@ -237,7 +271,7 @@ impl Delivery {
                 continue;
             }
             let upload = tokio::select! {
-                upload = rx.recv() => match upload {
+                upload = self.rx.recv() => match upload {
                     Some(upload) => upload,
                     None => return,
                 },
@@ -248,7 +282,7 @@ impl Delivery {
     }
 
     /// The oldest spooled profile, after moving everything queued behind it.
-    fn spool_head(&mut self, rx: &mut mpsc::Receiver<Upload>) -> Option<u64> {
+    fn spool_head(&mut self) -> Option<u64> {
         if self
             .spool
             .lock()
@@ -257,7 +291,7 @@ impl Delivery {
         {
             return None;
         }
-        while let Ok(upload) = rx.try_recv() {
+        while let Ok(upload) = self.rx.try_recv() {
             spool_one(&self.spool, &upload, &self.stats);
         }
         self.spool
@@ -287,7 +321,8 @@ impl Delivery {
                 .remove(seq);
             return;
         }
-        match self.client.send(&upload).await {
+        let result = self.client.send(&upload).await;
+        match result.map_err(|e| self.classify(e)) {
             Ok(()) => {
                 self.spool
                     .lock()
@@ -296,13 +331,18 @@ impl Delivery {
                 bump(&self.stats.replayed);
                 self.recovered();
             }
-            Err(SendError::Retryable { cause, retry_after }) => {
+            Err(Failure::Retry { cause, retry_after }) => {
                 bump(&self.stats.retried);
-                self.unreachable(&cause);
-                let wait = self.next_backoff().max(retry_after.unwrap_or_default());
-                self.sleep(wait).await;
+                match retry_after {
+                    Some(asked) => self.wait_as_asked(&asked, &cause).await,
+                    None => {
+                        self.unreachable(&cause);
+                        let wait = self.next_backoff();
+                        self.sleep(wait).await;
+                    }
+                }
             }
-            Err(SendError::Rejected { status, message }) => {
+            Err(Failure::Refused { status, message }) => {
                 self.spool
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -317,13 +357,30 @@ impl Delivery {
         loop {
             // A retry after a reload goes to the new server.
             self.adopt_new_client();
-            match self.client.send(&upload).await {
+            let result = self.client.send(&upload).await;
+            match result.map_err(|e| self.classify(e)) {
                 Ok(()) => {
                     bump(&self.stats.sent);
                     self.recovered();
                     return;
                 }
-                Err(SendError::Retryable { cause, retry_after }) => {
+                Err(Failure::Retry {
+                    cause,
+                    retry_after: Some(asked),
+                }) => {
+                    // The server names a wait: the profile waits in the spool (and the
+                    // queue joins it), from where it is retried once the wait is over.
+                    spool_one(&self.spool, &upload, &self.stats);
+                    if !*self.shutdown.borrow() {
+                        bump(&self.stats.retried);
+                        self.wait_as_asked(&asked, &cause).await;
+                    }
+                    return;
+                }
+                Err(Failure::Retry {
+                    cause,
+                    retry_after: None,
+                }) => {
                     if attempt >= self.config.retries || *self.shutdown.borrow() {
                         self.unreachable(&cause);
                         spool_one(&self.spool, &upload, &self.stats);
@@ -332,13 +389,87 @@ impl Delivery {
                     attempt += 1;
                     bump(&self.stats.retried);
                     tracing::debug!(attempt, %cause, "upload failed, retrying");
-                    let wait = self.next_backoff().max(retry_after.unwrap_or_default());
+                    let wait = self.next_backoff();
                     self.sleep(wait).await;
                 }
-                Err(SendError::Rejected { status, message }) => {
+                Err(Failure::Refused { status, message }) => {
                     self.rejected(status, message);
                     return;
                 }
+            }
+        }
+    }
+
+    /// Counts what the answer needed (a cut body, a redirect) and says what to do next.
+    fn classify(&self, err: SendError) -> Failure {
+        if err.truncated() {
+            bump(&self.stats.responses_truncated);
+        }
+        match err {
+            SendError::Retryable {
+                cause, retry_after, ..
+            } => Failure::Retry { cause, retry_after },
+            SendError::Rejected {
+                status, message, ..
+            } => Failure::Refused { status, message },
+            SendError::Redirected { status, location } => {
+                bump(&self.stats.redirects);
+                Failure::Refused {
+                    status,
+                    message: format!(
+                        "HTTP {status} redirect to {location}, not followed: point --server at the final address"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// The wait a `Retry-After` asked for, at least the backoff and at most
+    /// `--retry-max-backoff`; logged once per wait. What is queued meanwhile goes to the spool.
+    async fn wait_as_asked(&mut self, asked: &RetryAfter, cause: &str) {
+        let cap = self.config.max_backoff;
+        let wait = self.next_backoff().max(asked.wait.min(cap));
+        let spool = self
+            .spool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .dir()
+            .to_path_buf();
+        if asked.wait > cap {
+            bump(&self.stats.retry_after_capped);
+            tracing::warn!(
+                server = %self.client.config().url,
+                "server asked to wait (Retry-After: {}) after {cause}; waiting {wait:?} instead, the --retry-max-backoff cap; profiles wait in the spool at {}",
+                asked.value,
+                spool.display()
+            );
+        } else {
+            tracing::info!(
+                server = %self.client.config().url,
+                "server asked to wait (Retry-After: {}) after {cause}; waiting {wait:?}; profiles wait in the spool at {}",
+                asked.value,
+                spool.display()
+            );
+        }
+        self.wait_spooling(wait).await;
+    }
+
+    /// Sleeps like [`Self::sleep`], spooling every profile queued meanwhile.
+    async fn wait_spooling(&mut self, wait: Duration) {
+        if *self.shutdown.borrow() {
+            return;
+        }
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        let mut open = true;
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return,
+                _ = self.shutdown.changed() => return,
+                upload = self.rx.recv(), if open => match upload {
+                    Some(upload) => spool_one(&self.spool, &upload, &self.stats),
+                    None => open = false,
+                },
             }
         }
     }

@@ -5,6 +5,7 @@
 mod delivery;
 mod dump;
 mod pyroscope;
+mod response;
 mod sidecar;
 mod sink;
 mod spool;
@@ -12,8 +13,8 @@ mod spool;
 pub use delivery::{DeliveryConfig, DeliveryStats, Exporter};
 pub use dump::{ensure_writable_dir, write_atomic, DumpDir, DumpError};
 pub use pyroscope::{
-    parse_header, parse_url, read_secret, Auth, Client, Protocol, SendError, ServerConfig,
-    ServerConfigError, Upload,
+    parse_header, parse_url, read_secret, Auth, Client, Protocol, RetryAfter, SendError,
+    ServerConfig, ServerConfigError, Upload,
 };
 pub use sidecar::{list_kept, KeptSummary, SIDECAR_SUFFIX};
 pub use sink::{DumpSink, KeptProfile, ServerSink, Sink, WindowProfile};

@@ -1,15 +1,24 @@
 //! Sends profiles to a Grafana Pyroscope server, over `/ingest` or the Connect push API.
 
-use std::{fmt, io::Write, path::PathBuf, time::Duration};
+use std::{
+    fmt,
+    io::Write,
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
 
 use flate2::{write::GzEncoder, Compression};
 use prost::Message;
 use reqwest::{
-    header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE},
-    StatusCode, Url,
+    header::{
+        HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, LOCATION,
+    },
+    redirect, StatusCode, Url,
 };
 use thiserror::Error;
 
+pub use super::response::RetryAfter;
+use super::response::{excerpt, header_excerpt, read_bounded, retry_after, server_message};
 use crate::push_proto as push;
 
 /// `spyName` of `/ingest` requests, which the server turns into the `pyroscope_spy` label.
@@ -81,6 +90,8 @@ pub struct ServerConfig {
     pub auth: Auth,
     pub tenant: Option<String>,
     pub headers: Vec<(String, String)>,
+    /// Most bytes read of a response body (`--upload-response-max-bytes`).
+    pub max_response_bytes: usize,
 }
 
 /// Reads a secret from a file (trailing newline removed), else from an environment variable.
@@ -170,10 +181,35 @@ pub enum SendError {
     /// Worth trying again: connection failure, timeout, 408, 429, 5xx.
     Retryable {
         cause: String,
-        retry_after: Option<Duration>,
+        retry_after: Option<RetryAfter>,
+        /// The body was longer than the bound and read only up to it.
+        truncated: bool,
     },
     /// The server refused the profile for good (other 4xx).
-    Rejected { status: u16, message: String },
+    Rejected {
+        status: u16,
+        message: String,
+        truncated: bool,
+    },
+    /// A 3xx: never followed, since the request would lose its body (a 302 turns a POST
+    /// into a GET) and take the credentials to an address the operator did not name.
+    Redirected {
+        status: u16,
+        /// The `Location` header, as an excerpt ("none" when absent).
+        location: String,
+    },
+}
+
+impl SendError {
+    /// Whether the server's answer was cut at `--upload-response-max-bytes`.
+    pub fn truncated(&self) -> bool {
+        match self {
+            SendError::Retryable { truncated, .. } | SendError::Rejected { truncated, .. } => {
+                *truncated
+            }
+            SendError::Redirected { .. } => false,
+        }
+    }
 }
 
 /// HTTP client for one server.
@@ -211,6 +247,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .timeout(config.timeout)
+            .redirect(redirect::Policy::none())
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("profilerd/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -264,19 +301,22 @@ impl Client {
         let response = request.send().await.map_err(|err| SendError::Retryable {
             cause: describe_transport_error(&err),
             retry_after: None,
+            truncated: false,
         })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = response.text().await.unwrap_or_default();
-        let message = server_message(&body);
+        if status.is_redirection() {
+            return Err(SendError::Redirected {
+                status: status.as_u16(),
+                location: header_excerpt(response.headers(), LOCATION)
+                    .unwrap_or_else(|| "none".into()),
+            });
+        }
+        let retry_after = retry_after(response.headers(), SystemTime::now());
+        let body = read_bounded(response, self.config.max_response_bytes).await;
+        let message = server_message(&String::from_utf8_lossy(&body.bytes));
         if status == StatusCode::TOO_MANY_REQUESTS
             || status == StatusCode::REQUEST_TIMEOUT
             || status.is_server_error()
@@ -284,11 +324,13 @@ impl Client {
             return Err(SendError::Retryable {
                 cause: format!("HTTP {}: {message}", status.as_u16()),
                 retry_after,
+                truncated: body.truncated,
             });
         }
         Err(SendError::Rejected {
             status: status.as_u16(),
             message,
+            truncated: body.truncated,
         })
     }
 }
@@ -312,19 +354,8 @@ fn describe_transport_error(err: &reqwest::Error) -> String {
             text = format!("{text}: {e}");
             source = e.source();
         }
-        text
+        excerpt(&text)
     }
-}
-
-/// The `message` of a JSON error body, else the body itself (bounded).
-fn server_message(body: &str) -> String {
-    let message = body
-        .split_once("\"message\"")
-        .and_then(|(_, rest)| rest.split_once('"'))
-        .and_then(|(_, rest)| rest.split_once('"'))
-        .map(|(message, _)| message.to_string())
-        .unwrap_or_else(|| body.trim().to_string());
-    crate::targets::truncate(&message, 300).to_string()
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -509,14 +540,5 @@ mod tests {
         };
         assert!(!format!("{auth:?}").contains("s3cret"));
         assert!(!format!("{:?}", Auth::Bearer("s3cret".into())).contains("s3cret"));
-    }
-
-    #[test]
-    fn server_messages_are_extracted_from_json() {
-        assert_eq!(
-            server_message(r#"{"code":"invalid_argument","message":"bad label"}"#),
-            "bad label"
-        );
-        assert_eq!(server_message("plain text\n"), "plain text");
     }
 }

@@ -13,6 +13,7 @@
 pub mod cgroup;
 pub mod daemon;
 pub mod fixtures;
+pub mod hostile;
 pub mod matrix;
 pub mod process;
 pub mod procfs;
@@ -21,5 +22,6 @@ pub mod stack;
 
 pub use cgroup::Cgroup;
 pub use daemon::Daemon;
+pub use hostile::{Behaviour, HostileServer};
 pub use process::{tail, wait_until, Running};
 pub use stack::{Frame, Stack};

@@ -138,6 +138,7 @@ struct Families {
     profiles: Family<Event, Counter>,
     spool_profiles: Family<Unlabelled, U64Gauge>,
     spool_bytes: Family<Unlabelled, U64Gauge>,
+    server_responses: Family<Event, Counter>,
 }
 
 impl Families {
@@ -265,6 +266,11 @@ impl Families {
             "profilerd_spool_bytes",
             "Bytes of the spool (bounded by --spool-max-bytes)",
             self.spool_bytes.clone(),
+        );
+        r.register(
+            "profilerd_server_responses",
+            "Server answers not taken as given: body_truncated (read up to --upload-response-max-bytes), redirect (3xx, not followed, profile rejected), retry_after_capped (Retry-After cut to --retry-max-backoff)",
+            self.server_responses.clone(),
         );
     }
 }
@@ -448,6 +454,14 @@ impl Metrics {
                 ("dropped_spool_error", load(&d.dropped_spool_error)),
             ] {
                 advance(&profiles.get_or_create(&Event { event }), total);
+            }
+            let responses = &state.families.server_responses;
+            for (event, total) in [
+                ("body_truncated", load(&d.responses_truncated)),
+                ("redirect", load(&d.redirects)),
+                ("retry_after_capped", load(&d.retry_after_capped)),
+            ] {
+                advance(&responses.get_or_create(&Event { event }), total);
             }
         }
         let mut out = String::with_capacity(8192);

@@ -58,6 +58,9 @@ fn known() -> Metrics {
         &d.rejected,
         &d.moved_too_old,
         &d.dropped_spool_error,
+        &d.responses_truncated,
+        &d.redirects,
+        &d.retry_after_capped,
     ]
     .into_iter()
     .enumerate()
