@@ -94,6 +94,25 @@ fn bad_flags_name_the_flag() {
 }
 
 #[test]
+fn map_sizes_the_kernel_refuses_name_their_flag() {
+    for flag in [
+        "--counts-map-entries",
+        "--stack-map-entries",
+        "--kernel-stack-map-entries",
+        "--max-filter-entries",
+        "--max-processes",
+    ] {
+        let line = one_line_error(&["record", "--duration", "1s", flag, "4000000000"]);
+        assert!(
+            line.starts_with("error: the kernel refused the BPF map ")
+                && line.contains(&format!("of {flag} 4000000000 ("))
+                && line.contains(&format!(": lower {flag}")),
+            "{line}"
+        );
+    }
+}
+
+#[test]
 fn bad_server_settings_are_start_up_errors_naming_the_setting() {
     let line = one_line_error(&[
         "run",

@@ -6,7 +6,7 @@ use std::{
     process::ExitCode,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc, Arc,
+        mpsc, Arc, OnceLock,
     },
     time::Duration,
 };
@@ -60,6 +60,10 @@ pub fn execute(cli: Cli, argv: Vec<OsString>) -> ExitCode {
     }
 }
 
+/// Why the priority could not be raised, told once the sampler runs: a daemon that cannot
+/// start at all has a better first line to say.
+static PRIORITY_WARNING: OnceLock<String> = OnceLock::new();
+
 /// Before the runtime and the pipeline thread exist, so that they inherit it. Without the
 /// privilege the daemon still runs, at the priority it was given.
 fn raise_priority(nice: i32) {
@@ -67,9 +71,18 @@ fn raise_priority(nice: i32) {
         return;
     }
     match priority::raise_to(nice) {
-        Ok(Some(was)) => tracing::info!("scheduling priority raised from nice {was} to {nice}"),
+        Ok(Some(was)) => tracing::debug!("scheduling priority raised from nice {was} to {nice}"),
         Ok(None) => {}
-        Err(err) => tracing::warn!("{err}"),
+        Err(err) => {
+            let _ = PRIORITY_WARNING.set(err.to_string());
+        }
+    }
+}
+
+/// Logs why the priority could not be raised, if it could not; called once sampling runs.
+pub(super) fn warn_priority() {
+    if let Some(warning) = PRIORITY_WARNING.get() {
+        tracing::warn!("{warning}");
     }
 }
 

@@ -32,6 +32,7 @@ pub(super) fn record(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
         })?;
 
     let mut pipeline = Pipeline::start(BPF_OBJECT, &config)?;
+    super::daemon::warn_priority();
     privileges::drop_after_attach();
     sample_until_done(args, &mut pipeline, stop)?;
     let window = pipeline.take_window();

@@ -98,6 +98,7 @@ impl<'a> RunLoop<'a> {
             None => None,
         };
         let pipeline = Pipeline::start(BPF_OBJECT, &config)?;
+        super::daemon::warn_priority();
         privileges::drop_after_attach();
         if let Some(address) = web.address {
             tracing::info!(

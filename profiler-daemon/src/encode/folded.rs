@@ -31,6 +31,7 @@ pub fn folded_lines(processes: &[&ProcessProfile]) -> Vec<String> {
                     }
                 }
             }
+            protect_count(&mut line);
             *merged.entry(line).or_insert(0) += count;
         }
     }
@@ -42,9 +43,25 @@ pub fn folded_lines(processes: &[&ProcessProfile]) -> Vec<String> {
     lines
 }
 
-/// Frames may not contain the separators of the folded format.
+/// Frames may not contain the separators of the folded format, nor control characters.
 fn sanitize_frame(name: &str) -> String {
-    name.replace([';', '\n'], "_")
+    name.chars()
+        .map(|c| if c == ';' || c.is_control() { '_' } else { c })
+        .collect()
+}
+
+/// A leaf frame ending in a number (`handler 424242`) would read, once the count follows, as
+/// the two counts of a differential flame graph: the space before that number becomes a
+/// no-break space, which reads the same.
+fn protect_count(line: &mut String) {
+    let Some(at) = line.rfind(char::is_whitespace) else {
+        return;
+    };
+    let tail = &line[at..];
+    let space = tail.chars().next().map_or(1, char::len_utf8);
+    if tail[space..].parse::<f64>().is_ok() {
+        line.replace_range(at..at + space, "\u{a0}");
+    }
 }
 
 /// Renders folded lines as an interactive SVG flame graph.
@@ -122,5 +139,39 @@ mod tests {
         let svg =
             String::from_utf8(flame_graph_svg(&folded_lines(&[&profile]), "t").unwrap()).unwrap();
         assert!(svg.contains("<svg") && svg.contains("outer"));
+    }
+
+    #[test]
+    fn a_leaf_ending_in_a_number_is_no_second_count() {
+        let line = |n: &str| Line {
+            function: Arc::from(n),
+            file: None,
+            line: 0,
+        };
+        let location = |name: &str| Location {
+            kind: FrameKind::User,
+            address: 1,
+            vma: None,
+            lines: vec![line(name)],
+        };
+        let profile = ProcessProfile {
+            info: ProcessInfo {
+                pid: 1,
+                comm: "app\x1b[2J".into(),
+                ..Default::default()
+            },
+            locations: vec![location("main"), location("handler 424242")],
+            stacks: [(vec![1, 0], 3)].into_iter().collect(),
+            samples: 3,
+        };
+        let lines = folded_lines(&[&profile]);
+        assert_eq!(lines, ["app_[2J;main;handler\u{a0}424242 3"]);
+        let svg = String::from_utf8(flame_graph_svg(&lines, "t").unwrap()).unwrap();
+        // The frame keeps its name, and one count: a differential graph would show
+        // `handler (3 samples, 100.00%; -14141300.00%)`.
+        assert!(
+            svg.contains("<title>handler\u{a0}424242 (3 samples, 100.00%)</title>"),
+            "{svg}"
+        );
     }
 }

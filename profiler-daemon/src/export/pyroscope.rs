@@ -69,6 +69,10 @@ pub enum ServerConfigError {
     },
     #[error("{0} is empty")]
     EmptySecret(&'static str),
+    #[error("{origin} holds a control character at byte {at}: a secret is one line of printable text, rewrite it without one")]
+    ControlInSecret { origin: String, at: usize },
+    #[error("--basic-auth-user holds a character an HTTP header cannot carry: use printable text")]
+    BadCredentials,
     #[error("--basic-auth-user needs a password: pass --basic-auth-password-file or set PROFILERD_BASIC_AUTH_PASSWORD")]
     MissingPassword,
     #[error("--header {0:?} is not 'Name: value'")]
@@ -100,22 +104,26 @@ pub fn read_secret(
     file: Option<&PathBuf>,
     env: &'static str,
 ) -> Result<Option<String>, ServerConfigError> {
-    let value = match file {
-        Some(path) => {
+    let (value, origin) = match file {
+        Some(path) => (
             std::fs::read_to_string(path).map_err(|source| ServerConfigError::SecretFile {
                 flag,
                 path: path.clone(),
                 source,
-            })?
-        }
+            })?,
+            format!("{flag} {}", path.display()),
+        ),
         None => match std::env::var(env) {
-            Ok(value) => value,
+            Ok(value) => (value, env.to_string()),
             Err(_) => return Ok(None),
         },
     };
     let value = value.trim_end_matches(['\n', '\r']).to_string();
     if value.is_empty() {
         return Err(ServerConfigError::EmptySecret(flag));
+    }
+    if let Some(at) = value.find(|c: char| c.is_control()) {
+        return Err(ServerConfigError::ControlInSecret { origin, at });
     }
     Ok(Some(value))
 }
@@ -336,8 +344,7 @@ impl Client {
 }
 
 fn sensitive(value: &str) -> Result<HeaderValue, ServerConfigError> {
-    let mut value = HeaderValue::from_str(value)
-        .map_err(|_| ServerConfigError::BadHeader("Authorization".into()))?;
+    let mut value = HeaderValue::from_str(value).map_err(|_| ServerConfigError::BadCredentials)?;
     value.set_sensitive(true);
     Ok(value)
 }
@@ -533,6 +540,19 @@ mod tests {
         assert_eq!(secret.as_deref(), Some("s3cret"));
         std::fs::write(&path, "\n").unwrap();
         assert!(read_secret("--bearer-token-file", Some(&path), "PROFILERD_TEST_UNSET").is_err());
+        // A control character is named as the file's, not as a --header's.
+        std::fs::write(&path, "s3c\u{1b}ret\n").unwrap();
+        let err = read_secret("--bearer-token-file", Some(&path), "PROFILERD_TEST_UNSET")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "--bearer-token-file {} holds a control character at byte 3: a secret is one line of printable text, rewrite it without one",
+                path.display()
+            )
+        );
+        assert!(!err.contains("s3c"));
         std::fs::remove_file(&path).unwrap();
         let auth = Auth::Basic {
             user: "u".into(),

@@ -17,6 +17,16 @@ pub enum SamplerError {
     FrequencyTooHigh { requested: u64, max: u64 },
     #[error("loading the BPF sampler failed: {0}")]
     Load(String),
+    #[error(
+        "the kernel refused the BPF map {map} of {flag} {entries} ({errno}): lower {flag}{}",
+        memory_hint(errno)
+    )]
+    MapRefused {
+        map: String,
+        flag: &'static str,
+        entries: u32,
+        errno: io::Error,
+    },
     /// The verifier refused the program. It answers EACCES too, so without the log this would
     /// read as a missing privilege.
     #[error(
@@ -39,6 +49,15 @@ pub enum SamplerError {
     },
 }
 
+/// Out of memory for a map: the locked-memory limit may be what is short.
+fn memory_hint(errno: &io::Error) -> &'static str {
+    if errno.raw_os_error() == Some(libc::ENOMEM) {
+        ", or raise the locked-memory limit (ulimit -l, LimitMEMLOCK=infinity)"
+    } else {
+        ""
+    }
+}
+
 /// First `io::Error` in an error's source chain.
 fn io_error_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a io::Error> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
@@ -55,10 +74,31 @@ fn is_permission(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
 }
 
-pub(super) fn classify_load(err: &aya::EbpfError) -> SamplerError {
+/// `sizes`: each sized map's name, the flag that sizes it, and its entries.
+pub(super) fn classify_load(
+    err: &aya::EbpfError,
+    sizes: &[(&str, &'static str, u32)],
+) -> SamplerError {
     match io_error_in(err) {
         Some(io) if is_permission(io) => SamplerError::Permission,
-        _ => SamplerError::Load(error_chain(err)),
+        Some(io) => match refused_map(err).and_then(|name| sizes.iter().find(|s| s.0 == name)) {
+            Some(&(map, flag, entries)) => SamplerError::MapRefused {
+                map: map.to_string(),
+                flag,
+                entries,
+                errno: io::Error::from_raw_os_error(io.raw_os_error().unwrap_or(0)),
+            },
+            None => SamplerError::Load(error_chain(err)),
+        },
+        None => SamplerError::Load(error_chain(err)),
+    }
+}
+
+/// The map the kernel refused to create, if that is the error.
+fn refused_map(err: &aya::EbpfError) -> Option<&str> {
+    match err {
+        aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, .. }) => Some(name),
+        _ => None,
     }
 }
 

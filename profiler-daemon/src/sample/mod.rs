@@ -508,30 +508,40 @@ impl Sampler {
     }
 }
 
-/// The control block for `config`: generation 0 and the filters.
 /// Loads the object with every map sized from `config`; returns it and the filter capacity.
 fn load(object: &[u8], config: &SamplerConfig) -> Result<(Ebpf, u32), SamplerError> {
-    let mut loader = EbpfLoader::new();
-    for name in COUNTS_MAPS {
-        loader.map_max_entries(name, config.counts_map_entries);
-    }
-    for name in KERNEL_STACKS_MAPS {
-        loader.map_max_entries(name, config.kernel_stack_map_entries);
-    }
-    for name in USER_STACKS_MAPS {
-        loader.map_max_entries(name, config.stack_map_entries);
-    }
     let filter_entries = config
         .filter_entries
         .max(config.pids.len() as u32)
         .max(config.cgroups.len() as u32)
         .max(1);
-    loader
-        .map_max_entries(FILTER_PIDS_MAP, filter_entries)
-        .map_max_entries(FILTER_CGROUPS_MAP, filter_entries)
-        .map_max_entries(KNOWN_PIDS_MAP, config.known_pids_entries)
-        .map_max_entries(NEW_PROCESS_RING, config.notify_ring_bytes);
-    let ebpf = loader.load(object).map_err(|err| classify_load(&err))?;
+    // Each sized map with the flag that sizes it, so that a size the kernel refuses is
+    // reported by its flag.
+    let mut sizes: Vec<(&str, &'static str, u32)> = Vec::new();
+    for name in COUNTS_MAPS {
+        sizes.push((name, "--counts-map-entries", config.counts_map_entries));
+    }
+    for name in KERNEL_STACKS_MAPS {
+        sizes.push((
+            name,
+            "--kernel-stack-map-entries",
+            config.kernel_stack_map_entries,
+        ));
+    }
+    for name in USER_STACKS_MAPS {
+        sizes.push((name, "--stack-map-entries", config.stack_map_entries));
+    }
+    sizes.push((FILTER_PIDS_MAP, "--max-filter-entries", filter_entries));
+    sizes.push((FILTER_CGROUPS_MAP, "--max-filter-entries", filter_entries));
+    sizes.push((KNOWN_PIDS_MAP, "--max-processes", config.known_pids_entries));
+    let mut loader = EbpfLoader::new();
+    for &(name, _, entries) in &sizes {
+        loader.map_max_entries(name, entries);
+    }
+    loader.map_max_entries(NEW_PROCESS_RING, config.notify_ring_bytes);
+    let ebpf = loader
+        .load(object)
+        .map_err(|err| classify_load(&err, &sizes))?;
     Ok((ebpf, filter_entries))
 }
 

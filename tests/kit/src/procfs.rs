@@ -2,15 +2,35 @@
 
 use std::{collections::HashMap, fs};
 
+/// The fields of a `/proc/.../stat` file after the command name, from field 3 (state) on.
+fn stat_fields(path: &str) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(path).ok()?;
+    // The command name may hold spaces and parentheses: fields count from the last ')'.
+    Some(
+        stat.get(stat.rfind(')')? + 2..)?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
 /// User plus system CPU time of a process, in clock ticks (`/proc/PID/stat` fields 14, 15).
 pub fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields count from the last ')'.
-    let fields: Vec<&str> = stat
-        .get(stat.rfind(')')? + 2..)?
-        .split_whitespace()
-        .collect();
+    let fields = stat_fields(&format!("/proc/{pid}/stat"))?;
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The nice value of each thread of a process (`/proc/PID/task/TID/stat` field 19).
+pub fn thread_nice_values(pid: u32) -> Vec<i32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| {
+            let path = task.ok()?.path().join("stat");
+            stat_fields(path.to_str()?)?.get(16)?.parse().ok()
+        })
+        .collect()
 }
 
 /// A `Name:   1234 kB` field of a `/proc/.../status` text, in MiB.
