@@ -126,7 +126,7 @@ pub struct LimitArgs {
     /// every part of it ever sampled. Releases are spread over the period, oldest file first,
     /// so that memory does not rise and fall with it. Files with only a symbol table (stripped
     /// libraries) do not grow and are kept until no tracked process maps them.
-    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    #[arg(long, default_value = "1m", value_parser = parse_period)]
     pub symbol_file_ttl: Duration,
 }
 
@@ -154,7 +154,7 @@ pub struct RecordArgs {
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// How often the kernel maps are drained while recording.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_interval)]
     pub collect_interval: Duration,
     /// Nice value of the daemon's threads, set at start (-20 to 19; 0 keeps the inherited
     /// one). Against a runaway at the ordinary priority, drains stay on time and a kept
@@ -198,11 +198,11 @@ pub struct RunArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     /// How often the kernel maps are drained.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_interval)]
     pub collect_interval: Duration,
     /// continuous mode: how often one profile per sampled process is written; triggered mode:
     /// how often the status line is logged.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = parse_period)]
     pub upload_interval: Duration,
     /// Directory for the per-process pprof files [default: profiles, unless --server is set,
     /// in which case files are written only when --dump-dir is given].
@@ -243,6 +243,26 @@ pub struct RunArgs {
 /// `--listen`: an address, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listen(pub Option<std::net::SocketAddr>);
+
+/// A duration that paces a loop: at least 100 ms, so that `0` cannot make it spin.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    at_least(text, Duration::from_millis(100), "100ms")
+}
+
+/// A duration between reports or releases: at least 1 s.
+fn parse_period(text: &str) -> Result<Duration, String> {
+    at_least(text, Duration::from_secs(1), "1s")
+}
+
+fn at_least(text: &str, min: Duration, shown: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < min {
+        return Err(format!(
+            "{text:?} is shorter than {shown}, the least this setting takes"
+        ));
+    }
+    Ok(duration)
+}
 
 fn parse_listen(text: &str) -> Result<Listen, String> {
     if text.trim() == "off" {
@@ -438,7 +458,7 @@ pub struct ClientArgs {
     #[arg(long = "header", value_name = "'NAME: VALUE'")]
     pub headers: Vec<String>,
     /// Time limit of one upload request.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_interval)]
     pub upload_timeout: Duration,
     /// Most bytes read of the server's error response (1KiB to 16MiB); the rest is not read,
     /// so a huge or endless body costs no memory.
@@ -476,7 +496,7 @@ pub struct DeliveryArgs {
     pub upload_retries: u32,
     /// Longest wait between two attempts (exponential backoff with jitter up to this); a
     /// server's longer Retry-After is cut to it, and logged.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_interval)]
     pub retry_max_backoff: Duration,
     /// Profiles waiting in memory for the server; beyond it they go to the spool.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
@@ -665,6 +685,22 @@ mod tests {
             ),
             (&["run", "--cpu-cores", "lots"][..], "--cpu-cores"),
             (&["run", "--mode", "sometimes"][..], "--mode"),
+            // A loop paced by zero would spin.
+            (
+                &["record", "--collect-interval", "0"][..],
+                "--collect-interval",
+            ),
+            (
+                &["run", "--collect-interval", "50ms"][..],
+                "--collect-interval",
+            ),
+            (&["run", "--upload-interval", "0"][..], "--upload-interval"),
+            (&["run", "--upload-timeout", "0s"][..], "--upload-timeout"),
+            (
+                &["run", "--retry-max-backoff", "0"][..],
+                "--retry-max-backoff",
+            ),
+            (&["run", "--symbol-file-ttl", "0"][..], "--symbol-file-ttl"),
         ] {
             let err = parse(args).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");
