@@ -150,25 +150,38 @@ fn an_invalid_reload_keeps_the_running_configuration() {
     .unwrap();
     let daemon = Daemon::start(&["run", "--config", "profilerd.toml"], &dir, "daemon");
     wait_log(&daemon, "continuous mode", Duration::from_secs(20));
-    fs::write(
-        dir.join("profilerd.toml"),
-        "mode = \"continuous\"\n\nupload_intervall = \"1s\"\n",
-    )
-    .unwrap();
-    sighup(&daemon);
-    wait_log(
-        &daemon,
-        "SIGHUP: the new configuration is invalid, the running one stays: profilerd.toml:3: unknown key `upload_intervall`",
-        Duration::from_secs(5),
-    );
+    let address = daemon.http_address(Duration::from_secs(5));
+    let healthy = || http_get(&address, "/healthz").0 == 200;
+    assert!(wait_until(Duration::from_secs(10), healthy));
+    // A misspelt key, and a duration past any range (it once panicked the main thread).
+    for (text, logged) in [
+        (
+            "mode = \"continuous\"\n\nupload_intervall = \"1s\"\n",
+            "profilerd.toml:3: unknown key `upload_intervall`",
+        ),
+        (
+            "mode = \"continuous\"\nupload_interval = \"99999999999999999999s\"\n",
+            "profilerd.toml:2: key `upload_interval`",
+        ),
+    ] {
+        fs::write(dir.join("profilerd.toml"), text).unwrap();
+        sighup(&daemon);
+        wait_log(
+            &daemon,
+            &format!("SIGHUP: the new configuration is invalid, the running one stays: {logged}"),
+            Duration::from_secs(5),
+        );
+        assert!(healthy(), "{}", daemon.stderr());
+    }
     // Still profiling the same process on the same schedule.
     let count = || kept_profiles(&dir.join("profiles")).len();
     let before = count();
     assert!(
         wait_until(Duration::from_secs(10), || count() >= before + 2),
-        "no profiles after the invalid reload:\n{}",
+        "no profiles after the invalid reloads:\n{}",
         daemon.stderr()
     );
-    let stderr = daemon.terminate();
+    let stderr = daemon.terminate_within(Duration::from_secs(2));
     assert!(!stderr.contains("reload: applied"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
