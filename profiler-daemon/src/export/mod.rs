@@ -4,17 +4,18 @@
 
 mod delivery;
 mod dump;
+mod files;
 mod pyroscope;
 mod sidecar;
 mod sink;
 mod spool;
 
 pub use delivery::{DeliveryConfig, DeliveryStats, Exporter};
-pub use dump::{ensure_writable_dir, write_atomic, DumpDir, DumpError};
+pub use dump::{write_atomic, DumpDir, DumpError};
 pub use pyroscope::{
     parse_header, parse_url, read_secret, Auth, Client, Protocol, SendError, ServerConfig,
     ServerConfigError, Upload,
 };
 pub use sidecar::{list_kept, KeptSummary, SIDECAR_SUFFIX};
 pub use sink::{DumpSink, KeptProfile, ServerSink, Sink, WindowProfile};
-pub use spool::{Spool, SpoolError};
+pub use spool::{Spool, SpoolCounts, SpoolError};

@@ -1,8 +1,10 @@
 //! What the host offers the daemon. In: `/proc`, `/sys` and the thread's capabilities. Out:
 //! start-up checks that fail with one line naming the fix ([`preflight`]), the report of
-//! `profilerd check` ([`check`]), and the capability drops after the sampler is attached.
+//! `profilerd check` ([`check`]), the capability drops after the sampler is attached, and
+//! the rules for the directories the daemon writes ([`dirs`]).
 
 pub mod check;
+pub mod dirs;
 mod facts;
 pub mod preflight;
 pub mod privileges;
