@@ -14,13 +14,12 @@ use std::{
 
 use tokio::sync::{mpsc, watch};
 
-use crate::host::dirs::{ensure_private_dir, DirKind};
-
 use super::{
     dump::{write_atomic, DumpDir},
     pyroscope::{Client, SendError, Upload},
     spool::{Spool, SpoolCounts},
 };
+use crate::host::dirs::{ensure_private_dir, DirKind};
 
 /// Spooled profiles older than this are written to the dump dir instead of being sent: the
 /// server rejects profiles older than 1 h, and the margin covers clock skew and the send.

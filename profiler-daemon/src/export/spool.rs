@@ -103,6 +103,9 @@ pub struct Spool {
     pub dropped_corrupt: u64,
     corrupt_removed: u64,
     leftovers: u64,
+    /// Sequence number after the highest `N.spool` name found at start, ours or not: a new
+    /// profile is never numbered at a name something else holds.
+    first_free: u64,
 }
 
 impl Spool {
@@ -122,6 +125,7 @@ impl Spool {
             dropped_corrupt: 0,
             corrupt_removed: 0,
             leftovers,
+            first_free: 0,
         };
         spool.index_corrupt();
         let entries = fs::read_dir(dir).map_err(|source| DirError::Unusable {
@@ -145,6 +149,7 @@ impl Spool {
                 );
                 continue;
             }
+            spool.first_free = spool.first_free.max(seq + 1);
             // Not followed: a link or a FIFO is no file profilerd wrote, and is never opened.
             let Ok(meta) = entry.metadata() else {
                 continue;
@@ -294,7 +299,8 @@ impl Spool {
     /// Sequence number after the newest spooled profile (0 when empty).
     pub fn next_seq(&self) -> u64 {
         // Entries are at most MAX_SEQ, so this cannot overflow.
-        self.entries.keys().next_back().map_or(0, |s| s + 1)
+        let after_entries = self.entries.keys().next_back().map_or(0, |s| s + 1);
+        after_entries.max(self.first_free)
     }
 
     /// Stores `upload`; drops the oldest profiles when the spool would exceed its bound.
@@ -630,7 +636,11 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", path.join(format!("{:020}.spool", 6))).unwrap();
         let mut spool = Spool::open(&path, 1 << 20).unwrap();
         assert!(spool.is_empty(), "neither is indexed");
-        assert_eq!(spool.next_seq(), 0);
+        assert_eq!(
+            spool.next_seq(),
+            7,
+            "no new profile is numbered at their names"
+        );
         // A profile at a taken name is refused, and the link is not written through.
         let err = spool.push(&upload(6, 10)).unwrap_err().to_string();
         assert!(err.contains("taken"), "{err}");
