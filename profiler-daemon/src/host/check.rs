@@ -310,10 +310,11 @@ fn cgroups(host: &Host, needed: bool) -> Item {
 /// `dir` must also be one only the daemon's user can write in, as `run` requires.
 fn directory(kind: DirKind, dir: &Path) -> Item {
     let what = kind.name();
+    // A relative path that exists nowhere yet is created in the working directory.
     let existing = dir
         .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
+        .find(|p| !p.as_os_str().is_empty() && p.exists())
+        .unwrap_or(Path::new("."));
     let meta = match fs::metadata(existing) {
         Ok(meta) => meta,
         Err(err) => return item(what, Status::Problem, format!("{}: {err}", dir.display())),
