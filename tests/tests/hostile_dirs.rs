@@ -179,6 +179,81 @@ fn links_at_the_temporary_and_final_names_redirect_no_write() {
 }
 
 #[test]
+fn a_spool_number_at_u64_max_neither_wraps_nor_overwrites() {
+    let fixture = Running::spawn(&fixture("split"), &["60"]);
+    let dir = scratch("hostile-dirs-wrap");
+    let spool = private_dir(&dir.join("spool"));
+    let mut undelivered = Spool::open(&spool, 1 << 20).unwrap();
+    for seq in 0..2 {
+        let (mut upload, _) = too_old_upload(seq);
+        upload.from_nanos = now_nanos();
+        undelivered.push(&upload).unwrap();
+    }
+    drop(undelivered);
+    let kept: Vec<Vec<u8>> = (0..2)
+        .map(|seq| fs::read(spool.join(format!("{seq:020}.spool"))).unwrap())
+        .collect();
+    let planted = spool.join(format!("{}.spool", u64::MAX));
+    fs::write(&planted, b"planted").unwrap();
+
+    let url = closed_port_url();
+    let pid = fixture.pid().to_string();
+    let args = [
+        "run",
+        "--mode",
+        "continuous",
+        "--pid",
+        &pid,
+        "--server",
+        &url,
+        "--collect-interval",
+        "500ms",
+        "--upload-interval",
+        "1s",
+        "--upload-retries",
+        "0",
+        "--upload-timeout",
+        "1s",
+        "--spool-dir",
+        "spool",
+        "--duration",
+        "4s",
+    ];
+    let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
+    for (seq, bytes) in kept.iter().enumerate() {
+        let now = fs::read(spool.join(format!("{seq:020}.spool"))).unwrap();
+        assert_eq!(
+            &now, bytes,
+            "undelivered profile {seq} was overwritten\n{stderr}"
+        );
+    }
+    assert_eq!(fs::read(&planted).unwrap(), b"planted");
+    let numbers: Vec<u64> = names(&spool)
+        .iter()
+        .filter_map(|n| n.strip_suffix(".spool")?.parse().ok())
+        .filter(|&n| n != u64::MAX)
+        .collect();
+    assert!(
+        numbers.len() > 2,
+        "nothing new spooled: {numbers:?}\n{stderr}"
+    );
+    assert!(
+        numbers.iter().all(|&n| n < 100),
+        "numbers wrapped or jumped: {numbers:?}"
+    );
+    let line = stderr
+        .lines()
+        .rfind(|l| l.contains("delivery: sent="))
+        .unwrap_or_else(|| panic!("no delivery line:\n{stderr}"));
+    assert!(line.contains("dropped_spool_corrupt=0 "), "{line}");
+    assert!(line.contains("dropped_spool_error=0 "), "{line}");
+    assert!(
+        stderr.contains("sequence number profilerd never writes"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_world_writable_or_foreign_dir_is_refused_at_start_with_the_fix() {
     let dir = scratch("hostile-dirs-refused");
     let shared = dir.join("profiles");
