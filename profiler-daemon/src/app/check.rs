@@ -6,6 +6,7 @@ use crate::{
     config::RunArgs,
     host::{
         check::{report, Item, Status, Wanted},
+        dirs::DirKind,
         Host,
     },
     targets::{resolve_targets, LabelConfig},
@@ -15,10 +16,10 @@ use crate::{
 pub(super) fn check(args: &RunArgs) -> bool {
     let mut dirs = Vec::new();
     if let Some(dir) = args.dump_dir() {
-        dirs.push(("dump dir", dir));
+        dirs.push((DirKind::Dump, dir));
     }
     if args.server.url().is_some() {
-        dirs.push(("spool dir", args.server.delivery.spool_dir.clone()));
+        dirs.push((DirKind::Spool, args.server.delivery.spool_dir.clone()));
     }
     let wanted = Wanted {
         frequency: args.target.frequency,

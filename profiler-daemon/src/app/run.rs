@@ -360,6 +360,7 @@ impl<'a> RunLoop<'a> {
             triggers_fired: self.triggers_fired.clone(),
             profiles_written: dump.map_or(0, |d| d.written),
             dump_removed: dump.map_or(0, |d| d.removed),
+            dump_leftovers: dump.map_or(0, |d| d.leftovers),
             history_bytes,
             spool: self.exporter.map(Exporter::spool_counts),
         });

@@ -205,7 +205,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "15s", value_parser = parse_period)]
     pub upload_interval: Duration,
     /// Directory for the per-process pprof files [default: profiles, unless --server is set,
-    /// in which case files are written only when --dump-dir is given].
+    /// in which case files are written only when --dump-dir is given]. It must be owned by the
+    /// daemon's user and not writable by group or others; a missing one is created 0750.
     #[arg(long, value_name = "DIR")]
     pub dump_dir: Option<PathBuf>,
     /// Most profile files kept in --dump-dir; the oldest are removed first.
@@ -502,10 +503,12 @@ pub struct DeliveryArgs {
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub upload_queue: u64,
     /// Directory for profiles the server could not take yet; replayed in order when it is back,
-    /// also after a restart.
+    /// also after a restart. Owned by the daemon's user, not writable by group or others
+    /// (created 0750); unreadable files are moved into its corrupt/ within --spool-max-bytes.
     #[arg(long, default_value = "spool", value_name = "DIR")]
     pub spool_dir: PathBuf,
-    /// Most bytes kept in --spool-dir; when full, the oldest profiles are dropped (and counted).
+    /// Most bytes kept in --spool-dir, corrupt/ included; when full, the files set aside in
+    /// corrupt/ and then the oldest profiles are dropped (and counted).
     #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
     pub spool_max_bytes: u64,
 }

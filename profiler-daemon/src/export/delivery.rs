@@ -21,8 +21,9 @@ use tokio::sync::{mpsc, watch};
 use super::{
     dump::{write_atomic, DumpDir},
     pyroscope::{Client, RetryAfter, SendError, Upload},
-    spool::Spool,
+    spool::{Spool, SpoolCounts},
 };
+use crate::host::dirs::{ensure_private_dir, DirKind};
 
 /// Spooled profiles older than this are written to the dump dir instead of being sent: the
 /// server rejects profiles older than 1 h, and the margin covers clock skew and the send.
@@ -151,15 +152,12 @@ impl Exporter {
         bump(&self.stats.split);
     }
 
-    /// Spool counters: (dropped because full, dropped as corrupt, files held, bytes held).
-    pub fn spool_counts(&self) -> (u64, u64, u64, u64) {
-        let spool = self.spool.lock().unwrap_or_else(|e| e.into_inner());
-        (
-            spool.dropped_full,
-            spool.dropped_corrupt,
-            spool.len() as u64,
-            spool.bytes(),
-        )
+    /// The spool's counters and contents.
+    pub fn spool_counts(&self) -> SpoolCounts {
+        self.spool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .counts()
     }
 
     /// One line of delivery counters.
@@ -491,7 +489,7 @@ impl Delivery {
         let name = DumpDir::profile_name(upload.label("comm").unwrap_or("unknown"), pid, from);
         let name = name.replace(".cpu.", &format!(".cpu.part{}.", upload.seq));
         let path = self.config.dump_dir.join(name);
-        let result = std::fs::create_dir_all(&self.config.dump_dir)
+        let result = ensure_private_dir(DirKind::Dump, &self.config.dump_dir)
             .map_err(|e| e.to_string())
             .and_then(|()| write_atomic(&path, &upload.pprof_gz).map_err(|e| e.to_string()));
         match result {

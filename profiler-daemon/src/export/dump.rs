@@ -9,28 +9,27 @@ use std::{
 
 use thiserror::Error;
 
-use crate::types::utc_timestamp;
+use super::files::{prepare_dir, remove_leftovers, write_file};
+use crate::{
+    host::dirs::{DirError, DirKind},
+    types::utc_timestamp,
+};
 
 #[derive(Debug, Error)]
 pub enum DumpError {
-    #[error("dump dir {path} is not writable ({source}): pass a writable --dump-dir or fix its permissions")]
-    DumpDirUnwritable { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Dir(#[from] DirError),
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
 }
 
-/// Writes `bytes` to `path` atomically (temporary file, then rename).
+/// Writes `bytes` to `path` atomically: an exclusively created temporary file, renamed over
+/// `path` (see [`super::files`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DumpError> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("out")
-    ));
-    let wrap = |source| DumpError::Write {
+    write_file(path, bytes, true).map_err(|source| DumpError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    fs::write(&tmp, bytes).map_err(wrap)?;
-    fs::rename(&tmp, path).map_err(wrap)
+    })
 }
 
 /// A file-name-safe version of a process name.
@@ -53,15 +52,6 @@ pub fn sanitize_name(name: &str) -> String {
     }
 }
 
-/// Creates `dir` if needed and proves a file can be written in it, so that a bad directory is
-/// a start-up error rather than a lost profile later.
-pub fn ensure_writable_dir(dir: &Path) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
-    let probe = dir.join(format!(".profilerd-write-test-{}", std::process::id()));
-    fs::write(&probe, b"")?;
-    fs::remove_file(&probe)
-}
-
 /// The directory `run` writes profiles into, kept within a file count and a byte size.
 pub struct DumpDir {
     dir: PathBuf,
@@ -70,6 +60,8 @@ pub struct DumpDir {
     /// Old profiles removed to stay within the bounds.
     pub removed: u64,
     pub written: u64,
+    /// Temporary and empty files an interrupted write left, removed at start.
+    pub leftovers: u64,
     /// Managed files in the directory and their total size: from the last scan, plus the
     /// writes and removals since. A write need not stat the whole directory (with hundreds of
     /// files per window that was the daemon's largest file-system cost), and memory does not
@@ -99,18 +91,18 @@ fn is_managed(name: &str) -> bool {
 }
 
 impl DumpDir {
-    /// Creates the directory if needed and proves it is writable.
+    /// Creates the directory if needed (0750), refuses one other users can write in, proves
+    /// it is writable and removes what an interrupted write left.
     pub fn open(dir: &Path, max_files: usize, max_bytes: u64) -> Result<Self, DumpError> {
-        ensure_writable_dir(dir).map_err(|source| DumpError::DumpDirUnwritable {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        prepare_dir(DirKind::Dump, dir)?;
+        let leftovers = remove_leftovers(dir, is_managed);
         Ok(Self {
             dir: dir.to_path_buf(),
             max_files,
             max_bytes,
             removed: 0,
             written: 0,
+            leftovers,
             files: 0,
             bytes: 0,
             oldest: Vec::new(),
@@ -134,7 +126,7 @@ impl DumpDir {
     /// Writes one profile, then removes the oldest profiles beyond the bounds.
     pub fn write(&mut self, name: &str, bytes: &[u8]) -> Result<PathBuf, DumpError> {
         let path = self.dir.join(name);
-        let replaced = fs::metadata(&path)
+        let replaced = fs::symlink_metadata(&path)
             .ok()
             .filter(|m| m.is_file())
             .map(|m| m.len());
@@ -296,6 +288,34 @@ mod tests {
         assert_eq!(names, expected);
         assert_eq!(dump.removed, 21);
         assert_eq!((dump.files, dump.bytes), (max, max as u64 + 1));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_shared_dump_dir_is_refused_and_leftovers_are_removed_at_open() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = std::env::temp_dir().join(format!("profilerd-dump-open-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = DumpDir::open(&dir, 10, 1 << 20).err().unwrap().to_string();
+        assert!(
+            err.contains("mode 0777") && err.contains("chmod 0750"),
+            "{err}"
+        );
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
+        fs::write(dir.join("a.cpu.x.pb.gz.tmp"), b"half").unwrap();
+        fs::write(dir.join(".profilerd-0123456789abcdef.tmp"), b"").unwrap();
+        fs::write(dir.join("b.cpu.x.pb.gz"), b"").unwrap();
+        fs::write(dir.join("c.cpu.x.pb.gz"), b"data").unwrap();
+        let dump = DumpDir::open(&dir, 10, 1 << 20).unwrap();
+        assert_eq!(dump.leftovers, 3);
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["c.cpu.x.pb.gz"]);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -4,6 +4,7 @@
 
 mod delivery;
 mod dump;
+mod files;
 mod pyroscope;
 mod response;
 mod sidecar;
@@ -11,11 +12,11 @@ mod sink;
 mod spool;
 
 pub use delivery::{DeliveryConfig, DeliveryStats, Exporter};
-pub use dump::{ensure_writable_dir, write_atomic, DumpDir, DumpError};
+pub use dump::{write_atomic, DumpDir, DumpError};
 pub use pyroscope::{
     parse_header, parse_url, read_secret, Auth, Client, Protocol, RetryAfter, SendError,
     ServerConfig, ServerConfigError, Upload,
 };
 pub use sidecar::{list_kept, KeptSummary, SIDECAR_SUFFIX};
 pub use sink::{DumpSink, KeptProfile, ServerSink, Sink, WindowProfile};
-pub use spool::{Spool, SpoolError};
+pub use spool::{Spool, SpoolCounts, SpoolError};

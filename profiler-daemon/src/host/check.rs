@@ -11,6 +11,7 @@ use std::{
 use crate::process::procfs::{parse_cap_eff, parse_mounts, Mount};
 
 use super::{
+    dirs::{check_private_dir, DirKind, PRIVATE_DIR_MODE},
     facts::{parse_kernel_version, Host},
     preflight::{CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN},
 };
@@ -55,7 +56,7 @@ impl fmt::Display for Item {
 pub struct Wanted {
     pub frequency: u64,
     pub cgroups: bool,
-    pub dirs: Vec<(&'static str, PathBuf)>,
+    pub dirs: Vec<(DirKind, PathBuf)>,
     pub server: Option<String>,
 }
 
@@ -70,8 +71,8 @@ pub fn report(host: &Host, wanted: &Wanted) -> Vec<Item> {
         sample_rate(host, wanted.frequency),
         cgroups(host, wanted.cgroups),
     ];
-    for (what, dir) in &wanted.dirs {
-        items.push(directory(what, dir));
+    for (kind, dir) in &wanted.dirs {
+        items.push(directory(*kind, dir));
     }
     if let Some(server) = &wanted.server {
         items.push(server_reachable(server));
@@ -305,12 +306,15 @@ fn cgroups(host: &Host, needed: bool) -> Item {
     }
 }
 
-/// Whether profilerd could create and write files in `dir`, without creating it.
-fn directory(what: &'static str, dir: &Path) -> Item {
+/// Whether profilerd could create and write files in `dir`, without creating it; an existing
+/// `dir` must also be one only the daemon's user can write in, as `run` requires.
+fn directory(kind: DirKind, dir: &Path) -> Item {
+    let what = kind.name();
+    // A relative path that exists nowhere yet is created in the working directory.
     let existing = dir
         .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
+        .find(|p| !p.as_os_str().is_empty() && p.exists())
+        .unwrap_or(Path::new("."));
     let meta = match fs::metadata(existing) {
         Ok(meta) => meta,
         Err(err) => return item(what, Status::Problem, format!("{}: {err}", dir.display())),
@@ -320,10 +324,16 @@ fn directory(what: &'static str, dir: &Path) -> Item {
             what,
             Status::Problem,
             format!(
-                "{} is not a directory: point the flag at a directory",
-                existing.display()
+                "{} is not a directory: point {} at a directory",
+                existing.display(),
+                kind.flag()
             ),
         );
+    }
+    if existing == dir {
+        if let Err(err) = check_private_dir(kind, dir) {
+            return item(what, Status::Problem, err.to_string());
+        }
     }
     let Ok(c_path) = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()) else {
         return item(
@@ -337,7 +347,10 @@ fn directory(what: &'static str, dir: &Path) -> Item {
     let created = if existing == dir {
         String::new()
     } else {
-        format!(" (will be created under {})", existing.display())
+        format!(
+            " (will be created with mode {PRIVATE_DIR_MODE:04o} under {})",
+            existing.display()
+        )
     };
     if writable {
         item(
@@ -424,6 +437,8 @@ fn server_reachable(url: &str) -> Item {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     /// A fixture host tree with the given files.
@@ -621,12 +636,27 @@ mod tests {
     #[test]
     fn directories() {
         let dir = tempdir::Dir::new();
-        let line = directory("dump dir", &dir.path().join("a/b"));
+        let line = directory(DirKind::Dump, &dir.path().join("a/b"));
         assert_eq!(line.status, Status::Ok, "{line}");
-        assert!(line.detail.contains("will be created"), "{line}");
+        assert!(
+            line.detail.contains("will be created with mode 0750"),
+            "{line}"
+        );
         fs::write(dir.path().join("file"), "").unwrap();
-        let line = directory("dump dir", &dir.path().join("file/x"));
+        let line = directory(DirKind::Dump, &dir.path().join("file/x"));
         assert_eq!(line.status, Status::Problem, "{line}");
+        let shared = dir.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+        let line = directory(DirKind::Spool, &shared);
+        assert_eq!(
+            line.status,
+            Status::Problem,
+            "a world-writable dir is no ok: {line}"
+        );
+        assert!(line.detail.contains("chmod 0750"), "{line}");
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o750)).unwrap();
+        assert_eq!(directory(DirKind::Spool, &shared).status, Status::Ok);
     }
 
     #[test]

@@ -33,7 +33,9 @@ use prometheus_client::{
 use thiserror::Error;
 
 use crate::{
-    aggregate::Accounting, export::DeliveryStats, process::procfs::read_own_stat,
+    aggregate::Accounting,
+    export::{DeliveryStats, SpoolCounts},
+    process::procfs::read_own_stat,
     symbolize::SymbolsStats,
 };
 
@@ -61,11 +63,12 @@ pub(crate) struct Snapshot {
     pub(crate) profiles_written: u64,
     /// Files the dump dir removed to stay within its bounds.
     pub(crate) dump_removed: u64,
+    /// Temporary and empty files an interrupted write left in the dump dir, removed at start.
+    pub(crate) dump_leftovers: u64,
     /// Pre-trigger history held, in bytes.
     pub(crate) history_bytes: u64,
-    /// Spool: (dropped because full, dropped as corrupt, files held, bytes held); `None`
-    /// without a server.
-    pub(crate) spool: Option<(u64, u64, u64, u64)>,
+    /// The spool's counters and contents; `None` without a server.
+    pub(crate) spool: Option<SpoolCounts>,
 }
 
 #[derive(Debug, Error)]
@@ -87,7 +90,7 @@ macro_rules! label_sets {
 }
 label_sets!(Outcome { outcome }, Reason { reason }, Map { map });
 label_sets!(Lookup { result }, Cache { cache });
-label_sets!(Event { event }, Rule { rule });
+label_sets!(Event { event }, Rule { rule }, DirLabel { dir });
 /// No label: a family of one series that exists only once it is set (the spool gauges,
 /// absent without a server).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -139,6 +142,8 @@ struct Families {
     spool_profiles: Family<Unlabelled, U64Gauge>,
     spool_bytes: Family<Unlabelled, U64Gauge>,
     server_responses: Family<Event, Counter>,
+    spool_corrupt_files: Family<Unlabelled, U64Gauge>,
+    leftovers: Family<DirLabel, Counter>,
 }
 
 impl Families {
@@ -272,6 +277,16 @@ impl Families {
             "Server answers not taken as given: body_truncated (read up to --upload-response-max-bytes), redirect (3xx, not followed, profile rejected), retry_after_capped (Retry-After cut to --retry-max-backoff)",
             self.server_responses.clone(),
         );
+        r.register(
+            "profilerd_spool_corrupt_files",
+            "Empty or unreadable spool files set aside in the spool's corrupt/ for inspection",
+            self.spool_corrupt_files.clone(),
+        );
+        r.register(
+            "profilerd_leftover_files_removed",
+            "Temporary or empty files an interrupted write left, removed at start, by directory",
+            self.leftovers.clone(),
+        );
     }
 }
 
@@ -369,13 +384,24 @@ impl Families {
             ("written", s.profiles_written),
             ("dump_removed", s.dump_removed),
         ];
-        if let Some((full, corrupt, files, bytes)) = s.spool {
+        let mut leftovers = vec![("dump", s.dump_leftovers)];
+        if let Some(spool) = s.spool {
             profiles.extend([
-                ("dropped_spool_full", full),
-                ("dropped_spool_corrupt", corrupt),
+                ("dropped_spool_full", spool.dropped_full),
+                ("dropped_spool_corrupt", spool.dropped_corrupt),
+                ("spool_corrupt_removed", spool.corrupt_removed),
             ]);
-            f.spool_profiles.get_or_create(&Unlabelled {}).set(files);
-            f.spool_bytes.get_or_create(&Unlabelled {}).set(bytes);
+            leftovers.push(("spool", spool.leftovers));
+            f.spool_profiles
+                .get_or_create(&Unlabelled {})
+                .set(spool.files);
+            f.spool_bytes.get_or_create(&Unlabelled {}).set(spool.bytes);
+            f.spool_corrupt_files
+                .get_or_create(&Unlabelled {})
+                .set(spool.corrupt_files);
+        }
+        for (dir, count) in leftovers {
+            advance(&f.leftovers.get_or_create(&DirLabel { dir }), count);
         }
         for (event, count) in profiles {
             advance(&f.profiles.get_or_create(&Event { event }), count);

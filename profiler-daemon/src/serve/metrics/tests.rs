@@ -47,7 +47,16 @@ fn known() -> Metrics {
     s.profiles_written = 8001;
     s.dump_removed = 8002;
     s.history_bytes = 8003;
-    s.spool = Some((9001, 9002, 9003, 9004));
+    s.dump_leftovers = 8004;
+    s.spool = Some(SpoolCounts {
+        dropped_full: 9001,
+        dropped_corrupt: 9002,
+        files: 9003,
+        bytes: 9004,
+        corrupt_removed: 9005,
+        leftovers: 9006,
+        corrupt_files: 9007,
+    });
     let d = DeliveryStats::default();
     for (i, c) in [
         &d.sent,
