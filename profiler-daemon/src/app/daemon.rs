@@ -21,14 +21,17 @@ use super::{check::check, error_line, record::record, run::run, server::prepare_
 use crate::{
     config::{self, Cli, Command, Listen, ParseError, RunArgs},
     export::Exporter,
-    host::privileges,
-    serve::{self, metrics::Metrics, WebState},
+    host::{descriptors, privileges},
+    serve::{self, listener::ListenerConfig, metrics::Metrics, WebState, FILE_WORKERS},
 };
 
 /// Runs the parsed command line; `argv` is kept for SIGHUP, which parses it again with the
 /// config file re-read.
 pub fn execute(cli: Cli, argv: Vec<OsString>) -> ExitCode {
     tune_malloc();
+    if let Command::Run(_) = &cli.command {
+        raise_descriptor_limit();
+    }
     if let Command::Check(args) = &cli.command {
         return if check(args) {
             ExitCode::SUCCESS
@@ -74,6 +77,19 @@ fn tune_malloc() {
         if !set("MALLOC_TRIM_THRESHOLD_") {
             libc::mallopt(libc::M_TRIM_THRESHOLD, 512 * 1024);
         }
+    }
+}
+
+/// The soft RLIMIT_NOFILE up to the hard one: systemd's and most shells' soft 1024 is what
+/// idle connections once exhausted, failing profile writes. The listener keeps a reserve of
+/// what this gives (`--listen-descriptor-reserve`).
+fn raise_descriptor_limit() {
+    match descriptors::raise_limit() {
+        Ok(r) if r.after != r.before => {
+            tracing::info!("open file limit raised from {} to {}", r.before, r.after)
+        }
+        Ok(r) => tracing::debug!("open file limit {}", r.after),
+        Err(err) => tracing::warn!("cannot raise the open file limit: {err}"),
     }
 }
 
@@ -171,6 +187,8 @@ async fn start_run(
         heartbeat: AtomicU64::new(0),
         stall_after: (args.collect_interval * 5).max(Duration::from_secs(10)),
         address: bound.as_ref().map(|(_, address)| *address),
+        listener: listener_config(&args),
+        file_workers: tokio::sync::Semaphore::new(FILE_WORKERS),
     });
     if let Some((listener, _)) = bound {
         tasks.listener = Some(tokio::spawn(serve::serve(
@@ -191,6 +209,16 @@ async fn start_run(
     Ok(tokio::task::spawn_blocking(move || {
         run(&args, &stop, exporter.as_ref(), &web, &reloads)
     }))
+}
+
+fn listener_config(args: &RunArgs) -> ListenerConfig {
+    let l = &args.listener;
+    ListenerConfig {
+        max_connections: l.listen_max_connections as usize,
+        header_timeout: l.listen_header_timeout,
+        idle_timeout: l.listen_idle_timeout,
+        descriptor_reserve: l.listen_descriptor_reserve,
+    }
 }
 
 /// SIGHUP: re-reads the command line and config file and hands a valid result to the

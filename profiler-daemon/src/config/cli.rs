@@ -4,6 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{builder::PossibleValue, Args, Parser, Subcommand, ValueEnum};
 
+pub use super::listener::ListenerArgs;
 use crate::{
     export::Protocol,
     types::{parse_bytes, parse_duration, parse_rule, RuleSetting, Rules},
@@ -216,9 +217,11 @@ pub struct RunArgs {
     /// or `off`. Loopback by default; a public address only when given here.
     #[arg(long, default_value = "127.0.0.1:7070", value_parser = parse_listen, value_name = "ADDR:PORT|off")]
     pub listen: Listen,
-    /// How far back the page at / lists kept profiles.
+    /// How far back the page at / lists kept profiles (at most the 500 newest).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub page_window: Duration,
+    #[command(flatten)]
+    pub listener: ListenerArgs,
     #[command(flatten)]
     pub trigger: TriggerArgs,
     #[command(flatten)]
@@ -554,6 +557,15 @@ mod tests {
         assert_eq!(args.upload_interval, Duration::from_secs(15));
         assert_eq!(args.dump_dir(), Some(PathBuf::from("profiles")));
         assert_eq!(args.server.client.protocol, crate::export::Protocol::Push);
+        assert_eq!(
+            args.listener,
+            ListenerArgs {
+                listen_max_connections: 128,
+                listen_header_timeout: Duration::from_secs(10),
+                listen_idle_timeout: Duration::from_secs(60),
+                listen_descriptor_reserve: 256,
+            }
+        );
         let Command::Run(args) = parse(&["run", "--server", "http://x:4040"])
             .unwrap()
             .command
@@ -642,6 +654,14 @@ mod tests {
             ),
             (&["run", "--cpu-cores", "lots"][..], "--cpu-cores"),
             (&["run", "--mode", "sometimes"][..], "--mode"),
+            (
+                &["run", "--listen-header-timeout", "0s"][..],
+                "--listen-header-timeout",
+            ),
+            (
+                &["run", "--listen-max-connections", "0"][..],
+                "--listen-max-connections",
+            ),
         ] {
             let err = parse(args).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");

@@ -63,6 +63,10 @@ fn typed_flags_are_found() {
         "counts-map-entries",
         "symbol-file-ttl",
         "spool-max-bytes",
+        "listen-max-connections",
+        "listen-header-timeout",
+        "listen-idle-timeout",
+        "listen-descriptor-reserve",
     ] {
         assert!(
             typed.iter().any(|f| f == flag),

@@ -15,6 +15,6 @@ pub use pyroscope::{
     parse_header, parse_url, read_secret, Auth, Client, Protocol, SendError, ServerConfig,
     ServerConfigError, Upload,
 };
-pub use sidecar::{list_kept, KeptSummary, SIDECAR_SUFFIX};
+pub use sidecar::{KeptSummary, SIDECAR_SUFFIX};
 pub use sink::{DumpSink, KeptProfile, ServerSink, Sink, WindowProfile};
 pub use spool::{Spool, SpoolError};

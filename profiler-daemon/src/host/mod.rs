@@ -3,6 +3,7 @@
 //! `profilerd check` ([`check`]), and the capability drops after the sampler is attached.
 
 pub mod check;
+pub mod descriptors;
 mod facts;
 pub mod preflight;
 pub mod privileges;
