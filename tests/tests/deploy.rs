@@ -37,6 +37,7 @@ fn systemd_unit_verifies_clean() {
         "StateDirectory=profilerd",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "--config /etc/profilerd/config.toml",
+        "LimitNOFILE=65536",
     ] {
         assert!(unit.contains(needed), "unit lacks {needed}");
     }
@@ -56,6 +57,9 @@ fn daemonset_runs_the_daemon_with_what_it_needs() {
         "args: [\"run\", \"--config\", \"/etc/profilerd/config.toml\"]",
         "containerPort: 7070",
         "limits:",
+        "listen_max_connections = ",
+        "listen_header_timeout = ",
+        "RLIMIT_NOFILE",
     ] {
         assert!(manifest.contains(needed), "manifest lacks {needed}");
     }
