@@ -22,7 +22,7 @@ use crate::{
     config::{self, Cli, Command, Listen, ParseError, RunArgs},
     export::Exporter,
     host::{descriptors, privileges},
-    serve::{self, listener::ListenerConfig, metrics::Metrics, WebState, FILE_WORKERS},
+    serve::{self, listener::ListenerConfig, metrics::Metrics, WebState},
 };
 
 /// Runs the parsed command line; `argv` is kept for SIGHUP, which parses it again with the
@@ -188,7 +188,7 @@ async fn start_run(
         stall_after: (args.collect_interval * 5).max(Duration::from_secs(10)),
         address: bound.as_ref().map(|(_, address)| *address),
         listener: listener_config(&args),
-        file_workers: tokio::sync::Semaphore::new(FILE_WORKERS),
+        file_workers: Default::default(),
     });
     if let Some((listener, _)) = bound {
         tasks.listener = Some(tokio::spawn(serve::serve(

@@ -14,11 +14,12 @@ use std::{
     io::{self, Read},
     os::unix::fs::{MetadataExt, OpenOptionsExt},
     path::Path,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use thiserror::Error;
+use tokio::sync::Semaphore;
 
 use crate::export::{KeptSummary, SIDECAR_SUFFIX};
 
@@ -27,8 +28,14 @@ pub const MAX_ROWS: usize = 500;
 /// Largest sidecar read (one is a few hundred bytes; long C++ names make it a few KiB).
 const MAX_SIDECAR_BYTES: u64 = 256 << 10;
 /// Largest pprof or flame graph served: the daemon wrote each from memory in one piece, and at
-/// most [`super::FILE_WORKERS`] are read at once.
+/// most [`FILE_WORKERS`] are read at once.
 pub const MAX_SERVED_BYTES: u64 = 64 << 20;
+/// Reads of the dump dir at once, each on a blocking thread: many clients never take more than
+/// this of the host's cores and memory.
+pub const FILE_WORKERS: usize = 2;
+/// Requests waiting for a worker; more are answered 503 at once, so that requests for the page
+/// cannot keep every connection busy (busy connections are never replaced by new ones).
+pub const FILE_QUEUE: usize = 8;
 
 /// Why a file of the dump dir was not read; one counter each (`/metrics`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +71,49 @@ impl Refusal {
 #[derive(Debug, Default)]
 pub struct FileStats {
     refused: [AtomicU64; 4],
+    /// Requests answered 503: [`FILE_QUEUE`] were waiting already.
+    pub queue_full: AtomicU64,
+}
+
+/// The [`FILE_WORKERS`] and the requests waiting for one.
+pub struct FileWorkers {
+    permits: Semaphore,
+    waiting: AtomicUsize,
+}
+
+impl Default for FileWorkers {
+    fn default() -> Self {
+        Self {
+            permits: Semaphore::new(FILE_WORKERS),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// [`FileWorkers::run`] found [`FILE_QUEUE`] requests waiting, or the task failed.
+#[derive(Debug)]
+pub struct Busy;
+
+impl FileWorkers {
+    /// Runs `work` on the blocking pool once a worker is free.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        stats: &FileStats,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Busy> {
+        if self.waiting.fetch_add(1, Ordering::Relaxed) >= FILE_WORKERS + FILE_QUEUE {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            stats.queue_full.fetch_add(1, Ordering::Relaxed);
+            return Err(Busy);
+        }
+        let result = async {
+            let _permit = self.permits.acquire().await.map_err(|_| Busy)?;
+            tokio::task::spawn_blocking(work).await.map_err(|_| Busy)
+        }
+        .await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
 }
 
 impl FileStats {

@@ -5,19 +5,22 @@
 //! listener never takes from the pipeline.
 //!
 //! At the limit, or when free descriptors fall under the reserve, a new connection replaces
-//! the connection that has been idle (no request in progress) the longest: a local user
-//! holding every slot with silent connections then delays `/healthz` by nothing, and each of
-//! their connections lives only until the next one arrives. When every connection is busy
-//! with a request the new one gets a 503 and is closed.
+//! the one whose socket has been quiet the longest among those with no request being
+//! handled: a local user holding every slot with silent connections then delays `/healthz`
+//! by nothing, each of their connections lives only until the next one arrives, and a
+//! download in progress goes last. When every connection is handling a request the new one
+//! gets a 503 and is closed.
 
 use std::{
     collections::HashMap,
     io,
     os::fd::AsRawFd,
+    pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
@@ -25,7 +28,7 @@ use axum::{body::Body, extract::Request, Router};
 use hyper::{body::Incoming, server::conn::http1};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::{watch, Notify},
     task::JoinSet,
@@ -79,9 +82,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// One open connection, as the accept loop sees it.
 struct Conn {
-    /// A request is being answered.
+    /// A request is being handled (its answer not yet made).
     busy: AtomicBool,
-    /// Milliseconds since the table's start at the last request (or accept).
+    /// Milliseconds since the listener's start at the last byte read or written (or accept).
     last_active: AtomicU64,
     evict: Notify,
 }
@@ -270,7 +273,11 @@ async fn connection(
     // also fire while a slow handler runs (hyper watches the socket for a close meanwhile).
     let mut stream = TimeoutStream::new(stream);
     stream.set_write_timeout(Some(listener.config.idle_timeout));
-    let io = TokioIo::new(Box::pin(stream));
+    let io = TokioIo::new(Activity {
+        io: Box::pin(stream),
+        conn: Arc::clone(&conn),
+        listener: Arc::clone(&listener),
+    });
     let service = {
         let conn = Arc::clone(&conn);
         let listener = Arc::clone(&listener);
@@ -304,6 +311,69 @@ async fn connection(
     }
     listener.table.lock().remove(&id);
     listener.stats.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The socket of one connection: each byte read or written marks the connection active, so
+/// that a download in progress is the last to be replaced, an attacker's silent sockets first.
+struct Activity {
+    io: Pin<Box<TimeoutStream<TcpStream>>>,
+    conn: Arc<Conn>,
+    listener: Arc<Listener>,
+}
+
+impl Activity {
+    fn progressed<T>(&self, poll: &Poll<io::Result<T>>) {
+        if matches!(poll, Poll::Ready(Ok(_))) {
+            let now = self.listener.now_ms();
+            self.conn.last_active.store(now, Ordering::Relaxed);
+        }
+    }
+}
+
+impl AsyncRead for Activity {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let poll = self.io.as_mut().poll_read(cx, buf);
+        self.progressed(&poll);
+        poll
+    }
+}
+
+impl AsyncWrite for Activity {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = self.io.as_mut().poll_write(cx, buf);
+        self.progressed(&poll);
+        poll
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = self.io.as_mut().poll_write_vectored(cx, bufs);
+        self.progressed(&poll);
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io.as_mut().poll_shutdown(cx)
+    }
 }
 
 fn count_error(stats: &ListenerStats, err: &hyper::Error) {

@@ -7,8 +7,8 @@
 //! the dump dir, so it also lists profiles kept before a restart.
 //!
 //! The runtime is one thread, which also answers `/healthz` and handles shutdown: every read
-//! of the dump dir runs on the blocking pool, at most [`FILE_WORKERS`] at once, and only
-//! reads files the daemon wrote ([`files`]). The accept loop bounds connections ([`listener`]).
+//! of the dump dir runs on the blocking pool, at most [`files::FILE_WORKERS`] at once, and
+//! only reads files the daemon wrote ([`files`]). The accept loop bounds connections ([`listener`]).
 
 mod files;
 pub mod listener;
@@ -33,19 +33,13 @@ use axum::{
     Router,
 };
 use thiserror::Error;
-use tokio::{
-    net::TcpListener,
-    sync::{watch, Semaphore},
-};
+use tokio::{net::TcpListener, sync::watch};
 
 use crate::export::KeptSummary;
+pub use files::FileWorkers;
 use files::{list_kept, read_kept_file, Listing, MAX_ROWS};
 use listener::ListenerConfig;
 use metrics::Metrics;
-
-/// Reads of the dump dir at once (each on a blocking thread): the page and downloads of many
-/// clients never take more than this of the host's cores and memory.
-pub const FILE_WORKERS: usize = 2;
 
 #[derive(Debug, Error)]
 pub enum WebError {
@@ -72,8 +66,8 @@ pub struct WebState {
     pub address: Option<SocketAddr>,
     /// Connection bounds of the listener.
     pub listener: ListenerConfig,
-    /// Permits for reads of the dump dir ([`FILE_WORKERS`]).
-    pub file_workers: Semaphore,
+    /// The threads that read the dump dir.
+    pub file_workers: FileWorkers,
 }
 
 impl WebState {
@@ -113,15 +107,7 @@ pub async fn serve(listener: TcpListener, state: Arc<WebState>, shutdown: watch:
     listener::serve(listener, app, config, stats, shutdown).await;
 }
 
-/// Runs `work` on the blocking pool once one of the [`FILE_WORKERS`] permits is free; `None`
-/// if the task failed.
-async fn off_runtime<T: Send + 'static>(
-    state: &WebState,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    let _permit = state.file_workers.acquire().await.ok()?;
-    tokio::task::spawn_blocking(work).await.ok()
-}
+const BUSY: &str = "the dump dir is being read for other requests: retry in a moment\n";
 
 async fn metrics(State(state): State<Arc<WebState>>) -> Response {
     match state.metrics.encode() {
@@ -150,15 +136,17 @@ async fn healthz(State(state): State<Arc<WebState>>) -> Response {
     (StatusCode::OK, "ok\n").into_response()
 }
 
-async fn page(State(state): State<Arc<WebState>>) -> Html<String> {
+async fn page(State(state): State<Arc<WebState>>) -> Response {
     let listing = match state.dump_dir.clone() {
         Some(dir) => {
             let (window, stats) = (state.page_window, Arc::clone(&state.metrics.files));
-            off_runtime(&state, move || {
+            let read = state.file_workers.run(&state.metrics.files, move || {
                 list_kept(&dir, window, SystemTime::now(), &stats)
-            })
-            .await
-            .unwrap_or_default()
+            });
+            match read.await {
+                Ok(listing) => listing,
+                Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, BUSY).into_response(),
+            }
         }
         None => Listing::default(),
     };
@@ -167,6 +155,7 @@ async fn page(State(state): State<Arc<WebState>>) -> Html<String> {
         state.page_window,
         state.dump_dir.as_deref(),
     ))
+    .into_response()
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -285,11 +274,12 @@ async fn profile_file(
     };
     let (window, stats) = (state.page_window, Arc::clone(&state.metrics.files));
     let wanted = name.clone();
-    let read = off_runtime(&state, move || {
+    let read = state.file_workers.run(&state.metrics.files, move || {
         read_kept_file(&dir, &wanted, window, SystemTime::now(), &stats)
-    })
-    .await
-    .flatten();
+    });
+    let Ok(read) = read.await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, BUSY).into_response();
+    };
     let Some(bytes) = read else {
         return (StatusCode::NOT_FOUND, "not a kept profile\n").into_response();
     };

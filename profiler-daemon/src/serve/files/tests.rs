@@ -204,3 +204,29 @@ fn the_page_reads_only_the_newest_sidecars() {
     assert_eq!(listing.rows[MAX_ROWS - 1].target, "p0020");
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn past_the_queue_requests_are_turned_away_at_once() {
+    let workers = std::sync::Arc::new(FileWorkers::default());
+    let stats = std::sync::Arc::new(FileStats::default());
+    let mut waiting = Vec::new();
+    for _ in 0..(FILE_WORKERS + FILE_QUEUE) {
+        let (workers, stats) = (workers.clone(), stats.clone());
+        waiting.push(tokio::spawn(async move {
+            workers
+                .run(&stats, || thread::sleep(Duration::from_millis(300)))
+                .await
+        }));
+    }
+    // Let every spawned request take its place in the queue.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    assert!(workers.run(&stats, || ()).await.is_err());
+    assert!(started.elapsed() < Duration::from_millis(100));
+    assert_eq!(stats.queue_full.load(Ordering::Relaxed), 1);
+    for request in waiting {
+        assert!(request.await.unwrap().is_ok());
+    }
+    // Once the queue drained, requests are served again.
+    assert!(workers.run(&stats, || ()).await.is_ok());
+}

@@ -173,3 +173,39 @@ async fn under_the_descriptor_reserve_connections_make_room_or_are_refused() {
     assert_eq!(load(&server.stats.short_of_descriptors), 1);
     assert_eq!(load(&server.stats.accepted), 0);
 }
+
+#[tokio::test]
+async fn a_download_in_progress_goes_after_the_silent_connections() {
+    let server = start(ListenerConfig {
+        max_connections: 2,
+        idle_timeout: Duration::from_secs(5),
+        header_timeout: Duration::from_secs(30),
+        ..CONFIG
+    })
+    .await;
+    let mut download = TcpStream::connect(server.address).await.unwrap();
+    sleep(Duration::from_millis(50)).await;
+    let mut silent = TcpStream::connect(server.address).await.unwrap();
+    download
+        .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut received = 0;
+    // The download's handler has returned; its body is still being sent.
+    while received < 4 << 20 {
+        received += download.read(&mut buf).await.unwrap();
+    }
+    // The silent connection was accepted later but has been quiet since: it goes.
+    let answer = get_once(server.address, "/ok").await;
+    assert!(answer.ends_with("ok\n"), "{answer}");
+    assert!(closed_within(&mut silent, Duration::from_secs(1)).await);
+    loop {
+        match download.read(&mut buf).await.unwrap() {
+            0 => break,
+            n => received += n,
+        }
+    }
+    assert!(received > 64 << 20, "{received} bytes");
+    assert_eq!(load(&server.stats.evicted), 1);
+}

@@ -147,6 +147,7 @@ struct Families {
     connections_open: U64Gauge,
     descriptor_reserve_hits: Counter,
     files_refused: Family<Reason, Counter>,
+    file_reads_refused: Counter,
 }
 
 impl Families {
@@ -301,6 +302,11 @@ impl Families {
             "Dump-dir files the page and /profiles/ did not read, by reason: link, not_regular (FIFO, socket, device), not_ours (another owner or a hard link), too_large",
             self.files_refused.clone(),
         );
+        r.register(
+            "profilerd_http_file_reads_refused",
+            "Requests for the page or /profiles/ answered 503: 8 were already waiting for the 2 threads that read the dump dir",
+            self.file_reads_refused.clone(),
+        );
     }
 
     fn apply_listener(&self, l: &ListenerStats, files: &FileStats) {
@@ -317,6 +323,7 @@ impl Families {
         }
         self.connections_open.set(load(&l.open));
         advance(&self.descriptor_reserve_hits, load(&l.short_of_descriptors));
+        advance(&self.file_reads_refused, load(&files.queue_full));
         for why in Refusal::ALL {
             let labels = Reason { reason: why.name() };
             advance(
