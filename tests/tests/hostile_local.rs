@@ -96,30 +96,31 @@ fn pprof_files(dir: &Path) -> usize {
     })
 }
 
-#[test]
-fn idle_connections_at_a_1024_descriptor_limit_leave_profile_writes_and_healthz_alone() {
+/// 1100 idle connections to a daemon under `prlimit --nofile=1024:1024` with `extra` flags:
+/// `/healthz` answers within 2 s, profiles are still written, and no write fails for want of
+/// descriptors. Returns the daemon's `/metrics` sample `line` at the end.
+fn idle_connections_at_1024_descriptors(name: &str, extra: &[&str], line: &str) -> f64 {
     raise_own_descriptor_limit(4096);
     let busy = Running::spawn(&fixture("split"), &["60"]);
-    let dir = scratch("hostile-descriptors");
+    let dir = scratch(name);
     let pid = busy.pid().to_string();
-    // A connection limit above the descriptor limit: the reserve is what protects the writes.
+    let mut args = vec![
+        "run",
+        "--mode",
+        "continuous",
+        "--pid",
+        &pid,
+        "--upload-interval",
+        "1s",
+        "--dump-dir",
+        "profiles",
+        "--duration",
+        "60s",
+    ];
+    args.extend_from_slice(extra);
     let daemon = Daemon::start_under(
         &["prlimit", "--nofile=1024:1024", "--"],
-        &[
-            "run",
-            "--mode",
-            "continuous",
-            "--pid",
-            &pid,
-            "--upload-interval",
-            "1s",
-            "--dump-dir",
-            "profiles",
-            "--duration",
-            "60s",
-            "--listen-max-connections",
-            "4096",
-        ],
+        &args,
         &dir,
         "daemon",
     );
@@ -167,16 +168,38 @@ fn idle_connections_at_a_1024_descriptor_limit_leave_profile_writes_and_healthz_
         "{}",
         tail(&stderr, 20)
     );
-    assert!(metric(&address, "profilerd_http_descriptor_reserve_hits_total") > 0.0);
     assert!(
         metric(
             &address,
             "profilerd_http_connections_total{event=\"evicted\"}"
         ) > 0.0
     );
+    let value = metric(&address, line);
     drop(idle);
     daemon.terminate();
     drop(busy);
+    value
+}
+
+#[test]
+fn idle_connections_at_a_1024_descriptor_limit_leave_profile_writes_and_healthz_alone() {
+    // A connection limit above the descriptor limit: the reserve is what protects the writes.
+    let reserve_hits = idle_connections_at_1024_descriptors(
+        "hostile-descriptors",
+        &["--listen-max-connections", "4096"],
+        "profilerd_http_descriptor_reserve_hits_total",
+    );
+    assert!(reserve_hits > 0.0);
+}
+
+#[test]
+fn idle_connections_beyond_the_default_connection_limit_replace_each_other() {
+    let open = idle_connections_at_1024_descriptors(
+        "hostile-connections",
+        &[],
+        "profilerd_http_connections_open",
+    );
+    assert!(open <= 128.0, "{open} connections open");
 }
 
 /// A daemon watching an idle process, its dump dir `DIR/kept`.

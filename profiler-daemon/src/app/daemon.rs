@@ -217,7 +217,26 @@ fn listener_config(args: &RunArgs) -> ListenerConfig {
         max_connections: l.listen_max_connections as usize,
         header_timeout: l.listen_header_timeout,
         idle_timeout: l.listen_idle_timeout,
-        descriptor_reserve: l.listen_descriptor_reserve,
+        descriptor_reserve: descriptor_reserve(
+            l.listen_descriptor_reserve,
+            descriptors::soft_limit().ok(),
+        ),
+    }
+}
+
+/// The reserve within half the open file limit: a reserve as large as a small limit (a
+/// container's 256, say) would refuse every connection.
+fn descriptor_reserve(wanted: u64, limit: Option<u64>) -> u64 {
+    match limit {
+        Some(limit) if wanted > limit / 2 => {
+            tracing::warn!(
+                "--listen-descriptor-reserve {wanted} is over half the open file limit {limit}: \
+                 keeping {} free instead; raise LimitNOFILE (or the container's limit) to keep {wanted}",
+                limit / 2
+            );
+            limit / 2
+        }
+        _ => wanted,
     }
 }
 
@@ -250,5 +269,18 @@ fn reload(argv: &[OsString], reloadable: bool, tx: &mpsc::Sender<Box<RunArgs>>) 
                 first.strip_prefix("error: ").unwrap_or(first)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::descriptor_reserve;
+
+    #[test]
+    fn the_descriptor_reserve_stays_within_half_the_limit() {
+        assert_eq!(descriptor_reserve(256, Some(65_536)), 256);
+        assert_eq!(descriptor_reserve(256, Some(1024)), 256);
+        assert_eq!(descriptor_reserve(256, Some(300)), 150);
+        assert_eq!(descriptor_reserve(256, None), 256);
     }
 }
