@@ -11,8 +11,9 @@ use crate::types::parse_duration;
 #[command(next_help_heading = "Listener")]
 pub struct ListenerArgs {
     /// Connections the listener holds at once. At the limit a new connection replaces the
-    /// one idle the longest; when every one is busy with a request it gets a 503.
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    /// one whose socket has been quiet the longest; when every one is handling a request it
+    /// gets a 503.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65_536), value_name = "N")]
     pub listen_max_connections: u64,
     /// Time a client has to send a complete request header; also the longest a kept-alive
     /// connection may sit idle between two requests.
@@ -24,8 +25,9 @@ pub struct ListenerArgs {
     pub listen_idle_timeout: Duration,
     /// File descriptors kept free for the daemon's own files (profiles, /proc, the symbolizer's
     /// binaries): with fewer free, a new connection replaces an idle one or is refused. The
-    /// daemon raises its soft RLIMIT_NOFILE to the hard limit at start.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    /// daemon raises its soft RLIMIT_NOFILE to the hard limit at start; at most half of it is
+    /// kept.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(16..=1_048_576), value_name = "N")]
     pub listen_descriptor_reserve: u64,
 }
 

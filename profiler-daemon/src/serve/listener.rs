@@ -156,6 +156,7 @@ impl Listener {
         false
     }
 
+    /// Whether one more connection fits, after replacing the quietest idle one if needed.
     fn has_room(&self, stream: &TcpStream) -> bool {
         let full = self.table.lock().len() >= self.config.max_connections;
         let short = self.short_of_descriptors(stream);

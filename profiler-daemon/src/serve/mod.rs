@@ -8,11 +8,14 @@
 //!
 //! The runtime is one thread, which also answers `/healthz` and handles shutdown: every read
 //! of the dump dir runs on the blocking pool, at most [`files::FILE_WORKERS`] at once, and
-//! only reads files the daemon wrote ([`files`]). The accept loop bounds connections ([`listener`]).
+//! only reads files the daemon wrote ([`files`]). The accept loop bounds connections
+//! ([`listener`]).
 
 mod files;
 pub mod listener;
 pub mod metrics;
+
+pub use files::FileWorkers;
 
 use std::{
     fmt::Write as _,
@@ -36,7 +39,6 @@ use thiserror::Error;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::export::KeptSummary;
-pub use files::FileWorkers;
 use files::{list_kept, read_kept_file, Listing, MAX_ROWS};
 use listener::ListenerConfig;
 use metrics::Metrics;
