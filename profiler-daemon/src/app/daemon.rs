@@ -80,8 +80,8 @@ fn tune_malloc() {
     }
 }
 
-/// The soft RLIMIT_NOFILE up to the hard one: systemd's and most shells' soft 1024 is what
-/// idle connections once exhausted, failing profile writes. The listener keeps a reserve of
+/// The soft RLIMIT_NOFILE up to the hard one: a thousand idle connections exhaust systemd's
+/// and most shells' soft 1024, and profile writes then fail. The listener keeps a reserve of
 /// what this gives (`--listen-descriptor-reserve`).
 fn raise_descriptor_limit() {
     match descriptors::raise_limit() {

@@ -1,5 +1,5 @@
-//! File descriptors: the soft `RLIMIT_NOFILE` raised to the hard one at start (systemd's and
-//! most shells' soft default of 1024 is what a few hundred idle connections exhaust), and the
+//! File descriptors: the soft `RLIMIT_NOFILE` raised to the hard one at start (idle
+//! connections exhaust systemd's and most shells' soft default of 1024), and the
 //! count of descriptors in use, which the listener checks so that its connections never take
 //! the descriptors the pipeline needs for its own files.
 

@@ -3,7 +3,7 @@
 //!
 //! Anyone who can write to the dump dir can plant names in it: a symlink `leak.pb.gz ->
 //! /etc/shadow` next to a sidecar listing it, a hard link to a root-owned file, a FIFO called
-//! `x.json` (whose blocking `open` once hung the page and the one runtime thread with it).
+//! `x.json` (a blocking `open` of it would hang the page and the one runtime thread with it).
 //! So every file is opened with `O_NOFOLLOW | O_NONBLOCK` and then judged by `fstat` on the
 //! open descriptor (no window between the check and the read): a regular file, owned by the
 //! daemon's user, with one link, not larger than the bound. Everything here blocks on the
