@@ -222,16 +222,31 @@ pub struct Daemon(profiler_testkit::Daemon);
 impl Daemon {
     /// Starts `profilerd ARGS`; its stderr goes to `DIR/NAME.stderr`.
     pub fn start(args: &[&str], dir: &Path, name: &str) -> Self {
+        Self::start_under(&[], args, dir, name)
+    }
+
+    /// Starts `WRAPPER... profilerd ARGS` (e.g. `prlimit --nofile=1024:1024 --`), where the
+    /// wrapper execs the daemon in its own process.
+    pub fn start_under(wrapper: &[&str], args: &[&str], dir: &Path, name: &str) -> Self {
         // Tests run one after the other and may overlap a daemon's exit: a free port each.
         let listen: &[&str] = if args.first() == Some(&"run") && !args.contains(&"--listen") {
             &["--listen", "127.0.0.1:0"]
         } else {
             &[]
         };
+        let binary = profilerd();
         let args: Vec<&str> = args.iter().chain(listen).copied().collect();
         let log = dir.join(format!("{name}.stderr"));
-        let daemon = profiler_testkit::Daemon::start(&profilerd(), &args, dir, &log)
-            .unwrap_or_else(|e| panic!("start profilerd: {e:#}"));
+        let daemon = match wrapper.split_first() {
+            None => profiler_testkit::Daemon::start(&binary, &args, dir, &log),
+            Some((program, rest)) => {
+                let mut full: Vec<&str> = rest.to_vec();
+                full.push(binary.to_str().expect("UTF-8 path"));
+                full.extend(&args);
+                profiler_testkit::Daemon::start(Path::new(program), &full, dir, &log)
+            }
+        }
+        .unwrap_or_else(|e| panic!("start profilerd: {e:#}"));
         Daemon(daemon)
     }
 

@@ -39,6 +39,7 @@ fn systemd_unit_verifies_clean() {
         "--config /etc/profilerd/config.toml",
         "CPUWeight=1000",
         "Nice=-10",
+        "LimitNOFILE=65536",
     ] {
         assert!(unit.contains(needed), "unit lacks {needed}");
     }
@@ -59,6 +60,9 @@ fn daemonset_runs_the_daemon_with_what_it_needs() {
         "containerPort: 7070",
         "limits:",
         "\"SYS_NICE\"]",
+        "listen_max_connections = ",
+        "listen_header_timeout = ",
+        "RLIMIT_NOFILE",
     ] {
         assert!(manifest.contains(needed), "manifest lacks {needed}");
     }

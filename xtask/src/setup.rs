@@ -28,7 +28,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "`go tool pprof`, the reference pprof reader used by the tests",
     ),
     ("gcc", "compiles the C test fixtures"),
-    ("util-linux", "setpriv, used by the privilege tests"),
+    (
+        "util-linux",
+        "setpriv and prlimit, used by the privilege and hostile_local tests",
+    ),
     (
         "systemd",
         "`systemd-analyze verify` of deploy/profilerd.service in the tests",

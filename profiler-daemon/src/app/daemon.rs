@@ -21,14 +21,17 @@ use super::{check::check, error_line, record::record, run::run, server::prepare_
 use crate::{
     config::{self, Cli, Command, Listen, ParseError, RunArgs},
     export::Exporter,
-    host::{priority, privileges},
-    serve::{self, metrics::Metrics, WebState},
+    host::{descriptors, priority, privileges},
+    serve::{self, listener::ListenerConfig, metrics::Metrics, WebState},
 };
 
 /// Runs the parsed command line; `argv` is kept for SIGHUP, which parses it again with the
 /// config file re-read.
 pub fn execute(cli: Cli, argv: Vec<OsString>) -> ExitCode {
     tune_malloc();
+    if let Command::Run(_) = &cli.command {
+        raise_descriptor_limit();
+    }
     let nice = match &cli.command {
         Command::Check(args) => {
             return if check(args) {
@@ -105,6 +108,19 @@ fn tune_malloc() {
         if !set("MALLOC_TRIM_THRESHOLD_") {
             libc::mallopt(libc::M_TRIM_THRESHOLD, 512 * 1024);
         }
+    }
+}
+
+/// The soft RLIMIT_NOFILE up to the hard one: a thousand idle connections exhaust systemd's
+/// and most shells' soft 1024, and profile writes then fail. The listener keeps a reserve of
+/// what this gives (`--listen-descriptor-reserve`).
+fn raise_descriptor_limit() {
+    match descriptors::raise_limit() {
+        Ok(r) if r.after != r.before => {
+            tracing::info!("open file limit raised from {} to {}", r.before, r.after)
+        }
+        Ok(r) => tracing::debug!("open file limit {}", r.after),
+        Err(err) => tracing::warn!("cannot raise the open file limit: {err}"),
     }
 }
 
@@ -202,6 +218,8 @@ async fn start_run(
         heartbeat: AtomicU64::new(0),
         stall_after: (args.collect_interval * 5).max(Duration::from_secs(10)),
         address: bound.as_ref().map(|(_, address)| *address),
+        listener: listener_config(&args),
+        file_workers: Default::default(),
     });
     if let Some((listener, _)) = bound {
         tasks.listener = Some(tokio::spawn(serve::serve(
@@ -222,6 +240,35 @@ async fn start_run(
     Ok(tokio::task::spawn_blocking(move || {
         run(&args, &stop, exporter.as_ref(), &web, &reloads)
     }))
+}
+
+fn listener_config(args: &RunArgs) -> ListenerConfig {
+    let l = &args.listener;
+    ListenerConfig {
+        max_connections: l.listen_max_connections as usize,
+        header_timeout: l.listen_header_timeout,
+        idle_timeout: l.listen_idle_timeout,
+        descriptor_reserve: descriptor_reserve(
+            l.listen_descriptor_reserve,
+            descriptors::soft_limit().ok(),
+        ),
+    }
+}
+
+/// The reserve within half the open file limit: a reserve as large as a small limit (a
+/// container's 256, say) would refuse every connection.
+fn descriptor_reserve(wanted: u64, limit: Option<u64>) -> u64 {
+    match limit {
+        Some(limit) if wanted > limit / 2 => {
+            tracing::warn!(
+                "--listen-descriptor-reserve {wanted} is over half the open file limit {limit}: \
+                 keeping {} free instead; raise LimitNOFILE (or the container's limit) to keep {wanted}",
+                limit / 2
+            );
+            limit / 2
+        }
+        _ => wanted,
+    }
 }
 
 /// SIGHUP: re-reads the command line and config file and hands a valid result to the
@@ -253,5 +300,18 @@ fn reload(argv: &[OsString], reloadable: bool, tx: &mpsc::Sender<Box<RunArgs>>) 
                 first.strip_prefix("error: ").unwrap_or(first)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::descriptor_reserve;
+
+    #[test]
+    fn the_descriptor_reserve_stays_within_half_the_limit() {
+        assert_eq!(descriptor_reserve(256, Some(65_536)), 256);
+        assert_eq!(descriptor_reserve(256, Some(1024)), 256);
+        assert_eq!(descriptor_reserve(256, Some(300)), 150);
+        assert_eq!(descriptor_reserve(256, None), 256);
     }
 }

@@ -4,6 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{builder::PossibleValue, Args, Parser, Subcommand, ValueEnum};
 
+pub use super::listener::ListenerArgs;
 use crate::{
     export::Protocol,
     types::{parse_bytes, parse_duration, parse_rule, RuleSetting, Rules},
@@ -222,7 +223,7 @@ pub struct RunArgs {
     /// or `off`. Loopback by default; a public address only when given here.
     #[arg(long, default_value = "127.0.0.1:7070", value_parser = parse_listen, value_name = "ADDR:PORT|off")]
     pub listen: Listen,
-    /// How far back the page at / lists kept profiles.
+    /// How far back the page at / lists kept profiles (at most the 500 newest).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub page_window: Duration,
     /// Nice value of the daemon's threads, set at start (-20 to 19; 0 keeps the inherited
@@ -230,6 +231,8 @@ pub struct RunArgs {
     /// profile lands when due. Never lowers a higher priority a unit's Nice= gave.
     #[arg(long, default_value_t = -10, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
     pub nice: i32,
+    #[command(flatten)]
+    pub listener: ListenerArgs,
     #[command(flatten)]
     pub trigger: TriggerArgs,
     #[command(flatten)]
@@ -600,6 +603,15 @@ mod tests {
         assert_eq!(args.upload_interval, Duration::from_secs(15));
         assert_eq!(args.dump_dir(), Some(PathBuf::from("profiles")));
         assert_eq!(args.server.client.protocol, crate::export::Protocol::Push);
+        assert_eq!(
+            args.listener,
+            ListenerArgs {
+                listen_max_connections: 128,
+                listen_header_timeout: Duration::from_secs(10),
+                listen_idle_timeout: Duration::from_secs(60),
+                listen_descriptor_reserve: 256,
+            }
+        );
         let Command::Run(args) = parse(&["run", "--server", "http://x:4040"])
             .unwrap()
             .command
@@ -704,6 +716,14 @@ mod tests {
                 "--retry-max-backoff",
             ),
             (&["run", "--symbol-file-ttl", "0"][..], "--symbol-file-ttl"),
+            (
+                &["run", "--listen-header-timeout", "0s"][..],
+                "--listen-header-timeout",
+            ),
+            (
+                &["run", "--listen-max-connections", "0"][..],
+                "--listen-max-connections",
+            ),
         ] {
             let err = parse(args).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");

@@ -72,6 +72,10 @@ fn typed_flags_are_found() {
         "spool-max-bytes",
         "nice",
         "upload-response-max-bytes",
+        "listen-max-connections",
+        "listen-header-timeout",
+        "listen-idle-timeout",
+        "listen-descriptor-reserve",
     ] {
         assert!(
             typed.iter().any(|f| f == flag),

@@ -5,9 +5,10 @@ mod cli;
 mod file;
 #[cfg(test)]
 mod hostile;
+mod listener;
 
 pub use cli::{
-    command, parse_from, Cli, Command, Format, LimitArgs, Listen, LogFormat, Mode, ParseError,
-    RecordArgs, RunArgs, ServerArgs, TargetArgs, TriggerArgs, DEFAULT_DUMP_DIR,
+    command, parse_from, Cli, Command, Format, LimitArgs, Listen, ListenerArgs, LogFormat, Mode,
+    ParseError, RecordArgs, RunArgs, ServerArgs, TargetArgs, TriggerArgs, DEFAULT_DUMP_DIR,
 };
 pub use file::{ConfigError, ConfigFile};

@@ -5,6 +5,7 @@
 //! priority ([`priority`]).
 
 pub mod check;
+pub mod descriptors;
 pub mod dirs;
 mod facts;
 pub mod preflight;

@@ -5,12 +5,20 @@
 //! The page is plain server-rendered HTML with no external assets: on a single host it is the
 //! whole product. It reads the `.json` sidecar that `run` writes next to every kept profile in
 //! the dump dir, so it also lists profiles kept before a restart.
+//!
+//! The runtime is one thread, which also answers `/healthz` and handles shutdown: every read
+//! of the dump dir runs on the blocking pool, at most [`files::FILE_WORKERS`] at once, and
+//! only reads files the daemon wrote ([`files`]). The accept loop bounds connections
+//! ([`listener`]).
 
+mod files;
+pub mod listener;
 pub mod metrics;
+
+pub use files::FileWorkers;
 
 use std::{
     fmt::Write as _,
-    fs,
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::{
@@ -30,7 +38,9 @@ use axum::{
 use thiserror::Error;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::export::{list_kept, KeptSummary};
+use crate::export::KeptSummary;
+use files::{list_kept, read_kept_file, Listing, MAX_ROWS};
+use listener::ListenerConfig;
 use metrics::Metrics;
 
 #[derive(Debug, Error)]
@@ -56,6 +66,10 @@ pub struct WebState {
     pub stall_after: Duration,
     /// Where the listener is bound (logged once the daemon is up), `None` with `--listen off`.
     pub address: Option<SocketAddr>,
+    /// Connection bounds of the listener.
+    pub listener: ListenerConfig,
+    /// The threads that read the dump dir.
+    pub file_workers: FileWorkers,
 }
 
 impl WebState {
@@ -83,31 +97,19 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), WebErro
 }
 
 /// Serves until `shutdown` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<WebState>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: TcpListener, state: Arc<WebState>, shutdown: watch::Receiver<bool>) {
+    let config = state.listener;
+    let stats = Arc::clone(&state.metrics.listener);
     let app = Router::new()
         .route("/", get(page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/profiles/{name}", get(profile_file))
         .with_state(state);
-    let stopped = async move {
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
-            }
-        }
-    };
-    if let Err(err) = axum::serve(listener, app)
-        .with_graceful_shutdown(stopped)
-        .await
-    {
-        tracing::error!("HTTP listener stopped: {err}");
-    }
+    listener::serve(listener, app, config, stats, shutdown).await;
 }
+
+const BUSY: &str = "the dump dir is being read for other requests: retry in a moment\n";
 
 async fn metrics(State(state): State<Arc<WebState>>) -> Response {
     match state.metrics.encode() {
@@ -136,15 +138,26 @@ async fn healthz(State(state): State<Arc<WebState>>) -> Response {
     (StatusCode::OK, "ok\n").into_response()
 }
 
-async fn page(State(state): State<Arc<WebState>>) -> Html<String> {
-    let rows = state.dump_dir.as_deref().map_or_else(Vec::new, |dir| {
-        list_kept(dir, state.page_window, SystemTime::now())
-    });
+async fn page(State(state): State<Arc<WebState>>) -> Response {
+    let listing = match state.dump_dir.clone() {
+        Some(dir) => {
+            let (window, stats) = (state.page_window, Arc::clone(&state.metrics.files));
+            let read = state.file_workers.run(&state.metrics.files, move || {
+                list_kept(&dir, window, SystemTime::now(), &stats)
+            });
+            match read.await {
+                Ok(listing) => listing,
+                Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, BUSY).into_response(),
+            }
+        }
+        None => Listing::default(),
+    };
     Html(render_page(
-        &rows,
+        &listing,
         state.page_window,
         state.dump_dir.as_deref(),
     ))
+    .into_response()
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -176,7 +189,8 @@ fn url_segment(name: &str) -> String {
     out
 }
 
-pub fn render_page(rows: &[KeptSummary], window: Duration, dir: Option<&Path>) -> String {
+pub fn render_page(listing: &Listing, window: Duration, dir: Option<&Path>) -> String {
+    let rows: &[KeptSummary] = &listing.rows;
     let hours = window.as_secs_f64() / 3600.0;
     let mut out = String::with_capacity(4096 + rows.len() * 1024);
     out.push_str(
@@ -198,6 +212,12 @@ pub fn render_page(rows: &[KeptSummary], window: Duration, dir: Option<&Path>) -
          <a href=\"/metrics\">metrics</a></p>",
         dir.map_or(String::new(), |d| format!(", from <code>{}</code>", html(&d.display().to_string())))
     );
+    if listing.truncated {
+        let _ = writeln!(
+            out,
+            "<p id=\"truncated\">Only the {MAX_ROWS} newest kept profiles are read; older ones are in the dump dir.</p>"
+        );
+    }
     if rows.is_empty() {
         out.push_str("<p id=\"empty\">No profile was kept in this time. A profile is kept when a trigger rule fires.</p>\n");
     } else {
@@ -246,25 +266,24 @@ pub fn render_page(rows: &[KeptSummary], window: Duration, dir: Option<&Path>) -
     out
 }
 
-/// A file of the dump dir, only if a listed kept profile names it.
+/// A file of the dump dir, only if a kept profile's sidecar names it and it is the daemon's.
 async fn profile_file(
     State(state): State<Arc<WebState>>,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
-    let Some(dir) = state.dump_dir.as_deref() else {
+    let Some(dir) = state.dump_dir.clone() else {
         return (StatusCode::NOT_FOUND, "no dump dir\n").into_response();
     };
-    // Only names a sidecar lists are served, so no path can leave the dump dir.
-    let listed = list_kept(dir, state.page_window, SystemTime::now())
-        .into_iter()
-        .any(|k| k.pprof == name || k.svg.as_deref() == Some(name.as_str()));
-    if !listed || name.contains('/') {
+    let (window, stats) = (state.page_window, Arc::clone(&state.metrics.files));
+    let wanted = name.clone();
+    let read = state.file_workers.run(&state.metrics.files, move || {
+        read_kept_file(&dir, &wanted, window, SystemTime::now(), &stats)
+    });
+    let Ok(read) = read.await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, BUSY).into_response();
+    };
+    let Some(bytes) = read else {
         return (StatusCode::NOT_FOUND, "not a kept profile\n").into_response();
-    }
-    let path = dir.join(&name);
-    let read = tokio::task::spawn_blocking(move || fs::read(path)).await;
-    let Ok(Ok(bytes)) = read else {
-        return (StatusCode::NOT_FOUND, "file is gone\n").into_response();
     };
     if name.ends_with(".svg") {
         ([(header::CONTENT_TYPE, "image/svg+xml")], bytes).into_response()
@@ -286,7 +305,6 @@ async fn profile_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::SIDECAR_SUFFIX;
 
     fn row(target: &str, fired_unix: u64) -> KeptSummary {
         KeptSummary {
@@ -306,46 +324,20 @@ mod tests {
 
     #[test]
     fn page_escapes_and_links() {
-        let html = render_page(
-            &[row("spike-1 <b>", 1)],
-            Duration::from_secs(6 * 3600),
-            None,
-        );
+        let listing = Listing {
+            rows: vec![row("spike-1 <b>", 1)],
+            truncated: true,
+        };
+        let html = render_page(&listing, Duration::from_secs(6 * 3600), None);
         assert!(html.contains("spike-1 &lt;b&gt;"));
         assert!(html.contains("<code>&lt;script&gt;</code> 1.0%"));
         assert!(html.contains("href=\"/profiles/cpu.1.pb.gz\" download"));
         assert!(html.contains("src=\"/profiles/cpu.1.svg\""));
         assert!(html.contains("last 6 h"));
-        let empty = render_page(&[], Duration::from_secs(3600), None);
+        assert!(html.contains("id=\"truncated\""));
+        let empty = render_page(&Listing::default(), Duration::from_secs(3600), None);
         assert!(empty.contains("id=\"empty\""));
-    }
-
-    #[test]
-    fn listing_reads_sidecars_newest_first_within_the_window() {
-        let dir = std::env::temp_dir().join(format!("profilerd-web-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let now = SystemTime::now();
-        let now_unix = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
-        for (target, age) in [("old", 7200), ("new", 10), ("mid", 60)] {
-            let r = row(target, now_unix - age);
-            fs::write(dir.join(&r.pprof), b"pprof").unwrap();
-            fs::write(
-                dir.join(format!("{target}{SIDECAR_SUFFIX}")),
-                serde_json::to_vec(&r).unwrap(),
-            )
-            .unwrap();
-        }
-        // A sidecar whose profile was removed by the dump-dir bounds is not listed.
-        let gone = row("gone", now_unix - 5);
-        fs::write(
-            dir.join(format!("gone{SIDECAR_SUFFIX}")),
-            serde_json::to_vec(&gone).unwrap(),
-        )
-        .unwrap();
-        let rows = list_kept(&dir, Duration::from_secs(3600), now);
-        let targets: Vec<&str> = rows.iter().map(|r| r.target.as_str()).collect();
-        assert_eq!(targets, vec!["new", "mid"]);
-        fs::remove_dir_all(&dir).unwrap();
+        assert!(!empty.contains("id=\"truncated\""));
     }
 
     #[test]

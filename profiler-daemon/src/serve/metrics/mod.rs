@@ -4,7 +4,8 @@
 //! In: a [`Snapshot`] that the pipeline thread publishes after every drain (its counts are
 //! totals since start-up), the exporter's [`DeliveryStats`] when a server is configured (read
 //! when scraped), and the process's own CPU time and RSS (read from `/proc/self/stat` when
-//! scraped). Out: [`Metrics::encode`], the text served with [`CONTENT_TYPE`].
+//! scraped), the listener's own counts of connections and refused files (read when scraped).
+//! Out: [`Metrics::encode`], the text served with [`CONTENT_TYPE`].
 //!
 //! Every family is registered once, when [`Metrics`] is made. Publishing moves each counter up
 //! to its source's total and sets each gauge; it and a scrape take one lock, so that a scrape
@@ -32,6 +33,10 @@ use prometheus_client::{
 };
 use thiserror::Error;
 
+use super::{
+    files::{FileStats, Refusal},
+    listener::ListenerStats,
+};
 use crate::{
     aggregate::Accounting,
     export::{DeliveryStats, SpoolCounts},
@@ -144,6 +149,11 @@ struct Families {
     server_responses: Family<Event, Counter>,
     spool_corrupt_files: Family<Unlabelled, U64Gauge>,
     leftovers: Family<DirLabel, Counter>,
+    connections: Family<Event, Counter>,
+    connections_open: U64Gauge,
+    descriptor_reserve_hits: Counter,
+    files_refused: Family<Reason, Counter>,
+    file_reads_refused: Counter,
 }
 
 impl Families {
@@ -291,6 +301,59 @@ impl Families {
 }
 
 impl Families {
+    /// The listener's connections and the dump-dir files it refused to read.
+    fn register_listener(&self, r: &mut Registry) {
+        r.register(
+            "profilerd_http_connections",
+            "Listener connections by event: accepted; evicted (idle the longest, closed for a new one at --listen-max-connections or under --listen-descriptor-reserve); refused (503, every connection busy); header_timeout (--listen-header-timeout); idle_timeout (--listen-idle-timeout); accept_error",
+            self.connections.clone(),
+        );
+        r.register(
+            "profilerd_http_connections_open",
+            "Listener connections open (bounded by --listen-max-connections)",
+            self.connections_open.clone(),
+        );
+        r.register(
+            "profilerd_http_descriptor_reserve_hits",
+            "New connections that found fewer free file descriptors than --listen-descriptor-reserve",
+            self.descriptor_reserve_hits.clone(),
+        );
+        r.register(
+            "profilerd_dump_files_refused",
+            "Dump-dir files the page and /profiles/ did not read, by reason: link, not_regular (FIFO, socket, device), not_ours (another owner or a hard link), too_large",
+            self.files_refused.clone(),
+        );
+        r.register(
+            "profilerd_http_file_reads_refused",
+            "Requests for the page or /profiles/ answered 503: 8 were already waiting for the 2 threads that read the dump dir",
+            self.file_reads_refused.clone(),
+        );
+    }
+
+    fn apply_listener(&self, l: &ListenerStats, files: &FileStats) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for (event, total) in [
+            ("accepted", load(&l.accepted)),
+            ("evicted", load(&l.evicted)),
+            ("refused", load(&l.refused)),
+            ("header_timeout", load(&l.header_timeouts)),
+            ("idle_timeout", load(&l.idle_timeouts)),
+            ("accept_error", load(&l.accept_errors)),
+        ] {
+            advance(&self.connections.get_or_create(&Event { event }), total);
+        }
+        self.connections_open.set(load(&l.open));
+        advance(&self.descriptor_reserve_hits, load(&l.short_of_descriptors));
+        advance(&self.file_reads_refused, load(&files.queue_full));
+        for why in Refusal::ALL {
+            let labels = Reason { reason: why.name() };
+            advance(
+                &self.files_refused.get_or_create(&labels),
+                files.refused(why),
+            );
+        }
+    }
+
     fn apply_samples(&self, s: &Snapshot) {
         let f = self;
         let acc = &s.accounting;
@@ -423,6 +486,9 @@ pub struct Metrics {
     registry: Registry,
     state: Mutex<State>,
     delivery: OnceLock<Arc<DeliveryStats>>,
+    /// Counted by the listener itself.
+    pub(crate) listener: Arc<ListenerStats>,
+    pub(crate) files: Arc<FileStats>,
 }
 
 impl Default for Metrics {
@@ -434,6 +500,7 @@ impl Default for Metrics {
         f.register_samples(&mut registry, &drain_duration);
         f.register_symbols(&mut registry);
         f.register_outputs(&mut registry);
+        f.register_listener(&mut registry);
         let r = &mut registry;
         r.register_collector(Box::new(OwnUsage));
         let mut state = State {
@@ -444,10 +511,14 @@ impl Default for Metrics {
         };
         // Every series that exists without a server shows 0 until the first drain.
         state.apply(&Snapshot::default());
+        let (listener, files) = (Arc::default(), Arc::default());
+        state.families.apply_listener(&listener, &files);
         Self {
             registry,
             state: Mutex::new(state),
             delivery: OnceLock::new(),
+            listener,
+            files,
         }
     }
 }
@@ -490,6 +561,7 @@ impl Metrics {
                 advance(&responses.get_or_create(&Event { event }), total);
             }
         }
+        state.families.apply_listener(&self.listener, &self.files);
         let mut out = String::with_capacity(8192);
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
         drop(state);
