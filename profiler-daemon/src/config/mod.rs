@@ -6,6 +6,7 @@ mod file;
 #[cfg(test)]
 mod hostile;
 mod listener;
+mod server;
 
 pub use cli::{
     command, parse_from, Cli, Command, Format, LimitArgs, Listen, ListenerArgs, LogFormat, Mode,
