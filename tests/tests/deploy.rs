@@ -38,7 +38,7 @@ fn systemd_unit_verifies_clean() {
         "ExecReload=/bin/kill -HUP $MAINPID",
         "--config /etc/profilerd/config.toml",
         "CPUWeight=1000",
-        "Nice=-10",
+        "Nice=-20",
         "LimitNOFILE=65536",
     ] {
         assert!(unit.contains(needed), "unit lacks {needed}");

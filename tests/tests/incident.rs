@@ -4,7 +4,8 @@
 //! Two shapes of the incident. The runaway in its own cgroup, as a service or a container is,
 //! with the daemon in a cgroup weighted like the unit's `CPUWeight=`: every drain stays under
 //! 100 ms. The runaway in the daemon's own cgroup, where only the daemon's nice value sets it
-//! apart: the kept profile still lands when due (at nice 0 it landed 9 s late).
+//! apart: the kept profile still lands when due (at nice 0 it landed 9 s late, at nice -10
+//! up to 5 s).
 
 use std::{sync::Mutex, time::Duration};
 
@@ -108,16 +109,6 @@ fn a_runaway_in_its_own_cgroup_leaves_every_drain_under_100ms() {
         count - fast
     );
     assert_on_time(&stderr);
-    assert!(
-        stderr
-            .lines()
-            .any(|l| l.contains("scheduling priority raised from nice") && l.ends_with(" to -10")),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("trigger fired") && stderr.contains(&format!("storm-{pid}")),
-        "{stderr}"
-    );
     drop(runaway);
 }
 
@@ -127,19 +118,30 @@ fn a_runaway_beside_the_daemon_does_not_delay_the_kept_profile() {
     let dir = scratch("incident-shared");
     let runaway = storm();
     let pid = runaway.pid().to_string();
-    let mut daemon = Daemon::start(&run_args(&pid), &dir, "daemon");
-    daemon.http_address(Duration::from_secs(30));
+    let daemon = Daemon::start(&run_args(&pid), &dir, "daemon");
+    let address = daemon.http_address(Duration::from_secs(30));
     // Every thread, the pipeline's and the listener's, runs at the default --nice.
     let nice = procfs::thread_nice_values(daemon.pid());
-    let stderr = daemon.wait_exit(Duration::from_secs(60));
+    // The storm burns until 22 s; the profile is kept about 3 s after the firing at 12 s.
+    assert!(
+        wait_until(Duration::from_secs(20), || daemon
+            .stderr()
+            .contains("kept profile written")),
+        "{}",
+        daemon.stderr()
+    );
+    // Mid-storm: healthy, and a SIGTERM is answered within 2 s.
+    let (status, body) = http_get(&address, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let stderr = daemon.terminate_within(Duration::from_secs(2));
+    assert!(
+        stderr.contains(&format!("storm-{pid}")) && stderr.contains("trigger fired"),
+        "{stderr}"
+    );
     assert_on_time(&stderr);
     assert!(
-        nice.len() >= 2 && nice.iter().all(|&n| n == -10),
+        nice.len() >= 2 && nice.iter().all(|&n| n == -20),
         "nice values of the daemon's threads: {nice:?}"
-    );
-    assert!(
-        stderr.contains("trigger fired") && stderr.contains(&format!("storm-{pid}")),
-        "{stderr}"
     );
     drop(runaway);
 }

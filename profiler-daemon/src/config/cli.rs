@@ -158,7 +158,7 @@ pub struct RecordArgs {
     /// Nice value of the daemon's threads, set at start (-20 to 19; 0 keeps the inherited
     /// one). Against a runaway at the ordinary priority, drains stay on time and a kept
     /// profile lands when due. Never lowers a higher priority a unit's Nice= gave.
-    #[arg(long, default_value_t = -10, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    #[arg(long, default_value_t = -20, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
     pub nice: i32,
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -227,7 +227,7 @@ pub struct RunArgs {
     /// Nice value of the daemon's threads, set at start (-20 to 19; 0 keeps the inherited
     /// one). Against a runaway at the ordinary priority, drains stay on time and a kept
     /// profile lands when due. Never lowers a higher priority a unit's Nice= gave.
-    #[arg(long, default_value_t = -10, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    #[arg(long, default_value_t = -20, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
     pub nice: i32,
     #[command(flatten)]
     pub listener: ListenerArgs,
