@@ -33,8 +33,10 @@ use prometheus_client::{
 use thiserror::Error;
 
 use crate::{
-    aggregate::Accounting, export::DeliveryStats, process::procfs::read_own_stat,
-    symbolize::SymbolsStats,
+    aggregate::Accounting,
+    export::DeliveryStats,
+    process::procfs::read_own_stat,
+    symbolize::{refusal_reasons, SymbolsStats},
 };
 
 /// The `Content-Type` of what [`Metrics::encode`] returns.
@@ -130,6 +132,8 @@ struct Families {
     cache_dropped: Family<Cache, Counter>,
     symbol_files: U64Gauge,
     files_released: Family<Reason, Counter>,
+    files_refused: Family<Reason, Counter>,
+    symbol_bytes: U64Gauge,
     unknown_frames: Counter,
     processes_tracked: U64Gauge,
     processes: Family<Event, Counter>,
@@ -221,6 +225,16 @@ impl Families {
         "profilerd_symbol_files_released",
         "Files whose parsed symbols were released: no tracked process maps them any more (exited), or older than --symbol-file-ttl (expired)",
         self.files_released.clone(),
+    );
+        r.register(
+        "profilerd_symbol_files_refused",
+        "Mapped files not read, by reason: not_regular (a FIFO, device or directory at its path), replaced (its path names another file now), unreachable, file_bound (over --max-symbol-file-bytes), total_bound (over --max-symbol-bytes); their frames are named by module and offset",
+        self.files_refused.clone(),
+    );
+        r.register(
+        "profilerd_symbol_bytes",
+        "Symbol and debug section bytes of the files the symbolizer may hold parsed (bounded by --max-symbol-bytes)",
+        self.symbol_bytes.clone(),
     );
         r.register(
             "profilerd_unknown_frames",
@@ -341,6 +355,10 @@ impl Families {
         for (reason, count) in [("exited", y.files_evicted), ("expired", y.files_expired)] {
             advance(&f.files_released.get_or_create(&Reason { reason }), count);
         }
+        for (reason, count) in refusal_reasons().into_iter().zip(y.files_refused) {
+            advance(&f.files_refused.get_or_create(&Reason { reason }), count);
+        }
+        f.symbol_bytes.set(y.symbol_bytes);
         advance(&f.unknown_frames, y.unknown_frames);
         f.processes_tracked.set(s.tracked_processes);
         for (event, count) in [

@@ -1,0 +1,384 @@
+//! The files mapped by tracked processes, opened as untrusted and held for blazesym.
+//!
+//! Any local user controls the files their processes map: after mapping one they can replace
+//! its path with a FIFO (whose `open()` waits for a writer that never comes), a device, or
+//! another file. So a file is opened once, while its process lives, without blocking
+//! (`O_NONBLOCK`), and kept only if `fstat` says it is a regular file with the device and inode
+//! `/proc/PID/maps` recorded for the mapping. blazesym then reads it through
+//! `/proc/self/fd/N` of that descriptor: the inode the process mapped, whatever its path
+//! names later. A file that fails the checks, or whose symbol and debug sections are over
+//! `--max-symbol-file-bytes` (or would take the files parsed together over
+//! `--max-symbol-bytes`), is not handed to blazesym: its frames are named by module and
+//! offset, and the refusal is counted by reason.
+
+use std::{
+    collections::HashMap,
+    fs::{File, OpenOptions},
+    os::unix::fs::{MetadataExt, OpenOptionsExt},
+    os::unix::io::AsRawFd,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use crate::process::Vma;
+
+use super::debuginfo;
+
+/// A file in any mount namespace: its device and inode.
+pub type FileId = (u64, u64);
+
+/// Why a mapped file is not read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its path opened something other than a regular file (a FIFO, a device, a directory).
+    NotRegular,
+    /// Its path now names another file than the one mapped (device or inode differ).
+    Replaced,
+    /// It could not be opened at all (gone, or no permission).
+    Unreachable,
+    /// Its symbol and debug sections are over `--max-symbol-file-bytes`.
+    FileBound,
+    /// Parsing it would take the files parsed together over `--max-symbol-bytes`.
+    TotalBound,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 5] = [
+        Refusal::NotRegular,
+        Refusal::Replaced,
+        Refusal::Unreachable,
+        Refusal::FileBound,
+        Refusal::TotalBound,
+    ];
+
+    /// The metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::NotRegular => "not_regular",
+            Refusal::Replaced => "replaced",
+            Refusal::Unreachable => "unreachable",
+            Refusal::FileBound => "file_bound",
+            Refusal::TotalBound => "total_bound",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// Opens a file a user may control without waiting on anyone: non-blocking (a FIFO opens at
+/// once instead of waiting for a writer), no controlling terminal, and kept only when it is
+/// a regular file.
+pub fn open_untrusted(path: &Path) -> Result<File, Refusal> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|_| Refusal::Unreachable)?;
+    let meta = file.metadata().map_err(|_| Refusal::Unreachable)?;
+    if !meta.file_type().is_file() {
+        return Err(Refusal::NotRegular);
+    }
+    Ok(file)
+}
+
+/// The device number as `/proc/PID/maps` spells it, parsed by [`crate::process::parse_maps`]
+/// (major in the high 32 bits, minor in the low ones).
+pub fn maps_dev(st_dev: u64) -> u64 {
+    let major = ((st_dev >> 32) & 0xffff_f000) | ((st_dev >> 8) & 0xfff);
+    let minor = ((st_dev >> 12) & 0xffff_ff00) | (st_dev & 0xff);
+    (major << 32) | minor
+}
+
+/// Whether `file` is the file a mapping recorded (device and inode).
+pub fn is_mapped_file(file: &File, vma: &Vma) -> bool {
+    file.metadata()
+        .is_ok_and(|m| (maps_dev(m.dev()), m.ino()) == (vma.dev, vma.inode))
+}
+
+/// Opens the file `vma` of process `pid` maps: through `/proc/PID/map_files/` (the mapped
+/// inode itself, while the process lives and the daemon has CAP_SYS_ADMIN), else by its path
+/// in the process's root, else (`own_ns`: the process shares our mount namespace) by its path.
+/// A path is trusted only as far as it still leads to the same device and inode.
+pub fn open_mapped(pid: u32, vma: &Vma, own_ns: bool) -> Result<File, Refusal> {
+    let mut candidates = vec![
+        PathBuf::from(format!(
+            "/proc/{pid}/map_files/{:x}-{:x}",
+            vma.start, vma.end
+        )),
+        PathBuf::from(format!("/proc/{pid}/root{}", vma.path)),
+    ];
+    if own_ns {
+        candidates.push(PathBuf::from(&vma.path));
+    }
+    // The most telling reason of all the attempts: a FIFO says more than "gone".
+    let mut refusal = Refusal::Unreachable;
+    for path in candidates {
+        match open_untrusted(&path) {
+            Ok(file) if is_mapped_file(&file, vma) => return Ok(file),
+            Ok(_) => refusal = Refusal::Replaced,
+            Err(Refusal::NotRegular) => refusal = Refusal::NotRegular,
+            Err(_) => {}
+        }
+    }
+    Err(refusal)
+}
+
+/// Whether the perf map blazesym would read for `pid` (`/tmp/perf-PID.map` in the process's
+/// root, by the pid it sees itself as) is a regular file: its owner could have made it a FIFO,
+/// whose `open()` would block the pipeline.
+pub fn perf_map_is_regular(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let own_pid = status
+        .lines()
+        .find_map(|line| line.strip_prefix("NStgid:"))
+        .and_then(|pids| pids.split_ascii_whitespace().next_back())
+        .map_or_else(|| pid.to_string(), str::to_string);
+    let path = PathBuf::from(format!("/proc/{pid}/root/tmp/perf-{own_pid}.map"));
+    open_untrusted(&path).is_ok()
+}
+
+/// A file mapped by tracked processes.
+pub struct HeldFile {
+    /// The validated descriptor blazesym reads the file through; None when refused.
+    file: Option<File>,
+    /// Why it is not read (a total-bound refusal is retried when room is made).
+    pub refused: Option<Refusal>,
+    /// Its GNU build id (hex).
+    pub build_id: Option<String>,
+    pub facts: debuginfo::Facts,
+    /// Tracked processes mapping it.
+    pub processes: u32,
+    /// Whether blazesym may hold its parsed state (counted in [`Files::parsed_bytes`]).
+    parsed: bool,
+    /// When it was first held or last released by an expiry.
+    pub since: Instant,
+}
+
+impl HeldFile {
+    /// The path blazesym reads the file by.
+    pub fn fd_path(&self) -> Option<PathBuf> {
+        let fd = self.file.as_ref()?.as_raw_fd();
+        Some(PathBuf::from(format!("/proc/self/fd/{fd}")))
+    }
+
+    /// Whether `--symbol-file-ttl` applies (see [`debuginfo`]).
+    pub fn expires(&self) -> bool {
+        self.facts.dwarf
+    }
+}
+
+/// Bounds on parsed symbol data.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    pub max_file_bytes: u64,
+    pub max_bytes: u64,
+}
+
+/// Every file mapped by a tracked process, by identity.
+pub struct Files {
+    pub held: HashMap<FileId, HeldFile>,
+    bounds: Bounds,
+    /// Symbol and debug section bytes of the files blazesym may hold parsed.
+    pub parsed_bytes: u64,
+    /// Refusals by [`Refusal::ALL`] index.
+    pub refused: [u64; 5],
+}
+
+impl Files {
+    pub fn new(bounds: Bounds) -> Self {
+        Self {
+            held: HashMap::new(),
+            bounds,
+            parsed_bytes: 0,
+            refused: [0; 5],
+        }
+    }
+
+    /// Holds the file of `vma` for one more process, opening and checking it the first time.
+    pub fn hold(&mut self, id: FileId, pid: u32, vma: &Vma, own_ns: bool) -> &HeldFile {
+        if self.held.contains_key(&id) {
+            let file = self.held.get_mut(&id).expect("checked");
+            file.processes += 1;
+            return file;
+        }
+        let opened = open_mapped(pid, vma, own_ns);
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        let (file, refused, build_id, facts) = match opened {
+            Ok(file) => {
+                let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+                let build_id = blazesym::helper::read_elf_build_id(&path)
+                    .ok()
+                    .flatten()
+                    .map(|bytes| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+                let facts = debuginfo::inspect(&file, &root, build_id.as_deref());
+                let refused =
+                    (facts.symbol_bytes > self.bounds.max_file_bytes).then_some(Refusal::FileBound);
+                (Some(file), refused, build_id, facts)
+            }
+            Err(refusal) => (None, Some(refusal), None, debuginfo::Facts::default()),
+        };
+        if let Some(refusal) = refused {
+            self.refuse(refusal, pid, vma, facts.symbol_bytes);
+        }
+        self.held.entry(id).or_insert(HeldFile {
+            file: if refused.is_some() { None } else { file },
+            refused,
+            build_id,
+            facts,
+            processes: 1,
+            parsed: false,
+            since: Instant::now(),
+        })
+    }
+
+    fn refuse(&mut self, refusal: Refusal, pid: u32, vma: &Vma, bytes: u64) {
+        self.refused[refusal.index()] += 1;
+        let fix = match refusal {
+            Refusal::FileBound => "raise --max-symbol-file-bytes to name its frames",
+            Refusal::TotalBound => "raise --max-symbol-bytes to name its frames",
+            _ => "its frames are named by module and offset",
+        };
+        tracing::info!(
+            pid,
+            path = %vma.path,
+            symbol_bytes = bytes,
+            reason = refusal.name(),
+            "not reading a mapped file: {fix}"
+        );
+    }
+
+    /// The path and debug-info setting blazesym may read `id` with, counting its parsed bytes
+    /// against `--max-symbol-bytes` the first time; the refusal otherwise.
+    pub fn admit(&mut self, id: FileId, pid: u32, vma: &Vma) -> Result<(PathBuf, bool), Refusal> {
+        let room = self.bounds.max_bytes.saturating_sub(self.parsed_bytes);
+        let file = self.held.get_mut(&id).ok_or(Refusal::Unreachable)?;
+        match file.refused {
+            Some(Refusal::TotalBound) if file.facts.symbol_bytes <= room => file.refused = None,
+            Some(refusal) => return Err(refusal),
+            None => {}
+        }
+        if !file.parsed {
+            if file.facts.symbol_bytes > room {
+                file.refused = Some(Refusal::TotalBound);
+                let bytes = file.facts.symbol_bytes;
+                self.refuse(Refusal::TotalBound, pid, vma, bytes);
+                return Err(Refusal::TotalBound);
+            }
+            file.parsed = true;
+            self.parsed_bytes += file.facts.symbol_bytes;
+        }
+        let path = file.fd_path().ok_or(Refusal::Unreachable)?;
+        Ok((path, file.facts.debug_syms))
+    }
+
+    /// Marks `id`'s parsed state released (blazesym was told to evict it); returns the path
+    /// to evict.
+    pub fn unparse(&mut self, id: FileId) -> Option<PathBuf> {
+        let file = self.held.get_mut(&id)?;
+        if std::mem::take(&mut file.parsed) {
+            self.parsed_bytes -= file.facts.symbol_bytes;
+        }
+        file.fd_path()
+    }
+
+    /// One process fewer maps `id`; returns the file when none does any more (the caller
+    /// evicts blazesym's state of it before it is dropped, which closes the descriptor).
+    pub fn release(&mut self, id: FileId) -> Option<HeldFile> {
+        let file = self.held.get_mut(&id)?;
+        file.processes -= 1;
+        if file.processes > 0 {
+            return None;
+        }
+        let file = self.held.remove(&id)?;
+        if file.parsed {
+            self.parsed_bytes -= file.facts.symbol_bytes;
+        }
+        Some(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{ffi::CString, sync::mpsc, time::Duration};
+
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("profilerd-files-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A mapping of `path` as `/proc/PID/maps` recorded it, for a pid that is not running (so
+    /// that only the path is left to open, as after an exit).
+    fn vma_of(path: &Path) -> Vma {
+        let meta = std::fs::metadata(path).unwrap();
+        Vma {
+            start: 0x1000,
+            end: 0x2000,
+            file_offset: 0,
+            path: path.to_str().unwrap().to_string(),
+            dev: maps_dev(meta.dev()),
+            inode: meta.ino(),
+            build_id: None,
+        }
+    }
+
+    /// A pid no process has (above the kernel's largest).
+    const GONE: u32 = 0x7fff_fff0;
+
+    /// `open_mapped` on another thread, so that a blocking open fails the test instead of
+    /// hanging it.
+    fn open_within_a_second(vma: &Vma) -> Result<(), Refusal> {
+        let (tx, rx) = mpsc::channel();
+        let vma = vma.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(open_mapped(GONE, &vma, true).map(|_| ()));
+        });
+        rx.recv_timeout(Duration::from_secs(1))
+            .expect("open_mapped blocked")
+    }
+
+    #[test]
+    fn maps_dev_matches_the_maps_spelling() {
+        let text = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let vmas = crate::process::parse_maps(&text);
+        let vma = vmas.iter().find(|v| v.inode != 0).unwrap();
+        let file = open_untrusted(Path::new(&vma.path)).unwrap();
+        assert!(is_mapped_file(&file, vma), "{vma:?}");
+    }
+
+    #[test]
+    fn a_file_replaced_after_it_was_mapped_is_refused_without_blocking() {
+        let dir = dir("replaced");
+        let lib = dir.join("lib.so");
+        std::fs::write(&lib, b"original").unwrap();
+        let vma = vma_of(&lib);
+        assert_eq!(open_within_a_second(&vma), Ok(()));
+
+        // Another regular file at the path: another inode (made while the first one exists,
+        // so that the file system cannot hand out its inode number again).
+        std::fs::write(dir.join("other.so"), b"impostor").unwrap();
+        std::fs::rename(dir.join("other.so"), &lib).unwrap();
+        assert_eq!(open_within_a_second(&vma), Err(Refusal::Replaced));
+
+        // A symlink to a FIFO: opened without waiting for a writer, and refused.
+        let fifo = dir.join("fifo");
+        let name = CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        std::fs::remove_file(&lib).unwrap();
+        std::os::unix::fs::symlink(&fifo, &lib).unwrap();
+        assert_eq!(open_within_a_second(&vma), Err(Refusal::NotRegular));
+
+        std::fs::remove_file(&lib).unwrap();
+        assert_eq!(open_within_a_second(&vma), Err(Refusal::Unreachable));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
