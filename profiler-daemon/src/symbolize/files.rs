@@ -99,19 +99,17 @@ pub fn is_mapped_file(file: &File, vma: &Vma) -> bool {
 
 /// Opens the file `vma` of process `pid` maps: through `/proc/PID/map_files/` (the mapped
 /// inode itself, while the process lives and the daemon has CAP_SYS_ADMIN), else by its path
-/// in the process's root, else (`own_ns`: the process shares our mount namespace) by its path.
-/// A path is trusted only as far as it still leads to the same device and inode.
-pub fn open_mapped(pid: u32, vma: &Vma, own_ns: bool) -> Result<File, Refusal> {
-    let mut candidates = vec![
+/// in the process's root, else by its path in ours. A path is trusted only as far as it still
+/// leads to the same device and inode, which also tells a container's file from ours.
+pub fn open_mapped(pid: u32, vma: &Vma) -> Result<File, Refusal> {
+    let candidates = [
         PathBuf::from(format!(
             "/proc/{pid}/map_files/{:x}-{:x}",
             vma.start, vma.end
         )),
         PathBuf::from(format!("/proc/{pid}/root{}", vma.path)),
+        PathBuf::from(&vma.path),
     ];
-    if own_ns {
-        candidates.push(PathBuf::from(&vma.path));
-    }
     // The most telling reason of all the attempts: a FIFO says more than "gone".
     let mut refusal = Refusal::Unreachable;
     for path in candidates {
@@ -199,13 +197,13 @@ impl Files {
     }
 
     /// Holds the file of `vma` for one more process, opening and checking it the first time.
-    pub fn hold(&mut self, id: FileId, pid: u32, vma: &Vma, own_ns: bool) -> &HeldFile {
+    pub fn hold(&mut self, id: FileId, pid: u32, vma: &Vma) -> &HeldFile {
         if self.held.contains_key(&id) {
             let file = self.held.get_mut(&id).expect("checked");
             file.processes += 1;
             return file;
         }
-        let opened = open_mapped(pid, vma, own_ns);
+        let opened = open_mapped(pid, vma);
         let root = PathBuf::from(format!("/proc/{pid}/root"));
         let (file, refused, build_id, facts) = match opened {
             Ok(file) => {
@@ -339,7 +337,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let vma = vma.clone();
         std::thread::spawn(move || {
-            let _ = tx.send(open_mapped(GONE, &vma, true).map(|_| ()));
+            let _ = tx.send(open_mapped(GONE, &vma).map(|_| ()));
         });
         rx.recv_timeout(Duration::from_secs(1))
             .expect("open_mapped blocked")

@@ -8,7 +8,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -134,7 +133,6 @@ pub struct Symbols {
     /// Files owed a release (see [`Symbols::expire_files`]), and when that was last worked out.
     expire_credit: f64,
     expire_checked: Instant,
-    own_mount_ns: Option<PathBuf>,
     pub stats: SymbolsStats,
 }
 
@@ -159,7 +157,6 @@ impl Symbols {
             }),
             expire_credit: 0.0,
             expire_checked: Instant::now(),
-            own_mount_ns: mount_ns(std::process::id()),
             stats: SymbolsStats::default(),
         }
     }
@@ -178,7 +175,6 @@ impl Symbols {
         let Some(mut info) = ProcessInfo::read(pid) else {
             return;
         };
-        let same_mount_ns = mount_ns(pid).is_some_and(|ns| Some(ns) == self.own_mount_ns);
         let mut process = cache::Process::new(Pid::from(pid));
         process.cache_vmas = true;
         process.cache_perf_map = false;
@@ -186,7 +182,7 @@ impl Symbols {
         if let Err(err) = self.symbolizer.cache(&request) {
             tracing::debug!(pid, %err, "caching process memory map failed");
         }
-        self.hold_files(&mut info, same_mount_ns);
+        self.hold_files(&mut info);
         let tracked = Tracked {
             info,
             idle_rounds: 0,
@@ -212,14 +208,14 @@ impl Symbols {
 
     /// Holds the files of a process's memory map (opened and checked the first time), and
     /// fills in each mapping's build id.
-    fn hold_files(&mut self, info: &mut ProcessInfo, own_ns: bool) {
+    fn hold_files(&mut self, info: &mut ProcessInfo) {
         let ids: Vec<(FileId, Vma)> = Self::mapped_files(info)
             .into_iter()
             .map(|(id, vma)| (id, vma.clone()))
             .collect();
         let mut build_ids = HashMap::new();
         for (id, vma) in ids {
-            let held = self.files.hold(id, info.pid, &vma, own_ns);
+            let held = self.files.hold(id, info.pid, &vma);
             build_ids.insert(id, held.build_id.clone());
         }
         for vma in &mut info.vmas {
@@ -647,11 +643,6 @@ fn file_id(vma: &Vma) -> Option<FileId> {
 /// Where `addr` is in the file `vma` maps.
 fn file_offset(vma: &Vma, addr: u64) -> u64 {
     addr - vma.start + vma.file_offset
-}
-
-/// The mount namespace of a process (`/proc/PID/ns/mnt` link target).
-fn mount_ns(pid: u32) -> Option<PathBuf> {
-    std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()
 }
 
 #[cfg(test)]

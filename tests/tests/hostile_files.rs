@@ -1,0 +1,439 @@
+//! Files a local user controls, symbolized by the root daemon (issue 16, cases 1 and 2): a
+//! library swapped for a FIFO or another file after it was mapped, and a library whose
+//! symbol table was blown up to 100 MB. The daemon keeps draining, answers `/healthz`, exits
+//! on SIGTERM within 2 s and stays inside its memory bound; what it cannot read safely is
+//! named by module and offset and counted.
+
+use std::{
+    ffi::CString,
+    fmt::Write as _,
+    fs,
+    io::Write as _,
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use profiler_testkit::Daemon;
+use profiler_tests::*;
+
+const START: Duration = Duration::from_secs(30);
+/// The unprivileged user the attacks run as.
+const NOBODY: u32 = 65534;
+
+fn get(address: &str, path: &str) -> (u16, String) {
+    match reqwest::blocking::Client::new()
+        .get(format!("http://{address}{path}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+    {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.text().unwrap_or_default())
+        }
+        Err(err) => (0, err.to_string()),
+    }
+}
+
+/// The value of one sample line (`name{labels}`) of a text exposition.
+fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Drains the daemon has done, from its drain-duration histogram.
+fn drains(address: &str) -> f64 {
+    metric(
+        &get(address, "/metrics").1,
+        "profilerd_drain_duration_seconds_count",
+    )
+    .unwrap_or(-1.0)
+}
+
+/// A directory the unprivileged user owns (outside target/, which it may not traverse).
+fn user_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("profilerd-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).unwrap();
+    dir
+}
+
+/// Copies `from` into the user's directory as a file the user owns.
+fn give(from: &Path, dir: &Path, name: &str) -> PathBuf {
+    let to = dir.join(name);
+    fs::copy(from, &to).unwrap();
+    std::os::unix::fs::chown(&to, Some(NOBODY), Some(NOBODY)).unwrap();
+    to
+}
+
+/// `profilerd run` watching `pid`, behind `wrapper` (e.g. setpriv), logging to `dir`.
+fn start_daemon(wrapper: &[&str], pid: u32, extra: &[&str], dir: &Path) -> (Daemon, String) {
+    let profilerd = profilerd();
+    let pid = pid.to_string();
+    let mut args: Vec<&str> = wrapper.to_vec();
+    args.push(profilerd.to_str().unwrap());
+    args.extend([
+        "run",
+        "--mode",
+        "continuous",
+        "--pid",
+        &pid,
+        "--upload-interval",
+        "60s",
+        "--dump-dir",
+        "profiles",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    args.extend_from_slice(extra);
+    let (program, args) = args.split_first().unwrap();
+    let daemon = Daemon::start(Path::new(program), args, dir, &dir.join("daemon.stderr"))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut address = None;
+    wait_until(START, || {
+        address = daemon.stderr().lines().find_map(|l| {
+            let rest = l.split("HTTP listener on http://").nth(1)?;
+            Some(rest.split('/').next()?.to_string())
+        });
+        address.is_some()
+    });
+    let address =
+        address.unwrap_or_else(|| panic!("no HTTP listener; stderr:\n{}", daemon.stderr()));
+    assert!(
+        wait_until(START, || get(&address, "/healthz").0 == 200),
+        "healthz never became ok: {:?}\n{}",
+        get(&address, "/healthz"),
+        daemon.stderr()
+    );
+    (daemon, address)
+}
+
+/// What the user swaps in for the library.
+#[derive(Clone, Copy, Debug)]
+enum Swap {
+    /// A symlink to a FIFO nobody writes to.
+    Fifo,
+    /// Another library with other function names at the same offsets.
+    Impostor,
+}
+
+struct Replayed {
+    stacks: Vec<Stack>,
+    metrics: String,
+    stderr: String,
+}
+
+/// The attack of case 1: as nobody, dlopen a library from a directory nobody owns, run code
+/// from it for half a second, swap the library (`early`: right after the dlopen instead), exit.
+/// Checks that the daemon keeps draining and answering, and stops on SIGTERM within 2 s.
+fn replay(swap: Swap, early: bool, wrapper: &[&str]) -> Replayed {
+    let library = fixture_with("libhostile", "libhostile.so", &["-shared", "-fPIC"]);
+    let impostor = fixture_with(
+        "libhostile",
+        "libimpostor.so",
+        &["-shared", "-fPIC", "-DSPIN=impostor_spin"],
+    );
+    let name = format!("hostile-{swap:?}-{early}").to_lowercase();
+    let home = user_dir(&name);
+    let program = give(
+        &fixture_with("hostile_swap", "hostile_swap", &["-ldl"]),
+        &home,
+        "hostile_swap",
+    );
+    let lib = give(&library, &home, "libhostile.so");
+    let next = home.join("next");
+    match swap {
+        Swap::Fifo => {
+            let fifo = home.join("fifo");
+            let path = CString::new(fifo.to_str().unwrap()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o666) }, 0);
+            std::os::unix::fs::symlink(&fifo, &next).unwrap();
+        }
+        Swap::Impostor => {
+            give(&impostor, &home, "next");
+        }
+    }
+    let mut command = Command::new(&program);
+    command
+        .args([lib.to_str().unwrap(), next.to_str().unwrap(), "0.5"])
+        .args(early.then_some("early"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(NOBODY) != 0
+                || libc::setuid(NOBODY) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut attacker = Running::command(&mut command).unwrap();
+    let dir = scratch(&name);
+    let (mut daemon, address) = start_daemon(
+        wrapper,
+        attacker.pid(),
+        &["--collect-interval", "500ms", "--frequency", "499"],
+        &dir,
+    );
+
+    attacker.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let exited = wait_until(Duration::from_secs(10), || {
+        attacker.0.try_wait().unwrap().is_some()
+    });
+    assert!(exited, "the fixture did not finish");
+    let status = attacker.0.wait().unwrap();
+    assert!(status.success(), "fixture: {status}");
+    assert!(
+        fs::symlink_metadata(&next).is_err(),
+        "the fixture did not swap the library"
+    );
+
+    // The exited process's last samples are named at the next drain; the ones after it must
+    // still come.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = drains(&address);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = drains(&address);
+    assert!(
+        before >= 0.0 && after >= before + 2.0,
+        "drains stopped after the swap: {before} then {after}; stderr:\n{}",
+        daemon.stderr()
+    );
+    let (health, text) = get(&address, "/healthz");
+    assert_eq!(health, 200, "{text}");
+    let metrics = get(&address, "/metrics").1;
+
+    let asked = Instant::now();
+    daemon.sigterm();
+    let status = daemon
+        .wait(Duration::from_secs(2), Duration::from_millis(20), |_| {})
+        .unwrap_or_else(|e| panic!("{e:#}; stderr:\n{}", daemon.stderr()));
+    assert!(status.success(), "profilerd exited with {status}");
+    assert!(asked.elapsed() < Duration::from_secs(2));
+
+    let prefix = format!("hostile_swap-{}.cpu.", attacker.pid());
+    let mut stacks = Vec::new();
+    for entry in fs::read_dir(dir.join("profiles")).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        if file.starts_with(&prefix) && file.ends_with(".pb.gz") {
+            stacks.extend(profiler_tests::stacks(&read_pprof(&path)));
+        }
+    }
+    let _ = fs::remove_dir_all(&home);
+    Replayed {
+        stacks,
+        metrics,
+        stderr: daemon.stderr(),
+    }
+}
+
+fn in_library(stacks: &[Stack], function: &str) -> i64 {
+    stacks
+        .iter()
+        .filter(|s| s.frames.iter().any(|f| f.function.contains(function)))
+        .map(|s| s.count)
+        .sum()
+}
+
+/// The issue's case 1 as written: the library becomes a symlink to a FIFO just before the
+/// process exits, and its last samples are named after that.
+#[test]
+fn a_library_swapped_for_a_fifo_before_exit_does_not_stall_the_daemon() {
+    let run = replay(Swap::Fifo, false, &[]);
+    // Read through the descriptor opened while the process lived: the inode it mapped.
+    let named = in_library(&run.stacks, "hostile_spin");
+    assert!(
+        named >= 10,
+        "{named} samples in hostile_spin: {:#?}",
+        run.stacks
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+}
+
+/// The library swapped for another regular file: the impostor is never read.
+#[test]
+fn a_library_swapped_for_another_file_is_not_read() {
+    for early in [false, true] {
+        let run = replay(Swap::Impostor, early, &[]);
+        let named = in_library(&run.stacks, "hostile_spin");
+        let impostor = in_library(&run.stacks, "impostor_spin");
+        assert!(
+            named >= 10 && impostor == 0,
+            "early {early}: {named} samples in hostile_spin, {impostor} in impostor_spin"
+        );
+    }
+}
+
+/// Without CAP_SYS_ADMIN (no `/proc/PID/map_files/`) the daemon has only the path, which
+/// the user swapped for a FIFO before the first sample. The memory map then names the file
+/// "(deleted)", and the daemon does not open what the path names now: nothing is read, the
+/// frames are named by module and offset, the refusal is counted.
+#[test]
+fn a_fifo_at_the_path_of_a_mapped_library_is_refused_and_counted() {
+    let wrapper = [
+        "setpriv",
+        "--bounding-set",
+        "-sys_admin,-checkpoint_restore",
+        "--",
+    ];
+    let run = replay(Swap::Fifo, true, &wrapper);
+    let refused: f64 = ["not_regular", "unreachable"]
+        .iter()
+        .filter_map(|reason| {
+            let sample = format!("profilerd_symbol_files_refused_total{{reason=\"{reason}\"}}");
+            metric(&run.metrics, &sample)
+        })
+        .sum();
+    assert!(refused >= 1.0, "{refused}:\n{}", run.metrics);
+    let by_offset: i64 = run
+        .stacks
+        .iter()
+        .filter(|s| {
+            s.frames
+                .iter()
+                .any(|f| f.function.starts_with("libhostile.so") && f.function.contains("+0x"))
+        })
+        .map(|s| s.count)
+        .sum();
+    assert!(
+        by_offset >= 10 && in_library(&run.stacks, "hostile_spin") == 0,
+        "{by_offset} samples named libhostile.so+offset: {:#?}",
+        run.stacks
+    );
+    assert!(
+        run.stderr.contains("not reading a mapped file"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// An assembler file that adds `count` function symbols with long names to a library: about
+/// 62 bytes of `.symtab` and `.strtab` each.
+fn padding_symbols(path: &Path, count: usize) {
+    let mut text = String::with_capacity(count * 110);
+    text.push_str(".section .note.GNU-stack,\"\",@progbits\n.text\n");
+    for i in 0..count {
+        let _ = writeln!(
+            text,
+            ".type hostile_padding_symbol_number_{i:07},@function\nhostile_padding_symbol_number_{i:07}:\n.byte 0xc3"
+        );
+    }
+    fs::write(path, text).unwrap();
+}
+
+/// The daemon's peak RSS (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib << 10
+}
+
+/// Case 2: a library whose symbol table is blown up to 100 MB (1.6 million symbols) costs
+/// the daemon nothing: over --max-symbol-file-bytes, it is not parsed, its frames are named
+/// by module and offset, the refusal is counted.
+#[test]
+fn a_library_with_a_100_mb_symbol_table_is_not_parsed() {
+    let build = scratch("hostile-bloated-build");
+    let padding = build.join("padding.s");
+    padding_symbols(&padding, 1_600_000);
+    let library = build.join("libbloated.so");
+    let source = profiler_testkit::fixtures::source_dir().join("libhostile.c");
+    let output = Command::new("gcc")
+        .args(profiler_testkit::fixtures::CFLAGS)
+        .args(["-shared", "-fPIC", "-DSPIN=hot_in_library", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .arg(&padding)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    fs::remove_file(&padding).unwrap();
+    let size = fs::metadata(&library).unwrap().len();
+    assert!(size > 95_000_000, "the library has {size} bytes");
+
+    let home = user_dir("hostile-bloated");
+    let lib = give(&library, &home, "libbloated.so");
+    let program = give(
+        &fixture_with("dlopen", "dlopen", &["-ldl"]),
+        &home,
+        "dlopen",
+    );
+    let mut command = Command::new(&program);
+    command
+        .args([lib.to_str().unwrap(), "3"])
+        .stdout(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setgid(NOBODY) != 0 || libc::setuid(NOBODY) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let dir = scratch("hostile-bloated");
+    let mut victim = Running::command(&mut command).unwrap();
+    let (mut daemon, address) = start_daemon(
+        &[],
+        victim.pid(),
+        &["--collect-interval", "500ms", "--frequency", "499"],
+        &dir,
+    );
+    let exited = wait_until(Duration::from_secs(20), || {
+        victim.0.try_wait().unwrap().is_some()
+    });
+    assert!(exited, "the fixture did not finish");
+    std::thread::sleep(Duration::from_secs(1));
+    let (health, text) = get(&address, "/healthz");
+    assert_eq!(health, 200, "{text}");
+    let metrics = get(&address, "/metrics").1;
+    let peak = peak_rss(daemon.pid());
+    daemon.sigterm();
+    let status = daemon
+        .wait(Duration::from_secs(2), Duration::from_millis(20), |_| {})
+        .unwrap_or_else(|e| panic!("{e:#}; stderr:\n{}", daemon.stderr()));
+    assert!(status.success(), "profilerd exited with {status}");
+
+    let refused = metric(
+        &metrics,
+        "profilerd_symbol_files_refused_total{reason=\"file_bound\"}",
+    );
+    assert!(refused >= Some(1.0), "{refused:?}:\n{metrics}");
+    // Parsing it took the daemon's RSS up by 137 MB.
+    assert!(peak < 96 << 20, "peak RSS {} MiB", peak >> 20);
+    let prefix = format!("dlopen-{}.cpu.", victim.pid());
+    let mut stacks = Vec::new();
+    for entry in fs::read_dir(dir.join("profiles")).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        if file.starts_with(&prefix) && file.ends_with(".pb.gz") {
+            stacks.extend(profiler_tests::stacks(&read_pprof(&path)));
+        }
+    }
+    let by_offset = in_library(&stacks, "libbloated.so+0x");
+    assert!(
+        by_offset >= 20 && in_library(&stacks, "hot_in_library") == 0,
+        "{by_offset} samples named libbloated.so+offset: {stacks:#?}"
+    );
+    // The rest of the process is named as usual.
+    assert!(in_library(&stacks, "warm_up") >= 20, "{stacks:#?}");
+    let _ = fs::remove_dir_all(&home);
+    let _ = fs::remove_dir_all(&build);
+}
