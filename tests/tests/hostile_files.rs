@@ -111,6 +111,47 @@ fn start_daemon(wrapper: &[&str], pid: u32, extra: &[&str], dir: &Path) -> (Daem
     (daemon, address)
 }
 
+/// Starts `command` as the unprivileged user.
+fn as_nobody(command: &mut Command) -> Running {
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(NOBODY) != 0
+                || libc::setuid(NOBODY) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Running::command(command).unwrap()
+}
+
+/// SIGTERM, and a clean exit within 2 s.
+fn stop_within_2s(daemon: &mut Daemon) {
+    let asked = Instant::now();
+    daemon.sigterm();
+    let status = daemon
+        .wait(Duration::from_secs(2), Duration::from_millis(20), |_| {})
+        .unwrap_or_else(|e| panic!("{e:#}; stderr:\n{}", daemon.stderr()));
+    assert!(status.success(), "profilerd exited with {status}");
+    assert!(asked.elapsed() < Duration::from_secs(2));
+}
+
+/// The samples of every profile in `DIR/profiles` whose name starts with `prefix`.
+fn profiles_of(dir: &Path, prefix: &str) -> Vec<Stack> {
+    let mut stacks = Vec::new();
+    for entry in fs::read_dir(dir.join("profiles")).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        if file.starts_with(prefix) && file.ends_with(".pb.gz") {
+            stacks.extend(profiler_tests::stacks(&read_pprof(&path)));
+        }
+    }
+    stacks
+}
+
 /// What the user swaps in for the library.
 #[derive(Clone, Copy, Debug)]
 enum Swap {
@@ -163,19 +204,7 @@ fn replay(swap: Swap, early: bool, wrapper: &[&str]) -> Replayed {
         .args(early.then_some("early"))
         .stdin(Stdio::piped())
         .stdout(Stdio::null());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(NOBODY) != 0
-                || libc::setuid(NOBODY) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut attacker = Running::command(&mut command).unwrap();
+    let mut attacker = as_nobody(&mut command);
     let dir = scratch(&name);
     let (mut daemon, address) = start_daemon(
         wrapper,
@@ -211,23 +240,8 @@ fn replay(swap: Swap, early: bool, wrapper: &[&str]) -> Replayed {
     assert_eq!(health, 200, "{text}");
     let metrics = get(&address, "/metrics").1;
 
-    let asked = Instant::now();
-    daemon.sigterm();
-    let status = daemon
-        .wait(Duration::from_secs(2), Duration::from_millis(20), |_| {})
-        .unwrap_or_else(|e| panic!("{e:#}; stderr:\n{}", daemon.stderr()));
-    assert!(status.success(), "profilerd exited with {status}");
-    assert!(asked.elapsed() < Duration::from_secs(2));
-
-    let prefix = format!("hostile_swap-{}.cpu.", attacker.pid());
-    let mut stacks = Vec::new();
-    for entry in fs::read_dir(dir.join("profiles")).unwrap() {
-        let path = entry.unwrap().path();
-        let file = path.file_name().unwrap().to_string_lossy().into_owned();
-        if file.starts_with(&prefix) && file.ends_with(".pb.gz") {
-            stacks.extend(profiler_tests::stacks(&read_pprof(&path)));
-        }
-    }
+    stop_within_2s(&mut daemon);
+    let stacks = profiles_of(&dir, &format!("hostile_swap-{}.cpu.", attacker.pid()));
     let _ = fs::remove_dir_all(&home);
     Replayed {
         stacks,
@@ -379,17 +393,8 @@ fn a_library_with_a_100_mb_symbol_table_is_not_parsed() {
     command
         .args([lib.to_str().unwrap(), "3"])
         .stdout(Stdio::null());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::setgid(NOBODY) != 0 || libc::setuid(NOBODY) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let dir = scratch("hostile-bloated");
-    let mut victim = Running::command(&mut command).unwrap();
+    let mut victim = as_nobody(&mut command);
     let (mut daemon, address) = start_daemon(
         &[],
         victim.pid(),
@@ -405,11 +410,7 @@ fn a_library_with_a_100_mb_symbol_table_is_not_parsed() {
     assert_eq!(health, 200, "{text}");
     let metrics = get(&address, "/metrics").1;
     let peak = peak_rss(daemon.pid());
-    daemon.sigterm();
-    let status = daemon
-        .wait(Duration::from_secs(2), Duration::from_millis(20), |_| {})
-        .unwrap_or_else(|e| panic!("{e:#}; stderr:\n{}", daemon.stderr()));
-    assert!(status.success(), "profilerd exited with {status}");
+    stop_within_2s(&mut daemon);
 
     let refused = metric(
         &metrics,
@@ -418,15 +419,7 @@ fn a_library_with_a_100_mb_symbol_table_is_not_parsed() {
     assert!(refused >= Some(1.0), "{refused:?}:\n{metrics}");
     // Parsing it took the daemon's RSS up by 137 MB.
     assert!(peak < 96 << 20, "peak RSS {} MiB", peak >> 20);
-    let prefix = format!("dlopen-{}.cpu.", victim.pid());
-    let mut stacks = Vec::new();
-    for entry in fs::read_dir(dir.join("profiles")).unwrap() {
-        let path = entry.unwrap().path();
-        let file = path.file_name().unwrap().to_string_lossy().into_owned();
-        if file.starts_with(&prefix) && file.ends_with(".pb.gz") {
-            stacks.extend(profiler_tests::stacks(&read_pprof(&path)));
-        }
-    }
+    let stacks = profiles_of(&dir, &format!("dlopen-{}.cpu.", victim.pid()));
     let by_offset = in_library(&stacks, "libbloated.so+0x");
     assert!(
         by_offset >= 20 && in_library(&stacks, "hot_in_library") == 0,

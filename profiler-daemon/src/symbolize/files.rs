@@ -379,4 +379,76 @@ mod tests {
         assert_eq!(open_within_a_second(&vma), Err(Refusal::Unreachable));
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// A held file of `bytes` symbol bytes (this test binary's descriptor stands in).
+    fn held(bytes: u64) -> HeldFile {
+        HeldFile {
+            file: Some(File::open(std::env::current_exe().unwrap()).unwrap()),
+            refused: None,
+            build_id: None,
+            facts: debuginfo::Facts {
+                dwarf: false,
+                debug_syms: true,
+                symbol_bytes: bytes,
+            },
+            processes: 1,
+            parsed: false,
+            since: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn files_are_parsed_within_the_total_bound_and_admitted_once_room_is_made() {
+        let mut files = Files::new(Bounds {
+            max_file_bytes: 100,
+            max_bytes: 150,
+        });
+        let vma = vma_of(&std::env::current_exe().unwrap());
+        files.held.insert((1, 1), held(100));
+        files.held.insert((1, 2), held(100));
+        assert!(files.admit((1, 1), 1, &vma).is_ok());
+        assert_eq!(files.parsed_bytes, 100);
+        // Counted once, however often it is read.
+        assert!(files.admit((1, 1), 1, &vma).is_ok());
+        assert_eq!(files.parsed_bytes, 100);
+        assert_eq!(files.admit((1, 2), 1, &vma), Err(Refusal::TotalBound));
+        assert_eq!(files.admit((1, 2), 1, &vma), Err(Refusal::TotalBound));
+        assert_eq!(
+            files.refused[Refusal::TotalBound.index()],
+            1,
+            "counted once"
+        );
+
+        // The first one released (its process exited): room for the second.
+        assert!(files.release((1, 1)).is_some());
+        assert_eq!(files.parsed_bytes, 0);
+        assert!(files.admit((1, 2), 1, &vma).is_ok());
+        assert_eq!(files.parsed_bytes, 100);
+        // An expiry gives its bytes back until it is read again.
+        assert!(files.unparse((1, 2)).is_some());
+        assert_eq!(files.parsed_bytes, 0);
+    }
+
+    #[test]
+    fn a_file_over_the_per_file_bound_is_refused_when_held() {
+        let mut files = Files::new(Bounds {
+            max_file_bytes: 1,
+            max_bytes: u64::MAX,
+        });
+        // This test binary: a symbol table and DWARF of more than one byte.
+        let text = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let vma = crate::process::parse_maps(&text)
+            .into_iter()
+            .find(|v| Path::new(&v.path) == exe)
+            .unwrap();
+        let held = files.hold((vma.dev, vma.inode), std::process::id(), &vma);
+        assert_eq!(held.refused, Some(Refusal::FileBound));
+        assert!(held.fd_path().is_none(), "no descriptor for blazesym");
+        assert_eq!(
+            files.admit((vma.dev, vma.inode), std::process::id(), &vma),
+            Err(Refusal::FileBound)
+        );
+        assert_eq!(files.refused[Refusal::FileBound.index()], 1);
+    }
 }
