@@ -12,7 +12,7 @@
 //! offset, and the refusal is counted by reason.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs::{File, OpenOptions},
     os::unix::fs::{MetadataExt, OpenOptionsExt},
     os::unix::io::AsRawFd,
@@ -20,7 +20,10 @@ use std::{
     time::Instant,
 };
 
-use crate::process::Vma;
+use crate::process::{
+    procfs::{parse_mount_devices, read_mountinfo_of},
+    Vma,
+};
 
 use super::debuginfo;
 
@@ -40,15 +43,19 @@ pub enum Refusal {
     FileBound,
     /// Parsing it would take the files parsed together over `--max-symbol-bytes`.
     TotalBound,
+    /// It is on a FUSE file system, whose server (any user can run one) answers every open
+    /// and every page read of it, or never does.
+    Fuse,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 5] = [
+    pub const ALL: [Refusal; 6] = [
         Refusal::NotRegular,
         Refusal::Replaced,
         Refusal::Unreachable,
         Refusal::FileBound,
         Refusal::TotalBound,
+        Refusal::Fuse,
     ];
 
     /// The metric label.
@@ -59,6 +66,7 @@ impl Refusal {
             Refusal::Unreachable => "unreachable",
             Refusal::FileBound => "file_bound",
             Refusal::TotalBound => "total_bound",
+            Refusal::Fuse => "fuse",
         }
     }
 
@@ -95,6 +103,22 @@ pub fn maps_dev(st_dev: u64) -> u64 {
 pub fn is_mapped_file(file: &File, vma: &Vma) -> bool {
     file.metadata()
         .is_ok_and(|m| (maps_dev(m.dev()), m.ino()) == (vma.dev, vma.inode))
+}
+
+/// Devices (as [`crate::process::parse_maps`] spells them) of the FUSE mounts process `pid`
+/// sees. Read afresh for each process tracked: a device number of an unmounted file system
+/// can come back as a FUSE mount.
+pub fn fuse_devices(pid: u32) -> HashSet<u64> {
+    let Some(text) = read_mountinfo_of(pid) else {
+        return HashSet::new();
+    };
+    parse_mount_devices(&text)
+        .filter(|(_, fstype)| fstype.starts_with("fuse"))
+        .filter_map(|(dev, _)| {
+            let (major, minor) = dev.split_once(':')?;
+            Some((major.parse::<u64>().ok()? << 32) | minor.parse::<u64>().ok()?)
+        })
+        .collect()
 }
 
 /// Opens the file `vma` of process `pid` maps: through `/proc/PID/map_files/` (the mapped
@@ -183,7 +207,7 @@ pub struct Files {
     /// Symbol and debug section bytes of the files blazesym may hold parsed.
     pub parsed_bytes: u64,
     /// Refusals by [`Refusal::ALL`] index.
-    pub refused: [u64; 5],
+    pub refused: [u64; 6],
 }
 
 impl Files {
@@ -192,18 +216,32 @@ impl Files {
             held: HashMap::new(),
             bounds,
             parsed_bytes: 0,
-            refused: [0; 5],
+            refused: [0; 6],
         }
     }
 
     /// Holds the file of `vma` for one more process, opening and checking it the first time.
-    pub fn hold(&mut self, id: FileId, pid: u32, vma: &Vma) -> &HeldFile {
+    /// `fuse` holds the devices of the process's FUSE mounts, read at the first new file.
+    pub fn hold(
+        &mut self,
+        id: FileId,
+        pid: u32,
+        vma: &Vma,
+        fuse: &mut Option<HashSet<u64>>,
+    ) -> &HeldFile {
         if self.held.contains_key(&id) {
             let file = self.held.get_mut(&id).expect("checked");
             file.processes += 1;
             return file;
         }
-        let opened = open_mapped(pid, vma);
+        let on_fuse = fuse
+            .get_or_insert_with(|| fuse_devices(pid))
+            .contains(&vma.dev);
+        let opened = if on_fuse {
+            Err(Refusal::Fuse)
+        } else {
+            open_mapped(pid, vma)
+        };
         let root = PathBuf::from(format!("/proc/{pid}/root"));
         let (file, refused, build_id, facts) = match opened {
             Ok(file) => {
@@ -442,7 +480,7 @@ mod tests {
             .into_iter()
             .find(|v| Path::new(&v.path) == exe)
             .unwrap();
-        let held = files.hold((vma.dev, vma.inode), std::process::id(), &vma);
+        let held = files.hold((vma.dev, vma.inode), std::process::id(), &vma, &mut None);
         assert_eq!(held.refused, Some(Refusal::FileBound));
         assert!(held.fd_path().is_none(), "no descriptor for blazesym");
         assert_eq!(
@@ -450,5 +488,22 @@ mod tests {
             Err(Refusal::FileBound)
         );
         assert_eq!(files.refused[Refusal::FileBound.index()], 1);
+    }
+
+    #[test]
+    fn a_file_on_a_fuse_mount_is_never_opened() {
+        let mut files = Files::new(Bounds {
+            max_file_bytes: u64::MAX,
+            max_bytes: u64::MAX,
+        });
+        // A path that does not exist: the device alone decides, before any open.
+        let vma = Vma {
+            path: "/never/opened".into(),
+            ..vma_of(&std::env::current_exe().unwrap())
+        };
+        let mut fuse = Some(HashSet::from([vma.dev]));
+        let held = files.hold((vma.dev, vma.inode), GONE, &vma, &mut fuse);
+        assert_eq!(held.refused, Some(Refusal::Fuse));
+        assert_eq!(files.refused[Refusal::Fuse.index()], 1);
     }
 }

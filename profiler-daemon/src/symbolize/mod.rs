@@ -80,14 +80,14 @@ pub struct SymbolsStats {
     pub files_evicted: u64,
     pub files_expired: u64,
     /// Mapped files not read, by [`Refusal::ALL`] index (see [`files`]).
-    pub files_refused: [u64; 5],
+    pub files_refused: [u64; 6],
     /// Symbol and debug section bytes of the files blazesym may hold parsed (filled in by
     /// [`Symbols::stats`]).
     pub symbol_bytes: u64,
 }
 
 /// Labels of [`SymbolsStats::files_refused`], in order.
-pub fn refusal_reasons() -> [&'static str; 5] {
+pub fn refusal_reasons() -> [&'static str; 6] {
     Refusal::ALL.map(Refusal::name)
 }
 
@@ -214,8 +214,9 @@ impl Symbols {
             .map(|(id, vma)| (id, vma.clone()))
             .collect();
         let mut build_ids = HashMap::new();
+        let mut fuse = None;
         for (id, vma) in ids {
-            let held = self.files.hold(id, info.pid, &vma);
+            let held = self.files.hold(id, info.pid, &vma, &mut fuse);
             build_ids.insert(id, held.build_id.clone());
         }
         for vma in &mut info.vmas {

@@ -228,7 +228,7 @@ impl Families {
     );
         r.register(
         "profilerd_symbol_files_refused",
-        "Mapped files not read, by reason: not_regular (a FIFO, device or directory at its path), replaced (its path names another file now), unreachable, file_bound (over --max-symbol-file-bytes), total_bound (over --max-symbol-bytes); their frames are named by module and offset",
+        "Mapped files not read, by reason: not_regular (a FIFO, device or directory at its path), replaced (its path names another file now), unreachable, file_bound (over --max-symbol-file-bytes), total_bound (over --max-symbol-bytes), fuse (on a FUSE file system); their frames are named by module and offset",
         self.files_refused.clone(),
     );
         r.register(
