@@ -147,22 +147,6 @@ pub fn open_mapped(pid: u32, vma: &Vma) -> Result<File, Refusal> {
     Err(refusal)
 }
 
-/// Whether the perf map blazesym would read for `pid` (`/tmp/perf-PID.map` in the process's
-/// root, by the pid it sees itself as) is a regular file: its owner could have made it a FIFO,
-/// whose `open()` would block the pipeline.
-pub fn perf_map_is_regular(pid: u32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    let own_pid = status
-        .lines()
-        .find_map(|line| line.strip_prefix("NStgid:"))
-        .and_then(|pids| pids.split_ascii_whitespace().next_back())
-        .map_or_else(|| pid.to_string(), str::to_string);
-    let path = PathBuf::from(format!("/proc/{pid}/root/tmp/perf-{own_pid}.map"));
-    open_untrusted(&path).is_ok()
-}
-
 /// A file mapped by tracked processes.
 pub struct HeldFile {
     /// The validated descriptor blazesym reads the file through; None when refused.
@@ -269,6 +253,12 @@ impl Files {
             parsed: false,
             since: Instant::now(),
         })
+    }
+
+    /// Counts a refusal of a file that is not a mapping (a perf map).
+    pub fn count_refusal(&mut self, refusal: Refusal, pid: u32, path: &str) {
+        self.refused[refusal.index()] += 1;
+        tracing::info!(pid, path, reason = refusal.name(), "not reading a perf map");
     }
 
     fn refuse(&mut self, refusal: Refusal, pid: u32, vma: &Vma, bytes: u64) {

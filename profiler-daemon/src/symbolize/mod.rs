@@ -29,12 +29,14 @@ mod debuginfo;
 mod files;
 mod frame;
 mod kallsyms;
+mod perfmap;
 
 pub use frame::{FrameKind, Line, Location};
 
 use files::{Bounds, FileId, Files, Refusal};
 use frame::symbolized_lines;
 use kallsyms::{load_kallsyms, Kallsyms};
+use perfmap::PerfMaps;
 
 /// Bounds of the symbolization caches.
 #[derive(Clone, Copy, Debug)]
@@ -130,6 +132,8 @@ pub struct Symbols {
     /// maps any more is evicted, so that RSS does not grow with every binary that ever ran on
     /// the host.
     files: Files,
+    /// JIT code names of tracked processes (see [`perfmap`]).
+    perf_maps: PerfMaps,
     /// Files owed a release (see [`Symbols::expire_files`]), and when that was last worked out.
     expire_credit: f64,
     expire_checked: Instant,
@@ -155,6 +159,7 @@ impl Symbols {
                 max_file_bytes: config.max_symbol_file_bytes,
                 max_bytes: config.max_symbol_bytes,
             }),
+            perf_maps: PerfMaps::default(),
             expire_credit: 0.0,
             expire_checked: Instant::now(),
             stats: SymbolsStats::default(),
@@ -443,20 +448,56 @@ impl Symbols {
                 results[slot] = result;
             }
         }
+        let rest = self.name_jit(pid, addrs, rest, &mut results);
         if rest.is_empty() || !is_running(pid) {
             return results;
         }
         let rest_addrs: Vec<u64> = rest.iter().map(|&slot| addrs[slot]).collect();
         let mut source = Process::new(Pid::from(pid));
         // map_files: a file mapped outside the mappings we hold is read as the inode mapped,
-        // never by a path its owner may have replaced.
+        // never by a path its owner may have replaced. The perf map is ours to read.
         source.map_files = true;
-        source.perf_map = files::perf_map_is_regular(pid);
+        source.perf_map = false;
         let named = self.run(pid, &Source::Process(source), Input::AbsAddr(&rest_addrs));
         for (slot, result) in rest.into_iter().zip(named) {
             results[slot] = result;
         }
         results
+    }
+
+    /// Names the addresses at `slots` that the process's perf map covers; returns the others.
+    fn name_jit(
+        &mut self,
+        pid: u32,
+        addrs: &[u64],
+        slots: Vec<usize>,
+        results: &mut [Result<Vec<Line>, Reason>],
+    ) -> Vec<usize> {
+        if slots.is_empty() {
+            return slots;
+        }
+        let wanted: Vec<u64> = slots.iter().map(|&slot| addrs[slot]).collect();
+        let used = self.files.parsed_bytes + self.perf_maps.bytes;
+        let room = self.config.max_symbol_bytes.saturating_sub(used);
+        let max_file = self.config.max_symbol_file_bytes;
+        let (names, refusal) = self.perf_maps.names(pid, &wanted, max_file, room);
+        if let Some(refusal) = refusal {
+            self.files.count_refusal(refusal, pid, "perf map");
+        }
+        let mut left = Vec::new();
+        for (slot, name) in slots.into_iter().zip(names) {
+            match name {
+                Some(function) => {
+                    results[slot] = Ok(vec![Line {
+                        function,
+                        file: None,
+                        line: 0,
+                    }]);
+                }
+                None => left.push(slot),
+            }
+        }
+        left
     }
 
     fn run(
@@ -604,6 +645,7 @@ impl Symbols {
                 continue;
             };
             self.release_files(&tracked.info);
+            self.perf_maps.forget(*pid);
             let evict = evict::Evict::Process(evict::Process::new(Pid::from(*pid)));
             let _ = self.symbolizer.evict(&evict);
             // Files blazesym's process source reached through map_files are cached per
@@ -626,7 +668,7 @@ impl Symbols {
             user_cache_entries: self.user_symbols as u64,
             files_cached: self.files.held.len() as u64,
             files_refused: self.files.refused,
-            symbol_bytes: self.files.parsed_bytes,
+            symbol_bytes: self.files.parsed_bytes + self.perf_maps.bytes,
             ..self.stats
         }
     }
