@@ -430,3 +430,57 @@ fn a_library_with_a_100_mb_symbol_table_is_not_parsed() {
     let _ = fs::remove_dir_all(&home);
     let _ = fs::remove_dir_all(&build);
 }
+
+/// JIT code named from its perf map, which the process writes itself; made a FIFO by its
+/// owner, the map is refused and counted and the daemon keeps draining.
+#[test]
+fn a_perf_map_names_jit_code_and_a_fifo_in_its_place_is_refused() {
+    for fifo in [false, true] {
+        let program = fixture("jit_perfmap");
+        let mut command = Command::new(&program);
+        command
+            .args(["1.5"])
+            .args(fifo.then_some("fifo"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null());
+        let mut jit = as_nobody(&mut command);
+        let dir = scratch(&format!("hostile-perfmap-{fifo}"));
+        let (mut daemon, address) = start_daemon(
+            &[],
+            jit.pid(),
+            &["--collect-interval", "500ms", "--frequency", "499"],
+            &dir,
+        );
+        jit.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let exited = wait_until(Duration::from_secs(10), || {
+            jit.0.try_wait().unwrap().is_some()
+        });
+        assert!(exited, "the fixture did not finish");
+        assert!(jit.0.wait().unwrap().success());
+        let before = drains(&address);
+        std::thread::sleep(Duration::from_secs(2));
+        let after = drains(&address);
+        assert!(
+            before >= 0.0 && after >= before + 2.0,
+            "fifo {fifo}: drains stopped: {before} then {after}"
+        );
+        assert_eq!(get(&address, "/healthz").0, 200);
+        let metrics = get(&address, "/metrics").1;
+        stop_within_2s(&mut daemon);
+        let stacks = profiles_of(&dir, &format!("jit_perfmap-{}.cpu.", jit.pid()));
+        let named = in_library(&stacks, "jit_spin_function");
+        let refused = metric(
+            &metrics,
+            "profilerd_symbol_files_refused_total{reason=\"not_regular\"}",
+        );
+        if fifo {
+            assert_eq!(named, 0);
+            assert!(refused >= Some(1.0), "{refused:?}:\n{metrics}");
+        } else {
+            assert!(
+                named >= 20,
+                "{named} samples in jit_spin_function: {stacks:#?}"
+            );
+        }
+    }
+}
