@@ -417,22 +417,24 @@ impl Symbols {
     fn symbolize_process(&mut self, pid: u32, addrs: &[u64]) -> Vec<Result<Vec<Line>, Reason>> {
         let mut results: Vec<Result<Vec<Line>, Reason>> = vec![Err(Reason::Unmapped); addrs.len()];
         let mut by_file: HashMap<FileId, (Vma, Vec<usize>, Vec<u64>)> = HashMap::new();
-        let mut rest = Vec::new();
+        // In a mapping of ours without a file ([vdso]), and in none of ours (JIT code, or an
+        // address a crafted stack made up).
+        let (mut special, mut outside) = (Vec::new(), Vec::new());
         for (slot, &addr) in addrs.iter().enumerate() {
-            let vma = self
-                .processes
-                .get(&pid)
-                .and_then(|t| t.info.vma_for(addr))
-                .filter(|v| v.path.starts_with('/'));
-            match vma.and_then(|v| Some((file_id(v)?, v))) {
-                Some((id, vma)) => {
-                    let entry = by_file
-                        .entry(id)
-                        .or_insert_with(|| (Vma::clone(vma), Vec::new(), Vec::new()));
-                    entry.1.push(slot);
-                    entry.2.push(file_offset(vma, addr));
-                }
-                None => rest.push(slot),
+            let vma = self.processes.get(&pid).and_then(|t| t.info.vma_for(addr));
+            match vma {
+                Some(vma) if vma.path.starts_with('/') => match file_id(vma) {
+                    Some(id) => {
+                        let entry = by_file
+                            .entry(id)
+                            .or_insert_with(|| (Vma::clone(vma), Vec::new(), Vec::new()));
+                        entry.1.push(slot);
+                        entry.2.push(file_offset(vma, addr));
+                    }
+                    None => results[slot] = Err(Reason::Unsupported),
+                },
+                Some(_) => special.push(slot),
+                None => outside.push(slot),
             }
         }
         for (id, (vma, slots, offsets)) in by_file {
@@ -448,33 +450,38 @@ impl Symbols {
                 results[slot] = result;
             }
         }
-        let rest = self.name_jit(pid, addrs, rest, &mut results);
-        if rest.is_empty() || !is_running(pid) {
+        // Left unmapped: a refresh of the memory map may find them (dlopen since).
+        self.name_jit(pid, addrs, outside, &mut results);
+        if special.is_empty() || !is_running(pid) {
             return results;
         }
-        let rest_addrs: Vec<u64> = rest.iter().map(|&slot| addrs[slot]).collect();
+        // Only addresses in mappings without a file: blazesym's process source would open
+        // any other mapping's file itself (through map_files, but without the checks).
+        let special_addrs: Vec<u64> = special.iter().map(|&slot| addrs[slot]).collect();
         let mut source = Process::new(Pid::from(pid));
-        // map_files: a file mapped outside the mappings we hold is read as the inode mapped,
-        // never by a path its owner may have replaced. The perf map is ours to read.
         source.map_files = true;
         source.perf_map = false;
-        let named = self.run(pid, &Source::Process(source), Input::AbsAddr(&rest_addrs));
-        for (slot, result) in rest.into_iter().zip(named) {
+        let named = self.run(
+            pid,
+            &Source::Process(source),
+            Input::AbsAddr(&special_addrs),
+        );
+        for (slot, result) in special.into_iter().zip(named) {
             results[slot] = result;
         }
         results
     }
 
-    /// Names the addresses at `slots` that the process's perf map covers; returns the others.
+    /// Names the addresses at `slots` that the process's perf map covers.
     fn name_jit(
         &mut self,
         pid: u32,
         addrs: &[u64],
         slots: Vec<usize>,
         results: &mut [Result<Vec<Line>, Reason>],
-    ) -> Vec<usize> {
+    ) {
         if slots.is_empty() {
-            return slots;
+            return;
         }
         let wanted: Vec<u64> = slots.iter().map(|&slot| addrs[slot]).collect();
         let used = self.files.parsed_bytes + self.perf_maps.bytes;
@@ -484,20 +491,15 @@ impl Symbols {
         if let Some(refusal) = refusal {
             self.files.count_refusal(refusal, pid, "perf map");
         }
-        let mut left = Vec::new();
         for (slot, name) in slots.into_iter().zip(names) {
-            match name {
-                Some(function) => {
-                    results[slot] = Ok(vec![Line {
-                        function,
-                        file: None,
-                        line: 0,
-                    }]);
-                }
-                None => left.push(slot),
+            if let Some(function) = name {
+                results[slot] = Ok(vec![Line {
+                    function,
+                    file: None,
+                    line: 0,
+                }]);
             }
         }
-        left
     }
 
     fn run(
