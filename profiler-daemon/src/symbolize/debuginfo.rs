@@ -43,11 +43,11 @@ pub struct Facts {
     pub symbol_bytes: u64,
 }
 
-/// What blazesym would do with `file`, mapped by a process whose root is `root`
-/// (`/proc/PID/root`, where its debug directories are). Its debug info is read when the file has no debug
-/// link, or when it is root's (no other user could have written the link nor can replace what
-/// it names) and the link leads to a plain name found in the debug directories, which blazesym
-/// then opens before it looks anywhere else.
+/// What blazesym would do with `file`, with the debug directories under `root` (`/` but in
+/// tests). Its debug info is read when the file has no debug link, or when it is root's (no
+/// other user could have written the link nor can replace what it names) and the link leads
+/// to a plain name found in the debug directories, which blazesym then opens before it looks
+/// anywhere else.
 pub fn inspect(file: &File, root: &Path, build_id: Option<&str>) -> Facts {
     let whole = file.metadata().map_or(u64::MAX, |m| m.len());
     let sections = match sections(file) {

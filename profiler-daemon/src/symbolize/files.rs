@@ -226,7 +226,6 @@ impl Files {
         } else {
             open_mapped(pid, vma)
         };
-        let root = PathBuf::from(format!("/proc/{pid}/root"));
         let (file, refused, build_id, facts) = match opened {
             Ok(file) => {
                 let path = format!("/proc/self/fd/{}", file.as_raw_fd());
@@ -234,7 +233,9 @@ impl Files {
                     .ok()
                     .flatten()
                     .map(|bytes| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
-                let facts = debuginfo::inspect(&file, &root, build_id.as_deref());
+                // blazesym looks for debug files in our own debug directories, never in the
+                // process's root (which a container's user may have made a FUSE mount).
+                let facts = debuginfo::inspect(&file, Path::new("/"), build_id.as_deref());
                 let refused =
                     (facts.symbol_bytes > self.bounds.max_file_bytes).then_some(Refusal::FileBound);
                 (Some(file), refused, build_id, facts)
