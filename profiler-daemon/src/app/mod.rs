@@ -74,6 +74,8 @@ fn prepare(
             max_kernel_symbols: limits.max_kernel_symbols as usize,
             max_user_symbols: limits.max_user_symbols as usize,
             file_ttl: limits.symbol_file_ttl,
+            max_symbol_file_bytes: limits.max_symbol_file_bytes,
+            max_symbol_bytes: limits.max_symbol_bytes,
         },
         max_stacks: limits.max_stacks as usize,
     };

@@ -127,6 +127,18 @@ pub struct LimitArgs {
     /// libraries) do not grow and are kept until no tracked process maps them.
     #[arg(long, default_value = "1m", value_parser = parse_period)]
     pub symbol_file_ttl: Duration,
+    /// Symbol tables and debug sections (.symtab, .strtab, .dynsym, .dynstr, .debug_*, and a
+    /// separate debug file's) of one mapped file beyond which it is not parsed: its frames are
+    /// named by module and offset, and counted. Measured from the section headers before
+    /// parsing; distribution libraries need under 2 MiB, a large C++ or Rust program with
+    /// full debug info can need hundreds.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    pub max_symbol_file_bytes: u64,
+    /// The same sections of all the files parsed at once; a file that would take them over it
+    /// is not parsed until files are released. Parsed symbols cost about their size in memory
+    /// (file pages and tables): keep it well under the daemon's memory limit.
+    #[arg(long, default_value = "128MiB", value_parser = parse_bytes)]
+    pub max_symbol_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -69,6 +69,8 @@ fn typed_flags_are_found() {
         "upload-queue",
         "counts-map-entries",
         "symbol-file-ttl",
+        "max-symbol-file-bytes",
+        "max-symbol-bytes",
         "spool-max-bytes",
         "nice",
         "upload-response-max-bytes",

@@ -165,6 +165,22 @@ pub(crate) fn read_mountinfo() -> Option<String> {
     fs::read_to_string("/proc/self/mountinfo").ok()
 }
 
+/// The device (`major:minor`, decimal) and file system type of each mount of a mountinfo text.
+pub(crate) fn parse_mount_devices(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.lines().filter_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        Some((
+            left.split_whitespace().nth(2)?,
+            right.split_whitespace().next()?,
+        ))
+    })
+}
+
+/// The mounts as process `pid` sees them (its mount namespace).
+pub(crate) fn read_mountinfo_of(pid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +203,8 @@ not a mount line
             }
         );
         assert_eq!(mounts[1].options, "rw,cpu,cpuacct");
+        let devices: Vec<(&str, &str)> = parse_mount_devices(text).collect();
+        assert_eq!(devices, [("0:26", "cgroup2"), ("0:27", "cgroup")]);
     }
 
     #[test]

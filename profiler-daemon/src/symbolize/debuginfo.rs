@@ -1,17 +1,26 @@
-//! Whether blazesym would read DWARF for a file: in the file itself, or in a separate debug
-//! file it finds through `.gnu_debuglink` or the build id.
+//! What blazesym would read of a file, worked out from its ELF section headers before it does:
+//! whether there is DWARF (in the file or in a separate debug file), how many bytes of symbol
+//! and debug sections it would parse, and whether its debug-file search is safe to let run.
 //!
 //! blazesym parses DWARF lazily, so its parsed state of such a file grows with every part of
 //! the program that is sampled, and `--symbol-file-ttl` releases it. A file with only a symbol
 //! table (the stripped libraries and programs of a distribution) is parsed whole at its first
 //! address and does not grow: releasing it every period only made the daemon read and parse
 //! it again, and its RSS rise and fall with each re-read.
+//!
+//! blazesym follows a file's debug links by path: names taken from the file (absolute, or with
+//! `..`), the file's own directory, and the paths it reads the build id from. For a file a user
+//! wrote, any of those can be a FIFO that blocks the pipeline in `open()`. Debug info is read
+//! only from files whose links cannot lead there (see [`inspect`]).
 
 use std::{
     fs::File,
-    io::{self, Read, Seek, SeekFrom},
+    io,
+    os::unix::fs::{FileExt, MetadataExt},
     path::{Path, PathBuf},
 };
+
+use super::files::open_untrusted;
 
 /// Where blazesym looks for separate debug files (its default debug directories).
 const DEBUG_DIRS: [&str; 2] = ["/usr/lib/debug", "/lib/debug"];
@@ -22,18 +31,67 @@ const MAX_SECTION_TABLE: u64 = 1 << 20;
 const MAX_SECTION_NAMES: u64 = 1 << 20;
 const MAX_DEBUG_LINK: u64 = 4096;
 
-/// Whether `path` (as seen from `root`, `/proc/PID/root` for a process's own mount namespace)
-/// has DWARF debug info that blazesym would use. Anything unreadable or unexpected counts as
-/// yes: such a file is then released every period, which is always safe.
-pub fn has_debug_info(root: &Path, path: &str, build_id: Option<&str>) -> bool {
-    let within = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
-    let sections = match sections(&within(Path::new(path))) {
+/// What blazesym would do with a file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// It would read DWARF (then `--symbol-file-ttl` applies).
+    pub dwarf: bool,
+    /// Whether to let it read debug info at all (see [`inspect`]).
+    pub debug_syms: bool,
+    /// Bytes of symbol tables, their strings and debug sections it would parse, the separate
+    /// debug file's included; the whole file when its section table cannot be read.
+    pub symbol_bytes: u64,
+}
+
+/// What blazesym would do with `file`, with the debug directories under `root` (`/` but in
+/// tests). Its debug info is read when the file has no debug link, or when it is root's (no
+/// other user could have written the link nor can replace what it names) and the link leads
+/// to a plain name found in the debug directories, which blazesym then opens before it looks
+/// anywhere else.
+pub fn inspect(file: &File, root: &Path, build_id: Option<&str>) -> Facts {
+    let whole = file.metadata().map_or(u64::MAX, |m| m.len());
+    let sections = match sections(file) {
         Ok(Some(sections)) => sections,
-        Ok(None) | Err(_) => return true,
+        Ok(None) | Err(_) => {
+            return Facts {
+                dwarf: false,
+                debug_syms: false,
+                symbol_bytes: whole,
+            }
+        }
     };
-    if sections.dwarf {
-        return true;
+    let root_owned = file.metadata().is_ok_and(|m| m.uid() == 0);
+    let linked = sections.debug_link.is_some() || sections.other_links;
+    let debug_file = separate_debug_file(root, &sections, build_id);
+    let debug_syms = !sections.path_link
+        && (!linked || root_owned && (sections.debug_link.is_none() || debug_file.is_some()));
+    let debug_bytes = debug_file
+        .as_ref()
+        .filter(|_| debug_syms)
+        .and_then(|path| open_untrusted(path).ok())
+        .map_or(0, |debug| match sections_of(&debug) {
+            Some(s) => s.symbol_bytes,
+            None => debug.metadata().map_or(u64::MAX, |m| m.len()),
+        });
+    Facts {
+        dwarf: debug_syms && (sections.dwarf || debug_file.is_some()),
+        debug_syms,
+        symbol_bytes: sections.symbol_bytes.saturating_add(debug_bytes),
     }
+}
+
+fn sections_of(file: &File) -> Option<Sections> {
+    sections(file).ok().flatten()
+}
+
+/// The separate debug file blazesym finds first for a file with these sections, when it is in
+/// the debug directories: by build id, or by a debug link that is a plain file name.
+fn separate_debug_file(
+    root: &Path,
+    sections: &Sections,
+    build_id: Option<&str>,
+) -> Option<PathBuf> {
+    let within = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(id) = build_id.filter(|id| id.len() > 2) {
         for dir in DEBUG_DIRS {
@@ -41,34 +99,41 @@ pub fn has_debug_info(root: &Path, path: &str, build_id: Option<&str>) -> bool {
         }
     }
     if let Some(link) = &sections.debug_link {
-        let dir = Path::new(path).parent().unwrap_or(Path::new("/"));
-        candidates.push(dir.join(link));
-        candidates.push(dir.join(".debug").join(link));
-        for debug_dir in DEBUG_DIRS {
-            let debug_dir = Path::new(debug_dir);
-            candidates.push(debug_dir.join(link));
-            candidates.push(
-                debug_dir
-                    .join(dir.strip_prefix("/").unwrap_or(dir))
-                    .join(link),
-            );
+        for dir in DEBUG_DIRS {
+            candidates.push(Path::new(dir).join(link));
         }
     }
-    candidates.iter().any(|c| within(c).is_file())
+    candidates
+        .into_iter()
+        .map(|c| within(&c))
+        .find(|c| c.is_file())
 }
 
 struct Sections {
     /// A `.debug_info` (or compressed `.zdebug_info`) section is present.
     dwarf: bool,
-    /// The file name in `.gnu_debuglink`.
+    /// The file name in `.gnu_debuglink`, when it is a plain name.
     debug_link: Option<String>,
+    /// A `.gnu_debugaltlink` or `.debug_sup` section.
+    other_links: bool,
+    /// A `.gnu_debuglink` naming a path (absolute or with a directory), which blazesym would
+    /// look up outside the debug directories.
+    path_link: bool,
+    /// Sizes of the sections blazesym parses for names and lines.
+    symbol_bytes: u64,
+}
+
+/// Whether blazesym parses the section of this name into memory it holds.
+fn is_symbol_section(name: &[u8]) -> bool {
+    matches!(name, b".symtab" | b".strtab" | b".dynsym" | b".dynstr")
+        || name.starts_with(b".debug_")
+        || name.starts_with(b".zdebug_")
 }
 
 /// The section facts of a 64-bit little-endian ELF file; None for any other file.
-fn sections(path: &Path) -> io::Result<Option<Sections>> {
-    let mut file = File::open(path)?;
+fn sections(file: &File) -> io::Result<Option<Sections>> {
     let mut header = [0u8; 64];
-    file.read_exact(&mut header)?;
+    file.read_exact_at(&mut header, 0)?;
     // Magic, ELFCLASS64, ELFDATA2LSB: the daemon runs on x86-64 and arm64 hosts.
     if header[..4] != *b"\x7fELF" || header[4] != 2 || header[5] != 1 {
         return Ok(None);
@@ -87,7 +152,7 @@ fn sections(path: &Path) -> io::Result<Option<Sections>> {
     if entry_size * count > MAX_SECTION_TABLE {
         return Ok(None);
     }
-    let table = read_at(&mut file, table_offset, entry_size * count)?;
+    let table = read_at(file, table_offset, entry_size * count)?;
     let entry = |i: u64| &table[(i * entry_size) as usize..][..64];
     // (name offset, file offset, size) of a section header.
     let fields = |e: &[u8]| (u32_at(e, 0), u64_at(e, 0x18), u64_at(e, 0x20));
@@ -95,7 +160,7 @@ fn sections(path: &Path) -> io::Result<Option<Sections>> {
     if names_size > MAX_SECTION_NAMES {
         return Ok(None);
     }
-    let names = read_at(&mut file, names_offset, names_size)?;
+    let names = read_at(file, names_offset, names_size)?;
     let name_of = |at: u32| {
         let rest = names.get(at as usize..).unwrap_or_default();
         &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
@@ -103,30 +168,39 @@ fn sections(path: &Path) -> io::Result<Option<Sections>> {
     let mut found = Sections {
         dwarf: false,
         debug_link: None,
+        other_links: false,
+        path_link: false,
+        symbol_bytes: 0,
     };
     for i in 0..count {
         let (name, offset, size) = fields(entry(i));
-        match name_of(name) {
+        let name = name_of(name);
+        if is_symbol_section(name) {
+            found.symbol_bytes = found.symbol_bytes.saturating_add(size);
+        }
+        match name {
             b".debug_info" | b".zdebug_info" => found.dwarf = true,
             b".gnu_debuglink" => {
-                let data = read_at(&mut file, offset, size.min(MAX_DEBUG_LINK))?;
+                let data = read_at(file, offset, size.min(MAX_DEBUG_LINK))?;
                 let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
                 let link = String::from_utf8_lossy(&data[..end]).into_owned();
                 // A link with a directory in it would be looked up outside the debug dirs.
-                if !link.is_empty() && !link.contains('/') {
+                if link.is_empty() || link.contains('/') || link == ".." {
+                    found.path_link = true;
+                } else {
                     found.debug_link = Some(link);
                 }
             }
+            b".gnu_debugaltlink" | b".debug_sup" => found.other_links = true,
             _ => {}
         }
     }
     Ok(Some(found))
 }
 
-fn read_at(file: &mut File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
-    file.seek(SeekFrom::Start(offset))?;
+fn read_at(file: &File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
     let mut data = vec![0; len as usize];
-    file.read_exact(&mut data)?;
+    file.read_exact_at(&mut data, offset)?;
     Ok(data)
 }
 
@@ -189,6 +263,11 @@ mod tests {
         dir
     }
 
+    fn facts(root: &Path, path: &str, build_id: Option<&str>) -> Facts {
+        let file = File::open(root.join(path.trim_start_matches('/'))).unwrap();
+        inspect(&file, root, build_id)
+    }
+
     #[test]
     fn dwarf_in_the_file_or_a_separate_debug_file_counts() {
         let root = root("files");
@@ -205,32 +284,77 @@ mod tests {
             elf(&[(".gnu_debuglink", b"linked.so.debug\0\0\0\0\0crc!")]),
         );
         write("/usr/lib/not-elf.so", b"#!/bin/sh\n".repeat(10));
-        assert!(has_debug_info(&root, "/usr/lib/dwarf.so", None));
-        assert!(!has_debug_info(&root, "/usr/lib/stripped.so", None));
-        assert!(has_debug_info(&root, "/usr/lib/not-elf.so", None));
-        assert!(has_debug_info(&root, "/usr/lib/missing.so", None));
+        assert!(facts(&root, "/usr/lib/dwarf.so", None).dwarf);
+        assert!(!facts(&root, "/usr/lib/stripped.so", None).dwarf);
+        // Not ELF: blazesym reads nothing of it that could be DWARF, and it counts whole.
+        let not_elf = facts(&root, "/usr/lib/not-elf.so", None);
+        assert_eq!((not_elf.dwarf, not_elf.symbol_bytes), (false, 100));
 
-        // A debug link without its file (the -dbg package not installed) is not DWARF...
-        assert!(!has_debug_info(&root, "/usr/lib/linked.so", Some("abcdef")));
-        // ...found under the debug directory's copy of the file's directory, it is,
-        std::fs::create_dir_all(root.join("usr/lib/debug/usr/lib")).unwrap();
-        write("/usr/lib/debug/usr/lib/linked.so.debug", elf(&[]));
-        assert!(has_debug_info(&root, "/usr/lib/linked.so", None));
+        // A debug link without its file (the -dbg package not installed) is not DWARF, and
+        // blazesym, which would look for it next to the file, does not read debug info...
+        let unresolved = facts(&root, "/usr/lib/linked.so", Some("abcdef"));
+        assert_eq!((unresolved.dwarf, unresolved.debug_syms), (false, false));
+        // ...found in the debug directory by its plain name, it is (the file is root's),
+        std::fs::create_dir_all(root.join("usr/lib/debug")).unwrap();
+        write(
+            "/usr/lib/debug/linked.so.debug",
+            elf(&[(".debug_info", &[0; 1000])]),
+        );
+        let linked = facts(&root, "/usr/lib/linked.so", None);
+        assert!(linked.dwarf && linked.debug_syms, "{linked:?}");
+        assert_eq!(linked.symbol_bytes, 1000, "the debug file's sections count");
         // ...and so is one found by build id.
         std::fs::create_dir_all(root.join("usr/lib/debug/.build-id/ab")).unwrap();
         write("/usr/lib/debug/.build-id/ab/cdef.debug", elf(&[]));
-        assert!(has_debug_info(
-            &root,
-            "/usr/lib/stripped.so",
-            Some("abcdef")
-        ));
+        assert!(facts(&root, "/usr/lib/stripped.so", Some("abcdef")).dwarf);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn symbol_and_debug_sections_are_measured_from_the_headers() {
+        let root = root("sizes");
+        let big = vec![0u8; 5000];
+        let bytes = elf(&[
+            (".text", &big),
+            (".symtab", &[0; 240]),
+            (".strtab", &[0; 60]),
+            (".dynsym", &[0; 48]),
+            (".dynstr", &[0; 12]),
+            (".debug_info", &[0; 300]),
+            (".debug_line", &[0; 40]),
+            (".rodata", &big),
+        ]);
+        std::fs::write(root.join("usr/lib/sized.so"), bytes).unwrap();
+        let sized = facts(&root, "/usr/lib/sized.so", None);
+        assert_eq!(sized.symbol_bytes, 240 + 60 + 48 + 12 + 300 + 40);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn debug_links_that_lead_out_of_the_debug_directories_turn_debug_info_off() {
+        let root = root("links");
+        for (name, section, contents) in [
+            ("absolute.so", ".gnu_debuglink", &b"/tmp/fifo\0\0\0crc!"[..]),
+            ("parent.so", ".gnu_debuglink", b"../../tmp/x\0crc!"),
+            ("altlink.so", ".gnu_debugaltlink", b"/tmp/dwz\0id"),
+        ] {
+            std::fs::write(
+                root.join("usr/lib").join(name),
+                elf(&[(section, contents), (".debug_info", b"y")]),
+            )
+            .unwrap();
+            let found = facts(&root, &format!("/usr/lib/{name}"), None);
+            // Root's file: an altlink (dwz) names root's files; a path in a debuglink never.
+            let expected = section == ".gnu_debugaltlink";
+            assert_eq!(found.debug_syms, expected, "{name}: {found:?}");
+        }
         std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn this_test_binary_has_dwarf() {
         // Test builds carry debug info.
-        let exe = std::env::current_exe().unwrap();
-        assert!(has_debug_info(Path::new("/"), exe.to_str().unwrap(), None));
+        let exe = File::open(std::env::current_exe().unwrap()).unwrap();
+        assert!(inspect(&exe, Path::new("/"), None).dwarf);
     }
 }

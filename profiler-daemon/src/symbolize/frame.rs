@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use blazesym::symbolize::{CodeInfo, Reason, Symbolized};
+
 use crate::process::Vma;
 
 /// Whether a frame ran in user space or in the kernel.
@@ -55,4 +57,30 @@ impl Location {
             }],
         }
     }
+}
+
+fn code_file(info: &CodeInfo<'_>) -> Arc<str> {
+    info.to_path().to_string_lossy().into()
+}
+
+/// pprof lines of one symbolization result, innermost inlined function first.
+pub(super) fn symbolized_lines(result: Symbolized<'_>) -> Result<Vec<Line>, Reason> {
+    let sym = match result {
+        Symbolized::Sym(sym) => sym,
+        Symbolized::Unknown(reason) => return Err(reason),
+    };
+    let mut lines = Vec::with_capacity(1 + sym.inlined.len());
+    for inlined in sym.inlined.iter().rev() {
+        lines.push(Line {
+            function: inlined.name.as_ref().into(),
+            file: inlined.code_info.as_ref().map(code_file),
+            line: inlined.code_info.as_ref().and_then(|c| c.line).unwrap_or(0),
+        });
+    }
+    lines.push(Line {
+        function: sym.name.as_ref().into(),
+        file: sym.code_info.as_deref().map(code_file),
+        line: sym.code_info.as_ref().and_then(|c| c.line).unwrap_or(0),
+    });
+    Ok(lines)
 }

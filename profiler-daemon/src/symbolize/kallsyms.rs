@@ -92,6 +92,20 @@ impl Kallsyms {
     }
 }
 
+/// The kernel's symbols, or an empty table (with the reason logged) when they cannot be read.
+pub fn load_kallsyms() -> Kallsyms {
+    let table = Kallsyms::load().unwrap_or_else(|err| {
+        tracing::warn!("cannot read /proc/kallsyms ({err}): kernel frames stay unnamed");
+        Kallsyms::default()
+    });
+    if table.len() == 0 {
+        tracing::warn!(
+            "/proc/kallsyms shows no addresses: kernel frames stay unnamed; run profilerd as root or with CAP_SYSLOG, or set kernel.kptr_restrict to 0"
+        );
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

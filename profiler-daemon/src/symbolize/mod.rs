@@ -8,7 +8,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -18,8 +17,8 @@ use rustc_hash::FxHashMap;
 use blazesym::{
     symbolize::{
         cache, evict,
-        source::{Process, Source},
-        CodeInfo, Input, Reason, Symbolized, Symbolizer,
+        source::{Elf, Process, Source},
+        Input, Reason, Symbolizer,
     },
     Pid,
 };
@@ -27,12 +26,17 @@ use blazesym::{
 use crate::process::{is_running, is_same_process_alive, ProcessInfo, Vma};
 
 mod debuginfo;
+mod files;
 mod frame;
 mod kallsyms;
+mod perfmap;
 
 pub use frame::{FrameKind, Line, Location};
 
-use kallsyms::Kallsyms;
+use files::{Bounds, FileId, Files, Refusal};
+use frame::symbolized_lines;
+use kallsyms::{load_kallsyms, Kallsyms};
+use perfmap::PerfMaps;
 
 /// Bounds of the symbolization caches.
 #[derive(Clone, Copy, Debug)]
@@ -46,6 +50,10 @@ pub struct SymbolsConfig {
     pub max_user_symbols: usize,
     /// How long blazesym keeps a file's parsed symbols before they are released.
     pub file_ttl: Duration,
+    /// Symbol and debug section bytes of one file beyond which it is not parsed.
+    pub max_symbol_file_bytes: u64,
+    /// Symbol and debug section bytes of all the files parsed at once.
+    pub max_symbol_bytes: u64,
 }
 
 /// Counters of the symbolization stage.
@@ -73,6 +81,16 @@ pub struct SymbolsStats {
     pub files_cached: u64,
     pub files_evicted: u64,
     pub files_expired: u64,
+    /// Mapped files not read, by [`Refusal::ALL`] index (see [`files`]).
+    pub files_refused: [u64; 6],
+    /// Symbol and debug section bytes of the files blazesym may hold parsed (filled in by
+    /// [`Symbols::stats`]).
+    pub symbol_bytes: u64,
+}
+
+/// Labels of [`SymbolsStats::files_refused`], in order.
+pub fn refusal_reasons() -> [&'static str; 6] {
+    Refusal::ALL.map(Refusal::name)
 }
 
 /// Eviction rounds (drains) after which a live process that was not sampled is forgotten; the
@@ -81,27 +99,11 @@ const IDLE_ROUNDS: u32 = 300;
 
 struct Tracked {
     info: ProcessInfo,
-    /// Whether the process shares the daemon's mount namespace: then its files are opened by
-    /// path, and their parsed symbols are shared with every other process mapping them.
-    same_mount_ns: bool,
     /// Eviction rounds since a drain last referenced the process (0: referenced in this one).
     idle_rounds: u32,
     /// Addresses found outside every mapping even after reading the memory map again (a frame
     /// pointer chain that ended in garbage), so that they do not make every drain re-read it.
     unmapped: HashSet<u64>,
-}
-
-/// A file mapped by tracked processes, whose parsed symbols blazesym may hold.
-struct HeldFile {
-    /// The path blazesym opened it by.
-    path: String,
-    /// Tracked processes mapping it.
-    processes: u32,
-    /// When it was first held or last released by [`Symbols::expire_files`].
-    since: Instant,
-    /// Whether `file_ttl` applies: the file has DWARF, whose parsed state grows with every
-    /// part of the program sampled. A symbol table alone is parsed whole, once.
-    expires: bool,
 }
 
 /// Unmapped addresses remembered per process before the set starts over.
@@ -125,15 +127,16 @@ pub struct Symbols {
     names: FxHashMap<FileId, FxHashMap<u64, Vec<Line>>>,
     /// Entries in `names` together (bounded by `max_user_symbols`).
     user_symbols: usize,
-    build_ids: HashMap<String, Option<String>>,
-    /// Tracked processes mapping each file. blazesym keeps every file it read mapped (and its
-    /// parsed symbols) until told otherwise; a file no tracked process maps any more is
-    /// evicted, so that RSS does not grow with every binary that ever ran on the host.
-    files: HashMap<FileId, HeldFile>,
+    /// The files tracked processes map, opened and checked once. blazesym keeps every file it
+    /// read mapped (and its parsed symbols) until told otherwise; a file no tracked process
+    /// maps any more is evicted, so that RSS does not grow with every binary that ever ran on
+    /// the host.
+    files: Files,
+    /// JIT code names of tracked processes (see [`perfmap`]).
+    perf_maps: PerfMaps,
     /// Files owed a release (see [`Symbols::expire_files`]), and when that was last worked out.
     expire_credit: f64,
     expire_checked: Instant,
-    own_mount_ns: Option<PathBuf>,
     pub stats: SymbolsStats,
 }
 
@@ -152,11 +155,13 @@ impl Symbols {
             kallsyms: None,
             names: FxHashMap::default(),
             user_symbols: 0,
-            build_ids: HashMap::new(),
-            files: HashMap::new(),
+            files: Files::new(Bounds {
+                max_file_bytes: config.max_symbol_file_bytes,
+                max_bytes: config.max_symbol_bytes,
+            }),
+            perf_maps: PerfMaps::default(),
             expire_credit: 0.0,
             expire_checked: Instant::now(),
-            own_mount_ns: mount_ns(std::process::id()),
             stats: SymbolsStats::default(),
         }
     }
@@ -175,10 +180,6 @@ impl Symbols {
         let Some(mut info) = ProcessInfo::read(pid) else {
             return;
         };
-        for vma in &mut info.vmas {
-            let build_id = self.build_id(pid, &vma.path);
-            Arc::make_mut(vma).build_id = build_id;
-        }
         let mut process = cache::Process::new(Pid::from(pid));
         process.cache_vmas = true;
         process.cache_perf_map = false;
@@ -186,10 +187,9 @@ impl Symbols {
         if let Err(err) = self.symbolizer.cache(&request) {
             tracing::debug!(pid, %err, "caching process memory map failed");
         }
-        self.hold_files(&info);
+        self.hold_files(&mut info);
         let tracked = Tracked {
             info,
-            same_mount_ns: mount_ns(pid).is_some_and(|ns| Some(ns) == self.own_mount_ns),
             idle_rounds: 0,
             unmapped: HashSet::new(),
         };
@@ -211,61 +211,42 @@ impl Symbols {
             .collect()
     }
 
-    fn hold_files(&mut self, info: &ProcessInfo) {
-        let root = PathBuf::from(format!("/proc/{}/root", info.pid));
-        for (id, vma) in Self::mapped_files(info) {
-            self.files
-                .entry(id)
-                .or_insert_with(|| HeldFile {
-                    path: vma.path.clone(),
-                    processes: 0,
-                    since: Instant::now(),
-                    expires: debuginfo::has_debug_info(&root, &vma.path, vma.build_id.as_deref()),
-                })
-                .processes += 1;
+    /// Holds the files of a process's memory map (opened and checked the first time), and
+    /// fills in each mapping's build id.
+    fn hold_files(&mut self, info: &mut ProcessInfo) {
+        let ids: Vec<(FileId, Vma)> = Self::mapped_files(info)
+            .into_iter()
+            .map(|(id, vma)| (id, vma.clone()))
+            .collect();
+        let mut build_ids = HashMap::new();
+        let mut fuse = None;
+        for (id, vma) in ids {
+            let held = self.files.hold(id, info.pid, &vma, &mut fuse);
+            build_ids.insert(id, held.build_id.clone());
+        }
+        for vma in &mut info.vmas {
+            if let Some(build_id) = file_id(vma).and_then(|id| build_ids.get(&id)) {
+                Arc::make_mut(vma).build_id = build_id.clone();
+            }
         }
     }
 
     fn release_files(&mut self, info: &ProcessInfo) {
         for id in Self::mapped_files(info).into_keys() {
-            let Some(file) = self.files.get_mut(&id) else {
+            let Some(file) = self.files.release(id) else {
                 continue;
             };
-            file.processes -= 1;
-            if file.processes > 0 {
-                continue;
+            // Before the descriptor closes: its number, and so the path, may be reused.
+            if let Some(path) = file.fd_path() {
+                let _ = self
+                    .symbolizer
+                    .evict(&evict::Evict::Elf(evict::Elf::new(path)));
             }
-            let Some(file) = self.files.remove(&id) else {
-                continue;
-            };
-            let _ = self
-                .symbolizer
-                .evict(&evict::Evict::Elf(evict::Elf::new(file.path)));
             if let Some(names) = self.names.remove(&id) {
                 self.user_symbols -= names.len();
             }
             self.stats.files_evicted += 1;
         }
-    }
-
-    /// Build id of a mapped file, read once per path (bounded cache).
-    fn build_id(&mut self, pid: u32, path: &str) -> Option<String> {
-        if !path.starts_with('/') {
-            return None;
-        }
-        if let Some(id) = self.build_ids.get(path) {
-            return id.clone();
-        }
-        if self.build_ids.len() >= self.config.max_processes {
-            self.build_ids.clear();
-        }
-        // Through /proc/PID/root so that a containerized process's own file is read.
-        let id = blazesym::helper::read_elf_build_id(&format!("/proc/{pid}/root{path}"))
-            .ok()
-            .flatten()
-            .map(|bytes| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
-        self.build_ids.insert(path.to_string(), id.clone());
-        id
     }
 
     /// What is known about `pid`; a process first met at drain time is read now.
@@ -370,10 +351,14 @@ impl Symbols {
         let mut cacheable = Vec::new();
         for ((&addr, result), vma) in addrs.iter().zip(results).zip(vmas) {
             // Code in a file does not change under an offset while the file stays the same.
+            // Not the stand-in names of a file refused only until room is made for it.
             let cache_key = vma
                 .as_deref()
                 .filter(|v| v.path.starts_with('/'))
-                .and_then(|v| Some((file_id(v)?, file_offset(v, addr))));
+                .and_then(|v| Some((file_id(v)?, file_offset(v, addr))))
+                .filter(|(id, _)| {
+                    self.files.held.get(id).map(|f| f.refused) != Some(Some(Refusal::TotalBound))
+                });
             let location = match result {
                 Ok(lines) => Location {
                     kind: FrameKind::User,
@@ -426,21 +411,111 @@ impl Symbols {
         }
     }
 
+    /// Names addresses of one process: those in files from the files' checked descriptors
+    /// (shared by every process mapping them, and readable after an exit), the others (vDSO,
+    /// JIT code in a perf map) through blazesym's process source while the process lives.
     fn symbolize_process(&mut self, pid: u32, addrs: &[u64]) -> Vec<Result<Vec<Line>, Reason>> {
-        let alive = is_running(pid);
-        let same_ns = self.processes.get(&pid).is_some_and(|t| t.same_mount_ns);
+        let mut results: Vec<Result<Vec<Line>, Reason>> = vec![Err(Reason::Unmapped); addrs.len()];
+        let mut by_file: HashMap<FileId, (Vma, Vec<usize>, Vec<u64>)> = HashMap::new();
+        // In a mapping of ours without a file ([vdso]), and in none of ours (JIT code, or an
+        // address a crafted stack made up).
+        let (mut special, mut outside) = (Vec::new(), Vec::new());
+        for (slot, &addr) in addrs.iter().enumerate() {
+            let vma = self.processes.get(&pid).and_then(|t| t.info.vma_for(addr));
+            match vma {
+                Some(vma) if vma.path.starts_with('/') => match file_id(vma) {
+                    Some(id) => {
+                        let entry = by_file
+                            .entry(id)
+                            .or_insert_with(|| (Vma::clone(vma), Vec::new(), Vec::new()));
+                        entry.1.push(slot);
+                        entry.2.push(file_offset(vma, addr));
+                    }
+                    None => results[slot] = Err(Reason::Unsupported),
+                },
+                Some(_) => special.push(slot),
+                None => outside.push(slot),
+            }
+        }
+        for (id, (vma, slots, offsets)) in by_file {
+            let named = match self.files.admit(id, pid, &vma) {
+                Ok((path, debug_syms)) => {
+                    let mut elf = Elf::new(path);
+                    elf.debug_syms = debug_syms;
+                    self.run(pid, &Source::Elf(elf), Input::FileOffset(&offsets))
+                }
+                Err(_) => vec![Err(Reason::Unsupported); offsets.len()],
+            };
+            for (slot, result) in slots.into_iter().zip(named) {
+                results[slot] = result;
+            }
+        }
+        // Left unmapped: a refresh of the memory map may find them (dlopen since).
+        self.name_jit(pid, addrs, outside, &mut results);
+        if special.is_empty() || !is_running(pid) {
+            return results;
+        }
+        // Only addresses in mappings without a file: blazesym's process source would open
+        // any other mapping's file itself (through map_files, but without the checks).
+        let special_addrs: Vec<u64> = special.iter().map(|&slot| addrs[slot]).collect();
         let mut source = Process::new(Pid::from(pid));
-        // map_files reaches binaries inside other mount namespaces (containers), but only
-        // while the process lives, and blazesym then caches each file once per process. In
-        // our own namespace, and after an exit, files are opened by path and shared.
-        source.map_files = alive && !same_ns;
-        source.perf_map = alive;
-        let source = Source::Process(source);
-        match self.symbolizer.symbolize(&source, Input::AbsAddr(addrs)) {
+        source.map_files = true;
+        source.perf_map = false;
+        let named = self.run(
+            pid,
+            &Source::Process(source),
+            Input::AbsAddr(&special_addrs),
+        );
+        for (slot, result) in special.into_iter().zip(named) {
+            results[slot] = result;
+        }
+        results
+    }
+
+    /// Names the addresses at `slots` that the process's perf map covers.
+    fn name_jit(
+        &mut self,
+        pid: u32,
+        addrs: &[u64],
+        slots: Vec<usize>,
+        results: &mut [Result<Vec<Line>, Reason>],
+    ) {
+        if slots.is_empty() {
+            return;
+        }
+        let wanted: Vec<u64> = slots.iter().map(|&slot| addrs[slot]).collect();
+        let used = self.files.parsed_bytes + self.perf_maps.bytes;
+        let room = self.config.max_symbol_bytes.saturating_sub(used);
+        let max_file = self.config.max_symbol_file_bytes;
+        let (names, refusal) = self.perf_maps.names(pid, &wanted, max_file, room);
+        if let Some(refusal) = refusal {
+            self.files.count_refusal(refusal, pid, "perf map");
+        }
+        for (slot, name) in slots.into_iter().zip(names) {
+            if let Some(function) = name {
+                results[slot] = Ok(vec![Line {
+                    function,
+                    file: None,
+                    line: 0,
+                }]);
+            }
+        }
+    }
+
+    fn run(
+        &mut self,
+        pid: u32,
+        source: &Source<'_>,
+        input: Input<&[u64]>,
+    ) -> Vec<Result<Vec<Line>, Reason>> {
+        let count = match input {
+            Input::AbsAddr(a) | Input::VirtOffset(a) | Input::FileOffset(a) => a.len(),
+        };
+        match self.symbolizer.symbolize(source, input) {
             Ok(results) => results.into_iter().map(symbolized_lines).collect(),
             Err(err) => {
-                tracing::debug!(pid, %err, "symbolizing process failed");
-                addrs.iter().map(|_| Err(Reason::Unsupported)).collect()
+                tracing::debug!(pid, %err, "symbolizing failed");
+                vec![Err(Reason::Unsupported); count]
             }
         }
     }
@@ -499,7 +574,7 @@ impl Symbols {
         let now = Instant::now();
         let elapsed = now.duration_since(self.expire_checked);
         self.expire_checked = now;
-        let held = self.files.values().filter(|f| f.expires).count();
+        let held = self.files.held.values().filter(|f| f.expires()).count();
         let due = if self.config.file_ttl.is_zero() {
             held
         } else {
@@ -517,8 +592,9 @@ impl Symbols {
         }
         let mut oldest: Vec<(Instant, FileId)> = self
             .files
+            .held
             .iter()
-            .filter(|(_, f)| f.expires)
+            .filter(|(_, f)| f.expires())
             .map(|(id, f)| (f.since, *id))
             .collect();
         if due < oldest.len() {
@@ -526,13 +602,14 @@ impl Symbols {
             oldest.truncate(due);
         }
         for (_, id) in oldest {
-            let Some(file) = self.files.get_mut(&id) else {
-                continue;
-            };
-            file.since = now;
-            let _ = self
-                .symbolizer
-                .evict(&evict::Evict::Elf(evict::Elf::new(file.path.as_str())));
+            if let Some(file) = self.files.held.get_mut(&id) {
+                file.since = now;
+            }
+            if let Some(path) = self.files.unparse(id) {
+                let _ = self
+                    .symbolizer
+                    .evict(&evict::Evict::Elf(evict::Elf::new(path)));
+            }
             self.stats.files_expired += 1;
         }
     }
@@ -570,16 +647,16 @@ impl Symbols {
                 continue;
             };
             self.release_files(&tracked.info);
+            self.perf_maps.forget(*pid);
             let evict = evict::Evict::Process(evict::Process::new(Pid::from(*pid)));
             let _ = self.symbolizer.evict(&evict);
-            if !tracked.same_mount_ns {
-                // Files reached through map_files are cached per process: release them.
-                for vma in &tracked.info.vmas {
-                    let path = format!("/proc/{pid}/map_files/{:x}-{:x}", vma.start, vma.end);
-                    let _ = self
-                        .symbolizer
-                        .evict(&evict::Evict::Elf(evict::Elf::new(path)));
-                }
+            // Files blazesym's process source reached through map_files are cached per
+            // process: release them.
+            for vma in &tracked.info.vmas {
+                let path = format!("/proc/{pid}/map_files/{:x}-{:x}", vma.start, vma.end);
+                let _ = self
+                    .symbolizer
+                    .evict(&evict::Evict::Elf(evict::Elf::new(path)));
             }
             self.stats.processes_evicted += 1;
         }
@@ -591,7 +668,9 @@ impl Symbols {
         SymbolsStats {
             kernel_cache_entries: self.kernel.len() as u64,
             user_cache_entries: self.user_symbols as u64,
-            files_cached: self.files.len() as u64,
+            files_cached: self.files.held.len() as u64,
+            files_refused: self.files.refused,
+            symbol_bytes: self.files.parsed_bytes + self.perf_maps.bytes,
             ..self.stats
         }
     }
@@ -602,22 +681,6 @@ impl Symbols {
     }
 }
 
-fn load_kallsyms() -> Kallsyms {
-    let table = Kallsyms::load().unwrap_or_else(|err| {
-        tracing::warn!("cannot read /proc/kallsyms ({err}): kernel frames stay unnamed");
-        Kallsyms::default()
-    });
-    if table.len() == 0 {
-        tracing::warn!(
-            "/proc/kallsyms shows no addresses: kernel frames stay unnamed; run profilerd as root or with CAP_SYSLOG, or set kernel.kptr_restrict to 0"
-        );
-    }
-    table
-}
-
-/// A file in any mount namespace: its device and inode.
-type FileId = (u64, u64);
-
 fn file_id(vma: &Vma) -> Option<FileId> {
     (vma.inode != 0).then_some((vma.dev, vma.inode))
 }
@@ -625,37 +688,6 @@ fn file_id(vma: &Vma) -> Option<FileId> {
 /// Where `addr` is in the file `vma` maps.
 fn file_offset(vma: &Vma, addr: u64) -> u64 {
     addr - vma.start + vma.file_offset
-}
-
-/// The mount namespace of a process (`/proc/PID/ns/mnt` link target).
-fn mount_ns(pid: u32) -> Option<PathBuf> {
-    std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()
-}
-
-fn code_file(info: &CodeInfo<'_>) -> Arc<str> {
-    info.to_path().to_string_lossy().into()
-}
-
-/// pprof lines of one symbolization result, innermost inlined function first.
-fn symbolized_lines(result: Symbolized<'_>) -> Result<Vec<Line>, Reason> {
-    let sym = match result {
-        Symbolized::Sym(sym) => sym,
-        Symbolized::Unknown(reason) => return Err(reason),
-    };
-    let mut lines = Vec::with_capacity(1 + sym.inlined.len());
-    for inlined in sym.inlined.iter().rev() {
-        lines.push(Line {
-            function: inlined.name.as_ref().into(),
-            file: inlined.code_info.as_ref().map(code_file),
-            line: inlined.code_info.as_ref().and_then(|c| c.line).unwrap_or(0),
-        });
-    }
-    lines.push(Line {
-        function: sym.name.as_ref().into(),
-        file: sym.code_info.as_deref().map(code_file),
-        line: sym.code_info.as_ref().and_then(|c| c.line).unwrap_or(0),
-    });
-    Ok(lines)
 }
 
 #[cfg(test)]

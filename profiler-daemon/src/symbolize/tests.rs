@@ -1,6 +1,8 @@
 //! The symbolizer against this test binary and the real kernel: caches within their bounds,
 //! files held while mapped and released after their ttl.
 
+use std::os::unix::fs::MetadataExt;
+
 use super::*;
 
 /// A symbolizer with small caches: 8 processes, 16 kernel names.
@@ -10,6 +12,8 @@ fn small_symbols(max_user_symbols: usize, file_ttl: Duration) -> Symbols {
         max_kernel_symbols: 16,
         max_user_symbols,
         file_ttl,
+        max_symbol_file_bytes: 1 << 40,
+        max_symbol_bytes: 1 << 40,
     })
 }
 
@@ -81,17 +85,13 @@ fn files_are_released_with_the_last_process_mapping_them() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     symbols.track(child.id());
-    let held = |symbols: &Symbols| {
-        symbols
-            .files
-            .values()
-            .find(|f| f.path == exe)
-            .map(|f| f.processes)
-    };
+    let meta = std::fs::metadata(&exe).unwrap();
+    let exe_id = (files::maps_dev(meta.dev()), meta.ino());
+    let held = |symbols: &Symbols| symbols.files.held.get(&exe_id).map(|f| f.processes);
     assert_eq!(held(&symbols), Some(1));
     assert!(symbols.stats().files_cached > ours);
     // libc is mapped by both: held twice.
-    assert!(symbols.files.values().any(|f| f.processes == 2));
+    assert!(symbols.files.held.values().any(|f| f.processes == 2));
     child.kill().unwrap();
     child.wait().unwrap();
     // The first round after a drain never forgets (the drain may still need the map).
@@ -100,7 +100,7 @@ fn files_are_released_with_the_last_process_mapping_them() {
     assert_eq!(held(&symbols), None);
     assert_eq!(symbols.stats().files_cached, ours);
     assert!(symbols.stats.files_evicted >= 1);
-    assert!(symbols.files.values().all(|f| f.processes == 1));
+    assert!(symbols.files.held.values().all(|f| f.processes == 1));
 }
 
 #[test]
@@ -108,26 +108,33 @@ fn files_are_released_oldest_first_spread_over_the_ttl() {
     let mut symbols = small_symbols(64, Duration::from_secs(10));
     symbols.track(std::process::id());
     assert!(
-        symbols.files.len() >= 3,
+        symbols.files.held.len() >= 3,
         "this test binary maps itself, libc and ld.so"
     );
     // The pacing over files with DWARF, whichever these are on this machine; one file
     // without it, which the TTL never releases.
-    let symbol_table_only = *symbols.files.keys().next().unwrap();
-    for file in symbols.files.values_mut() {
-        file.expires = true;
+    let symbol_table_only = *symbols.files.held.keys().next().unwrap();
+    for file in symbols.files.held.values_mut() {
+        file.facts.dwarf = true;
     }
-    symbols.files.get_mut(&symbol_table_only).unwrap().expires = false;
-    let held = symbols.files.len() - 1;
+    symbols
+        .files
+        .held
+        .get_mut(&symbol_table_only)
+        .unwrap()
+        .facts
+        .dwarf = false;
+    let held = symbols.files.held.len() - 1;
     let since = |symbols: &Symbols| -> HashMap<FileId, Instant> {
         symbols
             .files
+            .held
             .iter()
             .filter(|(id, _)| **id != symbol_table_only)
             .map(|(id, f)| (*id, f.since))
             .collect()
     };
-    let kept_since = symbols.files[&symbol_table_only].since;
+    let kept_since = symbols.files.held[&symbol_table_only].since;
     let before = since(&symbols);
     let half_ttl = |symbols: &mut Symbols| {
         symbols.expire_checked = symbols
@@ -164,7 +171,7 @@ fn files_are_released_oldest_first_spread_over_the_ttl() {
     // No time passed: nothing is due.
     symbols.expire_files();
     assert_eq!(symbols.stats.files_expired, held as u64);
-    assert_eq!(symbols.files[&symbol_table_only].since, kept_since);
+    assert_eq!(symbols.files.held[&symbol_table_only].since, kept_since);
 }
 
 #[test]
@@ -175,7 +182,7 @@ fn expired_files_are_read_again_for_new_addresses() {
     let first = marker_function as *const () as u64;
     let named = symbols.user(pid, &[first]);
     // The test binary has DWARF (libc only with its -dbg package installed).
-    let with_dwarf = symbols.files.values().filter(|f| f.expires).count();
+    let with_dwarf = symbols.files.held.values().filter(|f| f.expires()).count();
     assert!(with_dwarf >= 1);
     symbols.evict_exited();
     assert_eq!(

@@ -41,7 +41,7 @@ use crate::{
     aggregate::Accounting,
     export::{DeliveryStats, SpoolCounts},
     process::procfs::read_own_stat,
-    symbolize::SymbolsStats,
+    symbolize::{refusal_reasons, SymbolsStats},
 };
 
 /// The `Content-Type` of what [`Metrics::encode`] returns.
@@ -138,6 +138,8 @@ struct Families {
     cache_dropped: Family<Cache, Counter>,
     symbol_files: U64Gauge,
     files_released: Family<Reason, Counter>,
+    symbol_files_refused: Family<Reason, Counter>,
+    symbol_bytes: U64Gauge,
     unknown_frames: Counter,
     processes_tracked: U64Gauge,
     processes: Family<Event, Counter>,
@@ -152,7 +154,7 @@ struct Families {
     connections: Family<Event, Counter>,
     connections_open: U64Gauge,
     descriptor_reserve_hits: Counter,
-    files_refused: Family<Reason, Counter>,
+    dump_files_refused: Family<Reason, Counter>,
     file_reads_refused: Counter,
 }
 
@@ -239,6 +241,16 @@ impl Families {
         self.files_released.clone(),
     );
         r.register(
+        "profilerd_symbol_files_refused",
+        "Mapped files not read, by reason: not_regular (a FIFO, device or directory at its path), replaced (its path names another file now), unreachable, file_bound (over --max-symbol-file-bytes), total_bound (over --max-symbol-bytes), fuse (on a FUSE file system); their frames are named by module and offset",
+        self.symbol_files_refused.clone(),
+    );
+        r.register(
+        "profilerd_symbol_bytes",
+        "Symbol and debug section bytes of the files the symbolizer may hold parsed (bounded by --max-symbol-bytes)",
+        self.symbol_bytes.clone(),
+    );
+        r.register(
             "profilerd_unknown_frames",
             "Frames no symbol was found for",
             self.unknown_frames.clone(),
@@ -321,7 +333,7 @@ impl Families {
         r.register(
             "profilerd_dump_files_refused",
             "Dump-dir files the page and /profiles/ did not read, by reason: link, not_regular (FIFO, socket, device), not_ours (another owner or a hard link), too_large",
-            self.files_refused.clone(),
+            self.dump_files_refused.clone(),
         );
         r.register(
             "profilerd_http_file_reads_refused",
@@ -348,7 +360,7 @@ impl Families {
         for why in Refusal::ALL {
             let labels = Reason { reason: why.name() };
             advance(
-                &self.files_refused.get_or_create(&labels),
+                &self.dump_files_refused.get_or_create(&labels),
                 files.refused(why),
             );
         }
@@ -425,6 +437,13 @@ impl Families {
         for (reason, count) in [("exited", y.files_evicted), ("expired", y.files_expired)] {
             advance(&f.files_released.get_or_create(&Reason { reason }), count);
         }
+        for (reason, count) in refusal_reasons().into_iter().zip(y.files_refused) {
+            advance(
+                &f.symbol_files_refused.get_or_create(&Reason { reason }),
+                count,
+            );
+        }
+        f.symbol_bytes.set(y.symbol_bytes);
         advance(&f.unknown_frames, y.unknown_frames);
         f.processes_tracked.set(s.tracked_processes);
         for (event, count) in [

@@ -1,0 +1,500 @@
+//! The files mapped by tracked processes, opened as untrusted and held for blazesym.
+//!
+//! Any local user controls the files their processes map: after mapping one they can replace
+//! its path with a FIFO (whose `open()` waits for a writer that never comes), a device, or
+//! another file. So a file is opened once, while its process lives, without blocking
+//! (`O_NONBLOCK`), and kept only if `fstat` says it is a regular file with the device and inode
+//! `/proc/PID/maps` recorded for the mapping. blazesym then reads it through
+//! `/proc/self/fd/N` of that descriptor: the inode the process mapped, whatever its path
+//! names later. A file that fails the checks, or whose symbol and debug sections are over
+//! `--max-symbol-file-bytes` (or would take the files parsed together over
+//! `--max-symbol-bytes`), is not handed to blazesym: its frames are named by module and
+//! offset, and the refusal is counted by reason.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs::{File, OpenOptions},
+    os::unix::fs::{MetadataExt, OpenOptionsExt},
+    os::unix::io::AsRawFd,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use crate::process::{
+    procfs::{parse_mount_devices, read_mountinfo_of},
+    Vma,
+};
+
+use super::debuginfo;
+
+/// A file in any mount namespace: its device and inode.
+pub type FileId = (u64, u64);
+
+/// Why a mapped file is not read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its path opened something other than a regular file (a FIFO, a device, a directory).
+    NotRegular,
+    /// Its path now names another file than the one mapped (device or inode differ).
+    Replaced,
+    /// It could not be opened at all (gone, or no permission).
+    Unreachable,
+    /// Its symbol and debug sections are over `--max-symbol-file-bytes`.
+    FileBound,
+    /// Parsing it would take the files parsed together over `--max-symbol-bytes`.
+    TotalBound,
+    /// It is on a FUSE file system, whose server (any user can run one) answers every open
+    /// and every page read of it, or never does.
+    Fuse,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 6] = [
+        Refusal::NotRegular,
+        Refusal::Replaced,
+        Refusal::Unreachable,
+        Refusal::FileBound,
+        Refusal::TotalBound,
+        Refusal::Fuse,
+    ];
+
+    /// The metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::NotRegular => "not_regular",
+            Refusal::Replaced => "replaced",
+            Refusal::Unreachable => "unreachable",
+            Refusal::FileBound => "file_bound",
+            Refusal::TotalBound => "total_bound",
+            Refusal::Fuse => "fuse",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// Opens a file a user may control without waiting on anyone: non-blocking (a FIFO opens at
+/// once instead of waiting for a writer), no controlling terminal, and kept only when it is
+/// a regular file.
+pub fn open_untrusted(path: &Path) -> Result<File, Refusal> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|_| Refusal::Unreachable)?;
+    let meta = file.metadata().map_err(|_| Refusal::Unreachable)?;
+    if !meta.file_type().is_file() {
+        return Err(Refusal::NotRegular);
+    }
+    Ok(file)
+}
+
+/// The device number as `/proc/PID/maps` spells it, parsed by [`crate::process::parse_maps`]
+/// (major in the high 32 bits, minor in the low ones).
+pub fn maps_dev(st_dev: u64) -> u64 {
+    let major = ((st_dev >> 32) & 0xffff_f000) | ((st_dev >> 8) & 0xfff);
+    let minor = ((st_dev >> 12) & 0xffff_ff00) | (st_dev & 0xff);
+    (major << 32) | minor
+}
+
+/// Whether `file` is the file a mapping recorded (device and inode).
+pub fn is_mapped_file(file: &File, vma: &Vma) -> bool {
+    file.metadata()
+        .is_ok_and(|m| (maps_dev(m.dev()), m.ino()) == (vma.dev, vma.inode))
+}
+
+/// Devices (as [`crate::process::parse_maps`] spells them) of the FUSE mounts process `pid`
+/// sees. Read afresh for each process tracked: a device number of an unmounted file system
+/// can come back as a FUSE mount.
+pub fn fuse_devices(pid: u32) -> HashSet<u64> {
+    let Some(text) = read_mountinfo_of(pid) else {
+        return HashSet::new();
+    };
+    parse_mount_devices(&text)
+        .filter(|(_, fstype)| fstype.starts_with("fuse"))
+        .filter_map(|(dev, _)| {
+            let (major, minor) = dev.split_once(':')?;
+            Some((major.parse::<u64>().ok()? << 32) | minor.parse::<u64>().ok()?)
+        })
+        .collect()
+}
+
+/// Opens the file `vma` of process `pid` maps: through `/proc/PID/map_files/` (the mapped
+/// inode itself, while the process lives and the daemon has CAP_SYS_ADMIN), else by its path
+/// in the process's root, else by its path in ours. A path is trusted only as far as it still
+/// leads to the same device and inode, which also tells a container's file from ours.
+pub fn open_mapped(pid: u32, vma: &Vma) -> Result<File, Refusal> {
+    let candidates = [
+        PathBuf::from(format!(
+            "/proc/{pid}/map_files/{:x}-{:x}",
+            vma.start, vma.end
+        )),
+        PathBuf::from(format!("/proc/{pid}/root{}", vma.path)),
+        PathBuf::from(&vma.path),
+    ];
+    // The most telling reason of all the attempts: a FIFO says more than "gone".
+    let mut refusal = Refusal::Unreachable;
+    for path in candidates {
+        match open_untrusted(&path) {
+            Ok(file) if is_mapped_file(&file, vma) => return Ok(file),
+            Ok(_) => refusal = Refusal::Replaced,
+            Err(Refusal::NotRegular) => refusal = Refusal::NotRegular,
+            Err(_) => {}
+        }
+    }
+    Err(refusal)
+}
+
+/// A file mapped by tracked processes.
+pub struct HeldFile {
+    /// The validated descriptor blazesym reads the file through; None when refused.
+    file: Option<File>,
+    /// Why it is not read (a total-bound refusal is retried when room is made).
+    pub refused: Option<Refusal>,
+    /// Its GNU build id (hex).
+    pub build_id: Option<String>,
+    pub facts: debuginfo::Facts,
+    /// Tracked processes mapping it.
+    pub processes: u32,
+    /// Whether blazesym may hold its parsed state (counted in [`Files::parsed_bytes`]).
+    parsed: bool,
+    /// When it was first held or last released by an expiry.
+    pub since: Instant,
+}
+
+impl HeldFile {
+    /// The path blazesym reads the file by.
+    pub fn fd_path(&self) -> Option<PathBuf> {
+        let fd = self.file.as_ref()?.as_raw_fd();
+        Some(PathBuf::from(format!("/proc/self/fd/{fd}")))
+    }
+
+    /// Whether `--symbol-file-ttl` applies (see [`debuginfo`]).
+    pub fn expires(&self) -> bool {
+        self.facts.dwarf
+    }
+}
+
+/// Bounds on parsed symbol data.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    pub max_file_bytes: u64,
+    pub max_bytes: u64,
+}
+
+/// Every file mapped by a tracked process, by identity.
+pub struct Files {
+    pub held: HashMap<FileId, HeldFile>,
+    bounds: Bounds,
+    /// Symbol and debug section bytes of the files blazesym may hold parsed.
+    pub parsed_bytes: u64,
+    /// Refusals by [`Refusal::ALL`] index.
+    pub refused: [u64; 6],
+}
+
+impl Files {
+    pub fn new(bounds: Bounds) -> Self {
+        Self {
+            held: HashMap::new(),
+            bounds,
+            parsed_bytes: 0,
+            refused: [0; 6],
+        }
+    }
+
+    /// Holds the file of `vma` for one more process, opening and checking it the first time.
+    /// `fuse` holds the devices of the process's FUSE mounts, read at the first new file.
+    pub fn hold(
+        &mut self,
+        id: FileId,
+        pid: u32,
+        vma: &Vma,
+        fuse: &mut Option<HashSet<u64>>,
+    ) -> &HeldFile {
+        if self.held.contains_key(&id) {
+            let file = self.held.get_mut(&id).expect("checked");
+            file.processes += 1;
+            return file;
+        }
+        let on_fuse = fuse
+            .get_or_insert_with(|| fuse_devices(pid))
+            .contains(&vma.dev);
+        let opened = if on_fuse {
+            Err(Refusal::Fuse)
+        } else {
+            open_mapped(pid, vma)
+        };
+        let (file, refused, build_id, facts) = match opened {
+            Ok(file) => {
+                let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+                let build_id = blazesym::helper::read_elf_build_id(&path)
+                    .ok()
+                    .flatten()
+                    .map(|bytes| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+                // blazesym looks for debug files in our own debug directories, never in the
+                // process's root (which a container's user may have made a FUSE mount).
+                let facts = debuginfo::inspect(&file, Path::new("/"), build_id.as_deref());
+                let refused =
+                    (facts.symbol_bytes > self.bounds.max_file_bytes).then_some(Refusal::FileBound);
+                (Some(file), refused, build_id, facts)
+            }
+            Err(refusal) => (None, Some(refusal), None, debuginfo::Facts::default()),
+        };
+        if let Some(refusal) = refused {
+            self.refuse(refusal, pid, vma, facts.symbol_bytes);
+        }
+        self.held.entry(id).or_insert(HeldFile {
+            file: if refused.is_some() { None } else { file },
+            refused,
+            build_id,
+            facts,
+            processes: 1,
+            parsed: false,
+            since: Instant::now(),
+        })
+    }
+
+    /// Counts a refusal of a file that is not a mapping (a perf map).
+    pub fn count_refusal(&mut self, refusal: Refusal, pid: u32, path: &str) {
+        self.refused[refusal.index()] += 1;
+        tracing::info!(pid, path, reason = refusal.name(), "not reading a perf map");
+    }
+
+    fn refuse(&mut self, refusal: Refusal, pid: u32, vma: &Vma, bytes: u64) {
+        self.refused[refusal.index()] += 1;
+        let fix = match refusal {
+            Refusal::FileBound => "raise --max-symbol-file-bytes to name its frames",
+            Refusal::TotalBound => "raise --max-symbol-bytes to name its frames",
+            _ => "its frames are named by module and offset",
+        };
+        tracing::info!(
+            pid,
+            path = %vma.path,
+            symbol_bytes = bytes,
+            reason = refusal.name(),
+            "not reading a mapped file: {fix}"
+        );
+    }
+
+    /// The path and debug-info setting blazesym may read `id` with, counting its parsed bytes
+    /// against `--max-symbol-bytes` the first time; the refusal otherwise.
+    pub fn admit(&mut self, id: FileId, pid: u32, vma: &Vma) -> Result<(PathBuf, bool), Refusal> {
+        let room = self.bounds.max_bytes.saturating_sub(self.parsed_bytes);
+        let file = self.held.get_mut(&id).ok_or(Refusal::Unreachable)?;
+        match file.refused {
+            Some(Refusal::TotalBound) if file.facts.symbol_bytes <= room => file.refused = None,
+            Some(refusal) => return Err(refusal),
+            None => {}
+        }
+        if !file.parsed {
+            if file.facts.symbol_bytes > room {
+                file.refused = Some(Refusal::TotalBound);
+                let bytes = file.facts.symbol_bytes;
+                self.refuse(Refusal::TotalBound, pid, vma, bytes);
+                return Err(Refusal::TotalBound);
+            }
+            file.parsed = true;
+            self.parsed_bytes += file.facts.symbol_bytes;
+        }
+        let path = file.fd_path().ok_or(Refusal::Unreachable)?;
+        Ok((path, file.facts.debug_syms))
+    }
+
+    /// Marks `id`'s parsed state released (blazesym was told to evict it); returns the path
+    /// to evict.
+    pub fn unparse(&mut self, id: FileId) -> Option<PathBuf> {
+        let file = self.held.get_mut(&id)?;
+        if std::mem::take(&mut file.parsed) {
+            self.parsed_bytes -= file.facts.symbol_bytes;
+        }
+        file.fd_path()
+    }
+
+    /// One process fewer maps `id`; returns the file when none does any more (the caller
+    /// evicts blazesym's state of it before it is dropped, which closes the descriptor).
+    pub fn release(&mut self, id: FileId) -> Option<HeldFile> {
+        let file = self.held.get_mut(&id)?;
+        file.processes -= 1;
+        if file.processes > 0 {
+            return None;
+        }
+        let file = self.held.remove(&id)?;
+        if file.parsed {
+            self.parsed_bytes -= file.facts.symbol_bytes;
+        }
+        Some(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{ffi::CString, sync::mpsc, time::Duration};
+
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("profilerd-files-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A mapping of `path` as `/proc/PID/maps` recorded it, for a pid that is not running (so
+    /// that only the path is left to open, as after an exit).
+    fn vma_of(path: &Path) -> Vma {
+        let meta = std::fs::metadata(path).unwrap();
+        Vma {
+            start: 0x1000,
+            end: 0x2000,
+            file_offset: 0,
+            path: path.to_str().unwrap().to_string(),
+            dev: maps_dev(meta.dev()),
+            inode: meta.ino(),
+            build_id: None,
+        }
+    }
+
+    /// A pid no process has (above the kernel's largest).
+    const GONE: u32 = 0x7fff_fff0;
+
+    /// `open_mapped` on another thread, so that a blocking open fails the test instead of
+    /// hanging it.
+    fn open_within_a_second(vma: &Vma) -> Result<(), Refusal> {
+        let (tx, rx) = mpsc::channel();
+        let vma = vma.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(open_mapped(GONE, &vma).map(|_| ()));
+        });
+        rx.recv_timeout(Duration::from_secs(1))
+            .expect("open_mapped blocked")
+    }
+
+    #[test]
+    fn maps_dev_matches_the_maps_spelling() {
+        let text = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let vmas = crate::process::parse_maps(&text);
+        let vma = vmas.iter().find(|v| v.inode != 0).unwrap();
+        let file = open_untrusted(Path::new(&vma.path)).unwrap();
+        assert!(is_mapped_file(&file, vma), "{vma:?}");
+    }
+
+    #[test]
+    fn a_file_replaced_after_it_was_mapped_is_refused_without_blocking() {
+        let dir = dir("replaced");
+        let lib = dir.join("lib.so");
+        std::fs::write(&lib, b"original").unwrap();
+        let vma = vma_of(&lib);
+        assert_eq!(open_within_a_second(&vma), Ok(()));
+
+        // Another regular file at the path: another inode (made while the first one exists,
+        // so that the file system cannot hand out its inode number again).
+        std::fs::write(dir.join("other.so"), b"impostor").unwrap();
+        std::fs::rename(dir.join("other.so"), &lib).unwrap();
+        assert_eq!(open_within_a_second(&vma), Err(Refusal::Replaced));
+
+        // A symlink to a FIFO: opened without waiting for a writer, and refused.
+        let fifo = dir.join("fifo");
+        let name = CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        std::fs::remove_file(&lib).unwrap();
+        std::os::unix::fs::symlink(&fifo, &lib).unwrap();
+        assert_eq!(open_within_a_second(&vma), Err(Refusal::NotRegular));
+
+        std::fs::remove_file(&lib).unwrap();
+        assert_eq!(open_within_a_second(&vma), Err(Refusal::Unreachable));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A held file of `bytes` symbol bytes (this test binary's descriptor stands in).
+    fn held(bytes: u64) -> HeldFile {
+        HeldFile {
+            file: Some(File::open(std::env::current_exe().unwrap()).unwrap()),
+            refused: None,
+            build_id: None,
+            facts: debuginfo::Facts {
+                dwarf: false,
+                debug_syms: true,
+                symbol_bytes: bytes,
+            },
+            processes: 1,
+            parsed: false,
+            since: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn files_are_parsed_within_the_total_bound_and_admitted_once_room_is_made() {
+        let mut files = Files::new(Bounds {
+            max_file_bytes: 100,
+            max_bytes: 150,
+        });
+        let vma = vma_of(&std::env::current_exe().unwrap());
+        files.held.insert((1, 1), held(100));
+        files.held.insert((1, 2), held(100));
+        assert!(files.admit((1, 1), 1, &vma).is_ok());
+        assert_eq!(files.parsed_bytes, 100);
+        // Counted once, however often it is read.
+        assert!(files.admit((1, 1), 1, &vma).is_ok());
+        assert_eq!(files.parsed_bytes, 100);
+        assert_eq!(files.admit((1, 2), 1, &vma), Err(Refusal::TotalBound));
+        assert_eq!(files.admit((1, 2), 1, &vma), Err(Refusal::TotalBound));
+        assert_eq!(
+            files.refused[Refusal::TotalBound.index()],
+            1,
+            "counted once"
+        );
+
+        // The first one released (its process exited): room for the second.
+        assert!(files.release((1, 1)).is_some());
+        assert_eq!(files.parsed_bytes, 0);
+        assert!(files.admit((1, 2), 1, &vma).is_ok());
+        assert_eq!(files.parsed_bytes, 100);
+        // An expiry gives its bytes back until it is read again.
+        assert!(files.unparse((1, 2)).is_some());
+        assert_eq!(files.parsed_bytes, 0);
+    }
+
+    #[test]
+    fn a_file_over_the_per_file_bound_is_refused_when_held() {
+        let mut files = Files::new(Bounds {
+            max_file_bytes: 1,
+            max_bytes: u64::MAX,
+        });
+        // This test binary: a symbol table and DWARF of more than one byte.
+        let text = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let vma = crate::process::parse_maps(&text)
+            .into_iter()
+            .find(|v| Path::new(&v.path) == exe)
+            .unwrap();
+        let held = files.hold((vma.dev, vma.inode), std::process::id(), &vma, &mut None);
+        assert_eq!(held.refused, Some(Refusal::FileBound));
+        assert!(held.fd_path().is_none(), "no descriptor for blazesym");
+        assert_eq!(
+            files.admit((vma.dev, vma.inode), std::process::id(), &vma),
+            Err(Refusal::FileBound)
+        );
+        assert_eq!(files.refused[Refusal::FileBound.index()], 1);
+    }
+
+    #[test]
+    fn a_file_on_a_fuse_mount_is_never_opened() {
+        let mut files = Files::new(Bounds {
+            max_file_bytes: u64::MAX,
+            max_bytes: u64::MAX,
+        });
+        // A path that does not exist: the device alone decides, before any open.
+        let vma = Vma {
+            path: "/never/opened".into(),
+            ..vma_of(&std::env::current_exe().unwrap())
+        };
+        let mut fuse = Some(HashSet::from([vma.dev]));
+        let held = files.hold((vma.dev, vma.inode), GONE, &vma, &mut fuse);
+        assert_eq!(held.refused, Some(Refusal::Fuse));
+        assert_eq!(files.refused[Refusal::Fuse.index()], 1);
+    }
+}
