@@ -216,6 +216,63 @@ pub fn http_get(address: &str, path: &str) -> (u16, String) {
     (status, response.text().unwrap_or_default())
 }
 
+/// `time_nanos` and sample total of every window profile of the `split` fixture `pid` in
+/// `dir`, oldest first.
+pub fn window_totals(dir: &Path, pid: &str) -> Vec<(i64, i64)> {
+    let prefix = format!("split-{pid}.cpu.");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        name.starts_with(&prefix) && name.ends_with(".pb.gz")
+    });
+    files.sort();
+    files
+        .iter()
+        .map(|f| {
+            let profile = read_pprof(f);
+            (
+                profile.time_nanos,
+                profile.sample.iter().map(|s| s.value[0]).sum(),
+            )
+        })
+        .collect()
+}
+
+/// `run --mode continuous --pid PID --server URL` with a 2 s window, a 500 ms collect
+/// interval and the spool in `./spool`, then `extra`.
+pub fn server_args<'a>(url: &'a str, pid: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        "--mode",
+        "continuous",
+        "--pid",
+        pid,
+        "--server",
+        url,
+        "--collect-interval",
+        "500ms",
+        "--upload-interval",
+        "2s",
+        "--spool-dir",
+        "spool",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Profiles waiting in a spool dir (`*.spool`).
+pub fn spooled(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "spool"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// A `profilerd` daemon in the background, stopped with SIGTERM.
 pub struct Daemon(profiler_testkit::Daemon);
 

@@ -12,6 +12,7 @@ use std::{
 
 use profiler_tests::{standin::StandIn, *};
 use profilerd::export::{DumpDir, Spool, Upload};
+use scenario::file_names as names;
 
 const EXIT: Duration = Duration::from_secs(60);
 const VICTIM: &[u8] = b"root's own secret\n";
@@ -46,15 +47,6 @@ fn private_dir(path: &Path) -> PathBuf {
     path.to_path_buf()
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// A port nothing listens on: bound, noted, closed.
 fn closed_port_url() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -63,6 +55,32 @@ fn closed_port_url() -> String {
         .unwrap()
         .port();
     format!("http://127.0.0.1:{port}")
+}
+
+/// `run` in continuous mode for `pid`, every window spooled at once (the server's port is
+/// closed, no retries), then `extra`.
+fn spooling_run(pid: &str, extra: &[&str]) -> Vec<String> {
+    let url = closed_port_url();
+    let base = [
+        "run",
+        "--mode",
+        "continuous",
+        "--pid",
+        pid,
+        "--server",
+        &url,
+        "--collect-interval",
+        "500ms",
+        "--upload-interval",
+        "1s",
+        "--upload-retries",
+        "0",
+        "--upload-timeout",
+        "1s",
+        "--spool-dir",
+        "spool",
+    ];
+    base.iter().chain(extra).map(|a| a.to_string()).collect()
 }
 
 fn now_nanos() -> i64 {
@@ -111,31 +129,9 @@ fn links_at_the_temporary_and_final_names_redirect_no_write() {
     symlink(&spool_victim, spool.join(format!("{:020}.spool", 1))).unwrap();
     let mut victims = vec![final_victim, tmp_victim, spool_victim];
 
-    let url = closed_port_url();
     let pid = fixture.pid().to_string();
-    let args = [
-        "run",
-        "--mode",
-        "continuous",
-        "--pid",
-        &pid,
-        "--server",
-        &url,
-        "--collect-interval",
-        "500ms",
-        "--upload-interval",
-        "1s",
-        "--upload-retries",
-        "0",
-        "--upload-timeout",
-        "1s",
-        "--spool-dir",
-        "spool",
-        "--dump-dir",
-        "files",
-        "--duration",
-        "5s",
-    ];
+    let args = spooling_run(&pid, &["--dump-dir", "files", "--duration", "5s"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut daemon = Daemon::start(&args, &dir, "daemon");
     // Planted once the daemon runs (its start removes leftovers), before the first window.
     daemon.http_address(Duration::from_secs(30));
@@ -196,29 +192,9 @@ fn a_spool_number_at_u64_max_neither_wraps_nor_overwrites() {
     let planted = spool.join(format!("{}.spool", u64::MAX));
     fs::write(&planted, b"planted").unwrap();
 
-    let url = closed_port_url();
     let pid = fixture.pid().to_string();
-    let args = [
-        "run",
-        "--mode",
-        "continuous",
-        "--pid",
-        &pid,
-        "--server",
-        &url,
-        "--collect-interval",
-        "500ms",
-        "--upload-interval",
-        "1s",
-        "--upload-retries",
-        "0",
-        "--upload-timeout",
-        "1s",
-        "--spool-dir",
-        "spool",
-        "--duration",
-        "4s",
-    ];
+    let args = spooling_run(&pid, &["--duration", "4s"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
     for (seq, bytes) in kept.iter().enumerate() {
         let now = fs::read(spool.join(format!("{seq:020}.spool"))).unwrap();

@@ -8,7 +8,7 @@ use std::{
     collections::HashMap,
     fs,
     io::Read,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -25,34 +25,37 @@ const MAX_HWM_MIB: f64 = 100.0;
 /// What a loaded 2-core machine adds to a timer.
 const SLACK: Duration = Duration::from_millis(1500);
 
-fn args<'a>(url: &'a str, pid: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "run",
-        "--mode",
-        "continuous",
-        "--pid",
-        pid,
-        "--server",
-        url,
-        "--collect-interval",
-        "500ms",
-        "--upload-interval",
-        "2s",
-        "--spool-dir",
-        "spool",
-    ];
-    args.extend_from_slice(extra);
-    args
+/// The `split` fixture, and a daemon sending its profiles to a server.
+struct Against {
+    fixture: Running,
+    dir: PathBuf,
+    pid: String,
+    daemon: Daemon,
+    address: String,
 }
 
-fn get(address: &str, path: &str) -> (u16, String) {
-    let response = reqwest::blocking::Client::new()
-        .get(format!("http://{address}{path}"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .unwrap_or_else(|err| panic!("GET {path}: {err}"));
-    let status = response.status().as_u16();
-    (status, response.text().unwrap_or_default())
+/// Starts the fixture and a daemon sending to `server` with `extra` flags, and waits for the
+/// server's second request.
+fn against(server: &HostileServer, name: &str, extra: &[&str]) -> Against {
+    let fixture = Running::spawn(&fixture("split"), &["60"]);
+    let dir = scratch(name);
+    let url = server.url();
+    let pid = fixture.pid().to_string();
+    let daemon = Daemon::start(&server_args(&url, &pid, extra), &dir, "daemon");
+    let address = daemon.http_address(START);
+    assert!(
+        wait_until(START, || server.requests().len() >= 2),
+        "{} requests:\n{}",
+        server.requests().len(),
+        daemon.stderr()
+    );
+    Against {
+        fixture,
+        dir,
+        pid,
+        daemon,
+        address,
+    }
 }
 
 /// The value of one sample line of a text exposition (`name{labels}`), 0 when absent.
@@ -89,7 +92,7 @@ fn assert_working(daemon: &Daemon, address: &str) {
         "no drain since taken={before}:\n{}",
         daemon.stderr()
     );
-    let (status, body) = get(address, "/healthz");
+    let (status, body) = http_get(address, "/healthz");
     assert_eq!(status, 200, "/healthz: {body}");
 }
 
@@ -124,44 +127,6 @@ fn delivered(requests: &[Request], pid: &str) -> Vec<(i64, i64)> {
     out
 }
 
-/// `time_nanos` and sample total of every profile file of `pid` in `dir`, oldest first.
-fn produced(dir: &Path, pid: &str) -> Vec<(i64, i64)> {
-    let prefix = format!("split-{pid}.cpu.");
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|d| d.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default();
-    files.retain(|p| {
-        let name = p.file_name().unwrap().to_string_lossy();
-        name.starts_with(&prefix) && name.ends_with(".pb.gz")
-    });
-    files.sort();
-    files
-        .iter()
-        .map(|f| {
-            let profile = read_pprof(f);
-            (
-                profile.time_nanos,
-                profile.sample.iter().map(|s| s.value[0]).sum(),
-            )
-        })
-        .collect()
-}
-
-fn spooled(dir: &Path) -> usize {
-    fs::read_dir(dir)
-        .map(|d| {
-            d.filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "spool")
-            })
-            .count()
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn error_body_of_300_mb_is_read_up_to_the_bound() {
     let server = HostileServer::start(Behaviour::HugeBody {
@@ -174,7 +139,7 @@ fn error_body_of_300_mb_is_read_up_to_the_bound() {
     let url = server.url();
     let pid = fixture.pid().to_string();
     let daemon = Daemon::start(
-        &args(
+        &server_args(
             &url,
             &pid,
             &["--upload-retries", "1", "--retry-max-backoff", "1s"],
@@ -197,7 +162,7 @@ fn error_body_of_300_mb_is_read_up_to_the_bound() {
         server.requests().len()
     );
     assert_working(&daemon, &address);
-    let (_, metrics) = get(&address, "/metrics");
+    let (_, metrics) = http_get(&address, "/metrics");
     assert!(
         metric(
             &metrics,
@@ -225,21 +190,16 @@ fn redirect_is_refused_and_nothing_reaches_its_target() {
         location: location.clone(),
     })
     .unwrap();
-    let fixture = Running::spawn(&fixture("split"), &["60"]);
-    let dir = scratch("hostile-redirect");
-    let url = server.url();
-    let pid = fixture.pid().to_string();
     let extra = ["--tenant-id", "team-a", "--header", "X-Secret: s3cret"];
-    let daemon = Daemon::start(&args(&url, &pid, &extra), &dir, "daemon");
-    let address = daemon.http_address(START);
-    assert!(
-        wait_until(START, || server.requests().len() >= 2),
-        "{} requests:\n{}",
-        server.requests().len(),
-        daemon.stderr()
-    );
+    let Against {
+        fixture: _fixture,
+        dir: _,
+        pid: _,
+        daemon,
+        address,
+    } = against(&server, "hostile-redirect", &extra);
     assert_working(&daemon, &address);
-    let (_, metrics) = get(&address, "/metrics");
+    let (_, metrics) = http_get(&address, "/metrics");
     assert_eq!(
         metric(&metrics, r#"profilerd_profiles_total{event="sent"}"#),
         0.0,
@@ -287,7 +247,7 @@ fn retry_after_999999_is_capped_logged_and_waits_in_the_spool() {
     let url = server.url();
     let pid = fixture.pid().to_string();
     let extra = ["--retry-max-backoff", "2s", "--dump-dir", "files"];
-    let args = args(&url, &pid, &extra);
+    let args = server_args(&url, &pid, &extra);
 
     let first = Daemon::start(&args, &dir, "first");
     let address = first.http_address(START);
@@ -313,7 +273,7 @@ fn retry_after_999999_is_capped_logged_and_waits_in_the_spool() {
         "{stderr}"
     );
     assert_working(&first, &address);
-    let (_, metrics) = get(&address, "/metrics");
+    let (_, metrics) = http_get(&address, "/metrics");
     assert!(
         metric(
             &metrics,
@@ -325,16 +285,16 @@ fn retry_after_999999_is_capped_logged_and_waits_in_the_spool() {
     let (files, spool) = (dir.join("files"), dir.join("spool"));
     assert!(
         wait_until(START, || {
-            let made = produced(&files, &pid).len();
+            let made = window_totals(&files, &pid).len();
             made >= 3 && spooled(&spool) == made
         }),
         "{} profiles made, {} spooled\n{}",
-        produced(&files, &pid).len(),
+        window_totals(&files, &pid).len(),
         spooled(&spool),
         first.stderr()
     );
     first.kill();
-    let at_kill = produced(&files, &pid).len();
+    let at_kill = window_totals(&files, &pid).len();
     assert_eq!(spooled(&spool), at_kill, "profiles lost to kill -9");
 
     server.set(Behaviour::Accept);
@@ -348,7 +308,7 @@ fn retry_after_999999_is_capped_logged_and_waits_in_the_spool() {
     let stderr = second.terminate_within(STOP);
     assert_eq!(
         delivered(&server.requests(), &pid),
-        produced(&files, &pid),
+        window_totals(&files, &pid),
         "delivered profiles differ from the ones made (lost, duplicated or reordered)\n{stderr}"
     );
 }
@@ -360,19 +320,14 @@ fn retry_after_as_a_far_date_is_capped_and_delivery_resumes_when_the_server_reco
         value: "Fri, 31 Dec 2100 23:59:59 GMT".into(),
     })
     .unwrap();
-    let fixture = Running::spawn(&fixture("split"), &["60"]);
-    let dir = scratch("hostile-retry-date");
-    let url = server.url();
-    let pid = fixture.pid().to_string();
     let extra = ["--retry-max-backoff", "2s", "--dump-dir", "files"];
-    let daemon = Daemon::start(&args(&url, &pid, &extra), &dir, "daemon");
-    let address = daemon.http_address(START);
-    assert!(
-        wait_until(START, || server.requests().len() >= 2),
-        "{} requests:\n{}",
-        server.requests().len(),
-        daemon.stderr()
-    );
+    let Against {
+        fixture: _fixture,
+        dir,
+        pid,
+        daemon,
+        address,
+    } = against(&server, "hostile-retry-date", &extra);
     server.set(Behaviour::Accept);
     let recovered = Instant::now();
     assert!(
@@ -407,7 +362,7 @@ fn retry_after_as_a_far_date_is_capped_and_delivery_resumes_when_the_server_reco
     );
     assert_eq!(
         delivered(&server.requests(), &pid),
-        produced(&dir.join("files"), &pid),
+        window_totals(&dir.join("files"), &pid),
         "delivered profiles differ from the ones made\n{stderr}"
     );
 }

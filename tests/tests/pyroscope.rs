@@ -86,26 +86,6 @@ fn delivered(
     (accepted, stderr)
 }
 
-fn server_args<'a>(standin_url: &'a str, pid: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "run",
-        "--mode",
-        "continuous",
-        "--pid",
-        pid,
-        "--server",
-        standin_url,
-        "--collect-interval",
-        "500ms",
-        "--upload-interval",
-        "2s",
-        "--spool-dir",
-        "spool",
-    ];
-    args.extend_from_slice(extra);
-    args
-}
-
 #[test]
 fn push_delivers_labelled_profiles_with_basic_auth_and_tenant() {
     let standin = StandIn::start();
@@ -249,47 +229,6 @@ fn rate_limits_and_server_errors_are_retried_bad_requests_are_not() {
     assert!(stderr.contains("rejected=1"), "{stderr}");
 }
 
-/// `time_nanos` and sample total of every profile file of `pid` in `dir`.
-fn dump_files(dir: &Path, pid: u32) -> Vec<(i64, i64)> {
-    let prefix = format!("split-{pid}.cpu.");
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(&prefix)
-        })
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|f| {
-            let profile = read_pprof(f);
-            (
-                profile.time_nanos,
-                profile.sample.iter().map(|s| s.value[0]).sum(),
-            )
-        })
-        .collect()
-}
-
-fn spooled(dir: &Path) -> usize {
-    fs::read_dir(dir)
-        .map(|d| {
-            d.filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "spool")
-            })
-            .count()
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn outage_with_daemon_restart_delivers_every_profile_once_in_order() {
     let mut standin = StandIn::start();
@@ -340,7 +279,7 @@ fn outage_with_daemon_restart_delivers_every_profile_once_in_order() {
     std::thread::sleep(Duration::from_millis(2500));
     let stderr = second.terminate();
 
-    let produced = dump_files(&dir.join("files"), fixture.pid());
+    let produced = window_totals(&dir.join("files"), &fixture.pid().to_string());
     let accepted: Vec<(i64, i64)> = standin
         .accepted()
         .iter()

@@ -17,7 +17,13 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::{check::check, error_line, record::record, run::run, server::prepare_server};
+use super::{
+    check::check,
+    error_line,
+    record::record,
+    run::{open_dump, run},
+    server::prepare_server,
+};
 use crate::{
     config::{self, Cli, Command, Listen, ParseError, RunArgs},
     export::Exporter,
@@ -228,6 +234,7 @@ async fn start_run(
             shutdown.clone(),
         )));
     }
+    let dump = open_dump(&args)?;
     let exporter = prepare_server(&args)?.map(|setup| {
         let (exporter, handle) =
             Exporter::start(setup.client, setup.spool, setup.delivery, shutdown);
@@ -238,7 +245,7 @@ async fn start_run(
     // The exporter moves into the pipeline thread and is dropped when it ends, which closes
     // the delivery queue.
     Ok(tokio::task::spawn_blocking(move || {
-        run(&args, &stop, exporter.as_ref(), &web, &reloads)
+        run(&args, dump, &stop, exporter.as_ref(), &web, &reloads)
     }))
 }
 

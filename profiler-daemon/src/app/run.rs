@@ -63,15 +63,29 @@ pub(super) struct RunLoop<'a> {
     next_report: Instant,
 }
 
+/// Where `run` keeps its files, opened (its leftovers removed) before delivery starts, which
+/// may move spooled profiles into it at once.
+pub(super) fn open_dump(args: &RunArgs) -> Result<Option<DumpDir>> {
+    let Some(dir) = args.files_dir() else {
+        return Ok(None);
+    };
+    Ok(Some(DumpDir::open(
+        &dir,
+        args.dump_max_files as usize,
+        args.dump_max_bytes,
+    )?))
+}
+
 /// Runs `profilerd run` until `stop`, `--duration` or a fatal drain error.
 pub(super) fn run(
     args: &RunArgs,
+    dump: Option<DumpDir>,
     stop: &AtomicBool,
     exporter: Option<&Exporter>,
     web: &WebState,
     reloads: &Receiver<Box<RunArgs>>,
 ) -> Result<()> {
-    let mut run = RunLoop::start(args, stop, exporter, web, reloads)?;
+    let mut run = RunLoop::start(args, dump, stop, exporter, web, reloads)?;
     while run.step()? {}
     tracing::info!(
         profiles_written = run.dump.as_ref().map_or(0, |d| d.dir.written),
@@ -84,6 +98,7 @@ impl<'a> RunLoop<'a> {
     /// Checks and resolves everything, starts the pipeline and says what it does.
     fn start(
         args: &RunArgs,
+        dump: Option<DumpDir>,
         stop: &'a AtomicBool,
         exporter: Option<&'a Exporter>,
         web: &'a WebState,
@@ -91,12 +106,7 @@ impl<'a> RunLoop<'a> {
     ) -> Result<Self> {
         let (config, targets) = prepare(&args.target, &args.limits, &args.sections)?;
         let labels = super::server::base_labels(args)?.with_sections(targets.sections.clone())?;
-        let dump = match args.files_dir() {
-            Some(dir) => Some(DumpSink {
-                dir: DumpDir::open(&dir, args.dump_max_files as usize, args.dump_max_bytes)?,
-            }),
-            None => None,
-        };
+        let dump = dump.map(|dir| DumpSink { dir });
         let pipeline = Pipeline::start(BPF_OBJECT, &config)?;
         super::daemon::warn_priority();
         privileges::drop_after_attach();
