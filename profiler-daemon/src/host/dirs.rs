@@ -99,6 +99,26 @@ pub fn check_private_dir(kind: DirKind, dir: &Path) -> Result<(), DirError> {
     check_metadata(kind, dir, &meta)
 }
 
+/// A link at the directory's own name must be the daemon's: a link another user planted
+/// (`/tmp/profiles -> /var/lib/foo`) would point the daemon's writes, clean-ups and pages at a
+/// directory of the user's choosing. The target is then checked as any directory.
+fn check_link(kind: DirKind, dir: &Path, euid: u32) -> Result<(), DirError> {
+    let Ok(link) = fs::symlink_metadata(dir) else {
+        return Ok(());
+    };
+    if !link.file_type().is_symlink() || link.uid() == euid {
+        return Ok(());
+    }
+    Err(DirError::NotPrivate {
+        kind,
+        path: dir.to_path_buf(),
+        problem: format!(
+            "a symbolic link owned by uid {}, not the daemon's uid {euid}",
+            link.uid()
+        ),
+    })
+}
+
 fn check_metadata(kind: DirKind, dir: &Path, meta: &fs::Metadata) -> Result<(), DirError> {
     if !meta.is_dir() {
         return Err(DirError::NotADirectory {
@@ -108,6 +128,7 @@ fn check_metadata(kind: DirKind, dir: &Path, meta: &fs::Metadata) -> Result<(), 
     }
     // SAFETY: geteuid cannot fail and touches no memory.
     let euid = unsafe { libc::geteuid() };
+    check_link(kind, dir, euid)?;
     match private_dir_problem(meta.uid(), meta.mode(), euid) {
         None => Ok(()),
         Some(problem) => Err(DirError::NotPrivate {
@@ -264,5 +285,24 @@ mod tests {
         fs::remove_file(dir.join("corrupt")).unwrap();
         ensure_private_subdir(DirKind::Spool, &dir.join("corrupt")).unwrap();
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_link_another_user_planted_at_the_directory_is_refused() {
+        // Needs root (lchown to another user), as every test of the daemon does.
+        let base = scratch("planted");
+        let target = base.join("target");
+        ensure_private_dir(DirKind::Dump, &target).unwrap();
+        let planted = base.join("profiles");
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        // The daemon's own link to a private directory is fine.
+        ensure_private_dir(DirKind::Dump, &planted).unwrap();
+        std::os::unix::fs::lchown(&planted, Some(65534), Some(65534)).unwrap();
+        let err = ensure_private_dir(DirKind::Dump, &planted)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a symbolic link owned by uid 65534"), "{err}");
+        assert!(err.contains("--dump-dir"), "{err}");
+        fs::remove_dir_all(&base).unwrap();
     }
 }

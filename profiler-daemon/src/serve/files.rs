@@ -101,18 +101,35 @@ impl FileWorkers {
         stats: &FileStats,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Busy> {
-        if self.waiting.fetch_add(1, Ordering::Relaxed) >= FILE_WORKERS + FILE_QUEUE {
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
+        // Counted out on drop: hyper drops the request's future when its client goes away,
+        // and a count left behind would turn every later request into a 503.
+        let place = Waiting::take(&self.waiting);
+        if place.ahead >= FILE_WORKERS + FILE_QUEUE {
             stats.queue_full.fetch_add(1, Ordering::Relaxed);
             return Err(Busy);
         }
-        let result = async {
-            let _permit = self.permits.acquire().await.map_err(|_| Busy)?;
-            tokio::task::spawn_blocking(work).await.map_err(|_| Busy)
-        }
-        .await;
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-        result
+        let _permit = self.permits.acquire().await.map_err(|_| Busy)?;
+        tokio::task::spawn_blocking(work).await.map_err(|_| Busy)
+    }
+}
+
+/// A place among the requests waiting for a worker, given back when dropped.
+struct Waiting<'a> {
+    count: &'a AtomicUsize,
+    /// Requests that held a place before this one.
+    ahead: usize,
+}
+
+impl<'a> Waiting<'a> {
+    fn take(count: &'a AtomicUsize) -> Self {
+        let ahead = count.fetch_add(1, Ordering::Relaxed);
+        Self { count, ahead }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -230,3 +230,29 @@ async fn past_the_queue_requests_are_turned_away_at_once() {
     // Once the queue drained, requests are served again.
     assert!(workers.run(&stats, || ()).await.is_ok());
 }
+
+#[tokio::test]
+async fn requests_dropped_while_waiting_give_their_place_back() {
+    let workers = std::sync::Arc::new(FileWorkers::default());
+    let stats = std::sync::Arc::new(FileStats::default());
+    // Clients that go away mid-request: hyper drops their futures while they wait.
+    let mut gone = Vec::new();
+    for _ in 0..(FILE_WORKERS + FILE_QUEUE) {
+        let (workers, stats) = (workers.clone(), stats.clone());
+        gone.push(tokio::spawn(async move {
+            workers
+                .run(&stats, || thread::sleep(Duration::from_millis(300)))
+                .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for request in &gone {
+        request.abort();
+    }
+    for request in gone {
+        let _ = request.await;
+    }
+    assert_eq!(workers.waiting.load(Ordering::Relaxed), 0);
+    assert!(workers.run(&stats, || ()).await.is_ok(), "not turned away");
+    assert_eq!(stats.queue_full.load(Ordering::Relaxed), 0);
+}
