@@ -3,6 +3,7 @@
 
 use std::{
     path::{Path, PathBuf},
+    sync::{RwLock, RwLockReadGuard},
     time::Duration,
 };
 
@@ -10,6 +11,14 @@ use profiler_tests::*;
 use scenario::{kept_profiles as kept, spike};
 
 const EXIT: Duration = Duration::from_secs(90);
+
+/// The idle-host test watches every process, so the other tests' bursts would be its
+/// triggers: it runs alone, the others side by side.
+static HOST: RwLock<()> = RwLock::new(());
+
+fn beside_others() -> RwLockReadGuard<'static, ()> {
+    HOST.read().unwrap_or_else(|e| e.into_inner())
+}
 
 fn file_name(path: &Path) -> String {
     path.file_name().unwrap().to_string_lossy().into_owned()
@@ -35,6 +44,7 @@ fn one_kept(args: &[&str], dir: &Path, metric: &str) -> (PathBuf, String) {
 
 #[test]
 fn cpu_spike_keeps_one_profile_with_the_seconds_before_it() {
+    let _host = beside_others();
     // 12 s light marker (warm-up), 3 s burn, 3 s light, 3 s burn inside the cooldown.
     let fixture = Running::spawn(&fixture("spike"), &spike::FIXTURE_ARGS);
     let dir = scratch("trigger-cpu");
@@ -121,6 +131,7 @@ fn cpu_spike_keeps_one_profile_with_the_seconds_before_it() {
 
 #[test]
 fn memory_growth_past_a_small_limit_fires_the_mem_rule() {
+    let _host = beside_others();
     let fixture = Running::spawn(&fixture("grow"), &["mem", "12", "90", "8"]);
     let dir = scratch("trigger-mem");
     let pid = fixture.pid().to_string();
@@ -156,6 +167,7 @@ fn memory_growth_past_a_small_limit_fires_the_mem_rule() {
 
 #[test]
 fn starting_many_threads_fires_the_thread_rule() {
+    let _host = beside_others();
     let fixture = Running::spawn(
         &fixture_with("grow", "grow", &["-pthread"]),
         &["threads", "12", "60", "8"],
@@ -185,6 +197,7 @@ fn starting_many_threads_fires_the_thread_rule() {
 
 #[test]
 fn cgroup_target_fires_on_the_sum_of_processes_below_the_threshold_alone() {
+    let _host = beside_others();
     let group = TestCgroup::create("profilerd-trigger");
     let first = Running::spawn(&fixture("split"), &["60"]);
     let second = Running::spawn(&fixture("split"), &["60"]);
@@ -244,6 +257,7 @@ fn cgroup_target_fires_on_the_sum_of_processes_below_the_threshold_alone() {
 
 #[test]
 fn idle_host_in_triggered_mode_writes_nothing() {
+    let _alone = HOST.write().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("trigger-idle");
     let args = [
         "run",
@@ -254,7 +268,9 @@ fn idle_host_in_triggered_mode_writes_nothing() {
         "--upload-interval",
         "5s",
     ];
-    let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
+    let mut daemon = Daemon::start(&args, &dir, "daemon");
+    let own = format!(" profilerd-{}:", daemon.pid());
+    let stderr = daemon.wait_exit(EXIT);
     assert!(
         stderr.contains("triggered mode: watching each process of all processes"),
         "{stderr}"
@@ -262,7 +278,7 @@ fn idle_host_in_triggered_mode_writes_nothing() {
     assert!(stderr.contains("status: "), "{stderr}");
     // Its own work (symbolizing, encoding) is no reason to keep a profile of the daemon.
     assert!(
-        !stderr.contains(" profilerd-"),
+        !stderr.contains(&own),
         "the daemon watched itself\n{stderr}"
     );
     let files = kept(&dir.join("kept"));
