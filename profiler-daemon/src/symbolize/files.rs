@@ -2,9 +2,10 @@
 //!
 //! Any local user controls the files their processes map: after mapping one they can replace
 //! its path with a FIFO (whose `open()` waits for a writer that never comes), a device, or
-//! another file. So a file is opened once, while its process lives, without blocking
-//! (`O_NONBLOCK`), and kept only if `fstat` says it is a regular file with the device and inode
-//! `/proc/PID/maps` recorded for the mapping. blazesym then reads it through
+//! another file. So a file is opened once, while its process lives: first with `O_PATH` (which
+//! runs no device driver's or FIFO's open), and opened for reading, without blocking, only if
+//! `fstat` says it is a regular file with the device and inode `/proc/PID/maps` recorded for
+//! the mapping. blazesym then reads it through
 //! `/proc/self/fd/N` of that descriptor: the inode the process mapped, whatever its path
 //! names later. A file that fails the checks, or whose symbol and debug sections are over
 //! `--max-symbol-file-bytes` (or would take the files parsed together over
@@ -75,18 +76,47 @@ impl Refusal {
     }
 }
 
-/// Opens a file a user may control without waiting on anyone: non-blocking (a FIFO opens at
-/// once instead of waiting for a writer), no controlling terminal, and kept only when it is
-/// a regular file.
+/// Opens a file a user may control without waiting on anyone (see [`open_checked`]).
 pub fn open_untrusted(path: &Path) -> Result<File, Refusal> {
+    open_checked(path, 0, None)
+}
+
+/// Opens a file a user may control, reading it only once it is known to be a regular file
+/// (and, given `expect`, the device and inode as `/proc/PID/maps` spells them).
+///
+/// The path is first opened with `O_PATH`, which runs no driver's or FIFO's open: a plain
+/// read-only open of a device node (a symlink to `/dev/watchdog` arms the watchdog) already
+/// acts before any `fstat` could refuse it. Only that descriptor's inode, checked, is then
+/// opened for reading through `/proc/self/fd/N` (non-blocking, no controlling terminal), and
+/// checked again: the reopen follows the descriptor, not the path, so it is the same inode
+/// unless something is wrong. `flags` adds open flags to the `O_PATH` open (`O_NOFOLLOW`
+/// where the path is ours to choose).
+pub fn open_checked(
+    path: &Path,
+    flags: libc::c_int,
+    expect: Option<FileId>,
+) -> Result<File, Refusal> {
+    let handle = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | flags)
+        .open(path)
+        .map_err(|_| Refusal::Unreachable)?;
+    let meta = handle.metadata().map_err(|_| Refusal::Unreachable)?;
+    if !meta.file_type().is_file() {
+        return Err(Refusal::NotRegular);
+    }
+    let id = (maps_dev(meta.dev()), meta.ino());
+    if expect.is_some_and(|expect| expect != id) {
+        return Err(Refusal::Replaced);
+    }
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
         .map_err(|_| Refusal::Unreachable)?;
-    let meta = file.metadata().map_err(|_| Refusal::Unreachable)?;
-    if !meta.file_type().is_file() {
-        return Err(Refusal::NotRegular);
+    let reopened = file.metadata().map_err(|_| Refusal::Unreachable)?;
+    if !reopened.file_type().is_file() || (maps_dev(reopened.dev()), reopened.ino()) != id {
+        return Err(Refusal::Replaced);
     }
     Ok(file)
 }
@@ -97,12 +127,6 @@ pub fn maps_dev(st_dev: u64) -> u64 {
     let major = ((st_dev >> 32) & 0xffff_f000) | ((st_dev >> 8) & 0xfff);
     let minor = ((st_dev >> 12) & 0xffff_ff00) | (st_dev & 0xff);
     (major << 32) | minor
-}
-
-/// Whether `file` is the file a mapping recorded (device and inode).
-pub fn is_mapped_file(file: &File, vma: &Vma) -> bool {
-    file.metadata()
-        .is_ok_and(|m| (maps_dev(m.dev()), m.ino()) == (vma.dev, vma.inode))
 }
 
 /// Devices (as [`crate::process::parse_maps`] spells them) of the FUSE mounts process `pid`
@@ -137,10 +161,10 @@ pub fn open_mapped(pid: u32, vma: &Vma) -> Result<File, Refusal> {
     // The most telling reason of all the attempts: a FIFO says more than "gone".
     let mut refusal = Refusal::Unreachable;
     for path in candidates {
-        match open_untrusted(&path) {
-            Ok(file) if is_mapped_file(&file, vma) => return Ok(file),
-            Ok(_) => refusal = Refusal::Replaced,
+        match open_checked(&path, 0, Some((vma.dev, vma.inode))) {
+            Ok(file) => return Ok(file),
             Err(Refusal::NotRegular) => refusal = Refusal::NotRegular,
+            Err(Refusal::Replaced) if refusal != Refusal::NotRegular => refusal = Refusal::Replaced,
             Err(_) => {}
         }
     }
@@ -377,8 +401,8 @@ mod tests {
         let text = std::fs::read_to_string("/proc/self/maps").unwrap();
         let vmas = crate::process::parse_maps(&text);
         let vma = vmas.iter().find(|v| v.inode != 0).unwrap();
-        let file = open_untrusted(Path::new(&vma.path)).unwrap();
-        assert!(is_mapped_file(&file, vma), "{vma:?}");
+        let opened = open_checked(Path::new(&vma.path), 0, Some((vma.dev, vma.inode)));
+        assert!(opened.is_ok(), "{vma:?}");
     }
 
     #[test]
@@ -406,6 +430,64 @@ mod tests {
 
         std::fs::remove_file(&lib).unwrap();
         assert_eq!(open_within_a_second(&vma), Err(Refusal::Unreachable));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Whether `inotify` (non-blocking, watching IN_OPEN) has seen an open since last asked.
+    fn opened(inotify: &File) -> bool {
+        let mut events = [0u8; 4096];
+        // SAFETY: a valid descriptor and buffer of that length.
+        let n = unsafe { libc::read(inotify.as_raw_fd(), events.as_mut_ptr().cast(), 4096) };
+        n > 0
+    }
+
+    /// An inotify descriptor reporting every open of `path`'s inode.
+    fn watch_opens(path: &Path) -> File {
+        use std::os::unix::io::FromRawFd;
+        // SAFETY: plain syscalls; the descriptor is owned by the returned File.
+        let inotify = unsafe {
+            let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+            assert!(fd >= 0);
+            File::from_raw_fd(fd)
+        };
+        let name = CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid descriptor and NUL-terminated path.
+        let watch =
+            unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), name.as_ptr(), libc::IN_OPEN) };
+        assert!(watch >= 0);
+        inotify
+    }
+
+    #[test]
+    fn a_fifo_or_device_behind_a_symlink_is_refused_without_being_opened() {
+        let dir = dir("never-opened");
+        let fifo = dir.join("fifo");
+        let name = CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let mut targets = vec![fifo];
+        // A device node of our own (the null device), so that no other process's opens of
+        // /dev/null are seen; only root may make one.
+        let device = dir.join("null");
+        let name = CString::new(device.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        if unsafe { libc::mknod(name.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) } == 0 {
+            targets.push(device);
+        }
+        for target in targets {
+            let link = dir.join("lib.so");
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&target, &link).unwrap();
+            let inotify = watch_opens(&target);
+            assert_eq!(open_untrusted(&link).err(), Some(Refusal::NotRegular));
+            assert!(!opened(&inotify), "{target:?} was opened for reading");
+            // The watch does see a reading open (so that the check above means something).
+            let reader = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&target);
+            assert!(reader.is_ok() && opened(&inotify), "{target:?} unwatched");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
