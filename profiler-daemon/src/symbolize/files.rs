@@ -13,7 +13,7 @@
 //! offset, and the refusal is counted by reason.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     fs::{File, OpenOptions},
     os::unix::fs::{MetadataExt, OpenOptionsExt},
     os::unix::io::AsRawFd,
@@ -21,12 +21,9 @@ use std::{
     time::Instant,
 };
 
-use crate::process::{
-    procfs::{parse_mount_devices, read_mountinfo_of},
-    Vma,
-};
+use crate::process::Vma;
 
-use super::debuginfo;
+use super::{debuginfo, fuse, fuse::FuseMounts};
 
 /// A file in any mount namespace: its device and inode.
 pub type FileId = (u64, u64);
@@ -101,6 +98,12 @@ pub fn open_checked(
         .custom_flags(libc::O_PATH | flags)
         .open(path)
         .map_err(|_| Refusal::Unreachable)?;
+    reopen_checked(&handle, expect)
+}
+
+/// Opens for reading the file an `O_PATH` descriptor names, if it is a regular file (and
+/// `expect`'s device and inode): see [`open_checked`].
+pub fn reopen_checked(handle: &File, expect: Option<FileId>) -> Result<File, Refusal> {
     let meta = handle.metadata().map_err(|_| Refusal::Unreachable)?;
     if !meta.file_type().is_file() {
         return Err(Refusal::NotRegular);
@@ -129,43 +132,48 @@ pub fn maps_dev(st_dev: u64) -> u64 {
     (major << 32) | minor
 }
 
-/// Devices (as [`crate::process::parse_maps`] spells them) of the FUSE mounts process `pid`
-/// sees. Read afresh for each process tracked: a device number of an unmounted file system
-/// can come back as a FUSE mount.
-pub fn fuse_devices(pid: u32) -> HashSet<u64> {
-    let Some(text) = read_mountinfo_of(pid) else {
-        return HashSet::new();
-    };
-    parse_mount_devices(&text)
-        .filter(|(_, fstype)| fstype.starts_with("fuse"))
-        .filter_map(|(dev, _)| {
-            let (major, minor) = dev.split_once(':')?;
-            Some((major.parse::<u64>().ok()? << 32) | minor.parse::<u64>().ok()?)
-        })
-        .collect()
-}
-
 /// Opens the file `vma` of process `pid` maps: through `/proc/PID/map_files/` (the mapped
 /// inode itself, while the process lives and the daemon has CAP_SYS_ADMIN), else by its path
 /// in the process's root, else by its path in ours. A path is trusted only as far as it still
 /// leads to the same device and inode, which also tells a container's file from ours.
-pub fn open_mapped(pid: u32, vma: &Vma) -> Result<File, Refusal> {
-    let candidates = [
-        PathBuf::from(format!(
-            "/proc/{pid}/map_files/{:x}-{:x}",
-            vma.start, vma.end
-        )),
-        PathBuf::from(format!("/proc/{pid}/root{}", vma.path)),
-        PathBuf::from(&vma.path),
-    ];
-    // The most telling reason of all the attempts: a FIFO says more than "gone".
-    let mut refusal = Refusal::Unreachable;
-    for path in candidates {
-        match open_checked(&path, 0, Some((vma.dev, vma.inode))) {
+pub fn open_mapped(pid: u32, vma: &Vma, fuse: &FuseMounts) -> Result<File, Refusal> {
+    let expect = Some((vma.dev, vma.inode));
+    let map_file = format!("/proc/{pid}/map_files/{:x}-{:x}", vma.start, vma.end);
+    // The map file is a link to the mapped inode itself, which no lookup by name reaches.
+    let mut refusal = match open_checked(Path::new(&map_file), 0, expect) {
+        Ok(file) => return Ok(file),
+        Err(refusal) => refusal,
+    };
+    // By path (the process gone): never into a FUSE mount, whose lookups may never return.
+    for own in [false, true] {
+        if fuse.covers(&vma.path, own) {
+            refusal = Refusal::Fuse;
+            continue;
+        }
+        let base = if own {
+            "/".to_string()
+        } else {
+            format!("/proc/{pid}/root")
+        };
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(base)
+            .map_err(|_| Refusal::Unreachable)
+            .and_then(|base| fuse::walk(base, &vma.path, &fuse.devices))
+            .and_then(|handle| reopen_checked(&handle, expect));
+        match opened {
             Ok(file) => return Ok(file),
-            Err(Refusal::NotRegular) => refusal = Refusal::NotRegular,
-            Err(Refusal::Replaced) if refusal != Refusal::NotRegular => refusal = Refusal::Replaced,
-            Err(_) => {}
+            // The most telling reason of all the attempts: a FIFO says more than "gone".
+            Err(Refusal::Unreachable) => {}
+            Err(other) if refusal == Refusal::NotRegular => {
+                refusal = if other == Refusal::Fuse {
+                    other
+                } else {
+                    refusal
+                }
+            }
+            Err(other) => refusal = other,
         }
     }
     Err(refusal)
@@ -235,20 +243,18 @@ impl Files {
         id: FileId,
         pid: u32,
         vma: &Vma,
-        fuse: &mut Option<HashSet<u64>>,
+        fuse: &mut Option<FuseMounts>,
     ) -> &HeldFile {
         if self.held.contains_key(&id) {
             let file = self.held.get_mut(&id).expect("checked");
             file.processes += 1;
             return file;
         }
-        let on_fuse = fuse
-            .get_or_insert_with(|| fuse_devices(pid))
-            .contains(&vma.dev);
-        let opened = if on_fuse {
+        let fuse = fuse.get_or_insert_with(|| FuseMounts::of(pid));
+        let opened = if fuse.devices.contains(&vma.dev) {
             Err(Refusal::Fuse)
         } else {
-            open_mapped(pid, vma)
+            open_mapped(pid, vma, fuse)
         };
         let (file, refused, build_id, facts) = match opened {
             Ok(file) => {
@@ -390,7 +396,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let vma = vma.clone();
         std::thread::spawn(move || {
-            let _ = tx.send(open_mapped(GONE, &vma).map(|_| ()));
+            let _ = tx.send(open_mapped(GONE, &vma, &FuseMounts::default()).map(|_| ()));
         });
         rx.recv_timeout(Duration::from_secs(1))
             .expect("open_mapped blocked")
@@ -430,6 +436,23 @@ mod tests {
 
         std::fs::remove_file(&lib).unwrap();
         assert_eq!(open_within_a_second(&vma), Err(Refusal::Unreachable));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_path_under_a_fuse_mount_point_is_not_looked_up() {
+        let dir = dir("under-fuse");
+        let lib = dir.join("lib.so");
+        std::fs::write(&lib, b"original").unwrap();
+        let vma = vma_of(&lib);
+        // The directory stands in for a FUSE mount point of ours (its mountinfo gone with the
+        // process): the file is there and the same, but no lookup may go into the mount.
+        let fuse = FuseMounts {
+            own_points: vec![dir.to_str().unwrap().to_string()],
+            ..FuseMounts::default()
+        };
+        assert_eq!(open_mapped(GONE, &vma, &fuse).err(), Some(Refusal::Fuse));
+        assert!(open_mapped(GONE, &vma, &FuseMounts::default()).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -574,7 +597,10 @@ mod tests {
             path: "/never/opened".into(),
             ..vma_of(&std::env::current_exe().unwrap())
         };
-        let mut fuse = Some(HashSet::from([vma.dev]));
+        let mut fuse = Some(FuseMounts {
+            devices: [vma.dev].into(),
+            ..FuseMounts::default()
+        });
         let held = files.hold((vma.dev, vma.inode), GONE, &vma, &mut fuse);
         assert_eq!(held.refused, Some(Refusal::Fuse));
         assert_eq!(files.refused[Refusal::Fuse.index()], 1);

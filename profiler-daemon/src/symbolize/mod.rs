@@ -28,6 +28,7 @@ use crate::process::{is_running, is_same_process_alive, ProcessInfo, Vma};
 mod debuginfo;
 mod files;
 mod frame;
+mod fuse;
 mod kallsyms;
 mod perfmap;
 
