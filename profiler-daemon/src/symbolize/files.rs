@@ -44,16 +44,19 @@ pub enum Refusal {
     /// It is on a FUSE file system, whose server (any user can run one) answers every open
     /// and every page read of it, or never does.
     Fuse,
+    /// A perf map not owned by its process's user (perf refuses those too).
+    NotOwner,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 6] = [
+    pub const ALL: [Refusal; 7] = [
         Refusal::NotRegular,
         Refusal::Replaced,
         Refusal::Unreachable,
         Refusal::FileBound,
         Refusal::TotalBound,
         Refusal::Fuse,
+        Refusal::NotOwner,
     ];
 
     /// The metric label.
@@ -65,6 +68,7 @@ impl Refusal {
             Refusal::FileBound => "file_bound",
             Refusal::TotalBound => "total_bound",
             Refusal::Fuse => "fuse",
+            Refusal::NotOwner => "not_owner",
         }
     }
 
@@ -223,7 +227,7 @@ pub struct Files {
     /// Symbol and debug section bytes of the files blazesym may hold parsed.
     pub parsed_bytes: u64,
     /// Refusals by [`Refusal::ALL`] index.
-    pub refused: [u64; 6],
+    pub refused: [u64; 7],
 }
 
 impl Files {
@@ -232,7 +236,7 @@ impl Files {
             held: HashMap::new(),
             bounds,
             parsed_bytes: 0,
-            refused: [0; 6],
+            refused: [0; 7],
         }
     }
 

@@ -83,14 +83,14 @@ pub struct SymbolsStats {
     pub files_evicted: u64,
     pub files_expired: u64,
     /// Mapped files not read, by [`Refusal::ALL`] index (see [`files`]).
-    pub files_refused: [u64; 6],
+    pub files_refused: [u64; 7],
     /// Symbol and debug section bytes of the files blazesym may hold parsed (filled in by
     /// [`Symbols::stats`]).
     pub symbol_bytes: u64,
 }
 
 /// Labels of [`SymbolsStats::files_refused`], in order.
-pub fn refusal_reasons() -> [&'static str; 6] {
+pub fn refusal_reasons() -> [&'static str; 7] {
     Refusal::ALL.map(Refusal::name)
 }
 
