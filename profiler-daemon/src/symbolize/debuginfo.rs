@@ -322,6 +322,7 @@ mod tests {
         let mut files = super::super::files::Files::new(super::super::files::Bounds {
             max_file_bytes: 1 << 30,
             max_bytes: u64::MAX,
+            max_files: usize::MAX,
         });
         let path = root.join("usr/lib/gabi.so");
         let meta = std::fs::metadata(&path).unwrap();

@@ -46,10 +46,12 @@ pub enum Refusal {
     Fuse,
     /// A perf map not owned by its process's user (perf refuses those too).
     NotOwner,
+    /// `--max-symbol-files` files are held open already.
+    HeldBound,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::NotRegular,
         Refusal::Replaced,
         Refusal::Unreachable,
@@ -57,6 +59,7 @@ impl Refusal {
         Refusal::TotalBound,
         Refusal::Fuse,
         Refusal::NotOwner,
+        Refusal::HeldBound,
     ];
 
     /// The metric label.
@@ -69,6 +72,7 @@ impl Refusal {
             Refusal::TotalBound => "total_bound",
             Refusal::Fuse => "fuse",
             Refusal::NotOwner => "not_owner",
+            Refusal::HeldBound => "held_bound",
         }
     }
 
@@ -218,6 +222,8 @@ impl HeldFile {
 pub struct Bounds {
     pub max_file_bytes: u64,
     pub max_bytes: u64,
+    /// Files held open at once: each is a descriptor, and the daemon's own files need some.
+    pub max_files: usize,
 }
 
 /// Every file mapped by a tracked process, by identity.
@@ -227,7 +233,9 @@ pub struct Files {
     /// Symbol and debug section bytes of the files blazesym may hold parsed.
     pub parsed_bytes: u64,
     /// Refusals by [`Refusal::ALL`] index.
-    pub refused: [u64; 7],
+    pub refused: [u64; 8],
+    /// Held files with a descriptor (bounded by [`Bounds::max_files`]).
+    pub descriptors: usize,
 }
 
 impl Files {
@@ -236,7 +244,8 @@ impl Files {
             held: HashMap::new(),
             bounds,
             parsed_bytes: 0,
-            refused: [0; 7],
+            refused: [0; 8],
+            descriptors: 0,
         }
     }
 
@@ -255,7 +264,9 @@ impl Files {
             return file;
         }
         let fuse = fuse.get_or_insert_with(|| FuseMounts::of(pid));
-        let opened = if fuse.devices.contains(&vma.dev) {
+        let opened = if self.descriptors >= self.bounds.max_files {
+            Err(Refusal::HeldBound)
+        } else if fuse.devices.contains(&vma.dev) {
             Err(Refusal::Fuse)
         } else {
             open_mapped(pid, vma, fuse)
@@ -279,8 +290,10 @@ impl Files {
         if let Some(refusal) = refused {
             self.refuse(refusal, pid, vma, facts.symbol_bytes);
         }
+        let file = if refused.is_some() { None } else { file };
+        self.descriptors += usize::from(file.is_some());
         self.held.entry(id).or_insert(HeldFile {
-            file: if refused.is_some() { None } else { file },
+            file,
             refused,
             build_id,
             facts,
@@ -301,6 +314,7 @@ impl Files {
         let fix = match refusal {
             Refusal::FileBound => "raise --max-symbol-file-bytes to name its frames",
             Refusal::TotalBound => "raise --max-symbol-bytes to name its frames",
+            Refusal::HeldBound => "raise --max-symbol-files to name its frames",
             _ => "its frames are named by module and offset",
         };
         tracing::info!(
@@ -355,6 +369,7 @@ impl Files {
             return None;
         }
         let file = self.held.remove(&id)?;
+        self.descriptors -= usize::from(file.file.is_some());
         if file.parsed {
             self.parsed_bytes -= file.facts.symbol_bytes;
         }
@@ -540,10 +555,13 @@ mod tests {
         let mut files = Files::new(Bounds {
             max_file_bytes: 100,
             max_bytes: 150,
+            max_files: usize::MAX,
         });
         let vma = vma_of(&std::env::current_exe().unwrap());
         files.held.insert((1, 1), held(100));
         files.held.insert((1, 2), held(100));
+        // Inserted by hand: counted as hold() counts them.
+        files.descriptors = files.held.len();
         assert!(files.admit((1, 1), 1, &vma).is_ok());
         assert_eq!(files.parsed_bytes, 100);
         // Counted once, however often it is read.
@@ -572,6 +590,7 @@ mod tests {
         let mut files = Files::new(Bounds {
             max_file_bytes: 1,
             max_bytes: u64::MAX,
+            max_files: usize::MAX,
         });
         // This test binary: a symbol table and DWARF of more than one byte.
         let text = std::fs::read_to_string("/proc/self/maps").unwrap();
@@ -591,10 +610,43 @@ mod tests {
     }
 
     #[test]
+    fn files_beyond_the_held_bound_are_not_opened_until_one_is_released() {
+        let dir = dir("held-bound");
+        let vmas: Vec<Vma> = ["a.so", "b.so", "c.so"]
+            .iter()
+            .map(|name| {
+                std::fs::write(dir.join(name), name).unwrap();
+                vma_of(&dir.join(name))
+            })
+            .collect();
+        let mut files = Files::new(Bounds {
+            max_file_bytes: u64::MAX,
+            max_bytes: u64::MAX,
+            max_files: 1,
+        });
+        let hold = |files: &mut Files, vma: &Vma| {
+            let fuse = &mut Some(FuseMounts::default());
+            files.hold((vma.dev, vma.inode), GONE, vma, fuse).refused
+        };
+        assert_eq!(hold(&mut files, &vmas[0]), None);
+        assert_eq!(hold(&mut files, &vmas[1]), Some(Refusal::HeldBound));
+        assert_eq!(files.descriptors, 1);
+        assert_eq!(files.refused[Refusal::HeldBound.index()], 1);
+        // The refused one holds no descriptor: releasing it makes no room.
+        assert!(files.release((vmas[1].dev, vmas[1].inode)).is_some());
+        assert_eq!(files.descriptors, 1);
+        assert!(files.release((vmas[0].dev, vmas[0].inode)).is_some());
+        assert_eq!(files.descriptors, 0);
+        assert_eq!(hold(&mut files, &vmas[2]), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_file_on_a_fuse_mount_is_never_opened() {
         let mut files = Files::new(Bounds {
             max_file_bytes: u64::MAX,
             max_bytes: u64::MAX,
+            max_files: usize::MAX,
         });
         // A path that does not exist: the device alone decides, before any open.
         let vma = Vma {
