@@ -168,7 +168,7 @@ pub fn open_mapped(pid: u32, vma: &Vma, fuse: &FuseMounts) -> Result<File, Refus
             .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
             .open(base)
             .map_err(|_| Refusal::Unreachable)
-            .and_then(|base| fuse::walk(base, &vma.path, &fuse.devices))
+            .and_then(|base| fuse::walk(base, &vma.path, fuse))
             .and_then(|handle| reopen_checked(&handle, expect));
         match opened {
             Ok(file) => return Ok(file),
@@ -415,7 +415,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let vma = vma.clone();
         std::thread::spawn(move || {
-            let _ = tx.send(open_mapped(GONE, &vma, &FuseMounts::default()).map(|_| ()));
+            let _ = tx.send(open_mapped(GONE, &vma, &FuseMounts::of(GONE)).map(|_| ()));
         });
         rx.recv_timeout(Duration::from_secs(1))
             .expect("open_mapped blocked")
@@ -468,10 +468,10 @@ mod tests {
         // process): the file is there and the same, but no lookup may go into the mount.
         let fuse = FuseMounts {
             own_points: vec![dir.to_str().unwrap().to_string()],
-            ..FuseMounts::default()
+            ..FuseMounts::of(GONE)
         };
         assert_eq!(open_mapped(GONE, &vma, &fuse).err(), Some(Refusal::Fuse));
-        assert!(open_mapped(GONE, &vma, &FuseMounts::default()).is_ok());
+        assert!(open_mapped(GONE, &vma, &FuseMounts::of(GONE)).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -625,7 +625,7 @@ mod tests {
             max_files: 1,
         });
         let hold = |files: &mut Files, vma: &Vma| {
-            let fuse = &mut Some(FuseMounts::default());
+            let fuse = &mut Some(FuseMounts::of(GONE));
             files.hold((vma.dev, vma.inode), GONE, vma, fuse).refused
         };
         assert_eq!(hold(&mut files, &vmas[0]), None);

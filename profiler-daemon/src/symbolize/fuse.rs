@@ -6,9 +6,9 @@
 //! point (of the process's namespace, and of ours) is the path or a directory above it, and
 //! then one component at a time, without following symlinks (the paths of `/proc/PID/maps` are
 //! resolved already, so a symlink in one is a replacement), each component's device checked
-//! against the FUSE devices before a name is looked up in it. The check asks the kernel for
-//! cached attributes only (`AT_STATX_DONT_SYNC`), which a FUSE file system answers without its
-//! server.
+//! against the FUSE devices, and its mount against the mounts read (a mount made since could be
+//! a FUSE one), before a name is looked up in it. The check asks the kernel for cached
+//! attributes only (`AT_STATX_DONT_SYNC`), which a FUSE file system answers without its server.
 
 use std::{
     collections::HashSet,
@@ -33,6 +33,10 @@ pub struct FuseMounts {
     pub process_points: Option<Vec<String>>,
     /// Mount points of FUSE mounts in the daemon's namespace.
     pub own_points: Vec<String>,
+    /// Ids of all the mounts of both, FUSE ones included, as mountinfo and `statx` number them.
+    pub mounts: HashSet<u64>,
+    /// Ids of the FUSE mounts of both.
+    pub fuse_mounts: HashSet<u64>,
 }
 
 impl FuseMounts {
@@ -48,8 +52,15 @@ impl FuseMounts {
     /// From the process's mountinfo text (None when gone) and the daemon's.
     pub fn parse(process: Option<&str>, own: &str) -> Self {
         let mut devices = HashSet::new();
+        let (mut mounts, mut fuse_mounts) = (HashSet::new(), HashSet::new());
         let mut points = |text: &str| {
             devices.extend(fuse_devices(text));
+            for (id, fuse) in mount_ids(text) {
+                mounts.insert(id);
+                if fuse {
+                    fuse_mounts.insert(id);
+                }
+            }
             parse_mounts(text)
                 .filter(|m| m.fstype.starts_with("fuse"))
                 .map(|m| unescape(m.point))
@@ -61,6 +72,8 @@ impl FuseMounts {
             devices,
             process_points,
             own_points,
+            mounts,
+            fuse_mounts,
         }
     }
 
@@ -83,6 +96,15 @@ fn fuse_devices(text: &str) -> impl Iterator<Item = u64> + '_ {
             let (major, minor) = dev.split_once(':')?;
             Some((major.parse::<u64>().ok()? << 32) | minor.parse::<u64>().ok()?)
         })
+}
+
+/// The id of each mount of a mountinfo text, and whether it is a FUSE one.
+fn mount_ids(text: &str) -> impl Iterator<Item = (u64, bool)> + '_ {
+    text.lines().filter_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let id = left.split_whitespace().next()?.parse().ok()?;
+        Some((id, right.starts_with("fuse")))
+    })
 }
 
 /// A mountinfo field with its octal escapes (`\040` for a space) decoded.
@@ -116,9 +138,10 @@ fn is_under(path: &str, point: &str) -> bool {
 }
 
 /// Opens (`O_PATH`) the absolute `path` below the directory `base`, one component at a time,
-/// refusing a symlink (as [`Refusal::NotRegular`] in the last place), a `..`, and a component on a device of `fuse` before looking up the
-/// next name in it.
-pub fn walk(base: File, path: &str, fuse: &HashSet<u64>) -> Result<File, Refusal> {
+/// refusing a symlink (as [`Refusal::NotRegular`] in the last place), a `..`, and a component
+/// on a FUSE device or mount, or on a mount `fuse` does not know, before looking up the next
+/// name in it.
+pub fn walk(base: File, path: &str, fuse: &FuseMounts) -> Result<File, Refusal> {
     let mut at = base;
     check(&at, fuse, true)?;
     let names: Vec<&str> = path.split('/').filter(|n| !n.is_empty()).collect();
@@ -146,9 +169,10 @@ pub fn walk(base: File, path: &str, fuse: &HashSet<u64>) -> Result<File, Refusal
     Ok(at)
 }
 
-/// Refuses a descriptor on a FUSE device or a symlink, and, for a `dir`, anything else than
-/// a directory; from cached attributes only, which never wait on a FUSE server.
-fn check(file: &File, fuse: &HashSet<u64>, dir: bool) -> Result<(), Refusal> {
+/// Refuses a descriptor on a FUSE device or mount, on a mount made since `fuse` was read, or
+/// a symlink, and, for a `dir`, anything else than a directory; from cached attributes only,
+/// which never wait on a FUSE server.
+fn check(file: &File, fuse: &FuseMounts, dir: bool) -> Result<(), Refusal> {
     // SAFETY: statx is plain old data, filled in by the kernel.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: a valid descriptor, an empty NUL-terminated path with AT_EMPTY_PATH, and a
@@ -158,7 +182,7 @@ fn check(file: &File, fuse: &HashSet<u64>, dir: bool) -> Result<(), Refusal> {
             file.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_DONT_SYNC,
-            libc::STATX_TYPE,
+            libc::STATX_TYPE | libc::STATX_MNT_ID,
             &mut stx,
         )
     };
@@ -166,7 +190,13 @@ fn check(file: &File, fuse: &HashSet<u64>, dir: bool) -> Result<(), Refusal> {
         return Err(Refusal::Unreachable);
     }
     let dev = (u64::from(stx.stx_dev_major) << 32) | u64::from(stx.stx_dev_minor);
-    if fuse.contains(&dev) {
+    if fuse.devices.contains(&dev) {
+        return Err(Refusal::Fuse);
+    }
+    // A kernel before 5.8 gives no mount id: the devices and mount points alone decide.
+    if stx.stx_mask & libc::STATX_MNT_ID != 0
+        && (fuse.fuse_mounts.contains(&stx.stx_mnt_id) || !fuse.mounts.contains(&stx.stx_mnt_id))
+    {
         return Err(Refusal::Fuse);
     }
     let kind = u32::from(stx.stx_mode) & libc::S_IFMT;
@@ -202,6 +232,8 @@ mod tests {
     fn paths_on_or_under_a_fuse_mount_point_are_told_apart() {
         let mounts = FuseMounts::parse(Some(MOUNTINFO), "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n");
         assert_eq!(mounts.devices, HashSet::from([50, 51]));
+        assert_eq!(mounts.fuse_mounts, HashSet::from([40, 41]));
+        assert_eq!(mounts.mounts, HashSet::from([22, 40, 41]));
         assert!(mounts.covers("/home/eve/my mnt/lib.so", false));
         assert!(mounts.covers("/run/user/1000/doc", false));
         assert!(!mounts.covers("/home/eve/my mntx/lib.so", false));
@@ -223,7 +255,7 @@ mod tests {
         std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
         let root = || File::open("/").unwrap();
         let path = |p: &str| dir.join(p).to_str().unwrap().to_string();
-        let none = HashSet::new();
+        let none = FuseMounts::of(std::process::id());
 
         let file = walk(root(), &path("real/lib.so"), &none).unwrap();
         let want = std::fs::metadata(dir.join("real/lib.so")).unwrap();
@@ -238,9 +270,17 @@ mod tests {
             Some(Refusal::Unreachable)
         );
         // A directory on a FUSE device (the temp dir's device stands in) is not looked into.
-        let fuse = HashSet::from([maps_dev(want.dev())]);
+        let fuse = FuseMounts {
+            devices: [maps_dev(want.dev())].into(),
+            ..FuseMounts::of(std::process::id())
+        };
         assert_eq!(
             walk(root(), &path("real/lib.so"), &fuse).err(),
+            Some(Refusal::Fuse)
+        );
+        // Nor one on a mount not in the table read (mounted since, by anyone).
+        assert_eq!(
+            walk(root(), &path("real/lib.so"), &FuseMounts::default()).err(),
             Some(Refusal::Fuse)
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -80,7 +80,13 @@ impl PerfMaps {
             return Ok(());
         };
         let fuse = self.fuse.entry(pid).or_insert_with(|| FuseMounts::of(pid));
-        let mut file = match open_perf_map(pid, &path, fuse) {
+        let mut opened = open_perf_map(pid, &path, fuse);
+        if opened.as_ref().err() == Some(&Refusal::Fuse) {
+            // Perhaps only a mount made since its mounts were read: read them again.
+            *fuse = FuseMounts::of(pid);
+            opened = open_perf_map(pid, &path, fuse);
+        }
+        let mut file = match opened {
             Ok(file) => file,
             // No perf map (most processes), or the process is gone: keep what was read.
             Err(Refusal::Unreachable) => return Ok(()),
@@ -166,7 +172,7 @@ fn open_perf_map(pid: u32, path: &str, fuse: &FuseMounts) -> Result<File, Refusa
         .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
         .open(format!("/proc/{pid}/root"))
         .map_err(|_| Refusal::Unreachable)?;
-    let handle = fuse::walk(root, path, &fuse.devices)?;
+    let handle = fuse::walk(root, path, fuse)?;
     reopen_checked(&handle, None)
 }
 
