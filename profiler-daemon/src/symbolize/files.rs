@@ -5,12 +5,13 @@
 //! another file. So a file is opened once, while its process lives: first with `O_PATH` (which
 //! runs no device driver's or FIFO's open), and opened for reading, without blocking, only if
 //! `fstat` says it is a regular file with the device and inode `/proc/PID/maps` recorded for
-//! the mapping. blazesym then reads it through
-//! `/proc/self/fd/N` of that descriptor: the inode the process mapped, whatever its path
-//! names later. A file that fails the checks, or whose symbol and debug sections are over
-//! `--max-symbol-file-bytes` (or would take the files parsed together over
-//! `--max-symbol-bytes`), is not handed to blazesym: its frames are named by module and
-//! offset, and the refusal is counted by reason.
+//! the mapping. Once the process is gone, its path is looked up only outside FUSE mounts (see
+//! [`super::fuse`]). blazesym then reads the file through `/proc/self/fd/N` of that descriptor:
+//! the inode the process mapped, whatever its path names later. A file that fails the checks,
+//! whose symbol and debug sections are over `--max-symbol-file-bytes` (or would take the files
+//! parsed together over `--max-symbol-bytes`), or beyond `--max-symbol-files` files held open,
+//! is not handed to blazesym: its frames are named by module and offset, and the refusal is
+//! counted by reason.
 
 use std::{
     collections::HashMap,
@@ -174,14 +175,10 @@ pub fn open_mapped(pid: u32, vma: &Vma, fuse: &FuseMounts) -> Result<File, Refus
             Ok(file) => return Ok(file),
             // The most telling reason of all the attempts: a FIFO says more than "gone".
             Err(Refusal::Unreachable) => {}
-            Err(other) if refusal == Refusal::NotRegular => {
-                refusal = if other == Refusal::Fuse {
-                    other
-                } else {
-                    refusal
-                }
+            Err(other) if refusal != Refusal::NotRegular || other == Refusal::Fuse => {
+                refusal = other
             }
-            Err(other) => refusal = other,
+            Err(_) => {}
         }
     }
     Err(refusal)
