@@ -76,6 +76,7 @@ fn prepare(
             file_ttl: limits.symbol_file_ttl,
             max_symbol_file_bytes: limits.max_symbol_file_bytes,
             max_symbol_bytes: limits.max_symbol_bytes,
+            max_symbol_files: limits.max_symbol_files as usize,
         },
         max_stacks: limits.max_stacks as usize,
     };

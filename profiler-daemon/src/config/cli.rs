@@ -139,6 +139,11 @@ pub struct LimitArgs {
     /// (file pages and tables): keep it well under the daemon's memory limit.
     #[arg(long, default_value = "128MiB", value_parser = parse_bytes)]
     pub max_symbol_bytes: u64,
+    /// Mapped files held open at once (each a descriptor, kept while a tracked process maps
+    /// it); a file beyond it is not opened: its frames are named by module and offset, and
+    /// counted. Keep it well under the descriptor limit (`LimitNOFILE`).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_symbol_files: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

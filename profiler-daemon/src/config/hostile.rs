@@ -71,6 +71,7 @@ fn typed_flags_are_found() {
         "symbol-file-ttl",
         "max-symbol-file-bytes",
         "max-symbol-bytes",
+        "max-symbol-files",
         "spool-max-bytes",
         "nice",
         "upload-response-max-bytes",

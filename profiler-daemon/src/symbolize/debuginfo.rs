@@ -176,7 +176,9 @@ fn sections(file: &File) -> io::Result<Option<Sections>> {
         let (name, offset, size) = fields(entry(i));
         let name = name_of(name);
         if is_symbol_section(name) {
-            found.symbol_bytes = found.symbol_bytes.saturating_add(size);
+            let flags = u64_at(entry(i), 0x08);
+            let parsed = parsed_size(file, name, flags, offset, size);
+            found.symbol_bytes = found.symbol_bytes.saturating_add(parsed);
         }
         match name {
             b".debug_info" | b".zdebug_info" => found.dwarf = true,
@@ -198,6 +200,32 @@ fn sections(file: &File) -> io::Result<Option<Sections>> {
     Ok(Some(found))
 }
 
+/// `sh_flags` bit of a section stored compressed behind an `Elf64_Chdr`.
+const SHF_COMPRESSED: u64 = 0x800;
+
+/// The bytes a symbol or debug section takes once blazesym has it in memory: a compressed
+/// section is decompressed to the size its header claims, which the file's owner chose (a few
+/// bytes on disk can claim a terabyte), so that size counts, not the bytes on disk. A header
+/// that cannot be read counts as unbounded.
+fn parsed_size(file: &File, name: &[u8], flags: u64, offset: u64, size: u64) -> u64 {
+    let claimed = if flags & SHF_COMPRESSED != 0 {
+        // Elf64_Chdr: ch_type u32, ch_reserved u32, ch_size u64, ch_addralign u64.
+        read_at(file, offset, 24.min(size))
+            .ok()
+            .filter(|chdr| chdr.len() == 24)
+            .map(|chdr| u64::from_le_bytes(bytes_at(&chdr, 8)))
+    } else if name.starts_with(b".zdebug_") {
+        // GNU's older form: "ZLIB", then the uncompressed size as a big-endian u64.
+        read_at(file, offset, 12.min(size))
+            .ok()
+            .filter(|head| head.len() == 12 && head[..4] == *b"ZLIB")
+            .map(|head| u64::from_be_bytes(bytes_at(&head, 4)))
+    } else {
+        return size;
+    };
+    claimed.map_or(u64::MAX, |claimed| claimed.max(size))
+}
+
 fn read_at(file: &File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
     let mut data = vec![0; len as usize];
     file.read_exact_at(&mut data, offset)?;
@@ -217,21 +245,31 @@ mod tests {
 
     /// A minimal 64-bit ELF file holding `sections` (name, contents) and the section names.
     fn elf(sections: &[(&str, &[u8])]) -> Vec<u8> {
+        let flagged: Vec<Section<'_>> = sections.iter().map(|&(n, c)| (n, c, 0)).collect();
+        elf_flagged(&flagged)
+    }
+
+    /// A section of a test file: name, contents, `sh_flags`.
+    type Section<'a> = (&'a str, &'a [u8], u64);
+
+    /// [`elf`] with each section's `sh_flags`.
+    fn elf_flagged(sections: &[Section<'_>]) -> Vec<u8> {
         let mut names = vec![0u8];
         let mut data = Vec::new();
-        // (name offset, data offset, size); data starts after the 64-byte header.
-        let mut headers = vec![(0u32, 0u64, 0u64)];
-        for (name, contents) in sections {
+        // (name offset, data offset, size, flags); data starts after the 64-byte header.
+        let mut headers = vec![(0u32, 0u64, 0u64, 0u64)];
+        for (name, contents, flags) in sections {
             headers.push((
                 names.len() as u32,
                 64 + data.len() as u64,
                 contents.len() as u64,
+                *flags,
             ));
             names.extend_from_slice(name.as_bytes());
             names.push(0);
             data.extend_from_slice(contents);
         }
-        headers.push((names.len() as u32, 64 + data.len() as u64, 0));
+        headers.push((names.len() as u32, 64 + data.len() as u64, 0, 0));
         names.extend_from_slice(b".shstrtab\0");
         let last = headers.len() - 1;
         headers[last].2 = names.len() as u64;
@@ -244,14 +282,62 @@ mod tests {
         out[0x3c..0x3e].copy_from_slice(&(headers.len() as u16).to_le_bytes());
         out[0x3e..0x40].copy_from_slice(&(last as u16).to_le_bytes());
         out.extend_from_slice(&data);
-        for (name, offset, size) in headers {
+        for (name, offset, size, flags) in headers {
             let mut entry = [0u8; 64];
             entry[..4].copy_from_slice(&name.to_le_bytes());
+            entry[0x08..0x10].copy_from_slice(&flags.to_le_bytes());
             entry[0x18..0x20].copy_from_slice(&offset.to_le_bytes());
             entry[0x20..0x28].copy_from_slice(&size.to_le_bytes());
             out.extend_from_slice(&entry);
         }
         out
+    }
+
+    #[test]
+    fn compressed_debug_sections_count_their_uncompressed_size() {
+        const TIB: u64 = 1 << 40;
+        let root = root("compressed");
+        // A few bytes on disk whose Elf64_Chdr claims a terabyte (zlib, alignment 1).
+        let mut chdr = Vec::new();
+        chdr.extend_from_slice(&1u32.to_le_bytes());
+        chdr.extend_from_slice(&0u32.to_le_bytes());
+        chdr.extend_from_slice(&TIB.to_le_bytes());
+        chdr.extend_from_slice(&1u64.to_le_bytes());
+        chdr.extend_from_slice(b"x\x9c");
+        let mut zdebug = b"ZLIB".to_vec();
+        zdebug.extend_from_slice(&TIB.to_be_bytes());
+        zdebug.extend_from_slice(b"x\x9c");
+        let cases: [(&str, &[Section<'_>]); 3] = [
+            ("gabi.so", &[(".debug_info", &chdr, SHF_COMPRESSED)]),
+            ("gnu.so", &[(".zdebug_info", &zdebug, 0)]),
+            // A header cut short: no size to trust.
+            ("short.so", &[(".debug_info", &chdr[..10], SHF_COMPRESSED)]),
+        ];
+        for (name, sections) in cases {
+            std::fs::write(root.join("usr/lib").join(name), elf_flagged(sections)).unwrap();
+            let facts = facts(&root, &format!("/usr/lib/{name}"), None);
+            assert!(facts.symbol_bytes >= TIB, "{name}: {facts:?}");
+        }
+        // Refused by the per-file bound when held, as any file over it.
+        let mut files = super::super::files::Files::new(super::super::files::Bounds {
+            max_file_bytes: 1 << 30,
+            max_bytes: u64::MAX,
+            max_files: usize::MAX,
+        });
+        let path = root.join("usr/lib/gabi.so");
+        let meta = std::fs::metadata(&path).unwrap();
+        let vma = crate::process::Vma {
+            start: 0x1000,
+            end: 0x2000,
+            file_offset: 0,
+            path: path.to_str().unwrap().to_string(),
+            dev: super::super::files::maps_dev(meta.dev()),
+            inode: meta.ino(),
+            build_id: None,
+        };
+        let held = files.hold((vma.dev, vma.inode), 0x7fff_fff0, &vma, &mut None);
+        assert_eq!(held.refused, Some(super::super::files::Refusal::FileBound));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     /// A fresh directory standing in for a process's root file system.

@@ -2,17 +2,19 @@
 //!
 //! Any local user controls the files their processes map: after mapping one they can replace
 //! its path with a FIFO (whose `open()` waits for a writer that never comes), a device, or
-//! another file. So a file is opened once, while its process lives, without blocking
-//! (`O_NONBLOCK`), and kept only if `fstat` says it is a regular file with the device and inode
-//! `/proc/PID/maps` recorded for the mapping. blazesym then reads it through
-//! `/proc/self/fd/N` of that descriptor: the inode the process mapped, whatever its path
-//! names later. A file that fails the checks, or whose symbol and debug sections are over
-//! `--max-symbol-file-bytes` (or would take the files parsed together over
-//! `--max-symbol-bytes`), is not handed to blazesym: its frames are named by module and
-//! offset, and the refusal is counted by reason.
+//! another file. So a file is opened once, while its process lives: first with `O_PATH` (which
+//! runs no device driver's or FIFO's open), and opened for reading, without blocking, only if
+//! `fstat` says it is a regular file with the device and inode `/proc/PID/maps` recorded for
+//! the mapping. Once the process is gone, its path is looked up only outside FUSE mounts (see
+//! [`super::fuse`]). blazesym then reads the file through `/proc/self/fd/N` of that descriptor:
+//! the inode the process mapped, whatever its path names later. A file that fails the checks,
+//! whose symbol and debug sections are over `--max-symbol-file-bytes` (or would take the files
+//! parsed together over `--max-symbol-bytes`), or beyond `--max-symbol-files` files held open,
+//! is not handed to blazesym: its frames are named by module and offset, and the refusal is
+//! counted by reason.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     fs::{File, OpenOptions},
     os::unix::fs::{MetadataExt, OpenOptionsExt},
     os::unix::io::AsRawFd,
@@ -20,12 +22,9 @@ use std::{
     time::Instant,
 };
 
-use crate::process::{
-    procfs::{parse_mount_devices, read_mountinfo_of},
-    Vma,
-};
+use crate::process::Vma;
 
-use super::debuginfo;
+use super::{debuginfo, fuse, fuse::FuseMounts};
 
 /// A file in any mount namespace: its device and inode.
 pub type FileId = (u64, u64);
@@ -46,16 +45,22 @@ pub enum Refusal {
     /// It is on a FUSE file system, whose server (any user can run one) answers every open
     /// and every page read of it, or never does.
     Fuse,
+    /// A perf map not owned by its process's user (perf refuses those too).
+    NotOwner,
+    /// `--max-symbol-files` files are held open already.
+    HeldBound,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 6] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::NotRegular,
         Refusal::Replaced,
         Refusal::Unreachable,
         Refusal::FileBound,
         Refusal::TotalBound,
         Refusal::Fuse,
+        Refusal::NotOwner,
+        Refusal::HeldBound,
     ];
 
     /// The metric label.
@@ -67,6 +72,8 @@ impl Refusal {
             Refusal::FileBound => "file_bound",
             Refusal::TotalBound => "total_bound",
             Refusal::Fuse => "fuse",
+            Refusal::NotOwner => "not_owner",
+            Refusal::HeldBound => "held_bound",
         }
     }
 
@@ -75,18 +82,53 @@ impl Refusal {
     }
 }
 
-/// Opens a file a user may control without waiting on anyone: non-blocking (a FIFO opens at
-/// once instead of waiting for a writer), no controlling terminal, and kept only when it is
-/// a regular file.
+/// Opens a file a user may control without waiting on anyone (see [`open_checked`]).
 pub fn open_untrusted(path: &Path) -> Result<File, Refusal> {
+    open_checked(path, 0, None)
+}
+
+/// Opens a file a user may control, reading it only once it is known to be a regular file
+/// (and, given `expect`, the device and inode as `/proc/PID/maps` spells them).
+///
+/// The path is first opened with `O_PATH`, which runs no driver's or FIFO's open: a plain
+/// read-only open of a device node (a symlink to `/dev/watchdog` arms the watchdog) already
+/// acts before any `fstat` could refuse it. Only that descriptor's inode, checked, is then
+/// opened for reading through `/proc/self/fd/N` (non-blocking, no controlling terminal), and
+/// checked again: the reopen follows the descriptor, not the path, so it is the same inode
+/// unless something is wrong. `flags` adds open flags to the `O_PATH` open (`O_NOFOLLOW`
+/// where the path is ours to choose).
+pub fn open_checked(
+    path: &Path,
+    flags: libc::c_int,
+    expect: Option<FileId>,
+) -> Result<File, Refusal> {
+    let handle = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | flags)
+        .open(path)
+        .map_err(|_| Refusal::Unreachable)?;
+    reopen_checked(&handle, expect)
+}
+
+/// Opens for reading the file an `O_PATH` descriptor names, if it is a regular file (and
+/// `expect`'s device and inode): see [`open_checked`].
+pub fn reopen_checked(handle: &File, expect: Option<FileId>) -> Result<File, Refusal> {
+    let meta = handle.metadata().map_err(|_| Refusal::Unreachable)?;
+    if !meta.file_type().is_file() {
+        return Err(Refusal::NotRegular);
+    }
+    let id = (maps_dev(meta.dev()), meta.ino());
+    if expect.is_some_and(|expect| expect != id) {
+        return Err(Refusal::Replaced);
+    }
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
         .map_err(|_| Refusal::Unreachable)?;
-    let meta = file.metadata().map_err(|_| Refusal::Unreachable)?;
-    if !meta.file_type().is_file() {
-        return Err(Refusal::NotRegular);
+    let reopened = file.metadata().map_err(|_| Refusal::Unreachable)?;
+    if !reopened.file_type().is_file() || (maps_dev(reopened.dev()), reopened.ino()) != id {
+        return Err(Refusal::Replaced);
     }
     Ok(file)
 }
@@ -99,48 +141,43 @@ pub fn maps_dev(st_dev: u64) -> u64 {
     (major << 32) | minor
 }
 
-/// Whether `file` is the file a mapping recorded (device and inode).
-pub fn is_mapped_file(file: &File, vma: &Vma) -> bool {
-    file.metadata()
-        .is_ok_and(|m| (maps_dev(m.dev()), m.ino()) == (vma.dev, vma.inode))
-}
-
-/// Devices (as [`crate::process::parse_maps`] spells them) of the FUSE mounts process `pid`
-/// sees. Read afresh for each process tracked: a device number of an unmounted file system
-/// can come back as a FUSE mount.
-pub fn fuse_devices(pid: u32) -> HashSet<u64> {
-    let Some(text) = read_mountinfo_of(pid) else {
-        return HashSet::new();
-    };
-    parse_mount_devices(&text)
-        .filter(|(_, fstype)| fstype.starts_with("fuse"))
-        .filter_map(|(dev, _)| {
-            let (major, minor) = dev.split_once(':')?;
-            Some((major.parse::<u64>().ok()? << 32) | minor.parse::<u64>().ok()?)
-        })
-        .collect()
-}
-
 /// Opens the file `vma` of process `pid` maps: through `/proc/PID/map_files/` (the mapped
 /// inode itself, while the process lives and the daemon has CAP_SYS_ADMIN), else by its path
 /// in the process's root, else by its path in ours. A path is trusted only as far as it still
 /// leads to the same device and inode, which also tells a container's file from ours.
-pub fn open_mapped(pid: u32, vma: &Vma) -> Result<File, Refusal> {
-    let candidates = [
-        PathBuf::from(format!(
-            "/proc/{pid}/map_files/{:x}-{:x}",
-            vma.start, vma.end
-        )),
-        PathBuf::from(format!("/proc/{pid}/root{}", vma.path)),
-        PathBuf::from(&vma.path),
-    ];
-    // The most telling reason of all the attempts: a FIFO says more than "gone".
-    let mut refusal = Refusal::Unreachable;
-    for path in candidates {
-        match open_untrusted(&path) {
-            Ok(file) if is_mapped_file(&file, vma) => return Ok(file),
-            Ok(_) => refusal = Refusal::Replaced,
-            Err(Refusal::NotRegular) => refusal = Refusal::NotRegular,
+pub fn open_mapped(pid: u32, vma: &Vma, fuse: &FuseMounts) -> Result<File, Refusal> {
+    let expect = Some((vma.dev, vma.inode));
+    let map_file = format!("/proc/{pid}/map_files/{:x}-{:x}", vma.start, vma.end);
+    // The map file is a link to the mapped inode itself, which no lookup by name reaches.
+    let mut refusal = match open_checked(Path::new(&map_file), 0, expect) {
+        Ok(file) => return Ok(file),
+        Err(refusal) => refusal,
+    };
+    // By path (the process gone): never into a FUSE mount, whose lookups may never return.
+    for own in [false, true] {
+        if fuse.covers(&vma.path, own) {
+            refusal = Refusal::Fuse;
+            continue;
+        }
+        let base = if own {
+            "/".to_string()
+        } else {
+            format!("/proc/{pid}/root")
+        };
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(base)
+            .map_err(|_| Refusal::Unreachable)
+            .and_then(|base| fuse::walk(base, &vma.path, fuse))
+            .and_then(|handle| reopen_checked(&handle, expect));
+        match opened {
+            Ok(file) => return Ok(file),
+            // The most telling reason of all the attempts: a FIFO says more than "gone".
+            Err(Refusal::Unreachable) => {}
+            Err(other) if refusal != Refusal::NotRegular || other == Refusal::Fuse => {
+                refusal = other
+            }
             Err(_) => {}
         }
     }
@@ -182,6 +219,8 @@ impl HeldFile {
 pub struct Bounds {
     pub max_file_bytes: u64,
     pub max_bytes: u64,
+    /// Files held open at once: each is a descriptor, and the daemon's own files need some.
+    pub max_files: usize,
 }
 
 /// Every file mapped by a tracked process, by identity.
@@ -191,7 +230,9 @@ pub struct Files {
     /// Symbol and debug section bytes of the files blazesym may hold parsed.
     pub parsed_bytes: u64,
     /// Refusals by [`Refusal::ALL`] index.
-    pub refused: [u64; 6],
+    pub refused: [u64; 8],
+    /// Held files with a descriptor (bounded by [`Bounds::max_files`]).
+    pub descriptors: usize,
 }
 
 impl Files {
@@ -200,7 +241,8 @@ impl Files {
             held: HashMap::new(),
             bounds,
             parsed_bytes: 0,
-            refused: [0; 6],
+            refused: [0; 8],
+            descriptors: 0,
         }
     }
 
@@ -211,20 +253,20 @@ impl Files {
         id: FileId,
         pid: u32,
         vma: &Vma,
-        fuse: &mut Option<HashSet<u64>>,
+        fuse: &mut Option<FuseMounts>,
     ) -> &HeldFile {
         if self.held.contains_key(&id) {
             let file = self.held.get_mut(&id).expect("checked");
             file.processes += 1;
             return file;
         }
-        let on_fuse = fuse
-            .get_or_insert_with(|| fuse_devices(pid))
-            .contains(&vma.dev);
-        let opened = if on_fuse {
+        let fuse = fuse.get_or_insert_with(|| FuseMounts::of(pid));
+        let opened = if self.descriptors >= self.bounds.max_files {
+            Err(Refusal::HeldBound)
+        } else if fuse.devices.contains(&vma.dev) {
             Err(Refusal::Fuse)
         } else {
-            open_mapped(pid, vma)
+            open_mapped(pid, vma, fuse)
         };
         let (file, refused, build_id, facts) = match opened {
             Ok(file) => {
@@ -245,8 +287,10 @@ impl Files {
         if let Some(refusal) = refused {
             self.refuse(refusal, pid, vma, facts.symbol_bytes);
         }
+        let file = if refused.is_some() { None } else { file };
+        self.descriptors += usize::from(file.is_some());
         self.held.entry(id).or_insert(HeldFile {
-            file: if refused.is_some() { None } else { file },
+            file,
             refused,
             build_id,
             facts,
@@ -267,6 +311,7 @@ impl Files {
         let fix = match refusal {
             Refusal::FileBound => "raise --max-symbol-file-bytes to name its frames",
             Refusal::TotalBound => "raise --max-symbol-bytes to name its frames",
+            Refusal::HeldBound => "raise --max-symbol-files to name its frames",
             _ => "its frames are named by module and offset",
         };
         tracing::info!(
@@ -321,6 +366,7 @@ impl Files {
             return None;
         }
         let file = self.held.remove(&id)?;
+        self.descriptors -= usize::from(file.file.is_some());
         if file.parsed {
             self.parsed_bytes -= file.facts.symbol_bytes;
         }
@@ -366,7 +412,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let vma = vma.clone();
         std::thread::spawn(move || {
-            let _ = tx.send(open_mapped(GONE, &vma).map(|_| ()));
+            let _ = tx.send(open_mapped(GONE, &vma, &FuseMounts::of(GONE)).map(|_| ()));
         });
         rx.recv_timeout(Duration::from_secs(1))
             .expect("open_mapped blocked")
@@ -377,8 +423,8 @@ mod tests {
         let text = std::fs::read_to_string("/proc/self/maps").unwrap();
         let vmas = crate::process::parse_maps(&text);
         let vma = vmas.iter().find(|v| v.inode != 0).unwrap();
-        let file = open_untrusted(Path::new(&vma.path)).unwrap();
-        assert!(is_mapped_file(&file, vma), "{vma:?}");
+        let opened = open_checked(Path::new(&vma.path), 0, Some((vma.dev, vma.inode)));
+        assert!(opened.is_ok(), "{vma:?}");
     }
 
     #[test]
@@ -409,6 +455,81 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[test]
+    fn a_path_under_a_fuse_mount_point_is_not_looked_up() {
+        let dir = dir("under-fuse");
+        let lib = dir.join("lib.so");
+        std::fs::write(&lib, b"original").unwrap();
+        let vma = vma_of(&lib);
+        // The directory stands in for a FUSE mount point of ours (its mountinfo gone with the
+        // process): the file is there and the same, but no lookup may go into the mount.
+        let fuse = FuseMounts {
+            own_points: vec![dir.to_str().unwrap().to_string()],
+            ..FuseMounts::of(GONE)
+        };
+        assert_eq!(open_mapped(GONE, &vma, &fuse).err(), Some(Refusal::Fuse));
+        assert!(open_mapped(GONE, &vma, &FuseMounts::of(GONE)).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Whether `inotify` (non-blocking, watching IN_OPEN) has seen an open since last asked.
+    fn opened(inotify: &File) -> bool {
+        let mut events = [0u8; 4096];
+        // SAFETY: a valid descriptor and buffer of that length.
+        let n = unsafe { libc::read(inotify.as_raw_fd(), events.as_mut_ptr().cast(), 4096) };
+        n > 0
+    }
+
+    /// An inotify descriptor reporting every open of `path`'s inode.
+    fn watch_opens(path: &Path) -> File {
+        use std::os::unix::io::FromRawFd;
+        // SAFETY: plain syscalls; the descriptor is owned by the returned File.
+        let inotify = unsafe {
+            let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+            assert!(fd >= 0);
+            File::from_raw_fd(fd)
+        };
+        let name = CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid descriptor and NUL-terminated path.
+        let watch =
+            unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), name.as_ptr(), libc::IN_OPEN) };
+        assert!(watch >= 0);
+        inotify
+    }
+
+    #[test]
+    fn a_fifo_or_device_behind_a_symlink_is_refused_without_being_opened() {
+        let dir = dir("never-opened");
+        let fifo = dir.join("fifo");
+        let name = CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let mut targets = vec![fifo];
+        // A device node of our own (the null device), so that no other process's opens of
+        // /dev/null are seen; only root may make one.
+        let device = dir.join("null");
+        let name = CString::new(device.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        if unsafe { libc::mknod(name.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) } == 0 {
+            targets.push(device);
+        }
+        for target in targets {
+            let link = dir.join("lib.so");
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&target, &link).unwrap();
+            let inotify = watch_opens(&target);
+            assert_eq!(open_untrusted(&link).err(), Some(Refusal::NotRegular));
+            assert!(!opened(&inotify), "{target:?} was opened for reading");
+            // The watch does see a reading open (so that the check above means something).
+            let reader = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&target);
+            assert!(reader.is_ok() && opened(&inotify), "{target:?} unwatched");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// A held file of `bytes` symbol bytes (this test binary's descriptor stands in).
     fn held(bytes: u64) -> HeldFile {
         HeldFile {
@@ -431,10 +552,13 @@ mod tests {
         let mut files = Files::new(Bounds {
             max_file_bytes: 100,
             max_bytes: 150,
+            max_files: usize::MAX,
         });
         let vma = vma_of(&std::env::current_exe().unwrap());
         files.held.insert((1, 1), held(100));
         files.held.insert((1, 2), held(100));
+        // Inserted by hand: counted as hold() counts them.
+        files.descriptors = files.held.len();
         assert!(files.admit((1, 1), 1, &vma).is_ok());
         assert_eq!(files.parsed_bytes, 100);
         // Counted once, however often it is read.
@@ -463,6 +587,7 @@ mod tests {
         let mut files = Files::new(Bounds {
             max_file_bytes: 1,
             max_bytes: u64::MAX,
+            max_files: usize::MAX,
         });
         // This test binary: a symbol table and DWARF of more than one byte.
         let text = std::fs::read_to_string("/proc/self/maps").unwrap();
@@ -482,17 +607,53 @@ mod tests {
     }
 
     #[test]
+    fn files_beyond_the_held_bound_are_not_opened_until_one_is_released() {
+        let dir = dir("held-bound");
+        let vmas: Vec<Vma> = ["a.so", "b.so", "c.so"]
+            .iter()
+            .map(|name| {
+                std::fs::write(dir.join(name), name).unwrap();
+                vma_of(&dir.join(name))
+            })
+            .collect();
+        let mut files = Files::new(Bounds {
+            max_file_bytes: u64::MAX,
+            max_bytes: u64::MAX,
+            max_files: 1,
+        });
+        let hold = |files: &mut Files, vma: &Vma| {
+            let fuse = &mut Some(FuseMounts::of(GONE));
+            files.hold((vma.dev, vma.inode), GONE, vma, fuse).refused
+        };
+        assert_eq!(hold(&mut files, &vmas[0]), None);
+        assert_eq!(hold(&mut files, &vmas[1]), Some(Refusal::HeldBound));
+        assert_eq!(files.descriptors, 1);
+        assert_eq!(files.refused[Refusal::HeldBound.index()], 1);
+        // The refused one holds no descriptor: releasing it makes no room.
+        assert!(files.release((vmas[1].dev, vmas[1].inode)).is_some());
+        assert_eq!(files.descriptors, 1);
+        assert!(files.release((vmas[0].dev, vmas[0].inode)).is_some());
+        assert_eq!(files.descriptors, 0);
+        assert_eq!(hold(&mut files, &vmas[2]), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_file_on_a_fuse_mount_is_never_opened() {
         let mut files = Files::new(Bounds {
             max_file_bytes: u64::MAX,
             max_bytes: u64::MAX,
+            max_files: usize::MAX,
         });
         // A path that does not exist: the device alone decides, before any open.
         let vma = Vma {
             path: "/never/opened".into(),
             ..vma_of(&std::env::current_exe().unwrap())
         };
-        let mut fuse = Some(HashSet::from([vma.dev]));
+        let mut fuse = Some(FuseMounts {
+            devices: [vma.dev].into(),
+            ..FuseMounts::default()
+        });
         let held = files.hold((vma.dev, vma.inode), GONE, &vma, &mut fuse);
         assert_eq!(held.refused, Some(Refusal::Fuse));
         assert_eq!(files.refused[Refusal::Fuse.index()], 1);

@@ -28,6 +28,7 @@ use crate::process::{is_running, is_same_process_alive, ProcessInfo, Vma};
 mod debuginfo;
 mod files;
 mod frame;
+mod fuse;
 mod kallsyms;
 mod perfmap;
 
@@ -54,6 +55,8 @@ pub struct SymbolsConfig {
     pub max_symbol_file_bytes: u64,
     /// Symbol and debug section bytes of all the files parsed at once.
     pub max_symbol_bytes: u64,
+    /// Mapped files held open at once.
+    pub max_symbol_files: usize,
 }
 
 /// Counters of the symbolization stage.
@@ -82,14 +85,14 @@ pub struct SymbolsStats {
     pub files_evicted: u64,
     pub files_expired: u64,
     /// Mapped files not read, by [`Refusal::ALL`] index (see [`files`]).
-    pub files_refused: [u64; 6],
+    pub files_refused: [u64; 8],
     /// Symbol and debug section bytes of the files blazesym may hold parsed (filled in by
     /// [`Symbols::stats`]).
     pub symbol_bytes: u64,
 }
 
 /// Labels of [`SymbolsStats::files_refused`], in order.
-pub fn refusal_reasons() -> [&'static str; 6] {
+pub fn refusal_reasons() -> [&'static str; 8] {
     Refusal::ALL.map(Refusal::name)
 }
 
@@ -158,6 +161,7 @@ impl Symbols {
             files: Files::new(Bounds {
                 max_file_bytes: config.max_symbol_file_bytes,
                 max_bytes: config.max_symbol_bytes,
+                max_files: config.max_symbol_files,
             }),
             perf_maps: PerfMaps::default(),
             expire_credit: 0.0,

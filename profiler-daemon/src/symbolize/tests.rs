@@ -14,6 +14,7 @@ fn small_symbols(max_user_symbols: usize, file_ttl: Duration) -> Symbols {
         file_ttl,
         max_symbol_file_bytes: 1 << 40,
         max_symbol_bytes: 1 << 40,
+        max_symbol_files: 4096,
     })
 }
 

@@ -242,7 +242,7 @@ impl Families {
     );
         r.register(
         "profilerd_symbol_files_refused",
-        "Mapped files not read, by reason: not_regular (a FIFO, device or directory at its path), replaced (its path names another file now), unreachable, file_bound (over --max-symbol-file-bytes), total_bound (over --max-symbol-bytes), fuse (on a FUSE file system); their frames are named by module and offset",
+        "Mapped files not read, by reason: not_regular (a FIFO, device or directory at its path), replaced (its path names another file now), unreachable, file_bound (over --max-symbol-file-bytes), total_bound (over --max-symbol-bytes), fuse (on a FUSE file system), not_owner (a perf map not owned by its process's user), held_bound (over --max-symbol-files); their frames are named by module and offset",
         self.symbol_files_refused.clone(),
     );
         r.register(

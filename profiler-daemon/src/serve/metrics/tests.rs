@@ -40,7 +40,7 @@ fn known() -> Metrics {
         files_cached: 5013,
         files_evicted: 5014,
         files_expired: 5015,
-        files_refused: [5016, 5017, 5018, 5019, 5020, 5022],
+        files_refused: [5016, 5017, 5018, 5019, 5020, 5022, 5023, 5024],
         symbol_bytes: 5021,
     };
     s.tracked_processes = 6001;
