@@ -27,6 +27,16 @@ const FILE_MODE: u32 = 0o640;
 const OLD_TMP_STEMS: [&str; 4] = [".pb.gz", ".svg", ".json", ".spool"];
 const OLD_PROBE_PREFIX: &str = ".profilerd-write-test-";
 
+/// Names of our temporary files: ours to recognize as leftovers, nobody's to predict.
+fn temp_names() -> tempfile::Builder<'static, 'static> {
+    let mut names = tempfile::Builder::new();
+    names
+        .prefix(TMP_PREFIX)
+        .suffix(TMP_SUFFIX)
+        .rand_bytes(TMP_RANDOM);
+    names
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same directory. With `replace`,
 /// an existing file at `path` is replaced; without it, an existing `path` (a file, a link,
 /// anything) is an `AlreadyExists` error and stays as it was.
@@ -35,18 +45,14 @@ pub(super) fn write_file(path: &Path, bytes: &[u8], replace: bool) -> io::Result
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TMP_PREFIX)
-        .suffix(TMP_SUFFIX)
-        .rand_bytes(TMP_RANDOM)
-        .make_in(dir, |name| {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .mode(FILE_MODE)
-                .open(name)
-        })?;
+    let mut tmp = temp_names().make_in(dir, |name| {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode(FILE_MODE)
+            .open(name)
+    })?;
     // On any error below, dropping `tmp` removes the temporary file.
     tmp.write_all(bytes)?;
     let persisted = if replace {
@@ -102,10 +108,7 @@ pub(super) fn remove_leftovers(dir: &Path, empty_is_leftover: fn(&str) -> bool) 
 /// is a start-up error rather than a lost profile later.
 pub(super) fn prepare_dir(kind: DirKind, dir: &Path) -> Result<(), DirError> {
     ensure_private_dir(kind, dir)?;
-    tempfile::Builder::new()
-        .prefix(TMP_PREFIX)
-        .suffix(TMP_SUFFIX)
-        .rand_bytes(TMP_RANDOM)
+    temp_names()
         .tempfile_in(dir)
         .map(drop)
         .map_err(|source| DirError::Unusable {
@@ -143,12 +146,7 @@ mod tests {
         let dir = scratch("names");
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..50 {
-            let tmp = tempfile::Builder::new()
-                .prefix(TMP_PREFIX)
-                .suffix(TMP_SUFFIX)
-                .rand_bytes(TMP_RANDOM)
-                .tempfile_in(&dir)
-                .unwrap();
+            let tmp = temp_names().tempfile_in(&dir).unwrap();
             let name = tmp
                 .path()
                 .file_name()

@@ -47,6 +47,15 @@ pub enum DirError {
         path: PathBuf,
         problem: String,
     },
+    /// A link someone else made at the directory's name: changing what it points to would
+    /// hand the daemon's owner and mode to a directory of their choosing.
+    #[error("{what} {p} is a symbolic link owned by uid {owner}, not the daemon's uid {euid}: remove the link (`rm {p}`) or pass another {flag}", what = .kind.name(), p = .path.display(), flag = .kind.flag())]
+    ForeignLink {
+        kind: DirKind,
+        path: PathBuf,
+        owner: u32,
+        euid: u32,
+    },
     #[error("{what} {p} is not a directory: pass a directory to {flag}", what = .kind.name(), p = .path.display(), flag = .kind.flag())]
     NotADirectory { kind: DirKind, path: PathBuf },
     #[error("{what} {p} is not usable ({source}): pass a writable {flag} or fix its permissions", what = .kind.name(), p = .path.display(), flag = .kind.flag())]
@@ -109,13 +118,11 @@ fn check_link(kind: DirKind, dir: &Path, euid: u32) -> Result<(), DirError> {
     if !link.file_type().is_symlink() || link.uid() == euid {
         return Ok(());
     }
-    Err(DirError::NotPrivate {
+    Err(DirError::ForeignLink {
         kind,
         path: dir.to_path_buf(),
-        problem: format!(
-            "a symbolic link owned by uid {}, not the daemon's uid {euid}",
-            link.uid()
-        ),
+        owner: link.uid(),
+        euid,
     })
 }
 
@@ -302,6 +309,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("a symbolic link owned by uid 65534"), "{err}");
+        assert!(
+            err.contains(&format!("`rm {}`", planted.display())),
+            "{err}"
+        );
+        assert!(
+            !err.contains("chown"),
+            "a chown would follow the link: {err}"
+        );
         assert!(err.contains("--dump-dir"), "{err}");
         fs::remove_dir_all(&base).unwrap();
     }

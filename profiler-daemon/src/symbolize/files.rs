@@ -230,7 +230,7 @@ pub struct Files {
     /// Symbol and debug section bytes of the files blazesym may hold parsed.
     pub parsed_bytes: u64,
     /// Refusals by [`Refusal::ALL`] index.
-    pub refused: [u64; 8],
+    pub refused: [u64; Refusal::ALL.len()],
     /// Held files with a descriptor (bounded by [`Bounds::max_files`]).
     pub descriptors: usize,
 }
@@ -241,7 +241,7 @@ impl Files {
             held: HashMap::new(),
             bounds,
             parsed_bytes: 0,
-            refused: [0; 8],
+            refused: [0; Refusal::ALL.len()],
             descriptors: 0,
         }
     }

@@ -85,14 +85,14 @@ pub struct SymbolsStats {
     pub files_evicted: u64,
     pub files_expired: u64,
     /// Mapped files not read, by [`Refusal::ALL`] index (see [`files`]).
-    pub files_refused: [u64; 8],
+    pub files_refused: [u64; Refusal::ALL.len()],
     /// Symbol and debug section bytes of the files blazesym may hold parsed (filled in by
     /// [`Symbols::stats`]).
     pub symbol_bytes: u64,
 }
 
 /// Labels of [`SymbolsStats::files_refused`], in order.
-pub fn refusal_reasons() -> [&'static str; 8] {
+pub fn refusal_reasons() -> [&'static str; Refusal::ALL.len()] {
     Refusal::ALL.map(Refusal::name)
 }
 
@@ -206,37 +206,43 @@ impl Symbols {
         }
     }
 
-    /// Distinct files of a process's memory map (blazesym opens them by the mapping's path).
-    fn mapped_files(info: &ProcessInfo) -> HashMap<FileId, &Vma> {
+    /// Distinct files of a process's memory map, as [`Symbols::hold_files`] held them.
+    fn mapped_files(info: &ProcessInfo) -> HashSet<FileId> {
         info.vmas
             .iter()
             .filter(|v| v.path.starts_with('/'))
-            .filter_map(|v| Some((file_id(v)?, v.as_ref())))
+            .filter_map(|v| file_id(v))
             .collect()
     }
 
     /// Holds the files of a process's memory map (opened and checked the first time), and
     /// fills in each mapping's build id.
     fn hold_files(&mut self, info: &mut ProcessInfo) {
-        let ids: Vec<(FileId, Vma)> = Self::mapped_files(info)
-            .into_iter()
-            .map(|(id, vma)| (id, vma.clone()))
-            .collect();
-        let mut build_ids = HashMap::new();
+        // Once per distinct file: each hold counts one more process mapping it.
+        let mut build_ids: HashMap<FileId, Option<String>> = HashMap::new();
         let mut fuse = None;
-        for (id, vma) in ids {
-            let held = self.files.hold(id, info.pid, &vma, &mut fuse);
-            build_ids.insert(id, held.build_id.clone());
-        }
         for vma in &mut info.vmas {
-            if let Some(build_id) = file_id(vma).and_then(|id| build_ids.get(&id)) {
-                Arc::make_mut(vma).build_id = build_id.clone();
-            }
+            let Some(id) = file_id(vma).filter(|_| vma.path.starts_with('/')) else {
+                continue;
+            };
+            let build_id = match build_ids.get(&id) {
+                Some(known) => known.clone(),
+                None => {
+                    let known = self
+                        .files
+                        .hold(id, info.pid, vma, &mut fuse)
+                        .build_id
+                        .clone();
+                    build_ids.insert(id, known.clone());
+                    known
+                }
+            };
+            Arc::make_mut(vma).build_id = build_id;
         }
     }
 
     fn release_files(&mut self, info: &ProcessInfo) {
-        for id in Self::mapped_files(info).into_keys() {
+        for id in Self::mapped_files(info) {
             let Some(file) = self.files.release(id) else {
                 continue;
             };
@@ -424,8 +430,9 @@ impl Symbols {
         // In a mapping of ours without a file ([vdso]), and in none of ours (JIT code, or an
         // address a crafted stack made up).
         let (mut special, mut outside) = (Vec::new(), Vec::new());
+        let tracked = self.processes.get(&pid);
         for (slot, &addr) in addrs.iter().enumerate() {
-            let vma = self.processes.get(&pid).and_then(|t| t.info.vma_for(addr));
+            let vma = tracked.and_then(|t| t.info.vma_for(addr));
             match vma {
                 Some(vma) if vma.path.starts_with('/') => match file_id(vma) {
                     Some(id) => {
