@@ -219,25 +219,17 @@ impl Symbols {
     /// fills in each mapping's build id.
     fn hold_files(&mut self, info: &mut ProcessInfo) {
         // Once per distinct file: each hold counts one more process mapping it.
+        let (pid, mut fuse) = (info.pid, None);
         let mut build_ids: HashMap<FileId, Option<String>> = HashMap::new();
-        let mut fuse = None;
         for vma in &mut info.vmas {
             let Some(id) = file_id(vma).filter(|_| vma.path.starts_with('/')) else {
                 continue;
             };
-            let build_id = match build_ids.get(&id) {
-                Some(known) => known.clone(),
-                None => {
-                    let known = self
-                        .files
-                        .hold(id, info.pid, vma, &mut fuse)
-                        .build_id
-                        .clone();
-                    build_ids.insert(id, known.clone());
-                    known
-                }
-            };
-            Arc::make_mut(vma).build_id = build_id;
+            let files = &mut self.files;
+            let build_id = build_ids
+                .entry(id)
+                .or_insert_with(|| files.hold(id, pid, vma, &mut fuse).build_id.clone());
+            Arc::make_mut(vma).build_id = build_id.clone();
         }
     }
 
