@@ -46,8 +46,8 @@ pub fn execute(cli: Cli, argv: Vec<OsString>) -> ExitCode {
                 ExitCode::FAILURE
             };
         }
-        Command::Record(args) => args.nice,
-        Command::Run(args) => args.nice,
+        Command::Record(args) => args.priority.nice,
+        Command::Run(args) => args.priority.nice,
     };
     raise_priority(nice);
     let runtime = match tokio::runtime::Builder::new_current_thread()

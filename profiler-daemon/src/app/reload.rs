@@ -29,7 +29,7 @@ fn restart_only(old: &RunArgs, new: &RunArgs) -> Vec<&'static str> {
         ("--listen-* bounds", old.listener != new.listener),
         ("--page-window", old.page_window != new.page_window),
         ("--duration", old.duration != new.duration),
-        ("--nice", old.nice != new.nice),
+        ("--nice", old.priority != new.priority),
         (
             "--history-max-bytes",
             old.trigger.history_max_bytes != new.trigger.history_max_bytes,

@@ -146,6 +146,16 @@ pub struct LimitArgs {
     pub max_symbol_files: u64,
 }
 
+/// The daemon's scheduling priority (both commands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
+pub struct PriorityArgs {
+    /// Nice value of the daemon's threads, set at start (-20 to 19; 0 keeps the inherited
+    /// one). Against a runaway at the ordinary priority, drains stay on time and a kept
+    /// profile lands when due. Never lowers a higher priority a unit's Nice= gave.
+    #[arg(long, default_value_t = -20, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub nice: i32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// gzipped pprof protobuf (go tool pprof, Pyroscope, Grafana)
@@ -172,11 +182,8 @@ pub struct RecordArgs {
     /// How often the kernel maps are drained while recording.
     #[arg(long, default_value = "1s", value_parser = parse_interval)]
     pub collect_interval: Duration,
-    /// Nice value of the daemon's threads, set at start (-20 to 19; 0 keeps the inherited
-    /// one). Against a runaway at the ordinary priority, drains stay on time and a kept
-    /// profile lands when due. Never lowers a higher priority a unit's Nice= gave.
-    #[arg(long, default_value_t = -20, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
-    pub nice: i32,
+    #[command(flatten)]
+    pub priority: PriorityArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -241,11 +248,8 @@ pub struct RunArgs {
     /// How far back the page at / lists kept profiles (at most the 500 newest).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub page_window: Duration,
-    /// Nice value of the daemon's threads, set at start (-20 to 19; 0 keeps the inherited
-    /// one). Against a runaway at the ordinary priority, drains stay on time and a kept
-    /// profile lands when due. Never lowers a higher priority a unit's Nice= gave.
-    #[arg(long, default_value_t = -20, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
-    pub nice: i32,
+    #[command(flatten)]
+    pub priority: PriorityArgs,
     #[command(flatten)]
     pub listener: ListenerArgs,
     #[command(flatten)]

@@ -159,7 +159,8 @@ impl Listener {
     /// Whether one more connection fits, after replacing the quietest idle one if needed.
     fn has_room(&self, stream: &TcpStream) -> bool {
         let full = self.table.lock().len() >= self.config.max_connections;
-        let short = self.short_of_descriptors(stream);
+        // A full table makes room anyway: no need to count descriptors in /proc then.
+        let short = !full && self.short_of_descriptors(stream);
         if !full && !short {
             return true;
         }
@@ -168,11 +169,16 @@ impl Listener {
                 .short_of_descriptors
                 .fetch_add(1, Ordering::Relaxed);
         }
-        if self.table.evict_oldest_idle() {
+        self.evict_oldest_idle()
+    }
+
+    /// Closes the connection idle the longest, counted; false when none is idle.
+    fn evict_oldest_idle(&self) -> bool {
+        let evicted = self.table.evict_oldest_idle();
+        if evicted {
             self.stats.evicted.fetch_add(1, Ordering::Relaxed);
-            return true;
         }
-        false
+        evicted
     }
 
     /// Answers a refused connection with a 503, then closes it.
@@ -226,7 +232,7 @@ pub async fn serve(
             Err(err) => {
                 this.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
                 if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
-                    this.table.evict_oldest_idle();
+                    this.evict_oldest_idle();
                 }
                 tracing::debug!("HTTP listener: accept failed: {err}");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;

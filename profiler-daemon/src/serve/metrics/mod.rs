@@ -34,7 +34,7 @@ use prometheus_client::{
 use thiserror::Error;
 
 use super::{
-    files::{FileStats, Refusal},
+    files::{FileStats, Refusal, FILE_QUEUE, FILE_WORKERS},
     listener::ListenerStats,
 };
 use crate::{
@@ -337,7 +337,7 @@ impl Families {
         );
         r.register(
             "profilerd_http_file_reads_refused",
-            "Requests for the page or /profiles/ answered 503: 8 were already waiting for the 2 threads that read the dump dir",
+            format!("Requests for the page or /profiles/ answered 503: {FILE_QUEUE} were already waiting for the {FILE_WORKERS} threads that read the dump dir"),
             self.file_reads_refused.clone(),
         );
     }
