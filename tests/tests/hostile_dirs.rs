@@ -291,19 +291,18 @@ fn check_reports_a_world_writable_or_foreign_dir_as_a_problem() {
     let foreign = private_dir(&dir.join("spool"));
     std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
     let url = closed_port_url();
-    let output = Command::new(profilerd())
-        .args([
+    let output = run_profilerd(
+        &[
             "check",
             "--dump-dir",
-            "profiles",
+            shared.to_str().unwrap(),
             "--server",
             &url,
             "--spool-dir",
-            "spool",
-        ])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
+            foreign.to_str().unwrap(),
+        ],
+        EXIT,
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "{stdout}");
     let line = |name: &str| {
@@ -390,9 +389,7 @@ fn a_full_disk_and_a_crash_leave_nothing_behind() {
     let mut metrics = String::new();
     assert!(
         wait_until(Duration::from_secs(20), || {
-            metrics = reqwest::blocking::get(format!("http://{address}/metrics"))
-                .and_then(|r| r.text())
-                .unwrap_or_default();
+            metrics = http_get(&address, "/metrics").1;
             metrics.contains("profilerd_leftover_files_removed_total{dir=\"dump\"} 3")
         }),
         "leftovers not counted:\n{metrics}\n{}",

@@ -11,29 +11,14 @@ use std::{
     os::unix::{fs::PermissionsExt, process::CommandExt},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use profiler_testkit::Daemon;
 use profiler_tests::*;
 
 const START: Duration = Duration::from_secs(30);
 /// The unprivileged user the attacks run as.
 const NOBODY: u32 = 65534;
-
-fn get(address: &str, path: &str) -> (u16, String) {
-    match reqwest::blocking::Client::new()
-        .get(format!("http://{address}{path}"))
-        .timeout(Duration::from_secs(5))
-        .send()
-    {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            (status, response.text().unwrap_or_default())
-        }
-        Err(err) => (0, err.to_string()),
-    }
-}
 
 /// The value of one sample line (`name{labels}`) of a text exposition.
 fn metric(text: &str, sample: &str) -> Option<f64> {
@@ -44,20 +29,36 @@ fn metric(text: &str, sample: &str) -> Option<f64> {
 /// Drains the daemon has done, from its drain-duration histogram.
 fn drains(address: &str) -> f64 {
     metric(
-        &get(address, "/metrics").1,
+        &http_get(address, "/metrics").1,
         "profilerd_drain_duration_seconds_count",
     )
     .unwrap_or(-1.0)
 }
 
+/// A directory removed when the test ends, passed or failed (one holds a 100 MB library).
+struct Removed(PathBuf);
+
+impl std::ops::Deref for Removed {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A directory the unprivileged user owns (outside target/, which it may not traverse).
-fn user_dir(name: &str) -> PathBuf {
+fn user_dir(name: &str) -> Removed {
     let dir = std::env::temp_dir().join(format!("profilerd-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).unwrap();
-    dir
+    Removed(dir)
 }
 
 /// Copies `from` into the user's directory as a file the user owns.
@@ -68,13 +69,11 @@ fn give(from: &Path, dir: &Path, name: &str) -> PathBuf {
     to
 }
 
-/// `profilerd run` watching `pid`, behind `wrapper` (e.g. setpriv), logging to `dir`.
+/// `profilerd run` watching `pid`, behind `wrapper` (e.g. setpriv), logging to `dir`; once
+/// `/healthz` says it drains.
 fn start_daemon(wrapper: &[&str], pid: u32, extra: &[&str], dir: &Path) -> (Daemon, String) {
-    let profilerd = profilerd();
     let pid = pid.to_string();
-    let mut args: Vec<&str> = wrapper.to_vec();
-    args.push(profilerd.to_str().unwrap());
-    args.extend([
+    let mut args = vec![
         "run",
         "--mode",
         "continuous",
@@ -84,27 +83,14 @@ fn start_daemon(wrapper: &[&str], pid: u32, extra: &[&str], dir: &Path) -> (Daem
         "60s",
         "--dump-dir",
         "profiles",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    ];
     args.extend_from_slice(extra);
-    let (program, args) = args.split_first().unwrap();
-    let daemon = Daemon::start(Path::new(program), args, dir, &dir.join("daemon.stderr"))
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let mut address = None;
-    wait_until(START, || {
-        address = daemon.stderr().lines().find_map(|l| {
-            let rest = l.split("HTTP listener on http://").nth(1)?;
-            Some(rest.split('/').next()?.to_string())
-        });
-        address.is_some()
-    });
-    let address =
-        address.unwrap_or_else(|| panic!("no HTTP listener; stderr:\n{}", daemon.stderr()));
+    let daemon = Daemon::start_under(wrapper, &args, dir, "daemon");
+    let address = daemon.http_address(START);
     assert!(
-        wait_until(START, || get(&address, "/healthz").0 == 200),
+        wait_until(START, || http_get(&address, "/healthz").0 == 200),
         "healthz never became ok: {:?}\n{}",
-        get(&address, "/healthz"),
+        http_get(&address, "/healthz"),
         daemon.stderr()
     );
     (daemon, address)
@@ -125,17 +111,6 @@ fn as_nobody(command: &mut Command) -> Running {
         });
     }
     Running::command(command).unwrap()
-}
-
-/// SIGTERM, and a clean exit within 2 s.
-fn stop_within_2s(daemon: &mut Daemon) {
-    let asked = Instant::now();
-    daemon.sigterm();
-    let status = daemon
-        .wait(Duration::from_secs(2), Duration::from_millis(20), |_| {})
-        .unwrap_or_else(|e| panic!("{e:#}; stderr:\n{}", daemon.stderr()));
-    assert!(status.success(), "profilerd exited with {status}");
-    assert!(asked.elapsed() < Duration::from_secs(2));
 }
 
 /// The samples of every profile in `DIR/profiles` whose name starts with `prefix`.
@@ -205,7 +180,7 @@ fn replay(swap: Swap, early: bool, wrapper: &[&str]) -> Replayed {
         .stdout(Stdio::null());
     let mut attacker = as_nobody(&mut command);
     let dir = scratch(&name);
-    let (mut daemon, address) = start_daemon(
+    let (daemon, address) = start_daemon(
         wrapper,
         attacker.pid(),
         &["--collect-interval", "500ms", "--frequency", "499"],
@@ -235,17 +210,16 @@ fn replay(swap: Swap, early: bool, wrapper: &[&str]) -> Replayed {
         "drains stopped after the swap: {before} then {after}; stderr:\n{}",
         daemon.stderr()
     );
-    let (health, text) = get(&address, "/healthz");
+    let (health, text) = http_get(&address, "/healthz");
     assert_eq!(health, 200, "{text}");
-    let metrics = get(&address, "/metrics").1;
+    let metrics = http_get(&address, "/metrics").1;
 
-    stop_within_2s(&mut daemon);
+    let stderr = daemon.terminate_within(Duration::from_secs(2));
     let stacks = profiles_of(&dir, &format!("hostile_swap-{}.cpu.", attacker.pid()));
-    let _ = fs::remove_dir_all(&home);
     Replayed {
         stacks,
         metrics,
-        stderr: daemon.stderr(),
+        stderr,
     }
 }
 
@@ -386,23 +360,12 @@ fn blow_up_symtab(library: &Path, bytes: u64) {
     fs::write(library, elf).unwrap();
 }
 
-/// The daemon's peak RSS (VmHWM), in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib << 10
-}
-
 /// Case 2: a library whose symbol table is blown up to 100 MB (4.4 million symbols) costs
 /// the daemon nothing: over --max-symbol-file-bytes, it is not parsed, its frames are named
 /// by module and offset, the refusal is counted.
 #[test]
 fn a_library_with_a_100_mb_symbol_table_is_not_parsed() {
-    let build = scratch("hostile-bloated-build");
+    let build = Removed(scratch("hostile-bloated-build"));
     let library = build.join("libbloated.so");
     let built = fixture_with(
         "libhostile",
@@ -439,7 +402,7 @@ fn a_library_with_a_100_mb_symbol_table_is_not_parsed() {
         .stdout(Stdio::null());
     let dir = scratch("hostile-bloated");
     let mut victim = as_nobody(&mut command);
-    let (mut daemon, address) = start_daemon(
+    let (daemon, address) = start_daemon(
         &[],
         victim.pid(),
         &["--collect-interval", "500ms", "--frequency", "499"],
@@ -450,15 +413,15 @@ fn a_library_with_a_100_mb_symbol_table_is_not_parsed() {
     });
     assert!(exited, "the fixture did not finish");
     std::thread::sleep(Duration::from_secs(1));
-    let (health, text) = get(&address, "/healthz");
+    let (health, text) = http_get(&address, "/healthz");
     assert_eq!(health, 200, "{text}");
-    let metrics = get(&address, "/metrics").1;
-    let peak = peak_rss(daemon.pid());
-    stop_within_2s(&mut daemon);
+    let metrics = http_get(&address, "/metrics").1;
+    let peak = procfs::peak_rss_mib(daemon.pid()).unwrap();
+    daemon.terminate_within(Duration::from_secs(2));
 
     // Parsed, it cost 137 MB of RSS (its pages and an index by address), and the parse
     // outlasted SIGTERM's 2 s.
-    assert!(peak < 96 << 20, "peak RSS {} MiB", peak >> 20);
+    assert!(peak < 96.0, "peak RSS {peak:.0} MiB");
     let refused = metric(
         &metrics,
         "profilerd_symbol_files_refused_total{reason=\"file_bound\"}",
@@ -472,8 +435,6 @@ fn a_library_with_a_100_mb_symbol_table_is_not_parsed() {
     );
     // The rest of the process is named as usual.
     assert!(in_library(&stacks, "warm_up") >= 20, "{stacks:#?}");
-    let _ = fs::remove_dir_all(&home);
-    let _ = fs::remove_dir_all(&build);
 }
 
 /// JIT code named from its perf map, which the process writes itself; made a FIFO by its
@@ -490,7 +451,7 @@ fn a_perf_map_names_jit_code_and_a_fifo_in_its_place_is_refused() {
             .stdout(Stdio::null());
         let mut jit = as_nobody(&mut command);
         let dir = scratch(&format!("hostile-perfmap-{fifo}"));
-        let (mut daemon, address) = start_daemon(
+        let (daemon, address) = start_daemon(
             &[],
             jit.pid(),
             &["--collect-interval", "500ms", "--frequency", "499"],
@@ -509,9 +470,9 @@ fn a_perf_map_names_jit_code_and_a_fifo_in_its_place_is_refused() {
             before >= 0.0 && after >= before + 2.0,
             "fifo {fifo}: drains stopped: {before} then {after}"
         );
-        assert_eq!(get(&address, "/healthz").0, 200);
-        let metrics = get(&address, "/metrics").1;
-        stop_within_2s(&mut daemon);
+        assert_eq!(http_get(&address, "/healthz").0, 200);
+        let metrics = http_get(&address, "/metrics").1;
+        daemon.terminate_within(Duration::from_secs(2));
         let stacks = profiles_of(&dir, &format!("jit_perfmap-{}.cpu.", jit.pid()));
         let named = in_library(&stacks, "jit_spin_function");
         let refused = metric(

@@ -6,7 +6,6 @@
 
 use std::{
     collections::HashMap,
-    fs,
     io::Read,
     path::PathBuf,
     time::{Duration, Instant},
@@ -76,11 +75,6 @@ fn delivery(stderr: &str) -> HashMap<String, u64> {
         .filter_map(|pair| pair.split_once('='))
         .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
         .collect()
-}
-
-fn vm_hwm_mib(pid: u32) -> f64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    procfs::status_mib(&status, "VmHWM").unwrap()
 }
 
 /// The daemon still drains (its sample count moves) and `/healthz` says ok.
@@ -154,7 +148,7 @@ fn error_body_of_300_mb_is_read_up_to_the_bound() {
         server.requests().len(),
         daemon.stderr()
     );
-    let hwm = vm_hwm_mib(daemon.pid());
+    let hwm = procfs::peak_rss_mib(daemon.pid()).unwrap();
     eprintln!("peak RSS {hwm:.1} MiB");
     assert!(
         hwm < MAX_HWM_MIB,

@@ -46,6 +46,14 @@ pub fn status_mib(status: &str, name: &str) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// A process's peak RSS (VmHWM), in MiB.
+pub fn peak_rss_mib(pid: u32) -> Option<f64> {
+    status_mib(
+        &fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+        "VmHWM",
+    )
+}
+
 /// VmRSS, RssAnon and RssFile of a process, in MiB.
 pub fn rss_split(pid: u32) -> Option<[f64; 3]> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
