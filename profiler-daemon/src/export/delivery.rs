@@ -168,7 +168,7 @@ impl Exporter {
 
 fn summary(s: &DeliveryStats, spool: &Mutex<Spool>) -> String {
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let spool = spool.lock().unwrap_or_else(|e| e.into_inner());
+    let spool = spool.lock().unwrap_or_else(|e| e.into_inner()).counts();
     format!(
         "sent={} retried={} spooled={} replayed={} split={} rejected={} moved_too_old={} dropped_spool_full={} dropped_spool_corrupt={} dropped_spool_error={} spool_files={} spool_bytes={} redirects={} retry_after_capped={} responses_truncated={}",
         get(&s.sent),
@@ -181,8 +181,8 @@ fn summary(s: &DeliveryStats, spool: &Mutex<Spool>) -> String {
         spool.dropped_full,
         spool.dropped_corrupt,
         get(&s.dropped_spool_error),
-        spool.len(),
-        spool.bytes(),
+        spool.files,
+        spool.bytes,
         get(&s.redirects),
         get(&s.retry_after_capped),
         get(&s.responses_truncated),
