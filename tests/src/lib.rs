@@ -216,6 +216,17 @@ pub fn http_get(address: &str, path: &str) -> (u16, String) {
     (status, response.text().unwrap_or_default())
 }
 
+/// The value of one sample line (`name{labels}`, whole) of a Prometheus text exposition.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// `time_nanos` and sample total of every window profile of the `split` fixture `pid` in
 /// `dir`, oldest first.
 pub fn window_totals(dir: &Path, pid: &str) -> Vec<(i64, i64)> {

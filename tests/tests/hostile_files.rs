@@ -20,12 +20,6 @@ const START: Duration = Duration::from_secs(30);
 /// The unprivileged user the attacks run as.
 const NOBODY: u32 = 65534;
 
-/// The value of one sample line (`name{labels}`) of a text exposition.
-fn metric(text: &str, sample: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// Drains the daemon has done, from its drain-duration histogram.
 fn drains(address: &str) -> f64 {
     metric(

@@ -31,11 +31,9 @@ fn get(address: &str, path: &str, limit: Duration) -> Result<(u16, String), Stri
 }
 
 /// The value of one sample line of `/metrics` (0 when absent).
-fn metric(address: &str, line_start: &str) -> f64 {
+fn metric_at(address: &str, series: &str) -> f64 {
     let (_, text) = get(address, "/metrics", Duration::from_secs(10)).expect("/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    metric(&text, series).unwrap_or(0.0)
 }
 
 fn wait_healthy(address: &str) {
@@ -169,12 +167,12 @@ fn idle_connections_at_1024_descriptors(name: &str, extra: &[&str], line: &str) 
         tail(&stderr, 20)
     );
     assert!(
-        metric(
+        metric_at(
             &address,
             "profilerd_http_connections_total{event=\"evicted\"}"
         ) > 0.0
     );
-    let value = metric(&address, line);
+    let value = metric_at(&address, line);
     drop(idle);
     daemon.terminate();
     drop(busy);
@@ -259,7 +257,7 @@ fn slowloris_is_cut_by_the_header_timeout() {
         "{cut_after:?}"
     );
     assert_eq!(
-        metric(
+        metric_at(
             &address,
             "profilerd_http_connections_total{event=\"header_timeout\"}"
         ),
@@ -314,7 +312,7 @@ fn planted_links_other_users_files_and_a_fifo_give_404_and_hang_nothing() {
     assert!(matches!(get(&address, "/healthz", quick), Ok((200, _))));
     for reason in ["link", "not_ours", "not_regular"] {
         let line = format!("profilerd_dump_files_refused_total{{reason=\"{reason}\"}}");
-        assert!(metric(&address, &line) > 0.0, "{line}");
+        assert!(metric_at(&address, &line) > 0.0, "{line}");
     }
     let stopping = Instant::now();
     daemon.terminate();

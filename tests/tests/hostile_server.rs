@@ -57,11 +57,9 @@ fn against(server: &HostileServer, name: &str, extra: &[&str]) -> Against {
     }
 }
 
-/// The value of one sample line of a text exposition (`name{labels}`), 0 when absent.
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
+/// A series' value, 0 when absent (a counter not moved yet).
+fn metric_or_zero(text: &str, series: &str) -> f64 {
+    metric(text, series).unwrap_or(0.0)
 }
 
 /// The counters of the line the delivery task logs when it has stopped.
@@ -158,7 +156,7 @@ fn error_body_of_300_mb_is_read_up_to_the_bound() {
     assert_working(&daemon, &address);
     let (_, metrics) = http_get(&address, "/metrics");
     assert!(
-        metric(
+        metric_or_zero(
             &metrics,
             r#"profilerd_server_responses_total{event="body_truncated"}"#
         ) >= 4.0,
@@ -195,12 +193,12 @@ fn redirect_is_refused_and_nothing_reaches_its_target() {
     assert_working(&daemon, &address);
     let (_, metrics) = http_get(&address, "/metrics");
     assert_eq!(
-        metric(&metrics, r#"profilerd_profiles_total{event="sent"}"#),
+        metric_or_zero(&metrics, r#"profilerd_profiles_total{event="sent"}"#),
         0.0,
         "{metrics}"
     );
     assert!(
-        metric(
+        metric_or_zero(
             &metrics,
             r#"profilerd_server_responses_total{event="redirect"}"#
         ) >= 2.0,
@@ -269,7 +267,7 @@ fn retry_after_999999_is_capped_logged_and_waits_in_the_spool() {
     assert_working(&first, &address);
     let (_, metrics) = http_get(&address, "/metrics");
     assert!(
-        metric(
+        metric_or_zero(
             &metrics,
             r#"profilerd_server_responses_total{event="retry_after_capped"}"#
         ) >= 2.0,

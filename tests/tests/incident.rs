@@ -72,11 +72,7 @@ fn assert_on_time(stderr: &str) {
 fn drains(address: &str) -> (f64, f64) {
     let (status, text) = http_get(address, "/metrics");
     assert_eq!(status, 200, "{text}");
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-    };
+    let value = |name: &str| metric(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"));
     (
         value("profilerd_drain_duration_seconds_count"),
         value("profilerd_drain_duration_seconds_bucket{le=\"0.1\"}"),
