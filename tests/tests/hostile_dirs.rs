@@ -229,12 +229,21 @@ fn a_spool_number_at_u64_max_neither_wraps_nor_overwrites() {
     );
 }
 
-#[test]
-fn a_world_writable_or_foreign_dir_is_refused_at_start_with_the_fix() {
-    let dir = scratch("hostile-dirs-refused");
+/// A dump dir anyone may write in (0777) and a spool dir another user owns, in a scratch
+/// directory named `name`.
+fn shared_and_foreign(name: &str) -> (PathBuf, PathBuf) {
+    let dir = scratch(name);
     let shared = dir.join("profiles");
     fs::create_dir(&shared).unwrap();
     fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+    let foreign = private_dir(&dir.join("spool"));
+    std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+    (shared, foreign)
+}
+
+#[test]
+fn a_world_writable_or_foreign_dir_is_refused_at_start_with_the_fix() {
+    let (shared, foreign) = shared_and_foreign("hostile-dirs-refused");
     let shared_arg = shared.to_str().unwrap();
     let output = run_profilerd(&["run", "--dump-dir", shared_arg, "--duration", "5s"], EXIT);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -256,8 +265,6 @@ fn a_world_writable_or_foreign_dir_is_refused_at_start_with_the_fix() {
     );
     assert!(names(&shared).is_empty(), "nothing was written into it");
 
-    let foreign = private_dir(&dir.join("spool"));
-    std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
     let foreign_arg = foreign.to_str().unwrap();
     let url = closed_port_url();
     let output = run_profilerd(
@@ -284,12 +291,7 @@ fn a_world_writable_or_foreign_dir_is_refused_at_start_with_the_fix() {
 
 #[test]
 fn check_reports_a_world_writable_or_foreign_dir_as_a_problem() {
-    let dir = scratch("hostile-dirs-check");
-    let shared = dir.join("profiles");
-    fs::create_dir(&shared).unwrap();
-    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
-    let foreign = private_dir(&dir.join("spool"));
-    std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+    let (shared, foreign) = shared_and_foreign("hostile-dirs-check");
     let url = closed_port_url();
     let output = run_profilerd(
         &[
