@@ -50,6 +50,19 @@ pub fn profilerd() -> PathBuf {
     binary
 }
 
+/// The optimized `profilerd` (`target/release`), for tests whose claim is about how fast the
+/// shipped build keeps up under load: an unoptimized daemon is several times slower per sample
+/// and would measure the build, not the design.
+pub fn profilerd_release() -> PathBuf {
+    let binary = target_dir().join("release").join("profilerd");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first (`cargo build --release -p profiler-daemon`; `cargo xtask test` does)",
+        binary.display()
+    );
+    binary
+}
+
 /// A scratch directory unique to one test, emptied on creation.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = target_dir()
@@ -296,17 +309,31 @@ impl Daemon {
     /// Starts `WRAPPER... profilerd ARGS` (e.g. `prlimit --nofile=1024:1024 --`), where the
     /// wrapper execs the daemon in its own process.
     pub fn start_under(wrapper: &[&str], args: &[&str], dir: &Path, name: &str) -> Self {
+        Self::start_binary(&profilerd(), wrapper, args, dir, name)
+    }
+
+    /// Starts the optimized build (see [`profilerd_release`]) with `ARGS`.
+    pub fn start_release(args: &[&str], dir: &Path, name: &str) -> Self {
+        Self::start_binary(&profilerd_release(), &[], args, dir, name)
+    }
+
+    fn start_binary(
+        binary: &Path,
+        wrapper: &[&str],
+        args: &[&str],
+        dir: &Path,
+        name: &str,
+    ) -> Self {
         // Tests run one after the other and may overlap a daemon's exit: a free port each.
         let listen: &[&str] = if args.first() == Some(&"run") && !args.contains(&"--listen") {
             &["--listen", "127.0.0.1:0"]
         } else {
             &[]
         };
-        let binary = profilerd();
         let args: Vec<&str> = args.iter().chain(listen).copied().collect();
         let log = dir.join(format!("{name}.stderr"));
         let daemon = match wrapper.split_first() {
-            None => profiler_testkit::Daemon::start(&binary, &args, dir, &log),
+            None => profiler_testkit::Daemon::start(binary, &args, dir, &log),
             Some((program, rest)) => {
                 let mut full: Vec<&str> = rest.to_vec();
                 full.push(binary.to_str().expect("UTF-8 path"));

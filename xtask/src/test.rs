@@ -18,6 +18,8 @@ pub fn test(kernels_only: bool) -> Result<()> {
     }
     cargo(&["fmt", "--all", "--check"]).context("code is not formatted: run `cargo fmt --all`")?;
     cargo(&["build", "--workspace", "--bins"])?;
+    // The tests that measure the daemon under load run the build users deploy.
+    cargo(&["build", "--release", "-p", "profiler-daemon"])?;
     cargo(&[
         "clippy",
         "--workspace",

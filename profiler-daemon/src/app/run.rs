@@ -321,9 +321,9 @@ impl<'a> RunLoop<'a> {
                 written = Some(path);
             }
         }
-        let latency = SystemTime::now()
-            .duration_since(kept.fired_at)
-            .unwrap_or_default();
+        let written_at = SystemTime::now();
+        let latency = written_at.duration_since(kept.fired_at).unwrap_or_default();
+        let late = written_at.duration_since(kept.due).unwrap_or_default();
         tracing::info!(
             target = %kept.name,
             event = %kept.event_id,
@@ -332,6 +332,7 @@ impl<'a> RunLoop<'a> {
             samples = kept.window.samples(),
             window = ?kept.window.duration,
             on_disk_after = ?latency,
+            after_due = ?late,
             "kept profile written"
         );
     }

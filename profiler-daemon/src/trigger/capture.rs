@@ -24,6 +24,9 @@ pub struct Kept {
     /// In firing order; the first names the file.
     pub scenes: Vec<Scene>,
     pub fired_at: SystemTime,
+    /// When the post-trigger window of the last firing merged into it ended: the capture was
+    /// complete then, and is written at the first collect tick after.
+    pub due: SystemTime,
     pub window: Window,
 }
 
@@ -144,6 +147,7 @@ impl Captures {
                 event_id,
                 scenes: firing.scenes,
                 fired_at: now,
+                due: now + self.post,
                 window: Window {
                     start,
                     duration: Duration::ZERO,
@@ -192,6 +196,7 @@ impl Captures {
         done.into_iter()
             .map(|capture| {
                 let mut kept = capture.kept;
+                kept.due = capture.until;
                 kept.window.duration = now.duration_since(kept.window.start).unwrap_or_default();
                 kept.window.processes = capture.processes.into_values().collect();
                 self.kept_until.insert(kept.target.clone(), now);
