@@ -50,7 +50,7 @@ pub const MAX_STACK_DEPTH: usize = 127;
 /// means the sample has none, and its `*_error` says why (a negated errno; `-EFAULT`: no such
 /// stack, as for a kernel thread's user stack or a user-mode sample's kernel stack).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SampleKey {
     pub tgid: u32,
     pub tid: u32,
@@ -173,6 +173,136 @@ pub struct NewProcess {
     pub _pad: u32,
 }
 
+/// Unwind rows of every file with a table ([`UnwindRow`]), one array shared by all files.
+pub const UNWIND_ROWS_MAP: &str = "UNWIND_ROWS";
+/// Page index: [`UnwindPageKey`] -> [`UnwindPage`].
+pub const UNWIND_PAGES_MAP: &str = "UNWIND_PAGES";
+/// Per tgid: its executable file mappings that have tables ([`UnwindMappings`]).
+pub const UNWIND_MAPPINGS_MAP: &str = "UNWIND_MAPPINGS";
+/// Per-CPU [`UnwindState`] carried from one tail call of the unwinder to the next.
+pub const UNWIND_STATE_MAP: &str = "UNWIND_STATE";
+/// Program array holding the unwinder program, which tail-calls itself for depth.
+pub const UNWIND_PROGRAMS_MAP: &str = "UNWIND_PROGRAMS";
+/// Name of the unwinder program (tail-called from [`PROGRAM_NAME`]).
+pub const UNWIND_PROGRAM_NAME: &str = "unwind_user";
+
+/// Bits of the file address below the page number: each page indexes 64 KiB of code, so a
+/// row stores only the low 16 bits of its address and a search never spans more than one
+/// page's rows.
+pub const UNWIND_PAGE_BITS: u32 = 16;
+/// Most executable mappings with tables per process (more fall back to frame pointers).
+pub const UNWIND_MAX_MAPPINGS: usize = 128;
+/// Steps of the binary search over one process's mappings (2^7 = [`UNWIND_MAX_MAPPINGS`]).
+pub const UNWIND_MAPPING_STEPS: u32 = 7;
+/// Steps of the binary search over one page's rows: a page holds at most 2^16 rows.
+pub const UNWIND_ROW_STEPS: u32 = 16;
+
+/// How to find the canonical frame address (CFA) at a row's addresses (x86_64).
+pub mod cfa {
+    /// No rule this unwinder can apply (a DWARF expression, an unusual register): the frame
+    /// is walked with frame pointers instead, and counted.
+    pub const UNSUPPORTED: u8 = 0;
+    /// CFA = rsp + offset.
+    pub const RSP: u8 = 1;
+    /// CFA = rbp + offset.
+    pub const RBP: u8 = 2;
+    /// The PLT's expression: CFA = rsp + offset + (8 if (rip & 15) >= 11).
+    pub const PLT: u8 = 3;
+    /// The outermost frame (return address undefined: `_start`, a thread's start) or a
+    /// signal trampoline: the walk ends here, cleanly.
+    pub const END: u8 = 4;
+}
+
+/// How to recover the caller's rbp at a row's addresses.
+pub mod rbp {
+    /// rbp still holds the caller's value.
+    pub const SAME: u8 = 0;
+    /// The caller's rbp was saved at CFA + offset.
+    pub const AT_CFA: u8 = 1;
+    /// Not recoverable by this unwinder: the caller's rbp is unknown from here on.
+    pub const UNSUPPORTED: u8 = 2;
+}
+
+/// One row of an unwind table: from `pc_low` (the low [`UNWIND_PAGE_BITS`] of the file
+/// address) to the next row, the CFA is `cfa_rule` + `cfa_offset`, the return address is at
+/// CFA - 8 and the caller's rbp follows `rbp_rule` + `rbp_offset`. 8 bytes: an arm64 row would
+/// add a link-register rule in `rbp_rule`'s high bits without growing it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UnwindRow {
+    pub pc_low: u16,
+    pub cfa_offset: u16,
+    pub rbp_offset: i16,
+    pub cfa_rule: u8,
+    pub rbp_rule: u8,
+}
+
+/// Key of a page of one file's table: the file's table id and the file address >> 16.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UnwindPageKey {
+    pub file: u32,
+    pub page: u32,
+}
+
+/// The rows of one page: `rows` rows from `first` in [`UNWIND_ROWS_MAP`], sorted by `pc_low`,
+/// the first at `pc_low` 0 (the row in force where the page starts).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindPage {
+    pub first: u32,
+    pub rows: u32,
+}
+
+/// One executable file mapping with a table: addresses `start..end` are file address
+/// `address - bias` of table `file`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindMapping {
+    pub start: u64,
+    pub end: u64,
+    pub bias: u64,
+    pub file: u32,
+    pub _pad: u32,
+}
+
+/// A process's mappings with tables, sorted by `start`; `count` of them are valid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnwindMappings {
+    pub count: u32,
+    pub _pad: u32,
+    pub mappings: [UnwindMapping; UNWIND_MAX_MAPPINGS],
+}
+
+impl Default for UnwindMappings {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            _pad: 0,
+            mappings: [UnwindMapping::default(); UNWIND_MAX_MAPPINGS],
+        }
+    }
+}
+
+/// The unwinder's registers and progress between tail calls, and the sample it belongs to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindState {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    /// Frames in the scratch stack so far.
+    pub len: u64,
+    pub hash: u64,
+    /// The sample's key, with the user stack still to be filled in.
+    pub key: SampleKey,
+    /// Non-zero once the frame at `len` is the first one (its pc is exact, not a return
+    /// address).
+    pub first: u32,
+    pub tail_calls: u32,
+}
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;
@@ -183,4 +313,9 @@ mod user {
     unsafe impl aya::Pod for Control {}
     unsafe impl aya::Pod for NewProcess {}
     unsafe impl aya::Pod for Stack {}
+    unsafe impl aya::Pod for UnwindRow {}
+    unsafe impl aya::Pod for UnwindPageKey {}
+    unsafe impl aya::Pod for UnwindPage {}
+    unsafe impl aya::Pod for UnwindMapping {}
+    unsafe impl aya::Pod for UnwindMappings {}
 }
