@@ -9,6 +9,7 @@
 //! | `host/` | `/proc/sys`, capabilities | start-up checks, `check` items, capability drops |
 //! | `sample/` | the BPF object | drained counts and stacks |
 //! | `symbolize/` | addresses | named frames |
+//! | `unwind/` | ELF files' bytes | unwind tables (paged CFI rows) for the BPF unwinder |
 //! | `aggregate/` | drained samples | per-process windows (and the one-thread pipeline) |
 //! | `targets/` | `--pid`, `--cgroup`, `[[target]]` | kernel filter, sections, labels |
 //! | `trigger/` | windows | rule firings and kept profiles |
@@ -31,6 +32,7 @@ mod symbolize;
 mod targets;
 mod trigger;
 mod types;
+pub mod unwind;
 
 /// Types generated from `proto/profile.proto`.
 #[allow(clippy::all, missing_docs)]

@@ -14,12 +14,13 @@ use std::{
 use syn::visit::Visit;
 
 /// The stages in the order data flows; a module may import only those before it.
-const STAGES: [&str; 13] = [
+const STAGES: [&str; 14] = [
     "types",
     "process",
     "host",
     "sample",
     "symbolize",
+    "unwind",
     "aggregate",
     "targets",
     "trigger",

@@ -1,0 +1,21 @@
+//! Unwind tables for the BPF unwinder, built from each file's call frame information. In: the
+//! bytes of an ELF file (x86_64) and, optionally, of its separate debug file. Out: a
+//! [`FileTable`]: the CFI as compact [`profiler_common::UnwindRow`]s in 64 KiB pages (the
+//! first row of every page at `pc_low` 0), and the executable segments that turn a mapping of
+//! the file into a bias. [`RowSpace`] places tables in the one rows array shared by all files.
+//!
+//! The CFI comes from `.eh_frame` (its FDEs listed by `.eh_frame_hdr` where present), else
+//! from `.debug_frame` in the file, else in the debug file. Rules the BPF side cannot apply
+//! are marked unsupported, never guessed; a crafted file is hostile input (no panic, memory
+//! within O(rows + file size), every loop bounded).
+
+mod cfi;
+mod paging;
+mod space;
+mod table;
+
+pub use space::RowSpace;
+pub use table::{bias, build, CfiSource, FileTable, Limits, Segment, TableError, TableStats};
+
+#[cfg(test)]
+mod tests;
