@@ -95,10 +95,21 @@ pub enum Counter {
     KernelStackLost = 9,
     /// New-process notifications lost because the ring buffer was full.
     NotifyDropped = 10,
+    /// User frames unwound with a row of an unwind table.
+    UnwindTableFrames = 11,
+    /// User frames of a process with tables walked with frame pointers instead: no table for
+    /// the address (JIT or anonymous code, a file without CFI) or a rule the unwinder cannot
+    /// apply.
+    UnwindFpFrames = 12,
+    /// Samples of processes whose tables were not loaded (yet, or at all: over a bound, or
+    /// unwinding off): walked with frame pointers only.
+    UnwindNoTables = 13,
+    /// User stacks cut at [`MAX_STACK_DEPTH`] frames by the table unwinder.
+    UnwindDepthLimit = 14,
 }
 
 /// Number of counters in [`Counters`].
-pub const COUNTER_COUNT: usize = 11;
+pub const COUNTER_COUNT: usize = 15;
 
 impl Counter {
     /// All counters, in index order.
@@ -114,6 +125,10 @@ impl Counter {
         Counter::KernelStackError,
         Counter::KernelStackLost,
         Counter::NotifyDropped,
+        Counter::UnwindTableFrames,
+        Counter::UnwindFpFrames,
+        Counter::UnwindNoTables,
+        Counter::UnwindDepthLimit,
     ];
 
     /// Stable snake_case name used in logs and metrics.
@@ -130,6 +145,10 @@ impl Counter {
             Counter::KernelStackError => "kernel_stack_error",
             Counter::KernelStackLost => "kernel_stack_lost",
             Counter::NotifyDropped => "notify_dropped",
+            Counter::UnwindTableFrames => "unwind_table_frames",
+            Counter::UnwindFpFrames => "unwind_fp_frames",
+            Counter::UnwindNoTables => "unwind_no_tables",
+            Counter::UnwindDepthLimit => "unwind_depth_limit",
         }
     }
 }
@@ -162,7 +181,8 @@ pub struct Control {
     /// Lowest and highest cgroup level (root = 0) of the cgroups in the filter.
     pub cgroup_min_level: u32,
     pub cgroup_max_level: u32,
-    pub _pad: u32,
+    /// Non-zero: user stacks of processes with tables are unwound with them.
+    pub unwind: u32,
 }
 
 /// Sent once per tgid on its first sample (until the daemon forgets the tgid).
@@ -297,9 +317,8 @@ pub struct UnwindState {
     pub hash: u64,
     /// The sample's key, with the user stack still to be filled in.
     pub key: SampleKey,
-    /// Non-zero once the frame at `len` is the first one (its pc is exact, not a return
-    /// address).
-    pub first: u32,
+    /// The map set the sample belongs to (the generation when it was taken).
+    pub generation: u32,
     pub tail_calls: u32,
 }
 

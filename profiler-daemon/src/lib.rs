@@ -32,7 +32,7 @@ mod symbolize;
 mod targets;
 mod trigger;
 mod types;
-pub mod unwind;
+mod unwind;
 
 /// Types generated from `proto/profile.proto`.
 #[allow(clippy::all, missing_docs)]

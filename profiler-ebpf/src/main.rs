@@ -6,11 +6,16 @@
 #![no_std]
 #![no_main]
 
+mod unwind;
+
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_user,
-        generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_stack},
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id,
+            bpf_get_current_task_btf, bpf_get_stack, bpf_task_pt_regs,
+        },
     },
     macros::{map, perf_event},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -95,11 +100,12 @@ pub fn sample_cpu(ctx: PerfEventContext) -> u32 {
     };
     // SAFETY: per-CPU value of this CPU; a perf-event program is not re-entered on one CPU.
     let counters = unsafe { &mut *counters };
-    if generation == 0 {
-        sample(&ctx, control, counters, &COUNTS_0, &KERNEL_STACKS_0, &USER_STACKS_0);
+    let kernel_stacks = if generation == 0 {
+        &KERNEL_STACKS_0
     } else {
-        sample(&ctx, control, counters, &COUNTS_1, &KERNEL_STACKS_1, &USER_STACKS_1);
-    }
+        &KERNEL_STACKS_1
+    };
+    sample(&ctx, control, generation, counters, kernel_stacks);
     0
 }
 
@@ -115,10 +121,9 @@ fn bump(counters: &mut Counters, counter: Counter) {
 fn sample(
     ctx: &PerfEventContext,
     control: &Control,
+    generation: u32,
     counters: &mut Counters,
-    counts: &HashMap<SampleKey, u64>,
     kernel_stacks: &HashMap<u64, Stack>,
-    user_stacks: &HashMap<u64, Stack>,
 ) {
     bump(counters, Counter::Taken);
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -134,63 +139,150 @@ fn sample(
     }
 
     let in_user_mode = interrupted_user_mode(ctx);
-    let (user_stack, user_stack_error) = match take_user_stack(ctx, in_user_mode, user_stacks) {
-        Ok(key) => (key, 0),
-        Err(err) => {
-            match -err {
-                EFAULT => bump(counters, Counter::UserStackEmpty),
-                E2BIG | ENOMEM => {
-                    bump(counters, Counter::UserStackLost);
-                    if first_since_drain(LogEvent::UserStacksFull) {
-                        warn!(
-                            ctx,
-                            "user-stack map full, user stacks are being lost: raise --stack-map-entries"
-                        );
-                    }
-                }
-                _ => bump(counters, Counter::UserStackError),
-            }
-            (0, err)
-        }
-    };
-    // A sample that interrupted user mode has no kernel stack; asking the kernel would only
-    // cost a callchain buffer round trip to learn that.
-    let (kernel_stack, kernel_stack_error) = if in_user_mode {
-        (0, -EFAULT)
-    } else {
-        match take_kernel_stack(ctx, kernel_stacks) {
-            Ok(key) => (key, 0),
-            Err(err) => {
-                match -err {
-                    EFAULT => {}
-                    E2BIG | ENOMEM => {
-                        bump(counters, Counter::KernelStackLost);
-                        if first_since_drain(LogEvent::KernelStacksFull) {
-                            warn!(
-                                ctx,
-                                "kernel-stack map full, kernel stacks are being lost: raise --kernel-stack-map-entries"
-                            );
-                        }
-                    }
-                    _ => bump(counters, Counter::KernelStackError),
-                }
-                (0, err)
-            }
-        }
-    };
+    // The kernel stack first: the user walk may continue in tail calls, which end the sample.
+    let (kernel_stack, kernel_stack_error) =
+        sample_kernel_stack(ctx, in_user_mode, counters, kernel_stacks);
     // SAFETY: helper without memory arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let key = SampleKey {
+    let mut key = SampleKey {
         tgid,
         tid,
-        user_stack,
+        user_stack: 0,
         kernel_stack,
-        user_stack_error,
+        user_stack_error: 0,
         kernel_stack_error,
         cgroup_id,
     };
+    if control.unwind != 0 {
+        if unwind::UNWIND_MAPPINGS.get_ptr(tgid).is_some() {
+            if let Some(regs) = user_registers(ctx, in_user_mode) {
+                if let Some(state) = unwind::UNWIND_STATE.get_ptr_mut(0) {
+                    // SAFETY: this CPU's value; the program is not re-entered on one CPU.
+                    let state = unsafe { &mut *state };
+                    state.rip = regs[0];
+                    state.rsp = regs[1];
+                    state.rbp = regs[2];
+                    state.key = key;
+                    state.generation = generation;
+                    // Returns only if the tail call failed: then frame pointers, as without tables.
+                    unwind::start(ctx, state);
+                }
+            }
+        } else {
+            bump(counters, Counter::UnwindNoTables);
+        }
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU value of this CPU; a perf-event program is not re-entered on one CPU.
+    let scratch = unsafe { &mut *scratch };
+    let hash = if in_user_mode {
+        Ok(walk_frame_pointers(ctx, scratch))
+    } else {
+        copy_stack(ctx, scratch, BPF_F_USER_STACK as u64)
+    };
+    match hash {
+        Ok(hash) => finish_sample(ctx, generation, &mut key, hash, scratch),
+        Err(err) => {
+            if -err == EFAULT {
+                bump(counters, Counter::UserStackEmpty);
+            } else {
+                bump(counters, Counter::UserStackError);
+            }
+            key.user_stack_error = err;
+            count_sample(ctx, generation, &key);
+        }
+    }
+}
 
-    if add_one(counts, &key) {
+/// The kernel stack's key of a sample, or 0 and why not. A sample that interrupted user mode
+/// has no kernel stack; asking the kernel would only cost a callchain buffer round trip to
+/// learn that.
+#[inline(always)]
+fn sample_kernel_stack(
+    ctx: &PerfEventContext,
+    in_user_mode: bool,
+    counters: &mut Counters,
+    kernel_stacks: &HashMap<u64, Stack>,
+) -> (u64, i32) {
+    if in_user_mode {
+        return (0, -EFAULT);
+    }
+    match take_kernel_stack(ctx, kernel_stacks) {
+        Ok(key) => (key, 0),
+        Err(err) => {
+            match -err {
+                EFAULT => {}
+                E2BIG | ENOMEM => {
+                    bump(counters, Counter::KernelStackLost);
+                    if first_since_drain(LogEvent::KernelStacksFull) {
+                        warn!(
+                            ctx,
+                            "kernel-stack map full, kernel stacks are being lost: raise --kernel-stack-map-entries"
+                        );
+                    }
+                }
+                _ => bump(counters, Counter::KernelStackError),
+            }
+            (0, err)
+        }
+    }
+}
+
+/// Stores the user stack in `scratch` under `hash` and counts the sample under `key`.
+#[inline(always)]
+fn finish_sample(
+    ctx: &PerfEventContext,
+    generation: u32,
+    key: &mut SampleKey,
+    hash: u64,
+    scratch: &Stack,
+) {
+    let user_stacks = if generation & 1 == 0 {
+        &USER_STACKS_0
+    } else {
+        &USER_STACKS_1
+    };
+    match store(user_stacks, hash, scratch) {
+        Ok(hash) => key.user_stack = hash,
+        Err(err) => {
+            key.user_stack_error = err;
+            if let Some(counters) = COUNTERS.get_ptr_mut(generation & 1) {
+                // SAFETY: this CPU's value; the program is not re-entered on one CPU.
+                let counters = unsafe { &mut *counters };
+                match -err {
+                    E2BIG | ENOMEM => {
+                        bump(counters, Counter::UserStackLost);
+                        if first_since_drain(LogEvent::UserStacksFull) {
+                            warn!(
+                                ctx,
+                                "user-stack map full, user stacks are being lost: raise --stack-map-entries"
+                            );
+                        }
+                    }
+                    _ => bump(counters, Counter::UserStackError),
+                }
+            }
+        }
+    }
+    count_sample(ctx, generation, key);
+}
+
+/// Adds the sample to the counts map of its generation and announces a new process.
+#[inline(always)]
+fn count_sample(ctx: &PerfEventContext, generation: u32, key: &SampleKey) {
+    let Some(counters) = COUNTERS.get_ptr_mut(generation & 1) else {
+        return;
+    };
+    // SAFETY: this CPU's value; the program is not re-entered on one CPU.
+    let counters = unsafe { &mut *counters };
+    let counts = if generation & 1 == 0 {
+        &COUNTS_0
+    } else {
+        &COUNTS_1
+    };
+    if add_one(counts, key) {
         bump(counters, Counter::Recorded);
     } else {
         bump(counters, Counter::DroppedMapFull);
@@ -201,7 +293,40 @@ fn sample(
             );
         }
     }
-    notify_new_process(ctx, counters, tgid);
+    notify_new_process(ctx, counters, key.tgid);
+}
+
+/// The interrupted user registers (rip, rsp, rbp): the context's when the sample interrupted
+/// user mode, else those saved at the kernel entry of the current task. None for a kernel
+/// thread, which has no user registers.
+#[inline(always)]
+fn user_registers(ctx: &PerfEventContext, in_user_mode: bool) -> Option<[u64; 3]> {
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        if in_user_mode {
+            // SAFETY: reading the context's register block, which the verifier allows.
+            let regs = unsafe { &(*ctx.ctx).regs };
+            return Some([regs.rip, regs.rsp, regs.rbp]);
+        }
+        // SAFETY: helpers without memory arguments; the pt_regs pointer is read only through
+        // bpf_probe_read_kernel, which checks it.
+        let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+        if regs == 0 {
+            return None;
+        }
+        // x86_64 `struct pt_regs` (a stable ABI): rbp at 32, rip at 128, cs at 136, rsp at 152.
+        let read = |offset: u64| unsafe { bpf_probe_read_kernel((regs + offset) as *const u64) };
+        let cs = read(136).ok()?;
+        if cs & 3 != 3 {
+            return None;
+        }
+        Some([read(128).ok()?, read(152).ok()?, read(32).ok()?])
+    }
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    {
+        let _ = (ctx, in_user_mode);
+        None
+    }
 }
 
 /// True when the sample interrupted user code, so `ctx`'s registers are the user registers.
@@ -218,27 +343,6 @@ fn interrupted_user_mode(ctx: &PerfEventContext) -> bool {
         let _ = ctx;
         false
     }
-}
-
-/// Takes the current user stack into this CPU's scratch buffer, stores it in `user_stacks`
-/// under the hash of its frames and returns that key, or the negated errno.
-#[inline(always)]
-fn take_user_stack(
-    ctx: &PerfEventContext,
-    in_user_mode: bool,
-    user_stacks: &HashMap<u64, Stack>,
-) -> Result<u64, i32> {
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return Err(-ENOMEM);
-    };
-    // SAFETY: per-CPU value of this CPU; a perf-event program is not re-entered on one CPU.
-    let scratch = unsafe { &mut *scratch };
-    let hash = if in_user_mode {
-        walk_frame_pointers(ctx, scratch)
-    } else {
-        copy_stack(ctx, scratch, BPF_F_USER_STACK as u64)?
-    };
-    store(user_stacks, hash, scratch)
 }
 
 /// The kernel stack of a sample taken in kernel mode, stored like a user stack. A hash map,

@@ -19,7 +19,7 @@ use std::{
 };
 
 pub use profiler_testkit::{
-    procfs, scenario,
+    perf, procfs, scenario,
     stack::{count_with, total},
     wait_until, Cgroup as TestCgroup, Frame, Running, Stack,
 };

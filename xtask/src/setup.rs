@@ -29,6 +29,18 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("gcc", "compiles the C test fixtures"),
     (
+        "linux-perf",
+        "`perf record --call-graph dwarf`, the reference for whole stacks in the unwind tests",
+    ),
+    (
+        "python3.11-minimal",
+        "Debian's /usr/bin/python3.11 (no frame pointers), profiled by the unwind tests",
+    ),
+    (
+        "sqlite3",
+        "Debian's sqlite3 (no frame pointers), profiled by the unwind tests",
+    ),
+    (
         "util-linux",
         "setpriv and prlimit, used by the privilege and hostile_local tests",
     ),

@@ -239,8 +239,7 @@ fn resolve_new_addresses(
         ] {
             if let StackRef::Ips(ips) = stack {
                 out.extend(
-                    ips.iter()
-                        .filter(|ip| !agg.index.contains_key(&(kind, **ip))),
+                    lookup_addresses(kind, ips).filter(|ip| !agg.index.contains_key(&(kind, *ip))),
                 );
             }
         }
@@ -261,6 +260,17 @@ fn resolve_new_addresses(
     }
 }
 
+/// The addresses a stack's frames are named by. Above the leaf, a user frame's address is a
+/// return address, which may already be the next line, inlined function or even function
+/// (after a call that does not return): its call instruction, one byte earlier, is what the
+/// frame was executing, as perf and pprof name it.
+fn lookup_addresses(kind: FrameKind, ips: &[u64]) -> impl Iterator<Item = u64> + '_ {
+    ips.iter().enumerate().map(move |(i, &ip)| match kind {
+        FrameKind::User if i > 0 => ip.saturating_sub(1),
+        _ => ip,
+    })
+}
+
 /// The stack of one sample as location indices, leaf (kernel) first.
 fn build_stack(agg: &mut ProcessAgg, key: &SampleKey, drained: &Drained) -> Vec<u32> {
     let mut stack = Vec::new();
@@ -272,8 +282,8 @@ fn build_stack(agg: &mut ProcessAgg, key: &SampleKey, drained: &Drained) -> Vec<
             (StackRef::Absent, _) => continue,
             (StackRef::Ips(ips), _) => {
                 stack.extend(
-                    ips.iter()
-                        .filter_map(|ip| agg.index.get(&(kind, *ip)).copied()),
+                    lookup_addresses(kind, ips)
+                        .filter_map(|ip| agg.index.get(&(kind, ip)).copied()),
                 );
                 continue;
             }
@@ -408,8 +418,9 @@ pub(crate) mod tests {
         assert_eq!(
             folded,
             vec![
-                (vec!["fn_20", "fn_10"], 5),
-                (vec!["fn_20", "fn_10", "k_ff00"], 3),
+                // The caller's return address 0x20 is named by its call, at 0x1f.
+                (vec!["fn_1f", "fn_10"], 5),
+                (vec!["fn_1f", "fn_10", "k_ff00"], 3),
             ]
         );
     }
@@ -441,7 +452,7 @@ pub(crate) mod tests {
         folded.sort();
         assert_eq!(
             folded,
-            vec![(vec!["fn_20", "fn_10"], 5), (vec!["fn_20", "fn_30"], 1)]
+            vec![(vec!["fn_1f", "fn_10"], 5), (vec!["fn_1f", "fn_30"], 1)]
         );
     }
 

@@ -15,10 +15,14 @@ use super::{Aggregator, Window};
 use crate::{
     sample::{CounterDelta, Sampler, SamplerConfig, SamplerError},
     symbolize::{Symbols, SymbolsConfig},
+    unwind::{LoaderLimits, Unwind, UnwindStats},
 };
 
 /// Longest time the pipeline sleeps without checking the stop flag.
 const STOP_CHECK: Duration = Duration::from_millis(100);
+/// Longest the start waits for the named processes' unwind tables (a few hundred
+/// milliseconds for an interpreter and its libraries): beyond it, sampling starts anyway.
+const TABLES_BEFORE_START: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
@@ -55,7 +59,7 @@ impl Accounting {
     pub fn summary(&self) -> String {
         let k = |c: Counter| self.kernel.get(c);
         format!(
-            "taken={} idle={} filtered={} recorded={} dropped_map_full={} drained={} in_profiles={} dropped_stack_limit={} user_stack_empty={} user_stack_error={} user_stack_lost={} kernel_stack_error={} kernel_stack_lost={} notify_dropped={}",
+            "taken={} idle={} filtered={} recorded={} dropped_map_full={} drained={} in_profiles={} dropped_stack_limit={} user_stack_empty={} user_stack_error={} user_stack_lost={} kernel_stack_error={} kernel_stack_lost={} notify_dropped={} unwind_table_frames={} unwind_fp_frames={} unwind_no_tables={} unwind_depth_limit={}",
             k(Counter::Taken),
             k(Counter::Idle),
             k(Counter::Filtered),
@@ -70,6 +74,10 @@ impl Accounting {
             k(Counter::KernelStackError),
             k(Counter::KernelStackLost),
             k(Counter::NotifyDropped),
+            k(Counter::UnwindTableFrames),
+            k(Counter::UnwindFpFrames),
+            k(Counter::UnwindNoTables),
+            k(Counter::UnwindDepthLimit),
         )
     }
 }
@@ -77,6 +85,8 @@ impl Accounting {
 pub struct Pipeline {
     sampler: Sampler,
     symbols: Symbols,
+    /// The unwind table loader; None with `--unwind fp`.
+    unwind: Option<Unwind>,
     aggregator: Aggregator,
     pub accounting: Accounting,
 }
@@ -84,13 +94,38 @@ pub struct Pipeline {
 impl Pipeline {
     /// Loads and attaches the sampler; sampling starts now.
     pub fn start(object: &[u8], config: &PipelineConfig) -> Result<Self, SamplerError> {
-        let sampler = Sampler::start(object, &config.sampler)?;
-        Ok(Self {
+        let mut sampler = Sampler::load(object, &config.sampler)?;
+        let unwind = match sampler.take_unwind_maps() {
+            Some(maps) => {
+                let limits = LoaderLimits {
+                    max_file_bytes: config.symbols.max_symbol_file_bytes,
+                    // One file may take half the rows: one huge binary cannot starve the rest.
+                    max_file_rows: (maps.sizes.rows / 2) as usize,
+                };
+                Some(Unwind::start(maps, limits).map_err(SamplerError::Thread)?)
+            }
+            None => None,
+        };
+        let mut pipeline = Self {
             sampler,
+            unwind,
             symbols: Symbols::new(config.symbols),
             aggregator: Aggregator::new(config.sampler.frequency, config.max_stacks),
             accounting: Accounting::default(),
-        })
+        };
+        // Named processes are read, and their tables built, before sampling starts: their first
+        // samples are whole stacks too.
+        if pipeline.unwind.is_some() {
+            for &pid in &config.sampler.pids {
+                pipeline.symbols.track(pid);
+            }
+            pipeline.load_tables();
+            if let Some(unwind) = &pipeline.unwind {
+                unwind.wait_idle(TABLES_BEFORE_START);
+            }
+        }
+        pipeline.sampler.attach()?;
+        Ok(pipeline)
     }
 
     pub fn cpus(&self) -> usize {
@@ -128,6 +163,21 @@ impl Pipeline {
         for pid in self.sampler.new_processes() {
             self.symbols.track(pid);
         }
+        self.load_tables();
+    }
+
+    /// Queues the unwind tables of every process whose memory map was just read.
+    fn load_tables(&mut self) {
+        for pid in self.symbols.take_retracked() {
+            if let Some(unwind) = &self.unwind {
+                unwind.process(pid, self.symbols.files_of(pid));
+            }
+        }
+    }
+
+    /// The unwind tables' counters; None with `--unwind fp`.
+    pub fn unwind_stats(&self) -> Option<UnwindStats> {
+        self.unwind.as_ref().map(Unwind::stats)
     }
 
     /// Drains the kernel maps into the current window.
@@ -148,8 +198,12 @@ impl Pipeline {
         acc.counts_entries = drained.counts_entries;
         acc.stack_entries = drained.stack_entries;
         acc.kernel_stack_entries = drained.kernel_stack_entries;
+        self.load_tables();
         for pid in self.symbols.evict_exited() {
             self.sampler.forget_process(pid);
+            if let Some(unwind) = &self.unwind {
+                unwind.exited(pid);
+            }
         }
         Ok(())
     }

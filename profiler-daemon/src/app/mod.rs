@@ -22,9 +22,9 @@ pub use daemon::execute;
 
 use crate::{
     aggregate::{Pipeline, PipelineConfig, ProcessProfile, Window},
-    config::{LimitArgs, TargetArgs},
+    config::{LimitArgs, TargetArgs, UnwindArgs, Unwinder},
     host::{check as host_check, preflight},
-    sample::SamplerConfig,
+    sample::{SamplerConfig, UnwindSizes},
     symbolize::SymbolsConfig,
     targets::{resolve_targets, Section, SectionSpec, Targets},
     types::CgroupTarget,
@@ -34,6 +34,7 @@ use crate::{
 fn prepare(
     target: &TargetArgs,
     limits: &LimitArgs,
+    unwind: &UnwindArgs,
     specs: &[SectionSpec],
 ) -> Result<(PipelineConfig, Watched)> {
     preflight::check_privileges()?;
@@ -68,6 +69,11 @@ fn prepare(
             known_pids_entries: limits.max_processes,
             filter_entries: limits.max_filter_entries,
             notify_ring_bytes: 256 << 10,
+            unwind: (unwind.unwind == Unwinder::Tables).then_some(UnwindSizes {
+                rows: unwind.unwind_rows,
+                pages: unwind.unwind_pages,
+                processes: unwind.unwind_processes,
+            }),
         },
         symbols: SymbolsConfig {
             max_processes: limits.max_processes as usize,

@@ -17,7 +17,7 @@ use crate::{
 
 /// Records for `--duration` (or until every `--pid` exited, or `stop`), then writes.
 pub(super) fn record(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
-    let (config, _) = prepare(&args.target, &args.limits, &[])?;
+    let (config, _) = prepare(&args.target, &args.limits, &args.unwind, &[])?;
     let (format, output) = args.resolved_output();
     // Fail before sampling, not after 30 s, when the output cannot be written.
     fs::OpenOptions::new()
@@ -65,6 +65,9 @@ pub(super) fn record(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
         "wrote profile"
     );
     tracing::info!("sample accounting: {}", pipeline.accounting.summary());
+    if let Some(unwind) = pipeline.unwind_stats() {
+        tracing::info!("unwind tables: {}", unwind.summary());
+    }
     Ok(())
 }
 

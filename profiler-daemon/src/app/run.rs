@@ -104,7 +104,7 @@ impl<'a> RunLoop<'a> {
         web: &'a WebState,
         reloads: &'a Receiver<Box<RunArgs>>,
     ) -> Result<Self> {
-        let (config, targets) = prepare(&args.target, &args.limits, &args.sections)?;
+        let (config, targets) = prepare(&args.target, &args.limits, &args.unwind, &args.sections)?;
         let labels = super::server::base_labels(args)?.with_sections(targets.sections.clone())?;
         let dump = dump.map(|dir| DumpSink { dir });
         let pipeline = Pipeline::start(BPF_OBJECT, &config)?;
@@ -374,6 +374,7 @@ impl<'a> RunLoop<'a> {
             dump_leftovers: dump.map_or(0, |d| d.leftovers),
             history_bytes,
             spool: self.exporter.map(Exporter::spool_counts),
+            unwind: self.pipeline.unwind_stats(),
         });
     }
 
@@ -397,6 +398,9 @@ impl<'a> RunLoop<'a> {
         );
         if let Some(exporter) = self.exporter {
             tracing::info!("delivery: {}", exporter.summary());
+        }
+        if let Some(unwind) = self.pipeline.unwind_stats() {
+            tracing::info!("unwind tables: {}", unwind.summary());
         }
     }
 }

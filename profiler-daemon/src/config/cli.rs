@@ -51,8 +51,9 @@ pub enum Command {
     #[command(after_help = "Examples:
   profilerd record --pid 1234 --duration 30s --output cpu.pb.gz
   profilerd record --pid 1234 --format svg --output flame.svg
-  profilerd record --duration 5s --format folded --output all.folded")]
-    Record(RecordArgs),
+  profilerd record --duration 5s --format folded --output all.folded
+  profilerd record --pid 1234 --unwind fp --output cpu.pb.gz   # frame pointers only")]
+    Record(Box<RecordArgs>),
     /// Run the profiler daemon: one pprof per sampled process every upload interval.
     #[command(after_help = "Examples:
   profilerd run --dump-dir /var/lib/profilerd/profiles
@@ -185,6 +186,8 @@ pub struct RecordArgs {
     #[command(flatten)]
     pub priority: PriorityArgs,
     #[command(flatten)]
+    pub unwind: super::UnwindArgs,
+    #[command(flatten)]
     pub limits: LimitArgs,
 }
 
@@ -250,6 +253,8 @@ pub struct RunArgs {
     pub page_window: Duration,
     #[command(flatten)]
     pub priority: PriorityArgs,
+    #[command(flatten)]
+    pub unwind: super::UnwindArgs,
     #[command(flatten)]
     pub listener: ListenerArgs,
     #[command(flatten)]

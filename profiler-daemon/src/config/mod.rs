@@ -7,9 +7,11 @@ mod file;
 mod hostile;
 mod listener;
 mod server;
+mod unwind;
 
 pub use cli::{
     command, parse_from, Cli, Command, Format, LimitArgs, Listen, ListenerArgs, LogFormat, Mode,
     ParseError, RecordArgs, RunArgs, ServerArgs, TargetArgs, TriggerArgs, DEFAULT_DUMP_DIR,
 };
 pub use file::{ConfigError, ConfigFile};
+pub use unwind::{UnwindArgs, Unwinder};

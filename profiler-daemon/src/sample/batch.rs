@@ -1,4 +1,5 @@
-//! Emptying a BPF hash map with `BPF_MAP_LOOKUP_AND_DELETE_BATCH` (Linux 5.6).
+//! Emptying a BPF hash map with `BPF_MAP_LOOKUP_AND_DELETE_BATCH`, and filling or pruning one
+//! with `BPF_MAP_UPDATE_BATCH` / `BPF_MAP_DELETE_BATCH` (Linux 5.6).
 //!
 //! Element by element, a drain costs three bpf() calls per entry (next key, lookup, delete),
 //! and with thousands of distinct stacks per interval those calls were a fifth of the daemon's
@@ -14,6 +15,11 @@ use std::{
 use aya::{maps::Map, Pod};
 
 const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+/// Entries written per update or delete call: the kernel copies each call's keys and values
+/// at once, so a bounded call keeps that copy small.
+const WRITE_CHUNK: usize = 16384;
 
 /// Entries asked for per call. A hash map returns whole buckets, so a call fails with ENOSPC
 /// if one bucket holds more; the drain then doubles the chunk.
@@ -42,7 +48,7 @@ impl BatchMap {
     /// A duplicate of `map`'s descriptor; `None` for map kinds the batch drain is not for.
     pub fn of(map: &Map) -> Option<Self> {
         let data = match map {
-            Map::HashMap(data) | Map::LruHashMap(data) => data,
+            Map::HashMap(data) | Map::LruHashMap(data) | Map::Array(data) => data,
             _ => return None,
         };
         let fd = data.fd().as_fd().try_clone_to_owned().ok()?;
@@ -110,5 +116,58 @@ impl BatchMap {
             first = false;
             in_token = out_token;
         }
+    }
+
+    /// Writes `keys[i] -> values[i]` for every i, a chunk per call.
+    pub fn update<K: Pod, V: Pod>(&self, keys: &[K], values: &[V]) -> io::Result<()> {
+        debug_assert_eq!(keys.len(), values.len());
+        for (keys, values) in keys.chunks(WRITE_CHUNK).zip(values.chunks(WRITE_CHUNK)) {
+            let mut attr = BatchAttr {
+                keys: keys.as_ptr() as u64,
+                values: values.as_ptr() as u64,
+                count: keys.len() as u32,
+                map_fd: self.fd.as_raw_fd() as u32,
+                ..Default::default()
+            };
+            self.call(BPF_MAP_UPDATE_BATCH, &mut attr, keys.len())?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every key of `keys` (absent ones are an error the caller may ignore).
+    pub fn delete<K: Pod>(&self, keys: &[K]) -> io::Result<()> {
+        for keys in keys.chunks(WRITE_CHUNK) {
+            let mut attr = BatchAttr {
+                keys: keys.as_ptr() as u64,
+                count: keys.len() as u32,
+                map_fd: self.fd.as_raw_fd() as u32,
+                ..Default::default()
+            };
+            self.call(BPF_MAP_DELETE_BATCH, &mut attr, keys.len())?;
+        }
+        Ok(())
+    }
+
+    fn call(&self, command: libc::c_long, attr: &mut BatchAttr, count: usize) -> io::Result<()> {
+        // SAFETY: attr points at `count` keys (and values) of the map's sizes, which the
+        // kernel only reads.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                command,
+                attr as *mut BatchAttr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if (attr.count as usize) < count {
+            return Err(io::Error::other(format!(
+                "the kernel took {} of {count} entries",
+                attr.count
+            )));
+        }
+        Ok(())
     }
 }

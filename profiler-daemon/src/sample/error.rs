@@ -41,6 +41,8 @@ pub enum SamplerError {
     },
     #[error("cannot list online CPUs: {0}")]
     Cpus(io::Error),
+    #[error("cannot start the unwind table thread ({0}): raise the task limit (ulimit -u) or pass --unwind fp")]
+    Thread(io::Error),
     #[error("{count} {what} exceed the filter's {capacity} entries: restart with --max-filter-entries {count} or more")]
     FilterFull {
         what: &'static str,

@@ -32,10 +32,12 @@ use profiler_common::{
 };
 mod batch;
 mod error;
+mod tables;
 
 use batch::BatchMap;
 pub use error::SamplerError;
 use error::{classify_load, classify_program};
+pub use tables::{UnwindMaps, UnwindSizes};
 
 /// How long a drain waits after flipping the generation before it reads the old map set.
 /// A sampling program runs for microseconds; the margin covers a vCPU descheduled mid-sample.
@@ -68,6 +70,8 @@ pub struct SamplerConfig {
     pub filter_entries: u32,
     /// Size of the new-process ring buffer in bytes (power of two, multiple of the page size).
     pub notify_ring_bytes: u32,
+    /// The unwind maps' sizes; None walks user stacks with frame pointers only.
+    pub unwind: Option<UnwindSizes>,
 }
 
 /// Everything one drain took out of the kernel.
@@ -202,11 +206,15 @@ pub struct Sampler {
     /// Last cumulative counters read per generation, to compute deltas.
     seen: [[u64; COUNTER_COUNT]; 2],
     cpus: usize,
+    frequency: u64,
+    /// The unwind maps' writers until [`Sampler::take_unwind_maps`] hands them over.
+    unwind: Option<UnwindMaps>,
 }
 
 impl Sampler {
-    /// Loads the embedded BPF object, fills the filters and attaches on every online CPU.
-    pub fn start(object: &[u8], config: &SamplerConfig) -> Result<Self, SamplerError> {
+    /// Loads the embedded BPF object and fills the filters; nothing is sampled until
+    /// [`Sampler::attach`].
+    pub fn load(object: &[u8], config: &SamplerConfig) -> Result<Self, SamplerError> {
         let control_block = control_block(config);
         let (mut ebpf, filter_entries) = load(object, config)?;
         let mut pid_filter: HashMap<MapData, u32, u8> = take(&mut ebpf, FILTER_PIDS_MAP)?;
@@ -264,13 +272,16 @@ impl Sampler {
             }
         };
         let ring = take(&mut ebpf, NEW_PROCESS_RING)?;
+        let unwind = match config.unwind {
+            Some(sizes) => Some(tables::prepare(&mut ebpf, sizes)?),
+            None => None,
+        };
 
-        let cpus = attach(&mut ebpf, config.frequency)?;
         Ok(Self {
             pid_filter,
             cgroup_filter,
             log_gate,
-            possible_cpus: aya::util::nr_cpus().unwrap_or(cpus.len()),
+            possible_cpus: aya::util::nr_cpus().map_err(|(_, err)| SamplerError::Cpus(err))?,
             logger,
             filter_entries,
             filter: (config.pids.clone(), config.cgroups.clone()),
@@ -287,8 +298,21 @@ impl Sampler {
             generation: 0,
             control_block,
             seen: [[0; COUNTER_COUNT]; 2],
-            cpus: cpus.len(),
+            cpus: 0,
+            frequency: config.frequency,
+            unwind,
         })
+    }
+
+    /// Attaches the sampler to `cpu-clock` on every online CPU: sampling starts.
+    pub fn attach(&mut self) -> Result<(), SamplerError> {
+        self.cpus = attach(&mut self._ebpf, self.frequency)?.len();
+        Ok(())
+    }
+
+    /// The writers of the unwind maps, once (None when unwinding with tables is off).
+    pub fn take_unwind_maps(&mut self) -> Option<UnwindMaps> {
+        self.unwind.take()
     }
 
     /// Number of CPUs sampled.
@@ -360,7 +384,10 @@ impl Sampler {
                 .insert(cgroup.id, 1, 0)
                 .map_err(map_err(FILTER_CGROUPS_MAP))?;
         }
-        self.control_block = filter_block(pids, cgroups);
+        self.control_block = Control {
+            unwind: self.control_block.unwind,
+            ..filter_block(pids, cgroups)
+        };
         let block = Control {
             generation: self.generation,
             ..self.control_block
@@ -534,6 +561,9 @@ fn load(object: &[u8], config: &SamplerConfig) -> Result<(Ebpf, u32), SamplerErr
     sizes.push((FILTER_PIDS_MAP, "--max-filter-entries", filter_entries));
     sizes.push((FILTER_CGROUPS_MAP, "--max-filter-entries", filter_entries));
     sizes.push((KNOWN_PIDS_MAP, "--max-processes", config.known_pids_entries));
+    if let Some(unwind) = &config.unwind {
+        sizes.extend(tables::map_sizes(unwind));
+    }
     let mut loader = EbpfLoader::new();
     for &(name, _, entries) in &sizes {
         loader.map_max_entries(name, entries);
@@ -573,7 +603,10 @@ fn attach(ebpf: &mut Ebpf, frequency: u64) -> Result<Vec<u32>, SamplerError> {
 }
 
 fn control_block(config: &SamplerConfig) -> Control {
-    filter_block(&config.pids, &config.cgroups)
+    Control {
+        unwind: u32::from(config.unwind.is_some()),
+        ..filter_block(&config.pids, &config.cgroups)
+    }
 }
 
 /// The control block's filter fields for these pids and cgroups (generation 0).

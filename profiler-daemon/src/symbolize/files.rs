@@ -202,6 +202,11 @@ pub struct HeldFile {
 }
 
 impl HeldFile {
+    /// The validated descriptor, unless the file was refused.
+    pub fn descriptor(&self) -> Option<&File> {
+        self.file.as_ref()
+    }
+
     /// The path blazesym reads the file by.
     pub fn fd_path(&self) -> Option<PathBuf> {
         let fd = self.file.as_ref()?.as_raw_fd();

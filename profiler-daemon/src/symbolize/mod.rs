@@ -29,10 +29,12 @@ mod debuginfo;
 mod files;
 mod frame;
 mod fuse;
+mod held;
 mod kallsyms;
 mod perfmap;
 
 pub use frame::{FrameKind, Line, Location};
+pub use held::MappedFile;
 
 use files::{Bounds, FileId, Files, Refusal};
 use frame::symbolized_lines;
@@ -141,6 +143,8 @@ pub struct Symbols {
     expire_credit: f64,
     expire_checked: Instant,
     pub stats: SymbolsStats,
+    /// Processes whose memory map was read since [`Symbols::take_retracked`] last asked.
+    retracked: Vec<u32>,
 }
 
 impl Symbols {
@@ -167,6 +171,7 @@ impl Symbols {
             expire_credit: 0.0,
             expire_checked: Instant::now(),
             stats: SymbolsStats::default(),
+            retracked: Vec::new(),
         }
     }
 
@@ -192,6 +197,7 @@ impl Symbols {
             tracing::debug!(pid, %err, "caching process memory map failed");
         }
         self.hold_files(&mut info);
+        self.retracked.push(pid);
         let tracked = Tracked {
             info,
             idle_rounds: 0,
@@ -664,23 +670,6 @@ impl Symbols {
             self.stats.processes_evicted += 1;
         }
         gone
-    }
-
-    /// The counters, with the caches' current entry counts.
-    pub fn stats(&self) -> SymbolsStats {
-        SymbolsStats {
-            kernel_cache_entries: self.kernel.len() as u64,
-            user_cache_entries: self.user_symbols as u64,
-            files_cached: self.files.held.len() as u64,
-            files_refused: self.files.refused,
-            symbol_bytes: self.files.parsed_bytes + self.perf_maps.bytes,
-            ..self.stats
-        }
-    }
-
-    /// Processes currently tracked.
-    pub fn tracked(&self) -> usize {
-        self.processes.len()
     }
 }
 

@@ -1,5 +1,8 @@
 //! Unwind tables for the BPF unwinder, built from each file's call frame information. In: the
-//! bytes of an ELF file (x86_64) and, optionally, of its separate debug file. Out: a
+//! executable file mappings of each process the symbolizer tracks (its checked descriptors),
+//! and exits. Out: the tables and mapping lists in the kernel's unwind maps, and
+//! [`UnwindStats`]. The [`Unwind`] loader thread builds each file's table once, from the
+//! bytes of an ELF file (x86_64) and, optionally, of its separate debug file: a
 //! [`FileTable`]: the CFI as compact [`profiler_common::UnwindRow`]s in 64 KiB pages (the
 //! first row of every page at `pc_low` 0), and the executable segments that turn a mapping of
 //! the file into a bias. [`RowSpace`] places tables in the one rows array shared by all files.
@@ -10,12 +13,12 @@
 //! within O(rows + file size), every loop bounded).
 
 mod cfi;
+mod loader;
 mod paging;
 mod space;
 mod table;
 
-pub use space::RowSpace;
-pub use table::{bias, build, CfiSource, FileTable, Limits, Segment, TableError, TableStats};
+pub use loader::{LoaderLimits, Unwind, UnwindStats};
 
 #[cfg(test)]
 mod tests;

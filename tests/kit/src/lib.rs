@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod fixtures;
 pub mod hostile;
 pub mod matrix;
+pub mod perf;
 pub mod process;
 pub mod procfs;
 pub mod scenario;

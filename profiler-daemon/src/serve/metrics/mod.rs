@@ -42,6 +42,7 @@ use crate::{
     export::{DeliveryStats, SpoolCounts},
     process::procfs::read_own_stat,
     symbolize::{refusal_reasons, SymbolsStats},
+    unwind::UnwindStats,
 };
 
 /// The `Content-Type` of what [`Metrics::encode`] returns.
@@ -74,6 +75,8 @@ pub(crate) struct Snapshot {
     pub(crate) history_bytes: u64,
     /// The spool's counters and contents; `None` without a server.
     pub(crate) spool: Option<SpoolCounts>,
+    /// The unwind tables' counters; `None` with `--unwind fp`.
+    pub(crate) unwind: Option<UnwindStats>,
 }
 
 #[derive(Debug, Error)]
@@ -96,6 +99,8 @@ macro_rules! label_sets {
 label_sets!(Outcome { outcome }, Reason { reason }, Map { map });
 label_sets!(Lookup { result }, Cache { cache });
 label_sets!(Event { event }, Rule { rule }, DirLabel { dir });
+mod unwind;
+
 /// No label: a family of one series that exists only once it is set (the spool gauges,
 /// absent without a server).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -156,6 +161,7 @@ struct Families {
     descriptor_reserve_hits: Counter,
     dump_files_refused: Family<Reason, Counter>,
     file_reads_refused: Counter,
+    unwind: unwind::UnwindFamilies,
 }
 
 impl Families {
@@ -520,6 +526,7 @@ impl Default for Metrics {
         f.register_symbols(&mut registry);
         f.register_outputs(&mut registry);
         f.register_listener(&mut registry);
+        f.unwind.register(&mut registry);
         let r = &mut registry;
         r.register_collector(Box::new(OwnUsage));
         let mut state = State {
@@ -599,6 +606,7 @@ impl State {
         self.observe_drains(&s.accounting);
         self.families.apply_symbols(s);
         self.families.apply_outputs(s);
+        self.families.unwind.apply(s);
     }
 
     /// Observes the drains done since the last publish. The pipeline publishes after every

@@ -59,6 +59,23 @@ fn known() -> Metrics {
         leftovers: 9006,
         corrupt_files: 9007,
     });
+    s.unwind = Some(UnwindStats {
+        files: 11001,
+        rows: 11002,
+        rows_capacity: 11003,
+        pages: 11004,
+        pages_capacity: 11005,
+        processes: 11006,
+        processes_capacity: 11007,
+        built: 11008,
+        build_time: Duration::from_secs(1),
+        files_failed: 11009,
+        files_dropped: 11010,
+        processes_dropped: 11011,
+        mappings_dropped: 11012,
+        jobs_dropped: 11013,
+        write_errors: 11014,
+    });
     let d = DeliveryStats::default();
     for (i, c) in [
         &d.sent,

@@ -1,0 +1,122 @@
+//! The kernel side of the unwind tables: the rows array, the page index and the per-process
+//! mapping lists the BPF unwinder reads, written in batches (one call per chunk of rows, not
+//! one per row: per-element updates dominated a peer's overhead).
+
+use std::io;
+
+use aya::{
+    maps::{Map, ProgramArray},
+    programs::PerfEvent,
+    Ebpf,
+};
+use profiler_common::{
+    UnwindMappings, UnwindPage, UnwindPageKey, UnwindRow, UNWIND_MAPPINGS_MAP, UNWIND_PAGES_MAP,
+    UNWIND_PROGRAMS_MAP, UNWIND_PROGRAM_NAME, UNWIND_ROWS_MAP,
+};
+
+use super::{batch::BatchMap, error::classify_program, SamplerError};
+
+/// Sizes of the unwind maps (each from its flag).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnwindSizes {
+    /// Rows of every file's table together (`--unwind-rows`).
+    pub rows: u32,
+    /// Pages of 64 KiB of code with rows, of every file together (`--unwind-pages`).
+    pub pages: u32,
+    /// Processes with a mapping list (`--unwind-processes`).
+    pub processes: u32,
+}
+
+/// Writers of the unwind maps; owned by whoever builds the tables (a thread of its own).
+pub struct UnwindMaps {
+    rows: BatchMap,
+    pages: BatchMap,
+    mappings: BatchMap,
+    pub sizes: UnwindSizes,
+}
+
+impl UnwindMaps {
+    /// Writes `rows` at `first..first + rows.len()` of the rows array.
+    pub fn write_rows(&self, first: u32, rows: &[UnwindRow]) -> io::Result<()> {
+        let keys: Vec<u32> = (first..first + rows.len() as u32).collect();
+        self.rows.update(&keys, rows)
+    }
+
+    /// Adds pages to the page index.
+    pub fn write_pages(&self, keys: &[UnwindPageKey], pages: &[UnwindPage]) -> io::Result<()> {
+        self.pages.update(keys, pages)
+    }
+
+    /// Removes pages from the page index (a file's table freed).
+    pub fn remove_pages(&self, keys: &[UnwindPageKey]) -> io::Result<()> {
+        self.pages.delete(keys)
+    }
+
+    /// Sets the mapping list of a process: from now on its samples are unwound with tables.
+    pub fn set_mappings(&self, tgid: u32, mappings: &UnwindMappings) -> io::Result<()> {
+        self.mappings
+            .update(std::slice::from_ref(&tgid), std::slice::from_ref(mappings))
+    }
+
+    /// Forgets a process's mapping list (it exited, or its tables were freed).
+    pub fn remove_mappings(&self, tgid: u32) -> io::Result<()> {
+        self.mappings.delete(std::slice::from_ref(&tgid))
+    }
+}
+
+/// The map names with their sizes and flags, for the loader.
+pub fn map_sizes(sizes: &UnwindSizes) -> [(&'static str, &'static str, u32); 3] {
+    [
+        (UNWIND_ROWS_MAP, "--unwind-rows", sizes.rows),
+        (UNWIND_PAGES_MAP, "--unwind-pages", sizes.pages),
+        (UNWIND_MAPPINGS_MAP, "--unwind-processes", sizes.processes),
+    ]
+}
+
+/// Loads the unwinder program, puts it in the program array the sampler tail-calls, and
+/// takes the maps' writers out of `ebpf`.
+pub fn prepare(ebpf: &mut Ebpf, sizes: UnwindSizes) -> Result<UnwindMaps, SamplerError> {
+    let program: &mut PerfEvent = ebpf
+        .program_mut(UNWIND_PROGRAM_NAME)
+        .ok_or_else(|| {
+            SamplerError::Load(format!(
+                "program {UNWIND_PROGRAM_NAME} missing from the object"
+            ))
+        })?
+        .try_into()
+        .map_err(|err| SamplerError::Load(format!("{err}")))?;
+    // A refusal carries the verifier's log; `--unwind fp` loads without this program.
+    program.load().map_err(|err| classify_program(&err, 0))?;
+    let fd = program
+        .fd()
+        .map_err(|err| SamplerError::Load(format!("{err}")))?
+        .try_clone()
+        .map_err(|err| SamplerError::Load(format!("{err}")))?;
+    let map = ebpf.map_mut(UNWIND_PROGRAMS_MAP).ok_or_else(|| {
+        SamplerError::Load(format!("map {UNWIND_PROGRAMS_MAP} missing from the object"))
+    })?;
+    let mut programs = ProgramArray::try_from(map).map_err(|source| SamplerError::Map {
+        map: UNWIND_PROGRAMS_MAP,
+        source,
+    })?;
+    programs
+        .set(0, &fd, 0)
+        .map_err(|source| SamplerError::Map {
+            map: UNWIND_PROGRAMS_MAP,
+            source,
+        })?;
+    Ok(UnwindMaps {
+        rows: writer(ebpf, UNWIND_ROWS_MAP)?,
+        pages: writer(ebpf, UNWIND_PAGES_MAP)?,
+        mappings: writer(ebpf, UNWIND_MAPPINGS_MAP)?,
+        sizes,
+    })
+}
+
+fn writer(ebpf: &Ebpf, name: &'static str) -> Result<BatchMap, SamplerError> {
+    let map: &Map = ebpf
+        .map(name)
+        .ok_or_else(|| SamplerError::Load(format!("map {name} missing from the BPF object")))?;
+    BatchMap::of(map)
+        .ok_or_else(|| SamplerError::Load(format!("map {name} has an unexpected kind")))
+}

@@ -1,0 +1,492 @@
+//! The table loader: a thread of its own that builds each mapped file's unwind table once,
+//! writes it into the kernel's rows array and page index, and gives each process the list of
+//! its mappings with tables. Off the sampling path: the pipeline only queues jobs (bounded,
+//! dropped and counted when full), and a process's samples are walked with frame pointers
+//! until its list is written.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    os::unix::fs::{FileExt, MetadataExt},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc::{sync_channel, Receiver, SyncSender, TrySendError},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use profiler_common::{
+    UnwindMapping, UnwindMappings, UnwindPage, UnwindPageKey, UNWIND_MAX_MAPPINGS,
+};
+
+use super::{
+    space::RowSpace,
+    table::{self, Limits, Segment},
+};
+use crate::{sample::UnwindMaps, symbolize::MappedFile};
+
+/// Jobs waiting for the loader; more are dropped (their processes keep frame pointers).
+const QUEUE: usize = 256;
+
+/// What the loader is asked to do.
+enum Job {
+    /// A process's executable file mappings (again after its map changed).
+    Process { pid: u32, files: Vec<MappedFile> },
+    /// A process exited: its list goes, and its files' tables when no process maps them.
+    Exit { pid: u32 },
+}
+
+/// Bounds of the loader beyond the kernel maps' sizes.
+#[derive(Clone, Copy, Debug)]
+pub struct LoaderLimits {
+    /// Largest file read for its table (the symbolizer's `--max-symbol-file-bytes`).
+    pub max_file_bytes: u64,
+    /// Rows of one file's table (at most the whole rows array).
+    pub max_file_rows: usize,
+}
+
+/// Counters and gauges of the tables, for `/metrics` and the status lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindStats {
+    /// Files whose tables are in the kernel now.
+    pub files: u64,
+    /// Rows in use, and the rows array's size.
+    pub rows: u64,
+    pub rows_capacity: u64,
+    /// Pages in the index, and its size.
+    pub pages: u64,
+    pub pages_capacity: u64,
+    /// Processes with a mapping list, and the most there can be.
+    pub processes: u64,
+    pub processes_capacity: u64,
+    /// Tables built since start, and the time they took.
+    pub built: u64,
+    pub build_time: Duration,
+    /// Files without a table: no CFI, unreadable, over a bound (their frames use frame
+    /// pointers).
+    pub files_failed: u64,
+    /// Tables that did not fit the rows array or the page index.
+    pub files_dropped: u64,
+    /// Processes beyond `--unwind-processes`.
+    pub processes_dropped: u64,
+    /// Mappings beyond the per-process list's [`UNWIND_MAX_MAPPINGS`].
+    pub mappings_dropped: u64,
+    /// Jobs dropped because the queue was full.
+    pub jobs_dropped: u64,
+    /// Map writes the kernel refused.
+    pub write_errors: u64,
+}
+
+impl UnwindStats {
+    /// One line for logs.
+    pub fn summary(&self) -> String {
+        format!(
+            "files={} rows={}/{} pages={}/{} processes={}/{} built={} build_time={:?} no_cfi={} full={} processes_dropped={} mappings_dropped={} queue_dropped={} write_errors={}",
+            self.files,
+            self.rows,
+            self.rows_capacity,
+            self.pages,
+            self.pages_capacity,
+            self.processes,
+            self.processes_capacity,
+            self.built,
+            self.build_time,
+            self.files_failed,
+            self.files_dropped,
+            self.processes_dropped,
+            self.mappings_dropped,
+            self.jobs_dropped,
+            self.write_errors,
+        )
+    }
+}
+
+/// The handle the pipeline keeps: queues jobs, reads the counters.
+pub struct Unwind {
+    sender: Option<SyncSender<Job>>,
+    /// Jobs queued and not done yet.
+    pending: Arc<AtomicUsize>,
+    stats: Arc<Mutex<UnwindStats>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Unwind {
+    /// Starts the loader thread with the kernel maps' writers.
+    pub fn start(maps: UnwindMaps, limits: LoaderLimits) -> std::io::Result<Self> {
+        let stats = Arc::new(Mutex::new(UnwindStats {
+            rows_capacity: maps.sizes.rows.into(),
+            pages_capacity: maps.sizes.pages.into(),
+            processes_capacity: maps.sizes.processes.into(),
+            ..Default::default()
+        }));
+        let (sender, receiver) = sync_channel(QUEUE);
+        let shared = Arc::clone(&stats);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let done = Arc::clone(&pending);
+        let thread = std::thread::Builder::new()
+            .name("unwind-tables".into())
+            .spawn(move || Loader::new(maps, limits, shared).run(receiver, &done))?;
+        Ok(Self {
+            sender: Some(sender),
+            pending,
+            stats,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a process's mappings (its first sample, or its map changed).
+    pub fn process(&self, pid: u32, files: Vec<MappedFile>) {
+        self.send(Job::Process { pid, files });
+    }
+
+    /// Queues a process's exit.
+    pub fn exited(&self, pid: u32) {
+        self.send(Job::Exit { pid });
+    }
+
+    fn send(&self, job: Job) {
+        let Some(sender) = &self.sender else { return };
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        if let Err(err) = sender.try_send(job) {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            if let TrySendError::Full(_) = err {
+                self.lock().jobs_dropped += 1;
+            }
+        }
+    }
+
+    /// Waits until every queued job is done, at most `limit`.
+    pub fn wait_idle(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        while self.pending.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn stats(&self) -> UnwindStats {
+        *self.lock()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, UnwindStats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Unwind {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread after the job at hand.
+        self.sender.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Which file a table belongs to: by build id, else by the inode and its size and mtime
+/// (the same file in every mount namespace, and a rewritten one is another).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum FileKey {
+    BuildId(String),
+    Inode {
+        dev: u64,
+        ino: u64,
+        size: u64,
+        mtime: i64,
+    },
+}
+
+/// A file's table in the kernel (or the fact that it has none).
+struct Loaded {
+    /// None: no table (failed or dropped); kept so that it is not tried at every process.
+    table: Option<Placed>,
+    /// Processes mapping the file.
+    refs: u32,
+}
+
+struct Placed {
+    id: u32,
+    first: u32,
+    rows: u32,
+    pages: Vec<UnwindPageKey>,
+    segments: Vec<Segment>,
+}
+
+struct Loader {
+    maps: UnwindMaps,
+    limits: LoaderLimits,
+    stats: Arc<Mutex<UnwindStats>>,
+    files: HashMap<FileKey, Loaded>,
+    processes: HashMap<u32, Vec<FileKey>>,
+    space: RowSpace,
+    next_id: u32,
+}
+
+impl Loader {
+    fn new(maps: UnwindMaps, limits: LoaderLimits, stats: Arc<Mutex<UnwindStats>>) -> Self {
+        let space = RowSpace::new(maps.sizes.rows);
+        Self {
+            maps,
+            limits,
+            stats,
+            files: HashMap::new(),
+            processes: HashMap::new(),
+            space,
+            next_id: 1,
+        }
+    }
+
+    fn run(mut self, jobs: Receiver<Job>, pending: &AtomicUsize) {
+        for job in jobs {
+            match job {
+                Job::Process { pid, files } => self.process(pid, files),
+                Job::Exit { pid } => self.exit(pid),
+            }
+            pending.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn stats(&self) -> std::sync::MutexGuard<'_, UnwindStats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads the tables of a process's files and writes its mapping list.
+    fn process(&mut self, pid: u32, files: Vec<MappedFile>) {
+        let new = !self.processes.contains_key(&pid);
+        if new && self.processes.len() as u64 >= self.stats().processes_capacity {
+            self.stats().processes_dropped += 1;
+            return;
+        }
+        let mut keys: Vec<FileKey> = Vec::new();
+        let mut list = UnwindMappings::default();
+        let mut entries: Vec<UnwindMapping> = Vec::new();
+        for mapped in &files {
+            let Some(key) = file_key(mapped) else {
+                continue;
+            };
+            if !keys.contains(&key) {
+                self.acquire(&key, &mapped.file);
+                keys.push(key.clone());
+            }
+            let Some(placed) = self.files.get(&key).and_then(|l| l.table.as_ref()) else {
+                continue;
+            };
+            let vma = &mapped.vma;
+            if let Some(bias) = table::bias(&placed.segments, vma.start, vma.file_offset) {
+                entries.push(UnwindMapping {
+                    start: vma.start,
+                    end: vma.end,
+                    bias,
+                    file: placed.id,
+                    _pad: 0,
+                });
+            }
+        }
+        // The old list's files are released after the new one's are held: a file in both
+        // keeps its table.
+        if let Some(old) = self.processes.insert(pid, keys) {
+            for key in old {
+                self.release(&key);
+            }
+        }
+        entries.sort_by_key(|m| m.start);
+        if entries.len() > UNWIND_MAX_MAPPINGS {
+            self.stats().mappings_dropped += (entries.len() - UNWIND_MAX_MAPPINGS) as u64;
+            entries.truncate(UNWIND_MAX_MAPPINGS);
+        }
+        list.count = entries.len() as u32;
+        list.mappings[..entries.len()].copy_from_slice(&entries);
+        if let Err(err) = self.maps.set_mappings(pid, &list) {
+            tracing::debug!(pid, %err, "writing the unwind mapping list failed");
+            self.stats().write_errors += 1;
+        }
+        self.publish();
+    }
+
+    fn exit(&mut self, pid: u32) {
+        let Some(keys) = self.processes.remove(&pid) else {
+            return;
+        };
+        // Absent already when the list was never written.
+        let _ = self.maps.remove_mappings(pid);
+        for key in keys {
+            self.release(&key);
+        }
+        self.publish();
+    }
+
+    /// One more process maps the file: its table is built the first time.
+    fn acquire(&mut self, key: &FileKey, file: &File) {
+        if let Some(loaded) = self.files.get_mut(key) {
+            loaded.refs += 1;
+            return;
+        }
+        let table = self.load(file);
+        self.files.insert(key.clone(), Loaded { table, refs: 1 });
+    }
+
+    fn release(&mut self, key: &FileKey) {
+        let Some(loaded) = self.files.get_mut(key) else {
+            return;
+        };
+        loaded.refs -= 1;
+        if loaded.refs > 0 {
+            return;
+        }
+        let Some(Loaded {
+            table: Some(placed),
+            ..
+        }) = self.files.remove(key)
+        else {
+            return;
+        };
+        if self.maps.remove_pages(&placed.pages).is_err() {
+            self.stats().write_errors += 1;
+        }
+        self.space.free(placed.first, placed.rows);
+        let mut stats = self.stats();
+        stats.files -= 1;
+        stats.pages -= placed.pages.len() as u64;
+    }
+
+    /// Builds a file's table and places it in the kernel; None when it has none or it does not
+    /// fit (counted).
+    fn load(&mut self, file: &File) -> Option<Placed> {
+        let started = Instant::now();
+        let built = read_bounded(file, self.limits.max_file_bytes).and_then(|bytes| {
+            let limits = Limits {
+                max_rows: self.limits.max_file_rows,
+            };
+            table::build(&bytes, None, &limits).map_err(|err| err.to_string())
+        });
+        let elapsed = started.elapsed();
+        {
+            let mut stats = self.stats();
+            stats.build_time += elapsed;
+            stats.built += 1;
+        }
+        let table = match built {
+            Ok(table) => table,
+            Err(err) => {
+                tracing::debug!(%err, "no unwind table");
+                self.stats().files_failed += 1;
+                return None;
+            }
+        };
+        let rows = table.rows.len() as u32;
+        let pages_free = {
+            let stats = self.stats();
+            stats.pages_capacity - stats.pages
+        };
+        let first = if (table.pages.len() as u64) <= pages_free {
+            self.space.allocate(rows)
+        } else {
+            None
+        };
+        let Some(first) = first else {
+            tracing::debug!(
+                rows,
+                pages = table.pages.len(),
+                largest_free = self.space.largest_free(),
+                failed = self.space.failed(),
+                "no room for an unwind table"
+            );
+            self.stats().files_dropped += 1;
+            return None;
+        };
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        let (keys, values): (Vec<UnwindPageKey>, Vec<UnwindPage>) = table
+            .pages
+            .iter()
+            .map(|&(page, start, count)| {
+                (
+                    UnwindPageKey { file: id, page },
+                    UnwindPage {
+                        first: first + start,
+                        rows: count,
+                    },
+                )
+            })
+            .unzip();
+        // Rows before pages: a page the kernel can find always leads to written rows.
+        let written = self
+            .maps
+            .write_rows(first, &table.rows)
+            .and_then(|()| self.maps.write_pages(&keys, &values));
+        if let Err(err) = written {
+            tracing::debug!(%err, "writing an unwind table failed");
+            let _ = self.maps.remove_pages(&keys);
+            self.space.free(first, rows);
+            let mut stats = self.stats();
+            stats.write_errors += 1;
+            stats.files_dropped += 1;
+            return None;
+        }
+        tracing::debug!(
+            source = table.stats.source.name(),
+            rows,
+            pages = keys.len(),
+            fdes = table.stats.fdes,
+            unsupported_cfa = table.stats.unsupported_cfa,
+            build_time = ?elapsed,
+            "unwind table built"
+        );
+        let mut stats = self.stats();
+        stats.files += 1;
+        stats.pages += keys.len() as u64;
+        Some(Placed {
+            id,
+            first,
+            rows,
+            pages: keys,
+            segments: table.segments,
+        })
+    }
+
+    fn publish(&self) {
+        let processes = self.processes.len() as u64;
+        let (rows, capacity) = (self.space.used(), self.space.capacity());
+        let mut stats = self.stats();
+        stats.processes = processes;
+        stats.rows = rows.into();
+        stats.rows_capacity = capacity.into();
+    }
+}
+
+fn file_key(mapped: &MappedFile) -> Option<FileKey> {
+    if let Some(id) = &mapped.vma.build_id {
+        return Some(FileKey::BuildId(id.clone()));
+    }
+    let meta = mapped.file.metadata().ok()?;
+    Some(FileKey::Inode {
+        dev: mapped.vma.dev,
+        ino: mapped.vma.inode,
+        size: meta.size(),
+        mtime: meta.mtime(),
+    })
+}
+
+/// The whole file, if it is at most `max` bytes: read with positioned reads from the checked
+/// descriptor (never mapped: a file truncated under a mapping would kill the daemon with
+/// SIGBUS).
+fn read_bounded(file: &File, max: u64) -> Result<Vec<u8>, String> {
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    if size > max {
+        return Err(format!("{size} bytes, over the {max}-byte bound"));
+    }
+    let mut bytes = vec![0u8; size as usize];
+    let mut done = 0;
+    while done < bytes.len() {
+        match file.read_at(&mut bytes[done..], done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+    // Shorter than its size said: truncated meanwhile; parse what is there.
+    bytes.truncate(done);
+    Ok(bytes)
+}

@@ -1,0 +1,242 @@
+//! The user-stack unwinder for code without frame pointers: each frame's return address and
+//! caller registers come from the row of its file's unwind table (built by the daemon from
+//! `.eh_frame`), found through the process's mapping list and the file's page index. Frames
+//! without a usable row are walked with frame pointers, frame by frame. The walk runs
+//! [`FRAMES_PER_CALL`] frames per program run and tail-calls itself for depth.
+
+use aya_ebpf::{
+    helpers::bpf_probe_read_user,
+    macros::{map, perf_event},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray},
+    programs::PerfEventContext,
+};
+use profiler_common::{
+    cfa, rbp, Counter, Stack, UnwindMapping, UnwindMappings, UnwindPage, UnwindPageKey,
+    UnwindRow, UnwindState, MAX_STACK_DEPTH, UNWIND_MAPPING_STEPS, UNWIND_MAX_MAPPINGS,
+    UNWIND_PAGE_BITS, UNWIND_ROW_STEPS,
+};
+
+use crate::{bump, finish, finish_sample, mix, COUNTERS, MIN_FRAME_ADDRESS, SCRATCH};
+
+#[map]
+static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(1, 0);
+#[map]
+static UNWIND_PAGES: HashMap<UnwindPageKey, UnwindPage> = HashMap::with_max_entries(1, 0);
+#[map]
+pub(crate) static UNWIND_MAPPINGS: HashMap<u32, UnwindMappings> = HashMap::with_max_entries(1, 0);
+#[map]
+pub(crate) static UNWIND_STATE: PerCpuArray<UnwindState> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub(crate) static UNWIND_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Frames per program run: with the kernel's 33 tail calls, well over [`MAX_STACK_DEPTH`].
+const FRAMES_PER_CALL: usize = 6;
+/// Tail calls one sample may use (the kernel allows 33).
+const MAX_TAIL_CALLS: u32 = 30;
+
+/// What one frame step decided.
+enum Step {
+    /// The caller's registers are in the state: go on.
+    Next,
+    /// The walk is over (outermost frame, unreadable memory, depth reached).
+    Done,
+}
+
+#[perf_event]
+pub fn unwind_user(ctx: PerfEventContext) -> u32 {
+    let Some(state) = UNWIND_STATE.get_ptr_mut(0) else {
+        return 0;
+    };
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's values; a perf-event program is not re-entered on one CPU, and the
+    // tail call that brought us here keeps the sample's state.
+    let (state, scratch) = unsafe { (&mut *state, &mut *scratch) };
+    let Some(counters) = COUNTERS.get_ptr_mut(state.generation & 1) else {
+        return 0;
+    };
+    // SAFETY: as above.
+    let counters = unsafe { &mut *counters };
+    let Some(mappings) = UNWIND_MAPPINGS.get_ptr(state.key.tgid) else {
+        // The process's tables went away between two tail calls: keep what was walked.
+        return end(&ctx, state, scratch);
+    };
+    // SAFETY: a map value, valid while this program runs.
+    let mappings = unsafe { &*mappings };
+    for _ in 0..FRAMES_PER_CALL {
+        if let Step::Done = step(state, scratch, mappings, counters) {
+            return end(&ctx, state, scratch);
+        }
+    }
+    if state.len as usize >= MAX_STACK_DEPTH || state.tail_calls >= MAX_TAIL_CALLS {
+        bump(counters, Counter::UnwindDepthLimit);
+        return end(&ctx, state, scratch);
+    }
+    state.tail_calls += 1;
+    // SAFETY: the program array holds this program; on failure control comes back here.
+    unsafe { UNWIND_PROGRAMS.tail_call(&ctx, 0) };
+    end(&ctx, state, scratch)
+}
+
+/// Starts the table walk of a sample whose process has tables; returns only if the tail call
+/// failed (the caller then walks frame pointers as before).
+#[inline(always)]
+pub(crate) fn start(ctx: &PerfEventContext, state: &mut UnwindState) {
+    state.len = 0;
+    state.hash = crate::HASH_SEED;
+    state.tail_calls = 0;
+    // SAFETY: the program array holds the unwinder; on failure control comes back here.
+    unsafe { UNWIND_PROGRAMS.tail_call(ctx, 0) };
+}
+
+/// Stores the walked stack and counts the sample.
+#[inline(always)]
+fn end(ctx: &PerfEventContext, state: &mut UnwindState, scratch: &mut Stack) -> u32 {
+    let len = state.len;
+    scratch.len = len;
+    let hash = finish(state.hash, len);
+    finish_sample(ctx, state.generation, &mut state.key, hash, scratch);
+    0
+}
+
+/// Records the frame at the state's registers and moves them to its caller.
+#[inline(always)]
+fn step(
+    state: &mut UnwindState,
+    scratch: &mut Stack,
+    mappings: &UnwindMappings,
+    counters: &mut profiler_common::Counters,
+) -> Step {
+    let len = state.len as usize;
+    if len >= MAX_STACK_DEPTH {
+        return Step::Done;
+    }
+    let pc = state.rip;
+    scratch.ips[len] = pc;
+    state.hash = mix(state.hash, pc);
+    state.len = len as u64 + 1;
+    // A return address points after its call, which may be the first byte of the next
+    // function: look up the call itself. The first frame's pc is exact.
+    let lookup = if len == 0 { pc } else { pc - 1 };
+    let row = find_mapping(mappings, lookup).and_then(|m| find_row(m, lookup));
+    let Some(row) = row else {
+        counters_fp(counters);
+        return frame_pointer_step(state);
+    };
+    let cfa = match row.cfa_rule {
+        cfa::RSP => state.rsp + row.cfa_offset as u64,
+        cfa::RBP => state.rbp + row.cfa_offset as u64,
+        cfa::PLT => {
+            let extra = if pc & 15 >= 11 { 8 } else { 0 };
+            state.rsp + row.cfa_offset as u64 + extra
+        }
+        cfa::END => return Step::Done,
+        _ => {
+            counters_fp(counters);
+            return frame_pointer_step(state);
+        }
+    };
+    if cfa < MIN_FRAME_ADDRESS + 8 {
+        return Step::Done;
+    }
+    // SAFETY: bpf_probe_read_user checks the address; a fault is an error, not a crash.
+    let Ok(ret) = (unsafe { bpf_probe_read_user((cfa - 8) as *const u64) }) else {
+        return Step::Done;
+    };
+    let caller_rbp = match row.rbp_rule {
+        rbp::SAME => state.rbp,
+        rbp::AT_CFA => {
+            let at = cfa.wrapping_add(row.rbp_offset as i64 as u64);
+            // SAFETY: as above.
+            unsafe { bpf_probe_read_user(at as *const u64) }.unwrap_or(0)
+        }
+        _ => 0,
+    };
+    bump(counters, Counter::UnwindTableFrames);
+    if ret == 0 {
+        return Step::Done;
+    }
+    state.rip = ret;
+    state.rsp = cfa;
+    state.rbp = caller_rbp;
+    Step::Next
+}
+
+#[inline(always)]
+fn counters_fp(counters: &mut profiler_common::Counters) {
+    bump(counters, Counter::UnwindFpFrames);
+}
+
+/// One frame-pointer step: the frame at rbp is [saved rbp, return address].
+#[inline(always)]
+fn frame_pointer_step(state: &mut UnwindState) -> Step {
+    let fp = state.rbp;
+    if fp < MIN_FRAME_ADDRESS || fp & 7 != 0 {
+        return Step::Done;
+    }
+    // SAFETY: bpf_probe_read_user checks the address.
+    let Ok(frame) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }) else {
+        return Step::Done;
+    };
+    if frame[1] == 0 || frame[0] == fp {
+        return Step::Done;
+    }
+    state.rip = frame[1];
+    state.rsp = fp + 16;
+    state.rbp = frame[0];
+    Step::Next
+}
+
+/// The mapping holding `addr`: a binary search over the process's sorted mappings.
+#[inline(always)]
+fn find_mapping(mappings: &UnwindMappings, addr: u64) -> Option<&UnwindMapping> {
+    let count = mappings.count as usize;
+    let (mut lo, mut hi) = (0usize, count.min(UNWIND_MAX_MAPPINGS));
+    for _ in 0..=UNWIND_MAPPING_STEPS {
+        if lo >= hi {
+            return None;
+        }
+        let mid = (lo + hi) / 2;
+        let mapping = &mappings.mappings[mid & (UNWIND_MAX_MAPPINGS - 1)];
+        if addr < mapping.start {
+            hi = mid;
+        } else if addr >= mapping.end {
+            lo = mid + 1;
+        } else {
+            return Some(mapping);
+        }
+    }
+    None
+}
+
+/// The row in force at `addr`: the last row of its page at or below the address.
+#[inline(always)]
+fn find_row(mapping: &UnwindMapping, addr: u64) -> Option<UnwindRow> {
+    let file_address = addr.wrapping_sub(mapping.bias);
+    let key = UnwindPageKey {
+        file: mapping.file,
+        page: (file_address >> UNWIND_PAGE_BITS) as u32,
+    };
+    // SAFETY: a map value, read once.
+    let page = unsafe { *UNWIND_PAGES.get_ptr(key)? };
+    let low = (file_address & ((1 << UNWIND_PAGE_BITS) - 1)) as u16;
+    // Invariant: rows[lo].pc_low <= low (the first row of a page is at 0); find the last.
+    let (mut lo, mut hi) = (0u32, page.rows);
+    for _ in 0..=UNWIND_ROW_STEPS {
+        if hi - lo <= 1 {
+            break;
+        }
+        let mid = lo + (hi - lo) / 2;
+        let row = UNWIND_ROWS.get(page.first.wrapping_add(mid))?;
+        if row.pc_low <= low {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    if page.rows == 0 {
+        return None;
+    }
+    UNWIND_ROWS.get(page.first.wrapping_add(lo)).copied()
+}
