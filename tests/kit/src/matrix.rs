@@ -53,6 +53,12 @@ pub struct Figures {
     pub trigger_samples: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trigger_ok: Option<bool>,
+    /// Share of the `nofp` fixture's samples (built without frame pointers) whose stack
+    /// reaches `__libc_start_call_main`, in percent, and the frames unwound with tables.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unwound_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_frames: Option<u64>,
     /// How the daemon fares as a non-root user with CAP_BPF and CAP_PERFMON.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub non_root: Option<String>,

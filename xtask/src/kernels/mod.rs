@@ -25,7 +25,7 @@ mod table;
 const SERIES: &[&str] = &["6.1", "6.12"];
 
 /// Fixtures the driver runs, built as the tests build them.
-const FIXTURES: &[&str] = &["split", "reader", "spike"];
+const FIXTURES: &[&str] = &["split", "reader", "spike", "nofp"];
 
 /// util-linux's setpriv, for the check as a non-root user (installed by setup: util-linux).
 const SETPRIV: &str = "/usr/bin/setpriv";
@@ -91,7 +91,12 @@ fn build_fixtures(dir: &Path) -> Result<PathBuf> {
     let out = dir.join("fixtures");
     fs::create_dir_all(&out)?;
     for name in FIXTURES {
-        fixtures::build(name, &out.join(name), &[])?;
+        // `nofp` is the unwinder's: no frame pointers anywhere, as distribution binaries.
+        let extra: &[&str] = match *name {
+            "nofp" => &["-O2", "-fomit-frame-pointer"],
+            _ => &[],
+        };
+        fixtures::build(name, &out.join(name), extra)?;
     }
     Ok(out)
 }

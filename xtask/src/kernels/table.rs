@@ -5,7 +5,7 @@ use profiler_testkit::matrix::Figures;
 
 use super::Row;
 
-const HEADER: [&str; 10] = [
+const HEADER: [&str; 11] = [
     "kernel",
     "result",
     "attach",
@@ -14,12 +14,13 @@ const HEADER: [&str; 10] = [
     "kernel frames (distinct, share)",
     "cgroup filter (in/out)",
     "triggered profile",
+    "whole stacks without frame pointers (table frames)",
     "CAP_BPF+CAP_PERFMON, no root",
     "time",
 ];
 
 /// The figure cells of a row, `-` where a check left its figure unset.
-fn figure_cells(f: &Figures) -> [String; 7] {
+fn figure_cells(f: &Figures) -> [String; 8] {
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     [
         or_dash(f.attach_ms.map(|ms| format!("{ms} ms"))),
@@ -39,6 +40,10 @@ fn figure_cells(f: &Figures) -> [String; 7] {
         or_dash(
             f.trigger_kept
                 .map(|kept| format!("{kept} kept, {} samples", f.trigger_samples.unwrap_or(0))),
+        ),
+        or_dash(
+            f.unwound_pct
+                .map(|p| format!("{p:.1}% ({})", f.table_frames.unwrap_or(0))),
         ),
         or_dash(f.non_root.clone()),
     ]

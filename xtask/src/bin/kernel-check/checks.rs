@@ -1,10 +1,11 @@
-//! The five checks, each a scenario of the host's end-to-end tests run against folded output
+//! The six checks, each a scenario of the host's end-to-end tests run against folded output
 //! and judged with the same kit functions.
 
 use std::{collections::BTreeSet, fs, process::Command};
 
 use anyhow::{Context, Result};
 use profiler_testkit::{
+    perf,
     scenario::{self, reader, spike, split},
     stack::{read_folded, total, Stack},
     tail, Cgroup, Running,
@@ -70,6 +71,36 @@ pub(super) fn hot_function(paths: &Paths, figures: &mut super::Figures) -> Resul
             if chain { "walked" } else { "MISSING" },
             attach_ms.map_or("?".into(), |ms| ms.to_string()),
             kept.as_deref().unwrap_or("(not logged)"),
+        ),
+    })
+}
+
+/// `record --pid` of `nofp`, built without frame pointers and calling through libc's qsort:
+/// the stacks reach `__libc_start_call_main` through the `.eh_frame` tables, as on the host.
+pub(super) fn table_unwinding(paths: &Paths, figures: &mut super::Figures) -> Result<Outcome> {
+    let fixture = Running::start(&paths.fixtures.join("nofp"), &["30"])?;
+    let (run, stacks) = record_folded(paths, "nofp", fixture.pid(), "4s")?;
+    drop(fixture);
+    let share = perf::reaching(&stacks, &["__libc_start_call_main"]);
+    let table_frames = run
+        .stderr
+        .split("unwind_table_frames=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    let through_qsort = stacks
+        .iter()
+        .any(|s| s.has("compare_slowly") && s.has("inner_fn") && s.has("main"));
+    let samples = total(&stacks);
+    figures.unwound_pct = Some((share * 1000.0).round() / 10.0);
+    figures.table_frames = Some(table_frames);
+    Ok(Outcome {
+        ok: share >= 0.95 && through_qsort && table_frames > 0 && samples >= 100,
+        detail: format!(
+            "{:.1}% of {samples} samples reach __libc_start_call_main, {table_frames} frames from tables, compare_slowly <- qsort <- inner_fn <- main {}",
+            share * 100.0,
+            if through_qsort { "walked" } else { "MISSING" },
         ),
     })
 }

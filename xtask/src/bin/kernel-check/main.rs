@@ -82,8 +82,9 @@ fn run(paths: &Paths) -> Result<bool> {
         notes: host_check(paths),
         ..Report::default()
     };
-    let checks: [(&str, Check); 5] = [
+    let checks: [(&str, Check); 6] = [
         ("hot function", checks::hot_function),
+        ("table unwinding", checks::table_unwinding),
         ("kernel frames", checks::kernel_frames),
         ("cgroup filter", checks::cgroup_filter),
         ("triggered profile", checks::triggered_profile),
