@@ -154,6 +154,13 @@ pub fn drop_after_attach() {
     }
 }
 
+/// Drops a thread that only writes BPF maps through descriptors it was given (the unwind
+/// table loader) to nothing, or to CAP_BPF where map access still needs it.
+pub fn drop_to_map_access() -> io::Result<u64> {
+    let keep: &[u32] = if maps_need_cap_bpf() { &[CAP_BPF] } else { &[] };
+    drop_to(keep)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

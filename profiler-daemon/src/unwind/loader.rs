@@ -25,7 +25,7 @@ use super::{
     space::RowSpace,
     table::{self, Limits, Segment},
 };
-use crate::{sample::UnwindMaps, symbolize::MappedFile};
+use crate::{host::privileges, sample::UnwindMaps, symbolize::MappedFile};
 
 /// Jobs waiting for the loader; more are dropped (their processes keep frame pointers).
 const QUEUE: usize = 256;
@@ -238,6 +238,11 @@ impl Loader {
     }
 
     fn run(mut self, jobs: Receiver<Job>, pending: &AtomicUsize) {
+        // The thread reads files through descriptors it is handed and writes maps through
+        // ours: it needs none of the capabilities it was started with.
+        if let Err(err) = privileges::drop_to_map_access() {
+            tracing::warn!("the unwind table thread could not drop its capabilities: {err}");
+        }
         for job in jobs {
             match job {
                 Job::Process { pid, files } => self.process(pid, files),
