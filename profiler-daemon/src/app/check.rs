@@ -3,11 +3,11 @@
 
 use super::{describe_targets, error_line, server::server_client};
 use crate::{
-    config::RunArgs,
+    config::{RunArgs, UnwindArgs, Unwinder},
     host::{
         check::{report, Item, Status, Wanted},
         dirs::DirKind,
-        Host,
+        parse_kernel_version, Host,
     },
     targets::{resolve_targets, LabelConfig},
 };
@@ -29,6 +29,7 @@ pub(super) fn check(args: &RunArgs) -> bool {
     };
     let mut items = report(&Host::real(), &wanted);
     items.push(targets_item(args));
+    items.push(unwind_item(&args.unwind, &Host::real()));
     if args.server.url().is_some() {
         items.push(match server_client(args) {
             Ok(_) => Item {
@@ -89,5 +90,44 @@ fn targets_item(args: &RunArgs) -> Item {
             status: Status::Problem,
             detail: error_line(&err),
         },
+    }
+}
+
+/// How user stacks will be walked, and the kernel memory the unwind maps take.
+fn unwind_item(unwind: &UnwindArgs, host: &Host) -> Item {
+    if unwind.unwind == Unwinder::Fp {
+        return Item {
+            name: "unwinding",
+            status: Status::Ok,
+            detail: "frame pointers only (--unwind fp): code without them loses its callers".into(),
+        };
+    }
+    let release = host.read("/proc/sys/kernel/osrelease").unwrap_or_default();
+    // The unwinder reads a kernel-mode sample's user registers with bpf_task_pt_regs (5.15).
+    if parse_kernel_version(&release).is_some_and(|v| v < (5, 15)) {
+        return Item {
+            name: "unwinding",
+            status: Status::Problem,
+            detail: format!(
+                "unwind tables need Linux 5.15 or later (this is {}): pass --unwind fp",
+                release.trim()
+            ),
+        };
+    }
+    // Rows are 8 bytes; a page entry about 64 with the hash map's overhead; a mapping list
+    // 4 KiB and its entry.
+    let bytes = u64::from(unwind.unwind_rows) * 8
+        + u64::from(unwind.unwind_pages) * 64
+        + u64::from(unwind.unwind_processes) * 4160;
+    Item {
+        name: "unwinding",
+        status: Status::Ok,
+        detail: format!(
+            ".eh_frame tables in the kernel, frame pointers where a file has none: {} rows, {} pages, {} processes, about {} MiB of kernel memory",
+            unwind.unwind_rows,
+            unwind.unwind_pages,
+            unwind.unwind_processes,
+            bytes.div_ceil(1 << 20)
+        ),
     }
 }

@@ -12,4 +12,4 @@ pub mod preflight;
 pub mod priority;
 pub mod privileges;
 
-pub use facts::{max_sample_rate, Host};
+pub use facts::{max_sample_rate, parse_kernel_version, Host};

@@ -219,6 +219,8 @@ struct Loader {
     stats: Arc<Mutex<UnwindStats>>,
     files: HashMap<FileKey, Loaded>,
     processes: HashMap<u32, Vec<FileKey>>,
+    /// Processes whose mapping list is in the kernel (bounded by `--unwind-processes`).
+    listed: std::collections::HashSet<u32>,
     space: RowSpace,
     next_id: u32,
 }
@@ -232,6 +234,7 @@ impl Loader {
             stats,
             files: HashMap::new(),
             processes: HashMap::new(),
+            listed: Default::default(),
             space,
             next_id: 1,
         }
@@ -258,8 +261,8 @@ impl Loader {
 
     /// Loads the tables of a process's files and writes its mapping list.
     fn process(&mut self, pid: u32, files: Vec<MappedFile>) {
-        let new = !self.processes.contains_key(&pid);
-        if new && self.processes.len() as u64 >= self.stats().processes_capacity {
+        let new = !self.listed.contains(&pid);
+        if new && self.listed.len() as u64 >= self.stats().processes_capacity {
             self.stats().processes_dropped += 1;
             return;
         }
@@ -300,11 +303,25 @@ impl Loader {
             self.stats().mappings_dropped += (entries.len() - UNWIND_MAX_MAPPINGS) as u64;
             entries.truncate(UNWIND_MAX_MAPPINGS);
         }
+        if entries.is_empty() {
+            // Nothing to unwind with tables: the process stays on frame pointers without the
+            // tail call (counted as a sample without tables).
+            if self.listed.remove(&pid) {
+                let _ = self.maps.remove_mappings(pid);
+            }
+            self.publish();
+            return;
+        }
         list.count = entries.len() as u32;
         list.mappings[..entries.len()].copy_from_slice(&entries);
-        if let Err(err) = self.maps.set_mappings(pid, &list) {
-            tracing::debug!(pid, %err, "writing the unwind mapping list failed");
-            self.stats().write_errors += 1;
+        match self.maps.set_mappings(pid, &list) {
+            Ok(()) => {
+                self.listed.insert(pid);
+            }
+            Err(err) => {
+                tracing::debug!(pid, %err, "writing the unwind mapping list failed");
+                self.stats().write_errors += 1;
+            }
         }
         self.publish();
     }
@@ -313,8 +330,9 @@ impl Loader {
         let Some(keys) = self.processes.remove(&pid) else {
             return;
         };
-        // Absent already when the list was never written.
-        let _ = self.maps.remove_mappings(pid);
+        if self.listed.remove(&pid) {
+            let _ = self.maps.remove_mappings(pid);
+        }
         for key in keys {
             self.release(&key);
         }
@@ -451,7 +469,7 @@ impl Loader {
     }
 
     fn publish(&self) {
-        let processes = self.processes.len() as u64;
+        let processes = self.listed.len() as u64;
         let (rows, capacity) = (self.space.used(), self.space.capacity());
         let mut stats = self.stats();
         stats.processes = processes;
