@@ -185,13 +185,20 @@ pub struct Control {
     pub unwind: u32,
 }
 
-/// Sent once per tgid on its first sample (until the daemon forgets the tgid).
+/// Sent once per tgid on its first sample (until the daemon forgets the tgid), and when the
+/// unwinder met code outside the process's mapping list ([`NewProcess::reason`]
+/// [`REASON_MAP_CHANGED`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NewProcess {
     pub tgid: u32,
-    pub _pad: u32,
+    pub reason: u32,
 }
+
+/// [`NewProcess::reason`]: the first sample of the tgid.
+pub const REASON_FIRST_SAMPLE: u32 = 0;
+/// [`NewProcess::reason`]: its memory map changed (code outside the known mappings ran).
+pub const REASON_MAP_CHANGED: u32 = 1;
 
 /// Unwind rows of every file with a table ([`UnwindRow`]), one array shared by all files.
 pub const UNWIND_ROWS_MAP: &str = "UNWIND_ROWS";
@@ -201,6 +208,14 @@ pub const UNWIND_PAGES_MAP: &str = "UNWIND_PAGES";
 pub const UNWIND_MAPPINGS_MAP: &str = "UNWIND_MAPPINGS";
 /// Per-CPU [`UnwindState`] carried from one tail call of the unwinder to the next.
 pub const UNWIND_STATE_MAP: &str = "UNWIND_STATE";
+/// Per tgid: the requests to read its memory map again ([`UnwindRefresh`]), LRU.
+pub const UNWIND_REFRESH_MAP: &str = "UNWIND_REFRESH";
+/// Most map re-reads the unwinder asks for one process (its code outside every mapping of
+/// its list: mapped after its list was made, or JIT code, which no re-read helps).
+pub const UNWIND_MAX_REFRESHES: u32 = 4;
+/// Nanoseconds between two such requests for one process.
+pub const UNWIND_REFRESH_GAP_NS: u64 = 200_000_000;
+
 /// Program array holding the unwinder program, which tail-calls itself for depth.
 pub const UNWIND_PROGRAMS_MAP: &str = "UNWIND_PROGRAMS";
 /// Name of the unwinder program (tail-called from [`PROGRAM_NAME`]).
@@ -320,6 +335,18 @@ pub struct UnwindState {
     /// The map set the sample belongs to (the generation when it was taken).
     pub generation: u32,
     pub tail_calls: u32,
+    /// Non-zero once this sample asked for its process's map to be read again.
+    pub refresh_asked: u32,
+    pub _pad: u32,
+}
+
+/// The unwinder's map re-read requests of one process: how many, the last one's time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindRefresh {
+    pub last_ns: u64,
+    pub count: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]

@@ -59,7 +59,7 @@ static FILTER_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(1, 0);
 #[map]
 static KNOWN_PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(1, 0);
 #[map]
-static NEW_PROCESS: RingBuf = RingBuf::with_byte_size(4096, 0);
+pub(crate) static NEW_PROCESS: RingBuf = RingBuf::with_byte_size(4096, 0);
 /// Per CPU, per [`LogEvent`]: non-zero once the event was logged since the last drain, which
 /// resets it. Bounds the log to one line per event, CPU and collect interval.
 #[map]
@@ -561,7 +561,10 @@ fn notify_new_process(ctx: &PerfEventContext, counters: &mut Counters, tgid: u32
         // Another CPU inserted it first and sends the notification.
         return;
     }
-    let event = NewProcess { tgid, _pad: 0 };
+    let event = NewProcess {
+        tgid,
+        reason: profiler_common::REASON_FIRST_SAMPLE,
+    };
     if NEW_PROCESS.output::<NewProcess>(&event, 0).is_err() {
         // Forget the tgid so that its next sample tries again.
         counters.last_tgid = 0;

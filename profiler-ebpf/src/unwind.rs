@@ -5,18 +5,19 @@
 //! [`FRAMES_PER_CALL`] frames per program run and tail-calls itself for depth.
 
 use aya_ebpf::{
-    helpers::bpf_probe_read_user,
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, perf_event},
-    maps::{Array, HashMap, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
     programs::PerfEventContext,
 };
 use profiler_common::{
-    cfa, rbp, Counter, Stack, UnwindMapping, UnwindMappings, UnwindPage, UnwindPageKey,
-    UnwindRow, UnwindState, MAX_STACK_DEPTH, UNWIND_MAPPING_STEPS, UNWIND_MAX_MAPPINGS,
-    UNWIND_PAGE_BITS, UNWIND_ROW_STEPS,
+    cfa, rbp, Counter, NewProcess, Stack, UnwindMapping, UnwindMappings, UnwindPage,
+    UnwindPageKey, UnwindRefresh, UnwindRow, UnwindState, MAX_STACK_DEPTH, REASON_MAP_CHANGED,
+    UNWIND_MAPPING_STEPS, UNWIND_MAX_MAPPINGS, UNWIND_MAX_REFRESHES, UNWIND_PAGE_BITS,
+    UNWIND_REFRESH_GAP_NS, UNWIND_ROW_STEPS,
 };
 
-use crate::{bump, finish, finish_sample, mix, COUNTERS, MIN_FRAME_ADDRESS, SCRATCH};
+use crate::{bump, finish, finish_sample, mix, COUNTERS, MIN_FRAME_ADDRESS, NEW_PROCESS, SCRATCH};
 
 #[map]
 static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(1, 0);
@@ -28,6 +29,8 @@ pub(crate) static UNWIND_MAPPINGS: HashMap<u32, UnwindMappings> = HashMap::with_
 pub(crate) static UNWIND_STATE: PerCpuArray<UnwindState> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub(crate) static UNWIND_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map]
+static UNWIND_REFRESH: LruHashMap<u32, UnwindRefresh> = LruHashMap::with_max_entries(1, 0);
 
 /// Frames per program run: with the kernel's 33 tail calls, well over [`MAX_STACK_DEPTH`].
 const FRAMES_PER_CALL: usize = 6;
@@ -86,6 +89,7 @@ pub(crate) fn start(ctx: &PerfEventContext, state: &mut UnwindState) {
     state.len = 0;
     state.hash = crate::HASH_SEED;
     state.tail_calls = 0;
+    state.refresh_asked = 0;
     // SAFETY: the program array holds the unwinder; on failure control comes back here.
     unsafe { UNWIND_PROGRAMS.tail_call(ctx, 0) };
 }
@@ -119,8 +123,17 @@ fn step(
     // A return address points after its call, which may be the first byte of the next
     // function: look up the call itself. The first frame's pc is exact.
     let lookup = if len == 0 { pc } else { pc - 1 };
-    let row = find_mapping(mappings, lookup).and_then(|m| find_row(m, lookup));
-    let Some(row) = row else {
+    let Some(mapping) = find_mapping(mappings, lookup) else {
+        // Code outside every listed mapping: a library mapped after the list was made (a
+        // process sampled in ld.so, a dlopen) or JIT code. The daemon reads the map again.
+        if state.refresh_asked == 0 {
+            state.refresh_asked = 1;
+            ask_refresh(state.key.tgid);
+        }
+        counters_fp(counters);
+        return frame_pointer_step(state);
+    };
+    let Some(row) = find_row(mapping, lookup) else {
         counters_fp(counters);
         return frame_pointer_step(state);
     };
@@ -161,6 +174,43 @@ fn step(
     state.rsp = cfa;
     state.rbp = caller_rbp;
     Step::Next
+}
+
+/// Asks the daemon, through the new-process ring, to read the process's memory map again: at
+/// most [`UNWIND_MAX_REFRESHES`] times per process, [`UNWIND_REFRESH_GAP_NS`] apart (JIT code
+/// is outside every mapping for good).
+#[inline(always)]
+fn ask_refresh(tgid: u32) {
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match UNWIND_REFRESH.get_ptr_mut(tgid) {
+        Some(asked) => {
+            // SAFETY: a map value, updated only by the CPU sampling this thread now (a benign
+            // race with another thread of the process costs one request more or less).
+            let asked = unsafe { &mut *asked };
+            if asked.count >= UNWIND_MAX_REFRESHES || now - asked.last_ns < UNWIND_REFRESH_GAP_NS {
+                return;
+            }
+            asked.count += 1;
+            asked.last_ns = now;
+        }
+        None => {
+            let first = UnwindRefresh {
+                last_ns: now,
+                count: 1,
+                _pad: 0,
+            };
+            if UNWIND_REFRESH.insert(tgid, first, 0).is_err() {
+                return;
+            }
+        }
+    }
+    let event = NewProcess {
+        tgid,
+        reason: REASON_MAP_CHANGED,
+    };
+    // A full ring loses the request; the next one (or the drain-time refresh) makes up.
+    let _ = NEW_PROCESS.output::<NewProcess>(&event, 0);
 }
 
 #[inline(always)]

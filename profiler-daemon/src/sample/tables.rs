@@ -11,7 +11,7 @@ use aya::{
 };
 use profiler_common::{
     UnwindMappings, UnwindPage, UnwindPageKey, UnwindRow, UNWIND_MAPPINGS_MAP, UNWIND_PAGES_MAP,
-    UNWIND_PROGRAMS_MAP, UNWIND_PROGRAM_NAME, UNWIND_ROWS_MAP,
+    UNWIND_PROGRAMS_MAP, UNWIND_PROGRAM_NAME, UNWIND_REFRESH_MAP, UNWIND_ROWS_MAP,
 };
 
 use super::{batch::BatchMap, error::classify_program, SamplerError};
@@ -65,11 +65,12 @@ impl UnwindMaps {
 }
 
 /// The map names with their sizes and flags, for the loader.
-pub fn map_sizes(sizes: &UnwindSizes) -> [(&'static str, &'static str, u32); 3] {
+pub fn map_sizes(sizes: &UnwindSizes) -> [(&'static str, &'static str, u32); 4] {
     [
         (UNWIND_ROWS_MAP, "--unwind-rows", sizes.rows),
         (UNWIND_PAGES_MAP, "--unwind-pages", sizes.pages),
         (UNWIND_MAPPINGS_MAP, "--unwind-processes", sizes.processes),
+        (UNWIND_REFRESH_MAP, "--unwind-processes", sizes.processes),
     ]
 }
 
