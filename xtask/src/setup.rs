@@ -29,6 +29,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("gcc", "compiles the C test fixtures"),
     (
+        "g++",
+        "compiles the C++ fixture of the unwind tests (gcc does not pull it in)",
+    ),
+    (
         "linux-perf",
         "`perf record --call-graph dwarf`, the reference for whole stacks in the unwind tests",
     ),

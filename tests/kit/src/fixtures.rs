@@ -1,4 +1,4 @@
-//! The C fixtures of `tests/fixtures/`, compiled the one way every check relies on.
+//! The C (and C++) fixtures of `tests/fixtures/`, compiled the one way every check relies on.
 
 use std::{
     path::{Path, PathBuf},
@@ -20,20 +20,27 @@ pub fn source_dir() -> PathBuf {
 }
 
 /// Compiles `tests/fixtures/SOURCE.c` into `output` with [`CFLAGS`] and extra gcc arguments
-/// (e.g. `-shared`, `-pthread`).
+/// (e.g. `-shared`, `-pthread`); where there is no `SOURCE.c` but a `SOURCE.cc`, compiles
+/// that with g++ and the same flags.
 pub fn build(source: &str, output: &Path, extra: &[&str]) -> Result<()> {
-    let source = source_dir().join(format!("{source}.c"));
-    let result = Command::new("gcc")
+    let c = source_dir().join(format!("{source}.c"));
+    let cc = source_dir().join(format!("{source}.cc"));
+    let (compiler, source) = if !c.exists() && cc.exists() {
+        ("g++", cc)
+    } else {
+        ("gcc", c)
+    };
+    let result = Command::new(compiler)
         .args(CFLAGS)
         .args(extra)
         .arg("-o")
         .arg(output)
         .arg(&source)
         .output()
-        .context("gcc must be installed (cargo xtask setup installs it)")?;
+        .with_context(|| format!("{compiler} must be installed (cargo xtask setup installs it)"))?;
     if !result.status.success() {
         bail!(
-            "gcc failed on {}: {}",
+            "{compiler} failed on {}: {}",
             source.display(),
             String::from_utf8_lossy(&result.stderr)
         );
