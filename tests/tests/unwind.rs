@@ -409,11 +409,17 @@ fn short_lived_runs(name: &str) -> (Vec<Stack>, std::collections::HashMap<String
     (program, counters)
 }
 
+/// Most samples reach main; the rest were walked before the process's tables and are counted.
+/// Fails when the known failure below hits a run through qsort (stacks end in libc, uncounted).
 #[test]
 fn short_lived_processes_get_tables_after_their_first_sample() {
     let (program, counters) = short_lived_runs("unwind-short");
     let share = reaching(&program, &["main"]);
-    let short = ((1.0 - share) * total(&program) as f64).round() as u64;
+    let short = program
+        .iter()
+        .filter(|s| !s.has("main"))
+        .map(|s| s.count)
+        .sum::<i64>() as u64;
     assert!(share >= 0.8, "only {:.1}% reach main", share * 100.0);
     // What did not reach it was walked before its tables: counted, not lost silently.
     assert!(
@@ -424,11 +430,14 @@ fn short_lived_processes_get_tables_after_their_first_sample() {
     );
 }
 
-/// Known failure (found by this test): in a process that exited before its samples were
-/// symbolized, main is named but the libc frames below it (`__libc_start_call_main`) come out
-/// as `[unknown] 0x7f..249`, though the walk through them was right.
+/// Known failure (found by these tests, intermittent: one or two of the ten runs): a process
+/// that lives 300 ms sometimes gets a mapping list without libc. Its stacks stop at the first
+/// libc frame, unnamed (`main <- [unknown] 0x7f..249`, which is `__libc_start_call_main`; or
+/// `compare_slowly <- [unknown] 0x7f..bf3`, libc's `msort_with_tmp`), and they are not counted
+/// in `unwind_no_tables` (the process has tables). As if its maps were read at exec, before
+/// ld.so mapped libc, and never again before it exited.
 #[test]
-fn short_lived_processes_name_the_libc_frames_below_main() {
+fn short_lived_processes_unwind_and_name_libc_below_main() {
     let (program, _) = short_lived_runs("unwind-short-names");
     let through_main: Vec<Stack> = program.into_iter().filter(|s| s.has("main")).collect();
     let named = reaching(&through_main, ENTRY);
