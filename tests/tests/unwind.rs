@@ -410,7 +410,6 @@ fn short_lived_runs(name: &str) -> (Vec<Stack>, std::collections::HashMap<String
 }
 
 /// Most samples reach main; the rest were walked before the process's tables and are counted.
-/// Fails when the known failure below hits a run through qsort (stacks end in libc, uncounted).
 #[test]
 fn short_lived_processes_get_tables_after_their_first_sample() {
     let (program, counters) = short_lived_runs("unwind-short");
@@ -430,12 +429,11 @@ fn short_lived_processes_get_tables_after_their_first_sample() {
     );
 }
 
-/// Known failure (found by these tests, intermittent: one or two of the ten runs): a process
-/// that lives 300 ms sometimes gets a mapping list without libc. Its stacks stop at the first
-/// libc frame, unnamed (`main <- [unknown] 0x7f..249`, which is `__libc_start_call_main`; or
-/// `compare_slowly <- [unknown] 0x7f..bf3`, libc's `msort_with_tmp`), and they are not counted
-/// in `unwind_no_tables` (the process has tables). As if its maps were read at exec, before
-/// ld.so mapped libc, and never again before it exited.
+/// A process first sampled in ld.so, before libc is mapped, got a mapping list without libc
+/// (one or two of the ten runs): its stacks stopped at the first libc frame, unnamed
+/// (`main <- [unknown] 0x7f..249`, which is `__libc_start_call_main`), and were not counted in
+/// `unwind_no_tables`. The unwinder now asks for a map re-read when it meets code outside the
+/// list, so libc gets its table and its names while the process lives.
 #[test]
 fn short_lived_processes_unwind_and_name_libc_below_main() {
     let (program, _) = short_lived_runs("unwind-short-names");
