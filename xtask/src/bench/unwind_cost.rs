@@ -59,8 +59,14 @@ fn ours(ctx: &Ctx, pids: &[u32], extra: &[&str], secs: u64) -> Result<f64> {
     }
     args.extend(extra.iter().map(|a| a.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Only this daemon's program: another profilerd (a test run) may be loaded beside it.
+    let before = program_ids()?;
     let child = ctx.profilerd(&args)?;
-    let cost = probe::cost_per_run(OURS, secs);
+    let cost = probe::cost_per_run_of(
+        OURS,
+        &|id, name| name == OURS && !before.contains(&id),
+        secs,
+    );
     let output = child.wait_with_output()?;
     if !output.status.success() {
         bail!(
@@ -69,6 +75,14 @@ fn ours(ctx: &Ctx, pids: &[u32], extra: &[&str], secs: u64) -> Result<f64> {
         );
     }
     cost
+}
+
+/// Ids of the perf-event programs loaded now.
+fn program_ids() -> Result<Vec<u64>> {
+    Ok(probe::perf_event_programs()?
+        .into_iter()
+        .map(|p| p.0)
+        .collect())
 }
 
 /// lightswitch needs debugfs and tracefs: mounts them when they are not.
@@ -93,10 +107,7 @@ fn mount_tracing() -> Result<()> {
 /// lightswitch's cost per run on `pids`: the perf-event programs that appear when it starts.
 fn lightswitch(ctx: &Ctx, binary: &Path, pids: &[u32], secs: u64) -> Result<f64> {
     mount_tracing()?;
-    let before: Vec<u64> = probe::perf_event_programs()?
-        .into_iter()
-        .map(|p| p.0)
-        .collect();
+    let before = program_ids()?;
     let log = fs::File::create(ctx.dir.join("lightswitch.log"))?;
     let mut command = Command::new(binary);
     command.current_dir(&ctx.dir);
