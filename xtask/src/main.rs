@@ -71,12 +71,26 @@ fn main() -> ExitCode {
     }
 }
 
-/// Peers and tools the benchmarks need besides the build's packages.
-const BENCH_PACKAGES: &[&str] = &["bpftrace", "linux-perf", "bpftool"];
+/// Peers and tools the benchmarks need besides the build's packages (clang, libelf-dev,
+/// zlib1g-dev and pkg-config build lightswitch).
+const BENCH_PACKAGES: &[&str] = &[
+    "bpftrace",
+    "linux-perf",
+    "bpftool",
+    "clang",
+    "libelf-dev",
+    "zlib1g-dev",
+    "pkg-config",
+];
 
 fn bench_task(options: &bench::Options) -> Result<()> {
     setup::setup()?;
     setup::install(BENCH_PACKAGES)?;
+    // lightswitch 0.7, the peer of scenario 9 (`.eh_frame` unwinding in BPF); its default
+    // libbpf-rs-static feature fails to link here.
+    if options.wants(9) {
+        setup::cargo_install_peer("lightswitch", &["--no-default-features"], 5);
+    }
     cargo(&["build", "--release", "-p", "profiler-daemon"])?;
     bench::bench(&root(), options)
 }

@@ -144,8 +144,21 @@ fn is_installed(package: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// `cargo install NAME ARGS` unless `NAME` is already in [`cargo_bin`]; a peer the bench
+/// can do without, so a failure is reported (the scenario says why it has no peer figure).
+pub fn cargo_install_peer(name: &str, args: &[&str], minutes: u32) {
+    if cargo_bin().join(name).exists() {
+        return;
+    }
+    eprintln!("xtask: installing {name} with cargo (about {minutes} minutes)");
+    let result = status(cargo_command().args(["install", name]).args(args));
+    if let Err(err) = result {
+        eprintln!("xtask: installing {name} failed, the bench runs without it: {err:#}");
+    }
+}
+
 /// Where `cargo install` puts binaries.
-fn cargo_bin() -> PathBuf {
+pub fn cargo_bin() -> PathBuf {
     env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))

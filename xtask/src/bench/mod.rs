@@ -4,7 +4,7 @@
 //! not run.
 //!
 //! One file per scenario (`cost` is 1 and 7, `filtered` 2, `user_cpu` 3, `memory` 4,
-//! `startup` 5, `accuracy` 6); `probe` holds what they measure with, `stats` the arithmetic,
+//! `startup` 5, `accuracy` 6, `completeness` 8, `unwind_cost` 9, `tables` 10); `probe` holds what they measure with, `stats` the arithmetic,
 //! `report` the table and the JSON.
 
 use std::{
@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use profiler_testkit::{fixtures, Running};
 
 mod accuracy;
+mod completeness;
 mod cost;
 mod filtered;
 mod memory;
@@ -25,6 +26,8 @@ mod probe;
 mod report;
 mod startup;
 mod stats;
+mod tables;
+mod unwind_cost;
 mod user_cpu;
 
 use report::Row;
@@ -35,13 +38,20 @@ pub struct Options {
     /// Shorter runs and 2 pairs per comparison.
     #[arg(long)]
     pub quick: bool,
-    /// Only these scenarios, e.g. `--only 1,3` (1 to 7; 7 comes with 1). Default: all.
+    /// Only these scenarios, e.g. `--only 1,3` (1 to 10; 7 comes with 1). Default: all.
     #[arg(long, value_name = "1,2,...", value_delimiter = ',',
-          value_parser = clap::value_parser!(u8).range(1..=7))]
+          value_parser = clap::value_parser!(u8).range(1..=10))]
     pub only: Vec<u8>,
     /// Pairs per comparison instead of the default (5, `--quick` 2).
     #[arg(long, value_name = "N", value_parser = above_zero)]
     pub pairs: Option<usize>,
+}
+
+impl Options {
+    /// Whether scenario `n` runs.
+    pub fn wants(&self, n: u8) -> bool {
+        self.only.is_empty() || self.only.contains(&n)
+    }
 }
 
 /// `--pairs`: a whole number above 0.
@@ -58,6 +68,7 @@ const FIXTURES: &[(&str, &[&str])] = &[
     ("manystacks", &["-pthread"]),
     ("idler", &[]),
     ("spawner", &[]),
+    ("nofp", &["-O2", "-fomit-frame-pointer"]),
 ];
 
 /// What every scenario works with.
@@ -150,7 +161,7 @@ pub fn bench(root: &Path, options: &Options) -> Result<()> {
     );
 
     let (mut rows, failures) = run_scenarios(&ctx, options);
-    rows.sort_by(|a, b| a.figure.cmp(&b.figure));
+    rows.sort_by_key(|r| (number(&r.figure), r.figure.clone()));
     report::print(&rows, quick, &machine);
 
     // A partial run must not overwrite the figures of a complete one.
@@ -171,7 +182,7 @@ pub fn bench(root: &Path, options: &Options) -> Result<()> {
 /// Every wanted scenario, in an order that puts the short ones first; returns the rows and
 /// the names of the scenarios that could not run.
 fn run_scenarios(ctx: &Ctx, options: &Options) -> (Vec<Row>, Vec<String>) {
-    let wanted = |n: u8| options.only.is_empty() || options.only.contains(&n);
+    let wanted = |n: u8| options.wants(n);
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     let mut attempt = |name: &str, title: &str, run: &dyn Fn() -> Result<Vec<Row>>| {
@@ -209,10 +220,29 @@ fn run_scenarios(ctx: &Ctx, options: &Options) -> (Vec<Row>, Vec<String>) {
             Ok(vec![user_cpu::user_cpu(ctx)?])
         });
     }
+    if wanted(8) {
+        attempt("8", "8 stack completeness", &|| {
+            completeness::completeness(ctx)
+        });
+    }
+    if wanted(9) {
+        attempt("9", "9 in-kernel cost with tables", &|| {
+            unwind_cost::unwind_cost(ctx)
+        });
+    }
+    if wanted(10) {
+        attempt("10", "10 table cost", &|| tables::tables(ctx));
+    }
     if wanted(4) {
         attempt("4", "4 memory", &|| memory::memory(ctx));
     }
     (rows, failures)
+}
+
+/// The scenario number a figure starts with (`10d. ...` is 10), for the table's order.
+fn number(figure: &str) -> u32 {
+    let digits: String = figure.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or(u32::MAX)
 }
 
 /// CPUs, CPU model and kernel of this machine.

@@ -26,6 +26,8 @@ pub const BPFTRACE: &str = "99";
 /// The fields of `bpftool prog show -j` the bench reads.
 #[derive(Deserialize)]
 struct Program {
+    #[serde(default)]
+    id: u64,
     #[serde(rename = "type", default)]
     kind: String,
     #[serde(default)]
@@ -38,27 +40,98 @@ struct Program {
 
 /// Run time (ns) and run count of the perf-event BPF program called `name`.
 fn program_stats(name: &str) -> Result<Option<(u64, u64)>> {
+    programs_stats(&|_, n| n == name)
+}
+
+/// The perf-event BPF programs loaded now: (id, name) each.
+pub fn perf_event_programs() -> Result<Vec<(u64, String)>> {
+    Ok(perf_programs()?
+        .into_iter()
+        .map(|p| (p.id, p.name))
+        .collect())
+}
+
+fn perf_programs() -> Result<Vec<Program>> {
     let json = output(Command::new("bpftool").args(["prog", "show", "-j"]))?;
     let programs: Vec<Program> = serde_json::from_str(&json).context("bpftool JSON")?;
     Ok(programs
         .into_iter()
-        .find(|p| p.kind == "perf_event" && p.name == name)
-        .map(|p| (p.run_time_ns, p.run_cnt)))
+        .filter(|p| p.kind == "perf_event")
+        .collect())
+}
+
+/// Run time (ns) and run count summed over the perf-event programs that `select` (id, name)
+/// picks; None when it picks none.
+fn programs_stats(select: &dyn Fn(u64, &str) -> bool) -> Result<Option<(u64, u64)>> {
+    let picked: Vec<Program> = perf_programs()?
+        .into_iter()
+        .filter(|p| select(p.id, &p.name))
+        .collect();
+    if picked.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(picked.iter().fold((0, 0), |a, p| {
+        (a.0 + p.run_time_ns, a.1 + p.run_cnt)
+    })))
 }
 
 /// ns per run of program `name` during a `secs`-long run starting now: from 1.5 s in (the
 /// start-up is over) to 1.5 s before its end.
 pub fn cost_per_run(name: &str, secs: u64) -> Result<f64> {
+    cost_per_run_of(name, &|_, n| n == name, secs)
+}
+
+/// [`cost_per_run`] of the perf-event programs `select` (id, name) picks (their run times and
+/// counts summed), called `what` in errors.
+pub fn cost_per_run_of(what: &str, select: &dyn Fn(u64, &str) -> bool, secs: u64) -> Result<f64> {
     let span = Duration::from_secs(secs - 3);
     thread::sleep(Duration::from_millis(1500));
     let (t0, c0) =
-        program_stats(name)?.with_context(|| format!("BPF program {name} not loaded"))?;
+        programs_stats(select)?.with_context(|| format!("BPF program {what} not loaded"))?;
     thread::sleep(span);
-    let (t1, c1) = program_stats(name)?.with_context(|| format!("BPF program {name} gone"))?;
+    let (t1, c1) = programs_stats(select)?.with_context(|| format!("BPF program {what} gone"))?;
     if c1 <= c0 {
-        bail!("program {name} did not run");
+        bail!("program {what} did not run");
     }
     Ok((t1 - t0) as f64 / (c1 - c0) as f64)
+}
+
+/// The `key=value` fields of profilerd's last `unwind tables:` log line, `None` when it
+/// logged none (`--unwind fp`).
+pub fn unwind_tables(stderr: &str) -> Option<std::collections::HashMap<String, String>> {
+    let line = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.split_once("unwind tables: ").map(|(_, rest)| rest))?;
+    Some(
+        line.split_whitespace()
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// A count of an `unwind tables:` field (`rows=53169/2097152` is 53169).
+pub fn used(fields: &std::collections::HashMap<String, String>, key: &str) -> f64 {
+    fields
+        .get(key)
+        .and_then(|v| v.split('/').next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// A Rust `Duration` debug text (`29.9ms`, `812.5µs`, `1.2s`) in milliseconds.
+pub fn millis(text: &str) -> f64 {
+    let units = [
+        ("ns", 1e-6),
+        ("µs", 1e-3),
+        ("us", 1e-3),
+        ("ms", 1.0),
+        ("s", 1e3),
+    ];
+    units
+        .iter()
+        .find_map(|(unit, scale)| Some(text.strip_suffix(unit)?.parse::<f64>().ok()? * scale))
+        .unwrap_or(f64::NAN)
 }
 
 /// Milliseconds from `started` to the first run of program `name`, polling every 10 ms.
