@@ -54,7 +54,7 @@ pub struct Figures {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trigger_ok: Option<bool>,
     /// Share of the `nofp` fixture's samples (built without frame pointers) whose stack
-    /// reaches `__libc_start_call_main`, in percent, and the frames unwound with tables.
+    /// reaches main's caller in libc, in percent, and the frames unwound with tables.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unwound_pct: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
