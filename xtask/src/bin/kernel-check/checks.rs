@@ -5,6 +5,7 @@ use std::{collections::BTreeSet, fs, process::Command};
 
 use anyhow::{Context, Result};
 use profiler_testkit::{
+    procfs,
     scenario::{self, reader, spike, split},
     stack::{read_folded, total, Stack},
     tail, Cgroup, Running,
@@ -88,12 +89,8 @@ pub(super) fn table_unwinding(paths: &Paths, figures: &mut super::Figures) -> Re
         .cloned()
         .collect();
     let share = total(&below_main) as f64 / total(&stacks).max(1) as f64;
-    let table_frames = run
-        .stderr
-        .split("unwind_table_frames=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse::<u64>().ok())
+    let table_frames = procfs::accounting(&run.stderr)
+        .and_then(|counters| counters.get("unwind_table_frames").copied())
         .unwrap_or(0);
     let through_qsort = stacks
         .iter()
