@@ -33,6 +33,11 @@ pub enum SamplerError {
         "this kernel's BPF verifier rejected the sampler ({errno}); the end of its log:\n{log}"
     )]
     Rejected { errno: io::Error, log: String },
+    /// The same for the table unwinder, which `--unwind fp` leaves out.
+    #[error(
+        "this kernel's BPF verifier rejected the table unwinder ({errno}): pass --unwind fp to walk frame pointers only; the end of its log:\n{log}"
+    )]
+    UnwinderRejected { errno: io::Error, log: String },
     #[error("BPF map {map}: {source}")]
     Map {
         map: &'static str,

@@ -87,7 +87,12 @@ pub fn prepare(ebpf: &mut Ebpf, sizes: UnwindSizes) -> Result<UnwindMaps, Sample
         .try_into()
         .map_err(|err| SamplerError::Load(format!("{err}")))?;
     // A refusal carries the verifier's log; `--unwind fp` loads without this program.
-    program.load().map_err(|err| classify_program(&err, 0))?;
+    program
+        .load()
+        .map_err(|err| match classify_program(&err, 0) {
+            SamplerError::Rejected { errno, log } => SamplerError::UnwinderRejected { errno, log },
+            other => other,
+        })?;
     let fd = program
         .fd()
         .map_err(|err| SamplerError::Load(format!("{err}")))?
