@@ -17,7 +17,7 @@ use profiler_tests::*;
 const ENTRY: &[&str] = &["__libc_start_call_main"];
 /// How long both profilers record, once the target has run for a second (its tables are
 /// built at its first sample; until then it is walked with frame pointers).
-const RECORD: Duration = Duration::from_secs(5);
+const RECORD: Duration = Duration::from_secs(3);
 
 /// Records `process` with profilerd and perf at once; returns (ours, perf's) shares of
 /// samples reaching `entries`, and our stacks.
@@ -224,6 +224,103 @@ fn cpp_with_exceptions_and_inlining_reaches_main_as_perf_does() {
     );
 }
 
+/// `-fno-asynchronous-unwind-tables -g`: the program's own functions are described in
+/// `.debug_frame` only, `.eh_frame` holds just the start files' FDEs.
+const DEBUG_FRAME_ONLY: [&str; 3] = [
+    "-fno-asynchronous-unwind-tables",
+    "-fno-unwind-tables",
+    "-g",
+];
+
+/// A copy of a program whose debug sections went to a separate debug file under
+/// `/usr/lib/debug/.build-id/`, where the symbolizer (and Debian's `-dbgsym` packages) put
+/// them; removed again on drop.
+struct SplitDebug {
+    program: std::path::PathBuf,
+    debug_file: std::path::PathBuf,
+}
+
+impl SplitDebug {
+    fn new(binary: &std::path::Path, output: &str) -> Self {
+        let program = binary.with_file_name(output);
+        let id = build_id(binary);
+        let debug_file = std::path::PathBuf::from(format!(
+            "/usr/lib/debug/.build-id/{}/{}.debug",
+            &id[..2],
+            &id[2..]
+        ));
+        std::fs::create_dir_all(debug_file.parent().unwrap()).expect("debug directory");
+        let objcopy = |args: &[&std::ffi::OsStr]| {
+            let status = std::process::Command::new("objcopy")
+                .args(args)
+                .status()
+                .expect("run objcopy");
+            assert!(status.success(), "objcopy {args:?}: {status}");
+        };
+        objcopy(&[
+            "--only-keep-debug".as_ref(),
+            binary.as_ref(),
+            debug_file.as_ref(),
+        ]);
+        objcopy(&["--strip-debug".as_ref(), binary.as_ref(), program.as_ref()]);
+        Self {
+            program,
+            debug_file,
+        }
+    }
+}
+
+impl Drop for SplitDebug {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.debug_file);
+    }
+}
+
+/// The GNU build id of an ELF file, in hex, as `readelf -n` prints it.
+fn build_id(binary: &std::path::Path) -> String {
+    let out = std::process::Command::new("readelf")
+        .arg("-n")
+        .arg(binary)
+        .output()
+        .expect("run readelf");
+    let notes = String::from_utf8_lossy(&out.stdout);
+    notes
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: "))
+        .unwrap_or_else(|| panic!("no build id in {}", binary.display()))
+        .to_string()
+}
+
+/// Whether `section` is among the sections of `binary` with data in the file.
+fn has_section(binary: &std::path::Path, section: &str) -> bool {
+    let out = std::process::Command::new("readelf")
+        .args(["-SW"])
+        .arg(binary)
+        .output()
+        .expect("run readelf");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.contains(&format!(" {section} ")) && !l.contains("NOBITS"))
+}
+
+#[test]
+fn debug_frame_in_the_file_or_in_its_debug_file_reaches_main() {
+    let binary = nofp("nofp_debug_frame", &DEBUG_FRAME_ONLY);
+    assert!(has_section(&binary, ".debug_frame"), "no .debug_frame");
+    let split = SplitDebug::new(&binary, "nofp_debug_file");
+    assert!(!has_section(&split.program, ".debug_frame"));
+    assert!(has_section(&split.debug_file, ".debug_frame"));
+    for (name, program) in [("debug_frame", &binary), ("debug_file", &split.program)] {
+        let process = Running::spawn(program, &["30"]);
+        let (share, perf_share, ours) = compare(&format!("unwind-{name}"), &process, ENTRY);
+        assert_as_complete(name, share, perf_share, &ours);
+        assert_chain(
+            &ours,
+            &["leaf_spin", "inner_fn", "middle_fn", "outer_fn", "main"],
+        );
+    }
+}
+
 #[test]
 fn pie_and_non_pie_executables_reach_main_as_perf_does() {
     for (output, flags) in [
@@ -376,7 +473,9 @@ fn short_lived_runs(name: &str) -> (Vec<Stack>, std::collections::HashMap<String
         "-o",
         out_arg,
     ];
-    let mut daemon = Daemon::start(&args, &dir, "record");
+    // The optimized build, as users run it: how soon a new process has its tables depends on
+    // the symbolizer's and loader's speed (libc's DWARF from libc6-dbg, where installed).
+    let mut daemon = Daemon::start_release(&args, &dir, "record");
     std::thread::sleep(Duration::from_secs(2));
     let script = format!(
         "echo $$ > {}/cgroup.procs && for i in 1 2 3 4 5 6 7 8 9 10; do {} 0.3; done",

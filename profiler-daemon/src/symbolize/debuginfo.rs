@@ -32,7 +32,7 @@ const MAX_SECTION_NAMES: u64 = 1 << 20;
 const MAX_DEBUG_LINK: u64 = 4096;
 
 /// What blazesym would do with a file.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Facts {
     /// It would read DWARF (then `--symbol-file-ttl` applies).
     pub dwarf: bool,
@@ -41,6 +41,9 @@ pub struct Facts {
     /// Bytes of symbol tables, their strings and debug sections it would parse, the separate
     /// debug file's included; the whole file when its section table cannot be read.
     pub symbol_bytes: u64,
+    /// The separate debug file blazesym reads, when debug info is read at all (the unwind
+    /// tables take a `.debug_frame` from it).
+    pub debug_file: Option<PathBuf>,
 }
 
 /// What blazesym would do with `file`, with the debug directories under `root` (`/` but in
@@ -57,6 +60,7 @@ pub fn inspect(file: &File, root: &Path, build_id: Option<&str>) -> Facts {
                 dwarf: false,
                 debug_syms: false,
                 symbol_bytes: whole,
+                debug_file: None,
             }
         }
     };
@@ -77,6 +81,7 @@ pub fn inspect(file: &File, root: &Path, build_id: Option<&str>) -> Facts {
         dwarf: debug_syms && (sections.dwarf || debug_file.is_some()),
         debug_syms,
         symbol_bytes: sections.symbol_bytes.saturating_add(debug_bytes),
+        debug_file: debug_file.filter(|_| debug_syms),
     }
 }
 

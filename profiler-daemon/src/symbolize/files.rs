@@ -545,6 +545,7 @@ mod tests {
                 dwarf: false,
                 debug_syms: true,
                 symbol_bytes: bytes,
+                debug_file: None,
             },
             processes: 1,
             parsed: false,

@@ -2,9 +2,9 @@
 //! symbolizer opened and checked them (the unwind tables read the same files: one open, one set
 //! of checks), which processes were (re)tracked, and the counters.
 
-use std::{fs::File, sync::Arc};
+use std::{fs::File, path::PathBuf, sync::Arc};
 
-use super::{file_id, Symbols, SymbolsStats};
+use super::{file_id, files::open_untrusted, Symbols, SymbolsStats};
 use crate::process::Vma;
 
 /// One executable file mapping of a process and a descriptor of the file it maps.
@@ -12,6 +12,16 @@ pub struct MappedFile {
     pub vma: Arc<Vma>,
     /// A duplicate of the symbolizer's validated descriptor (the inode the process mapped).
     pub file: File,
+    /// The separate debug file the symbolizer reads for it, if any.
+    debug_file: Option<PathBuf>,
+}
+
+impl MappedFile {
+    /// The separate debug file, opened as the symbolizer opens untrusted files (regular files
+    /// only, never blocking); None without one or when it cannot be opened so.
+    pub fn open_debug_file(&self) -> Option<File> {
+        open_untrusted(self.debug_file.as_deref()?).ok()
+    }
 }
 
 impl Symbols {
@@ -31,6 +41,7 @@ impl Symbols {
                 Some(MappedFile {
                     vma: Arc::clone(vma),
                     file,
+                    debug_file: held.facts.debug_file.clone(),
                 })
             })
             .collect()

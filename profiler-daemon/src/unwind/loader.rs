@@ -7,6 +7,7 @@
 use std::{
     collections::HashMap,
     fs::File,
+    io::{Read, Seek, SeekFrom},
     os::unix::fs::{FileExt, MetadataExt},
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -17,6 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use object::ReadCache;
 use profiler_common::{
     UnwindMapping, UnwindMappings, UnwindPage, UnwindPageKey, UNWIND_MAX_MAPPINGS,
 };
@@ -274,7 +276,7 @@ impl Loader {
                 continue;
             };
             if !keys.contains(&key) {
-                self.acquire(&key, &mapped.file);
+                self.acquire(&key, mapped);
                 keys.push(key.clone());
             }
             let Some(placed) = self.files.get(&key).and_then(|l| l.table.as_ref()) else {
@@ -340,7 +342,7 @@ impl Loader {
     }
 
     /// One more process maps the file: its table is built the first time.
-    fn acquire(&mut self, key: &FileKey, file: &File) {
+    fn acquire(&mut self, key: &FileKey, file: &MappedFile) {
         if let Some(loaded) = self.files.get_mut(key) {
             loaded.refs += 1;
             return;
@@ -375,13 +377,24 @@ impl Loader {
 
     /// Builds a file's table and places it in the kernel; None when it has none or it does not
     /// fit (counted).
-    fn load(&mut self, file: &File) -> Option<Placed> {
+    fn load(&mut self, mapped: &MappedFile) -> Option<Placed> {
         let started = Instant::now();
-        let built = read_bounded(file, self.limits.max_file_bytes).and_then(|bytes| {
-            let limits = Limits {
-                max_rows: self.limits.max_file_rows,
-            };
-            table::build(&bytes, None, &limits).map_err(|err| err.to_string())
+        let limits = Limits {
+            max_rows: self.limits.max_file_rows,
+            max_section_bytes: self.limits.max_file_bytes,
+        };
+        let max = self.limits.max_file_bytes;
+        // The debug file's .debug_frame fills what the file's own CFI does not describe (only
+        // its headers are read when the file has a .debug_frame of its own). A debug file that
+        // cannot be used leaves the file's own table.
+        let built = build_from(&mapped.file, max, |elf| {
+            let with_debug = mapped.open_debug_file().and_then(|debug| {
+                build_from(&debug, max, |debug| table::build(elf, Some(debug), &limits)).ok()
+            });
+            match with_debug {
+                Some(table) => Ok(table),
+                None => table::build(elf, None::<&[u8]>, &limits),
+            }
         });
         let elapsed = started.elapsed();
         {
@@ -449,6 +462,7 @@ impl Loader {
         }
         tracing::debug!(
             source = table.stats.source.name(),
+            also = table.stats.also.map_or("", |s| s.name()),
             rows,
             pages = keys.len(),
             fdes = table.stats.fdes,
@@ -491,25 +505,50 @@ fn file_key(mapped: &MappedFile) -> Option<FileKey> {
     })
 }
 
-/// The whole file, if it is at most `max` bytes: read with positioned reads from the checked
-/// descriptor (never mapped: a file truncated under a mapping would kill the daemon with
-/// SIGBUS).
-fn read_bounded(file: &File, max: u64) -> Result<Vec<u8>, String> {
+/// Runs `build` on a read cache of `file` if the file is at most `max` bytes (a crafted
+/// header can make the parser ask for any range of the file). Only the ranges parsed are read
+/// (the headers and the CFI sections, not the code), with positioned reads from the checked
+/// descriptor: never mapped (a file truncated under a mapping would kill the daemon with
+/// SIGBUS), and the descriptor's offset is left alone (the symbolizer shares it).
+pub(super) fn build_from<T, E: std::fmt::Display>(
+    file: &File,
+    max: u64,
+    build: impl FnOnce(&ReadCache<Positioned<'_>>) -> Result<T, E>,
+) -> Result<T, String> {
     let size = file.metadata().map_err(|e| e.to_string())?.len();
     if size > max {
         return Err(format!("{size} bytes, over the {max}-byte bound"));
     }
-    let mut bytes = vec![0u8; size as usize];
-    let mut done = 0;
-    while done < bytes.len() {
-        match file.read_at(&mut bytes[done..], done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err.to_string()),
-        }
+    let cache = ReadCache::new(Positioned { file, at: 0, size });
+    build(&cache).map_err(|err| err.to_string())
+}
+
+/// A file read at a position of its own.
+pub(super) struct Positioned<'f> {
+    file: &'f File,
+    at: u64,
+    /// The size checked against the bound: a file that grows meanwhile is read no further.
+    size: u64,
+}
+
+impl Read for Positioned<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.size.saturating_sub(self.at);
+        let len = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.file.read_at(&mut buf[..len], self.at)?;
+        self.at += n as u64;
+        Ok(n)
     }
-    // Shorter than its size said: truncated meanwhile; parse what is there.
-    bytes.truncate(done);
-    Ok(bytes)
+}
+
+impl Seek for Positioned<'_> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let at = match to {
+            SeekFrom::Start(at) => Some(at),
+            SeekFrom::End(by) => self.size.checked_add_signed(by),
+            SeekFrom::Current(by) => self.at.checked_add_signed(by),
+        };
+        self.at = at.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        Ok(self.at)
+    }
 }

@@ -7,10 +7,12 @@
 //! first row of every page at `pc_low` 0), and the executable segments that turn a mapping of
 //! the file into a bias. [`RowSpace`] places tables in the one rows array shared by all files.
 //!
-//! The CFI comes from `.eh_frame` (its FDEs listed by `.eh_frame_hdr` where present), else
-//! from `.debug_frame` in the file, else in the debug file. Rules the BPF side cannot apply
-//! are marked unsupported, never guessed; a crafted file is hostile input (no panic, memory
-//! within O(rows + file size), every loop bounded).
+//! The CFI comes from `.eh_frame` (its FDEs listed by `.eh_frame_hdr` where present) and, for
+//! code it does not describe, from `.debug_frame` in the file, else in the separate debug file
+//! the symbolizer found. Only the ELF headers and those sections are read, with positioned
+//! reads through a read cache. Rules the BPF side cannot apply are marked unsupported, never
+//! guessed; a crafted file is hostile input (no panic, memory within O(rows + section
+//! sizes), every loop bounded).
 
 mod cfi;
 mod loader;

@@ -4,12 +4,12 @@
 use object::{
     elf,
     read::elf::{ElfFile64, ProgramHeader},
-    CompressionFormat, LittleEndian, Object, ObjectSection,
+    CompressionFormat, LittleEndian, Object, ObjectSection, ReadRef,
 };
 use profiler_common::UnwindRow;
 
 use super::{
-    cfi::{self, Cfi},
+    cfi::{self, Cfi, Span},
     paging,
 };
 
@@ -18,6 +18,8 @@ use super::{
 pub struct Limits {
     /// Rows of one file's table (page copies included) beyond which it is refused.
     pub max_rows: usize,
+    /// Bytes of one CFI section (`.eh_frame`, `.eh_frame_hdr`, `.debug_frame`) read at most.
+    pub max_section_bytes: u64,
 }
 
 /// Where a table's CFI came from.
@@ -59,6 +61,8 @@ impl CfiSource {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TableStats {
     pub source: CfiSource,
+    /// The `.debug_frame` that filled code `source` does not describe; its counts are added.
+    pub also: Option<CfiSource>,
     /// FDEs evaluated.
     pub fdes: u64,
     /// FDEs (or the rest of a section) skipped because they did not parse or evaluate.
@@ -76,6 +80,23 @@ pub struct TableStats {
     /// Rows and pages of the table.
     pub rows: u64,
     pub pages: u64,
+}
+
+impl TableStats {
+    /// Adds the counts of a second section's spans (see [`TableStats::also`]).
+    fn merge(&mut self, other: &TableStats) {
+        self.also = Some(other.source);
+        self.fdes += other.fdes;
+        self.fdes_malformed += other.fdes_malformed;
+        self.cfi_rows += other.cfi_rows;
+        self.unsupported_cfa += other.unsupported_cfa;
+        self.unsupported_rbp += other.unsupported_rbp;
+        self.end_rows += other.end_rows;
+        self.code_bytes = self.code_bytes.saturating_add(other.code_bytes);
+        self.unsupported_bytes = self
+            .unsupported_bytes
+            .saturating_add(other.unsupported_bytes);
+    }
 }
 
 /// An executable `PT_LOAD` program header.
@@ -114,73 +135,124 @@ pub enum TableError {
     },
     #[error("{section} is compressed, which is not supported")]
     Compressed { section: &'static str },
+    #[error("{section} of {size} bytes is over the {max}-byte bound")]
+    TooLarge {
+        section: &'static str,
+        size: u64,
+        max: u64,
+    },
     #[error("unwind table of more than {max} rows ({rows} so far)")]
     TooManyRows { rows: usize, max: usize },
 }
 
-/// Builds the unwind table of an x86_64 ELF file from its CFI (see the module doc for which
-/// section is used). `debug_file` is consulted only when the file itself has no CFI.
-pub fn build(
-    elf: &[u8],
-    debug_file: Option<&[u8]>,
+/// Builds the unwind table of an x86_64 ELF file from its CFI: `.eh_frame`, and for the code
+/// it does not describe, the file's own `.debug_frame`, else that of `debug_file` (a binary
+/// built with `-fno-asynchronous-unwind-tables` keeps only its start files' FDEs in
+/// `.eh_frame`). The files are read through `R`: a slice in tests, a read cache of the few
+/// ranges parsed (headers and CFI sections) in the loader.
+pub fn build<'a, 'd, R: ReadRef<'a>, D: ReadRef<'d>>(
+    elf: R,
+    debug_file: Option<D>,
     limits: &Limits,
 ) -> Result<FileTable, TableError> {
     let file = parse(elf)?;
     let segments = segments(&file);
-    let mut table = file_cfi(&file, limits)?;
-    if table.is_none() {
-        if let Some(debug) = debug_file {
-            let debug = parse(debug)?;
-            table = match section(&debug, ".debug_frame")? {
-                Some((data, _)) => nonempty(from_cfi(&Cfi::debug_frame(data), limits))?,
-                None => None,
+    let mut stats = TableStats::default();
+    let eh = match section(&file, ".eh_frame", limits)? {
+        Some((data, address)) => {
+            let cfi = Cfi::EhFrame {
+                data,
+                address,
+                hdr: section(&file, ".eh_frame_hdr", limits)?,
+                text: file.section_by_name(".text").map(|s| s.address()),
+                got: file.section_by_name(".got").map(|s| s.address()),
             };
-            if let Some(table) = &mut table {
-                table.stats.source = CfiSource::DebugFileDebugFrame;
-            }
+            none_if_no_cfi(section_spans(&cfi, &mut stats))?
         }
+        None => Vec::new(),
+    };
+    let mut debug_stats = TableStats::default();
+    let debug = match section(&file, ".debug_frame", limits)? {
+        Some((data, _)) => section_spans(&Cfi::debug_frame(data), &mut debug_stats),
+        None => match debug_file {
+            Some(debug) => debug_file_spans(debug, limits, &mut debug_stats),
+            None => Ok(Vec::new()),
+        },
+    };
+    let spans = match debug {
+        Err(err) if eh.is_empty() => return Err(err),
+        // A broken .debug_frame beside a usable .eh_frame leaves the .eh_frame's table.
+        Err(_) => eh,
+        Ok(debug) if eh.is_empty() => {
+            stats = debug_stats;
+            debug
+        }
+        Ok(debug) => {
+            let filled = not_covered(&eh, debug);
+            if !filled.is_empty() {
+                stats.merge(&debug_stats);
+            }
+            let mut spans = eh;
+            spans.extend(filled);
+            spans
+        }
+    };
+    if spans.is_empty() {
+        return Err(TableError::NoCfi);
     }
-    let mut table = table.ok_or(TableError::NoCfi)?;
+    let mut table = table_of_spans(spans, stats, limits)?;
     table.segments = segments;
     Ok(table)
 }
 
-/// The table from the file's own `.eh_frame`, else its `.debug_frame`; `None` if it has no FDE
-/// in either.
-fn file_cfi(
-    file: &ElfFile64<'_, LittleEndian>,
+fn none_if_no_cfi(spans: Result<Vec<Span>, TableError>) -> Result<Vec<Span>, TableError> {
+    match spans {
+        Err(TableError::NoCfi) => Ok(Vec::new()),
+        spans => spans,
+    }
+}
+
+/// The spans of the separate debug file's `.debug_frame` (none if it has none).
+fn debug_file_spans<'d, D: ReadRef<'d>>(
+    debug: D,
     limits: &Limits,
-) -> Result<Option<FileTable>, TableError> {
-    if let Some((data, address)) = section(file, ".eh_frame")? {
-        let cfi = Cfi::EhFrame {
-            data,
-            address,
-            hdr: section(file, ".eh_frame_hdr")?,
-            text: file.section_by_name(".text").map(|s| s.address()),
-            got: file.section_by_name(".got").map(|s| s.address()),
-        };
-        if let Some(table) = nonempty(from_cfi(&cfi, limits))? {
-            return Ok(Some(table));
+    stats: &mut TableStats,
+) -> Result<Vec<Span>, TableError> {
+    let debug = parse(debug)?;
+    let Some((data, _)) = section(&debug, ".debug_frame", limits)? else {
+        return Ok(Vec::new());
+    };
+    let spans = none_if_no_cfi(section_spans(&Cfi::debug_frame(data), stats))?;
+    stats.source = CfiSource::DebugFileDebugFrame;
+    Ok(spans)
+}
+
+/// The spans of `extra` in no FDE range of `spans`: a function both sections describe keeps
+/// the first's rows only.
+fn not_covered(spans: &[Span], mut extra: Vec<Span>) -> Vec<Span> {
+    if spans.is_empty() {
+        return extra;
+    }
+    let mut covered: Vec<(u64, u64)> = spans.iter().map(|s| (s.start, s.end)).collect();
+    covered.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(covered.len());
+    for (start, end) in covered {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
         }
     }
-    match section(file, ".debug_frame")? {
-        Some((data, _)) => nonempty(from_cfi(&Cfi::debug_frame(data), limits)),
-        None => Ok(None),
-    }
+    extra.retain(|span| {
+        // The first covered range ending after the span starts is the only one it can meet.
+        let i = merged.partition_point(|&(_, end)| end <= span.start);
+        merged.get(i).is_none_or(|&(start, _)| start >= span.end)
+    });
+    extra
 }
 
-fn nonempty(table: Result<FileTable, TableError>) -> Result<Option<FileTable>, TableError> {
-    match table {
-        Ok(table) => Ok(Some(table)),
-        Err(TableError::NoCfi) => Ok(None),
-        Err(err) => Err(err),
-    }
-}
-
-/// The table of one CFI section (no ELF needed: the tests feed synthetic sections here).
-pub(super) fn from_cfi(cfi: &Cfi<'_>, limits: &Limits) -> Result<FileTable, TableError> {
-    let mut stats = TableStats::default();
-    let spans = cfi::spans(cfi, &mut stats)?;
+/// The spans of one CFI section; [`TableError::NoCfi`] if it has no FDE.
+fn section_spans(cfi: &Cfi<'_>, stats: &mut TableStats) -> Result<Vec<Span>, TableError> {
+    let spans = cfi::spans(cfi, stats)?;
     if stats.fdes == 0 && stats.fdes_malformed > 0 {
         return Err(TableError::Malformed {
             section: stats.source.section(),
@@ -190,6 +262,22 @@ pub(super) fn from_cfi(cfi: &Cfi<'_>, limits: &Limits) -> Result<FileTable, Tabl
     if stats.fdes == 0 {
         return Err(TableError::NoCfi);
     }
+    Ok(spans)
+}
+
+/// The table of one CFI section (no ELF needed: the tests feed synthetic sections here).
+#[cfg(test)]
+pub(super) fn from_cfi(cfi: &Cfi<'_>, limits: &Limits) -> Result<FileTable, TableError> {
+    let mut stats = TableStats::default();
+    let spans = section_spans(cfi, &mut stats)?;
+    table_of_spans(spans, stats, limits)
+}
+
+fn table_of_spans(
+    spans: Vec<Span>,
+    mut stats: TableStats,
+    limits: &Limits,
+) -> Result<FileTable, TableError> {
     let points = paging::points(spans);
     let (rows, pages) = paging::pages(&points, limits.max_rows)?;
     stats.rows = rows.len() as u64;
@@ -202,15 +290,16 @@ pub(super) fn from_cfi(cfi: &Cfi<'_>, limits: &Limits) -> Result<FileTable, Tabl
     })
 }
 
-fn parse(data: &[u8]) -> Result<ElfFile64<'_, LittleEndian>, TableError> {
-    if data.get(..4) != Some(&elf::ELFMAG[..]) {
+fn parse<'a, R: ReadRef<'a>>(data: R) -> Result<ElfFile64<'a, LittleEndian, R>, TableError> {
+    let ident = data.read_bytes_at(0, 6).map_err(|()| TableError::NotElf)?;
+    if ident.get(..4) != Some(&elf::ELFMAG[..]) {
         return Err(TableError::NotElf);
     }
     // e_ident[EI_CLASS] and e_ident[EI_DATA].
-    if data.get(4) != Some(&elf::ELFCLASS64) || data.get(5) != Some(&elf::ELFDATA2LSB) {
+    if ident.get(4) != Some(&elf::ELFCLASS64) || ident.get(5) != Some(&elf::ELFDATA2LSB) {
         return Err(TableError::NotX86_64);
     }
-    let file = ElfFile64::<LittleEndian>::parse(data).map_err(|err| TableError::Malformed {
+    let file = ElfFile64::<LittleEndian, R>::parse(data).map_err(|err| TableError::Malformed {
         section: "ELF headers",
         reason: err.to_string(),
     })?;
@@ -221,10 +310,11 @@ fn parse(data: &[u8]) -> Result<ElfFile64<'_, LittleEndian>, TableError> {
 }
 
 /// A section's bytes and address; `None` if absent or empty (`SHT_NOBITS` in a debug file).
-fn section<'data>(
-    file: &ElfFile64<'data, LittleEndian>,
+fn section<'a, R: ReadRef<'a>>(
+    file: &ElfFile64<'a, LittleEndian, R>,
     name: &'static str,
-) -> Result<Option<(&'data [u8], u64)>, TableError> {
+    limits: &Limits,
+) -> Result<Option<(&'a [u8], u64)>, TableError> {
     let Some(section) = file.section_by_name(name) else {
         return Ok(None);
     };
@@ -235,11 +325,18 @@ fn section<'data>(
     if section.compressed_file_range().map_err(malformed)?.format != CompressionFormat::None {
         return Err(TableError::Compressed { section: name });
     }
+    if section.size() > limits.max_section_bytes {
+        return Err(TableError::TooLarge {
+            section: name,
+            size: section.size(),
+            max: limits.max_section_bytes,
+        });
+    }
     let data = section.data().map_err(malformed)?;
     Ok((!data.is_empty()).then_some((data, section.address())))
 }
 
-fn segments(file: &ElfFile64<'_, LittleEndian>) -> Vec<Segment> {
+fn segments<'a, R: ReadRef<'a>>(file: &ElfFile64<'a, LittleEndian, R>) -> Vec<Segment> {
     let endian = LittleEndian;
     file.elf_program_headers()
         .iter()

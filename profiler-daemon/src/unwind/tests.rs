@@ -9,6 +9,7 @@ use profiler_common::{cfa, rbp, UnwindRow};
 
 use super::{
     cfi::Cfi as Section,
+    loader::build_from,
     space::RowSpace,
     table::{bias, build, from_cfi, CfiSource, FileTable, Limits, Segment, TableError},
 };
@@ -20,7 +21,12 @@ const RBP: Register = Register(6);
 const RSP: Register = Register(7);
 const RA: Register = Register(16);
 
-const LIMITS: Limits = Limits { max_rows: 1 << 20 };
+const NO_DEBUG_FILE: Option<&[u8]> = None;
+
+const LIMITS: Limits = Limits {
+    max_rows: 1 << 20,
+    max_section_bytes: 1 << 30,
+};
 
 fn cie() -> CommonInformationEntry {
     let encoding = Encoding {
@@ -391,7 +397,10 @@ fn debug_frame_gives_the_same_rows() {
 fn too_many_rows_fail_before_they_are_allocated() {
     // One FDE over 4 GiB: 65536 pages of one row each.
     let data = eh_frame(cie(), vec![fde(0x1_0000, u32::MAX, &[])]);
-    let small = Limits { max_rows: 1000 };
+    let small = Limits {
+        max_rows: 1000,
+        ..LIMITS
+    };
     assert_eq!(
         table_of(&data, &small),
         Err(TableError::TooManyRows {
@@ -400,7 +409,10 @@ fn too_many_rows_fail_before_they_are_allocated() {
         })
     );
     let t = table(vec![fde(0x1000, 0x10, &[(2, Cfi::CfaOffset(16))])]);
-    let exact = Limits { max_rows: 4 };
+    let exact = Limits {
+        max_rows: 4,
+        ..LIMITS
+    };
     assert_eq!(
         table_of(
             &eh_frame(cie(), vec![fde(0x1000, 0x10, &[(2, Cfi::CfaOffset(16))])]),
@@ -425,14 +437,17 @@ fn sections_without_fdes_or_broken_ones_are_errors() {
         })
     ));
     assert_eq!(
-        build(b"not an ELF file", None, &LIMITS),
+        build(&b"not an ELF file"[..], NO_DEBUG_FILE, &LIMITS),
         Err(TableError::NotElf)
     );
     let mut elf32 = *b"\x7fELF\x01\x01\x01\0\0\0\0\0\0\0\0\0";
-    assert_eq!(build(&elf32, None, &LIMITS), Err(TableError::NotX86_64));
+    assert_eq!(
+        build(&elf32[..], NO_DEBUG_FILE, &LIMITS),
+        Err(TableError::NotX86_64)
+    );
     elf32[4] = 2;
     assert!(matches!(
-        build(&elf32, None, &LIMITS),
+        build(&elf32[..], NO_DEBUG_FILE, &LIMITS),
         Err(TableError::Malformed { .. })
     ));
 }

@@ -114,7 +114,7 @@ fn eh_frame_then_debug_frame_then_the_debug_files() {
         &[(".eh_frame", 0x2000, &eh), (".debug_frame", 0, &debug)],
         &LOADS,
     );
-    let t = build(&file, None, &LIMITS).expect("a table");
+    let t = build(&file[..], NO_DEBUG_FILE, &LIMITS).expect("a table");
     assert_eq!(
         (t.rows.as_slice(), t.stats.source),
         (&rows[..], CfiSource::EhFrame)
@@ -122,16 +122,19 @@ fn eh_frame_then_debug_frame_then_the_debug_files() {
     assert_eq!(t.segments, [text]);
 
     let file = elf(62, &[(".debug_frame", 0, &debug)], &LOADS);
-    let t = build(&file, None, &LIMITS).expect("a table");
+    let t = build(&file[..], NO_DEBUG_FILE, &LIMITS).expect("a table");
     assert_eq!(
         (t.rows.as_slice(), t.stats.source),
         (&rows[..], CfiSource::DebugFrame)
     );
 
     let stripped = elf(62, &[(".text", 0x1000, &[0xc3])], &LOADS);
-    assert_eq!(build(&stripped, None, &LIMITS), Err(TableError::NoCfi));
+    assert_eq!(
+        build(&stripped[..], NO_DEBUG_FILE, &LIMITS),
+        Err(TableError::NoCfi)
+    );
     let debug_file = elf(62, &[(".debug_frame", 0, &debug)], &[]);
-    let t = build(&stripped, Some(&debug_file), &LIMITS).expect("a table");
+    let t = build(&stripped[..], Some(&debug_file[..]), &LIMITS).expect("a table");
     assert_eq!(t.stats.source, CfiSource::DebugFileDebugFrame);
     assert_eq!(
         (t.rows.as_slice(), t.segments.as_slice()),
@@ -139,10 +142,79 @@ fn eh_frame_then_debug_frame_then_the_debug_files() {
     );
     let empty_debug = elf(62, &[], &[]);
     assert_eq!(
-        build(&stripped, Some(&empty_debug), &LIMITS),
+        build(&stripped[..], Some(&empty_debug[..]), &LIMITS),
         Err(TableError::NoCfi)
     );
 
+    // .eh_frame for some code (a program's start files), .debug_frame for the rest: both,
+    // each function described once, the .eh_frame's where both describe it.
+    let more = eh_frame(cie(), vec![fde(0x1100, 0x10, &[(4, Cfi::CfaOffset(32))])]);
+    let partial = elf(62, &[(".eh_frame", 0x2000, &more)], &LOADS);
+    let both = [
+        unsupported(0),
+        rsp(0x1000, 8),
+        rsp(0x1002, 16),
+        unsupported(0x1010),
+        rsp(0x1100, 8),
+        rsp(0x1104, 32),
+        unsupported(0x1110),
+    ];
+    let t = build(&partial[..], Some(&debug_file[..]), &LIMITS).expect("a table");
+    assert_eq!(
+        (
+            t.rows.as_slice(),
+            t.stats.source,
+            t.stats.also,
+            t.stats.fdes
+        ),
+        (
+            &both[..],
+            CfiSource::EhFrame,
+            Some(CfiSource::DebugFileDebugFrame),
+            2
+        )
+    );
+    let debug_both = {
+        let mut section = DebugFrame(EndianVec::new(LittleEndian));
+        frame_table(
+            cie(),
+            vec![
+                fde(0x1000, 0x10, &[(2, Cfi::CfaOffset(16))]),
+                fde(0x1100, 0x10, &[(4, Cfi::CfaOffset(48))]),
+            ],
+        )
+        .write_debug_frame(&mut section)
+        .expect("written");
+        section.0.into_vec()
+    };
+    let own = elf(
+        62,
+        &[
+            (".eh_frame", 0x2000, &more),
+            (".debug_frame", 0, &debug_both),
+        ],
+        &LOADS,
+    );
+    let t = build(&own[..], NO_DEBUG_FILE, &LIMITS).expect("a table");
+    assert_eq!(
+        (t.rows.as_slice(), t.stats.also),
+        (&both[..], Some(CfiSource::DebugFrame))
+    );
+    let tight = Limits {
+        max_section_bytes: more.len() as u64 - 1,
+        ..LIMITS
+    };
+    assert!(matches!(
+        build(&partial[..], NO_DEBUG_FILE, &tight),
+        Err(TableError::TooLarge {
+            section: ".eh_frame",
+            ..
+        })
+    ));
+
     let i386 = elf(3, &[(".debug_frame", 0, &debug)], &LOADS);
-    assert_eq!(build(&i386, None, &LIMITS), Err(TableError::NotX86_64));
+    assert_eq!(
+        build(&i386[..], NO_DEBUG_FILE, &LIMITS),
+        Err(TableError::NotX86_64)
+    );
 }

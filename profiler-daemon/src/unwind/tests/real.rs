@@ -31,8 +31,18 @@ fn check_invariants(table: &FileTable) {
 fn real(path: &str) -> Option<(FileTable, Vec<u8>)> {
     let data = std::fs::read(path).ok()?;
     let started = Instant::now();
-    let table = build(&data, None, &LIMITS).expect("a table");
+    let table = build(&data[..], NO_DEBUG_FILE, &LIMITS).expect("a table");
     let took = started.elapsed();
+    // The loader reads only the headers and CFI sections, through a read cache: same table.
+    let file = std::fs::File::open(path).expect("open");
+    let cached = build_from(&file, u64::MAX, |elf| build(elf, NO_DEBUG_FILE, &LIMITS));
+    assert!(
+        cached == Ok(table.clone()),
+        "{path}: the cached read differs"
+    );
+    let small = data.len() as u64 - 1;
+    let refused = build_from(&file, small, |elf| build(elf, NO_DEBUG_FILE, &LIMITS));
+    assert!(refused.is_err_and(|e| e.contains("over the")), "{path}");
     check_invariants(&table);
     let s = table.stats;
     let percent = |n: u64, of: u64| 100.0 * n as f64 / of.max(1) as f64;
@@ -110,7 +120,10 @@ fn corrupted_real_cfi_never_panics() {
         state ^= state << 17;
         state
     };
-    let limits = Limits { max_rows: 200_000 };
+    let limits = Limits {
+        max_rows: 200_000,
+        ..LIMITS
+    };
     for round in 0..60 {
         let (mut frame, mut header) = (eh_frame.to_vec(), hdr.to_vec());
         for _ in 0..1 + round % 8 {
@@ -144,5 +157,5 @@ fn corrupted_real_cfi_never_panics() {
         let at = 64 + (random() as usize) % (elf_bytes.len() - 64);
         elf_bytes[at] = random() as u8;
     }
-    let _ = build(&elf_bytes, None, &limits);
+    let _ = build(&elf_bytes[..], NO_DEBUG_FILE, &limits);
 }
