@@ -5,8 +5,9 @@
 //! `sqlite3` (none of them has frame pointers); on C++ with exceptions and inlining, a library
 //! loaded with `dlopen` after the recording started, PIE and non-PIE executables, and a process
 //! whose binary only exists in its own mount namespace. A short-lived process gets its tables
-//! after its first sample (the samples before are counted), and a frame-pointer fixture keeps
-//! its whole chain with tables on and with `--unwind fp`.
+//! after its first sample (the samples before are counted), and a frame-pointer fixture and a
+//! Go one keep their whole chains with tables on and with `--unwind fp`; `.debug_frame` is
+//! read from the file or its separate debug file.
 
 use std::time::Duration;
 
@@ -566,4 +567,34 @@ fn frame_pointer_fixture_keeps_its_chain_with_tables_and_with_fp() {
     );
     assert_chain(&fp, &["work_unit", "work_three", "main"]);
     assert_chain(&fp, &["work_unit", "work_one", "main"]);
+}
+
+#[test]
+fn go_fixture_keeps_its_chain_with_tables_and_with_fp() {
+    let binary = fixture("gohot");
+    let process = Running::spawn(&binary, &["60"]);
+    // perf's DWARF unwinder has no CFI for Go code (no .eh_frame): today's frame-pointer walk
+    // is the reference.
+    let entry = &["runtime.main"];
+    let (share, _, ours) = compare("unwind-go", &process, entry);
+    let (fp_share, _, fp) = compare_with("unwind-go-fp", &process, entry, &["--unwind", "fp"]);
+    assert!(
+        share >= 0.98 * fp_share && fp_share >= 0.9,
+        "{:.1}% of our samples reach runtime.main with tables, {:.1}% with --unwind fp; commonest incomplete:\n{}",
+        share * 100.0,
+        fp_share * 100.0,
+        incomplete(&ours, entry)
+    );
+    for stacks in [&ours, &fp] {
+        assert_chain(
+            stacks,
+            &[
+                "main.leaf",
+                "main.middle",
+                "main.outer",
+                "main.main",
+                "runtime.main",
+            ],
+        );
+    }
 }

@@ -172,12 +172,15 @@ pub fn build<'a, 'd, R: ReadRef<'a>, D: ReadRef<'d>>(
         None => Vec::new(),
     };
     let mut debug_stats = TableStats::default();
-    let debug = match section(&file, ".debug_frame", limits)? {
-        Some((data, _)) => section_spans(&Cfi::debug_frame(data), &mut debug_stats),
-        None => match debug_file {
+    // Not `?`: a .debug_frame that cannot be read (compressed, as Go writes it) leaves the
+    // .eh_frame's table.
+    let debug = match section(&file, ".debug_frame", limits) {
+        Ok(Some((data, _))) => section_spans(&Cfi::debug_frame(data), &mut debug_stats),
+        Ok(None) => match debug_file {
             Some(debug) => debug_file_spans(debug, limits, &mut debug_stats),
             None => Ok(Vec::new()),
         },
+        Err(err) => Err(err),
     };
     let spans = match debug {
         Err(err) if eh.is_empty() => return Err(err),

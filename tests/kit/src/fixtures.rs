@@ -1,4 +1,5 @@
-//! The C (and C++) fixtures of `tests/fixtures/`, compiled the one way every check relies on.
+//! The C (and C++, and Go) fixtures of `tests/fixtures/`, compiled the one way every check
+//! relies on.
 
 use std::{
     path::{Path, PathBuf},
@@ -21,8 +22,14 @@ pub fn source_dir() -> PathBuf {
 
 /// Compiles `tests/fixtures/SOURCE.c` into `output` with [`CFLAGS`] and extra gcc arguments
 /// (e.g. `-shared`, `-pthread`); where there is no `SOURCE.c` but a `SOURCE.cc`, compiles
-/// that with g++ and the same flags.
+/// that with g++ and the same flags; where there is a `SOURCE.go`, builds that with Debian's
+/// Go (frame pointers, `.debug_frame`, no `.eh_frame`: Go's own defaults; `extra` are
+/// `go build` arguments then).
 pub fn build(source: &str, output: &Path, extra: &[&str]) -> Result<()> {
+    let go = source_dir().join(format!("{source}.go"));
+    if go.exists() {
+        return build_go(&go, output, extra);
+    }
     let c = source_dir().join(format!("{source}.c"));
     let cc = source_dir().join(format!("{source}.cc"));
     let (compiler, source) = if !c.exists() && cc.exists() {
@@ -41,6 +48,30 @@ pub fn build(source: &str, output: &Path, extra: &[&str]) -> Result<()> {
     if !result.status.success() {
         bail!(
             "{compiler} failed on {}: {}",
+            source.display(),
+            String::from_utf8_lossy(&result.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn build_go(source: &Path, output: &Path, extra: &[&str]) -> Result<()> {
+    // Go's build cache beside the output (the tests may run without a HOME).
+    let cache = output.with_file_name("go-cache");
+    let result = Command::new("go")
+        .arg("build")
+        .args(extra)
+        .arg("-o")
+        .arg(output)
+        .arg(source)
+        .env("GOCACHE", &cache)
+        .env("GOPATH", cache.join("path"))
+        .env("GO111MODULE", "off")
+        .output()
+        .context("go must be installed (cargo xtask setup installs golang-go)")?;
+    if !result.status.success() {
+        bail!(
+            "go build failed on {}: {}",
             source.display(),
             String::from_utf8_lossy(&result.stderr)
         );

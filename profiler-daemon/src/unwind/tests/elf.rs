@@ -82,6 +82,27 @@ fn elf(machine: u16, sections: &[(&str, u64, &[u8])], loads: &[(u32, u64, u64, u
     data
 }
 
+/// Sets `SHF_COMPRESSED` on the section called `name` of a file [`elf`] made.
+fn set_compressed(file: &mut [u8], name: &str) {
+    let word = |at: usize, len: usize| {
+        let mut bytes = [0u8; 8];
+        bytes[..len].copy_from_slice(&file[at..at + len]);
+        u64::from_le_bytes(bytes) as usize
+    };
+    let (shoff, shnum, shstrndx) = (word(40, 8), word(60, 2), word(62, 2));
+    let names = word(shoff + 64 * shstrndx + 24, 8);
+    for i in 1..shnum {
+        let header = shoff + 64 * i;
+        let at = names + word(header, 4);
+        if file[at..].starts_with(name.as_bytes()) && file[at + name.len()] == 0 {
+            // sh_flags |= SHF_COMPRESSED (0x800).
+            file[header + 9] |= 0x08;
+            return;
+        }
+    }
+    panic!("no section {name}");
+}
+
 fn debug_frame() -> Vec<u8> {
     let mut section = DebugFrame(EndianVec::new(LittleEndian));
     frame_table(cie(), vec![fde(0x1000, 0x10, &[(2, Cfi::CfaOffset(16))])])
@@ -211,6 +232,37 @@ fn eh_frame_then_debug_frame_then_the_debug_files() {
             ..
         })
     ));
+
+    // A compressed .debug_frame (Go writes one) beside .eh_frame: the .eh_frame's table.
+    let mut compressed = vec![1, 0, 0, 0, 0, 0, 0, 0];
+    compressed.extend((debug_both.len() as u64).to_le_bytes());
+    compressed.extend(1u64.to_le_bytes());
+    compressed.extend(&debug_both);
+    let mut go_like = elf(
+        62,
+        &[
+            (".eh_frame", 0x2000, &more),
+            (".debug_frame", 0, &compressed),
+        ],
+        &LOADS,
+    );
+    set_compressed(&mut go_like, ".debug_frame");
+    let t = build(&go_like[..], NO_DEBUG_FILE, &LIMITS).expect("a table");
+    assert_eq!(
+        (t.stats.source, t.stats.also, t.stats.fdes),
+        (CfiSource::EhFrame, None, 1)
+    );
+    let go_without_eh = {
+        let mut file = elf(62, &[(".debug_frame", 0, &compressed)], &LOADS);
+        set_compressed(&mut file, ".debug_frame");
+        file
+    };
+    assert_eq!(
+        build(&go_without_eh[..], NO_DEBUG_FILE, &LIMITS),
+        Err(TableError::Compressed {
+            section: ".debug_frame"
+        })
+    );
 
     let i386 = elf(3, &[(".debug_frame", 0, &debug)], &LOADS);
     assert_eq!(
