@@ -25,7 +25,7 @@ use profiler_common::{
 
 use super::{
     space::RowSpace,
-    table::{self, Limits, Segment},
+    table::{self, FileTable, Limits, Segment},
 };
 use crate::{host::privileges, sample::UnwindMaps, symbolize::MappedFile};
 
@@ -375,19 +375,17 @@ impl Loader {
         stats.pages -= placed.pages.len() as u64;
     }
 
-    /// Builds a file's table and places it in the kernel; None when it has none or it does not
-    /// fit (counted).
-    fn load(&mut self, mapped: &MappedFile) -> Option<Placed> {
-        let started = Instant::now();
+    /// A file's table from its headers and CFI sections, and its debug file's `.debug_frame`:
+    /// the debug file fills what the file's own CFI does not describe (only its headers are
+    /// read when the file has a `.debug_frame` of its own); one that cannot be used leaves the
+    /// file's own table.
+    fn build(&self, mapped: &MappedFile) -> Result<FileTable, String> {
         let limits = Limits {
             max_rows: self.limits.max_file_rows,
             max_section_bytes: self.limits.max_file_bytes,
         };
         let max = self.limits.max_file_bytes;
-        // The debug file's .debug_frame fills what the file's own CFI does not describe (only
-        // its headers are read when the file has a .debug_frame of its own). A debug file that
-        // cannot be used leaves the file's own table.
-        let built = build_from(&mapped.file, max, |elf| {
+        build_from(&mapped.file, max, |elf| {
             let with_debug = mapped.open_debug_file().and_then(|debug| {
                 build_from(&debug, max, |debug| table::build(elf, Some(debug), &limits)).ok()
             });
@@ -395,7 +393,14 @@ impl Loader {
                 Some(table) => Ok(table),
                 None => table::build(elf, None::<&[u8]>, &limits),
             }
-        });
+        })
+    }
+
+    /// Builds a file's table and places it in the kernel; None when it has none or it does not
+    /// fit (counted).
+    fn load(&mut self, mapped: &MappedFile) -> Option<Placed> {
+        let started = Instant::now();
+        let built = self.build(mapped);
         let elapsed = started.elapsed();
         {
             let mut stats = self.stats();

@@ -167,8 +167,19 @@ fn eh_frame_then_debug_frame_then_the_debug_files() {
         Err(TableError::NoCfi)
     );
 
-    // .eh_frame for some code (a program's start files), .debug_frame for the rest: both,
-    // each function described once, the .eh_frame's where both describe it.
+    let i386 = elf(3, &[(".debug_frame", 0, &debug)], &LOADS);
+    assert_eq!(
+        build(&i386[..], NO_DEBUG_FILE, &LIMITS),
+        Err(TableError::NotX86_64)
+    );
+}
+
+/// .eh_frame for some code (a program's start files), .debug_frame for the rest: both, each
+/// function described once, the .eh_frame's where both describe it.
+#[test]
+fn debug_frame_fills_what_eh_frame_does_not_describe() {
+    let debug = debug_frame();
+    let debug_file = elf(62, &[(".debug_frame", 0, &debug)], &[]);
     let more = eh_frame(cie(), vec![fde(0x1100, 0x10, &[(4, Cfi::CfaOffset(32))])]);
     let partial = elf(62, &[(".eh_frame", 0x2000, &more)], &LOADS);
     let both = [
@@ -232,8 +243,26 @@ fn eh_frame_then_debug_frame_then_the_debug_files() {
             ..
         })
     ));
+}
 
-    // A compressed .debug_frame (Go writes one) beside .eh_frame: the .eh_frame's table.
+/// A compressed `.debug_frame` (Go writes one) beside `.eh_frame` leaves the `.eh_frame`'s
+/// table; alone, it is refused by name.
+#[test]
+fn a_compressed_debug_frame_leaves_the_eh_frame_table() {
+    let more = eh_frame(cie(), vec![fde(0x1100, 0x10, &[(4, Cfi::CfaOffset(32))])]);
+    let debug_both = {
+        let mut section = DebugFrame(EndianVec::new(LittleEndian));
+        frame_table(
+            cie(),
+            vec![
+                fde(0x1000, 0x10, &[(2, Cfi::CfaOffset(16))]),
+                fde(0x1100, 0x10, &[(4, Cfi::CfaOffset(48))]),
+            ],
+        )
+        .write_debug_frame(&mut section)
+        .expect("written");
+        section.0.into_vec()
+    };
     let mut compressed = vec![1, 0, 0, 0, 0, 0, 0, 0];
     compressed.extend((debug_both.len() as u64).to_le_bytes());
     compressed.extend(1u64.to_le_bytes());
@@ -262,11 +291,5 @@ fn eh_frame_then_debug_frame_then_the_debug_files() {
         Err(TableError::Compressed {
             section: ".debug_frame"
         })
-    );
-
-    let i386 = elf(3, &[(".debug_frame", 0, &debug)], &LOADS);
-    assert_eq!(
-        build(&i386[..], NO_DEBUG_FILE, &LIMITS),
-        Err(TableError::NotX86_64)
     );
 }
