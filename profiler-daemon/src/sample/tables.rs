@@ -38,8 +38,14 @@ pub struct UnwindMaps {
 impl UnwindMaps {
     /// Writes `rows` at `first..first + rows.len()` of the rows array.
     pub fn write_rows(&self, first: u32, rows: &[UnwindRow]) -> io::Result<()> {
-        let keys: Vec<u32> = (first..first + rows.len() as u32).collect();
-        self.rows.update(&keys, rows)
+        // The keys of one batch at a time: a million-row table needs no 4 MiB key array.
+        const CHUNK: usize = 16384;
+        for (i, rows) in rows.chunks(CHUNK).enumerate() {
+            let start = first + (i * CHUNK) as u32;
+            let keys: Vec<u32> = (start..start + rows.len() as u32).collect();
+            self.rows.update(&keys, rows)?;
+        }
+        Ok(())
     }
 
     /// Adds pages to the page index.

@@ -139,8 +139,9 @@ pub(super) fn spans(cfi: &Cfi<'_>, stats: &mut TableStats) -> Result<Vec<Span>, 
     Ok(out)
 }
 
-/// The `.eh_frame` offsets of the FDEs `.eh_frame_hdr`'s table lists, sorted, each once (a
-/// crafted table listing one large FDE many times must not make us evaluate it many times).
+/// The `.eh_frame` offsets of the FDEs `.eh_frame_hdr`'s table lists, in its order (sorted
+/// by address, so that the spans come out sorted), each once (a crafted table listing one
+/// large FDE many times must not make us evaluate it many times).
 /// `None` if the header has no table or any entry is unusable: then every entry of
 /// `.eh_frame` is read instead.
 fn hdr_fde_offsets(
@@ -159,8 +160,8 @@ fn hdr_fde_offsets(
         let offset = usize::try_from(offset).ok().filter(|&o| o < eh_frame_len)?;
         offsets.push(offset);
     }
-    offsets.sort_unstable();
-    offsets.dedup();
+    let mut seen = std::collections::HashSet::with_capacity(offsets.len());
+    offsets.retain(|&offset| seen.insert(offset));
     (!offsets.is_empty()).then_some(offsets)
 }
 

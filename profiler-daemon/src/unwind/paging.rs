@@ -26,8 +26,12 @@ pub(super) fn points(mut spans: Vec<Span>) -> Vec<(u64, Rule)> {
     for span in &mut spans {
         span.end = span.end.min(MAX_ADDRESS);
     }
-    // Stable: spans with the same start stay in the order they were read.
-    spans.sort_by_key(|s| s.start);
+    // Stable: spans with the same start stay in the order they were read. Spans read in
+    // address order (through .eh_frame_hdr's table) are not sorted again: a stable sort
+    // takes a scratch copy of half of them.
+    if !spans.is_sorted_by_key(|s| s.start) {
+        spans.sort_by_key(|s| s.start);
+    }
     let mut points: Vec<(u64, Rule)> = Vec::with_capacity(spans.len() + 1);
     let mut push = |address: u64, rule: Rule| {
         let same = points
