@@ -104,8 +104,12 @@ fn set_compressed(file: &mut [u8], name: &str) {
 }
 
 fn debug_frame() -> Vec<u8> {
+    debug_frame_of(vec![fde(0x1000, 0x10, &[(2, Cfi::CfaOffset(16))])])
+}
+
+fn debug_frame_of(fdes: Vec<FrameDescriptionEntry>) -> Vec<u8> {
     let mut section = DebugFrame(EndianVec::new(LittleEndian));
-    frame_table(cie(), vec![fde(0x1000, 0x10, &[(2, Cfi::CfaOffset(16))])])
+    frame_table(cie(), fdes)
         .write_debug_frame(&mut section)
         .expect("written");
     section.0.into_vec()
@@ -206,19 +210,10 @@ fn debug_frame_fills_what_eh_frame_does_not_describe() {
             2
         )
     );
-    let debug_both = {
-        let mut section = DebugFrame(EndianVec::new(LittleEndian));
-        frame_table(
-            cie(),
-            vec![
-                fde(0x1000, 0x10, &[(2, Cfi::CfaOffset(16))]),
-                fde(0x1100, 0x10, &[(4, Cfi::CfaOffset(48))]),
-            ],
-        )
-        .write_debug_frame(&mut section)
-        .expect("written");
-        section.0.into_vec()
-    };
+    let debug_both = debug_frame_of(vec![
+        fde(0x1000, 0x10, &[(2, Cfi::CfaOffset(16))]),
+        fde(0x1100, 0x10, &[(4, Cfi::CfaOffset(48))]),
+    ]);
     let own = elf(
         62,
         &[
@@ -250,19 +245,10 @@ fn debug_frame_fills_what_eh_frame_does_not_describe() {
 #[test]
 fn a_compressed_debug_frame_leaves_the_eh_frame_table() {
     let more = eh_frame(cie(), vec![fde(0x1100, 0x10, &[(4, Cfi::CfaOffset(32))])]);
-    let debug_both = {
-        let mut section = DebugFrame(EndianVec::new(LittleEndian));
-        frame_table(
-            cie(),
-            vec![
-                fde(0x1000, 0x10, &[(2, Cfi::CfaOffset(16))]),
-                fde(0x1100, 0x10, &[(4, Cfi::CfaOffset(48))]),
-            ],
-        )
-        .write_debug_frame(&mut section)
-        .expect("written");
-        section.0.into_vec()
-    };
+    let debug_both = debug_frame_of(vec![
+        fde(0x1000, 0x10, &[(2, Cfi::CfaOffset(16))]),
+        fde(0x1100, 0x10, &[(4, Cfi::CfaOffset(48))]),
+    ]);
     let mut compressed = vec![1, 0, 0, 0, 0, 0, 0, 0];
     compressed.extend((debug_both.len() as u64).to_le_bytes());
     compressed.extend(1u64.to_le_bytes());
