@@ -233,7 +233,8 @@ fn debug_file_spans<'d, D: ReadRef<'d>>(
 /// The spans of `extra` in no FDE range of `spans`: a function both sections describe keeps
 /// the first's rows only.
 fn not_covered(spans: &[Span], mut extra: Vec<Span>) -> Vec<Span> {
-    if spans.is_empty() {
+    // Most files have no .debug_frame: no copy of their ranges then.
+    if spans.is_empty() || extra.is_empty() {
         return extra;
     }
     let mut covered: Vec<(u64, u64)> = spans.iter().map(|s| (s.start, s.end)).collect();
