@@ -37,28 +37,21 @@ pub fn build(source: &str, output: &Path, extra: &[&str]) -> Result<()> {
     } else {
         ("gcc", c)
     };
-    let result = Command::new(compiler)
+    let mut command = Command::new(compiler);
+    command
         .args(CFLAGS)
         .args(extra)
         .arg("-o")
         .arg(output)
-        .arg(&source)
-        .output()
-        .with_context(|| format!("{compiler} must be installed (cargo xtask setup installs it)"))?;
-    if !result.status.success() {
-        bail!(
-            "{compiler} failed on {}: {}",
-            source.display(),
-            String::from_utf8_lossy(&result.stderr)
-        );
-    }
-    Ok(())
+        .arg(&source);
+    run(&mut command, compiler, &source, "it")
 }
 
 fn build_go(source: &Path, output: &Path, extra: &[&str]) -> Result<()> {
     // Go's build cache beside the output (the tests may run without a HOME).
     let cache = output.with_file_name("go-cache");
-    let result = Command::new("go")
+    let mut command = Command::new("go");
+    command
         .arg("build")
         .args(extra)
         .arg("-o")
@@ -66,12 +59,18 @@ fn build_go(source: &Path, output: &Path, extra: &[&str]) -> Result<()> {
         .arg(source)
         .env("GOCACHE", &cache)
         .env("GOPATH", cache.join("path"))
-        .env("GO111MODULE", "off")
-        .output()
-        .context("go must be installed (cargo xtask setup installs golang-go)")?;
+        .env("GO111MODULE", "off");
+    run(&mut command, "go", source, "golang-go")
+}
+
+/// Runs a fixture's build; its stderr in the error when it fails.
+fn run(command: &mut Command, tool: &str, source: &Path, package: &str) -> Result<()> {
+    let result = command.output().with_context(|| {
+        format!("{tool} must be installed (cargo xtask setup installs {package})")
+    })?;
     if !result.status.success() {
         bail!(
-            "go build failed on {}: {}",
+            "{tool} failed on {}: {}",
             source.display(),
             String::from_utf8_lossy(&result.stderr)
         );
