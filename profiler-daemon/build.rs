@@ -63,7 +63,12 @@ fn build_bpf(manifest_dir: &Path, out_dir: &Path) -> Result<(), String> {
         );
     }
 
-    let target_dir = out_dir.join("bpf-target");
+    // One BPF target directory for every profile of the host build (debug, release, clippy's
+    // check): the object does not depend on the host profile, so the second build is a no-op.
+    let target_dir = out_dir
+        .ancestors()
+        .nth(4)
+        .map_or_else(|| out_dir.join("bpf-target"), |target| target.join("bpf"));
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&ebpf_dir)

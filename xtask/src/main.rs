@@ -138,7 +138,13 @@ fn status(cmd: &mut Command) -> Result<()> {
 
 /// The cargo that runs xtask.
 fn cargo_command() -> Command {
-    Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    // A clean clone in CI builds everything once: incremental state would only cost time and
+    // disk there. Developers keep it (their second build is the one that counts).
+    if env::var_os("CI").is_some() && env::var_os("CARGO_INCREMENTAL").is_none() {
+        cmd.env("CARGO_INCREMENTAL", "0");
+    }
+    cmd
 }
 
 /// `cargo ARGS` in the workspace root, which must succeed.
