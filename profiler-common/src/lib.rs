@@ -106,10 +106,15 @@ pub enum Counter {
     UnwindNoTables = 13,
     /// User stacks cut at [`MAX_STACK_DEPTH`] frames by the table unwinder.
     UnwindDepthLimit = 14,
+    /// Frames whose row came from this CPU's row cache ([`UNWIND_ROW_CACHE_MAP`]).
+    UnwindCacheHits = 15,
+    /// Frames whose row was searched in the tables and then cached, evicting the entry that
+    /// held its cache slot.
+    UnwindCacheMisses = 16,
 }
 
 /// Number of counters in [`Counters`].
-pub const COUNTER_COUNT: usize = 15;
+pub const COUNTER_COUNT: usize = 17;
 
 impl Counter {
     /// All counters, in index order.
@@ -129,6 +134,8 @@ impl Counter {
         Counter::UnwindFpFrames,
         Counter::UnwindNoTables,
         Counter::UnwindDepthLimit,
+        Counter::UnwindCacheHits,
+        Counter::UnwindCacheMisses,
     ];
 
     /// Stable snake_case name used in logs and metrics.
@@ -149,6 +156,8 @@ impl Counter {
             Counter::UnwindFpFrames => "unwind_fp_frames",
             Counter::UnwindNoTables => "unwind_no_tables",
             Counter::UnwindDepthLimit => "unwind_depth_limit",
+            Counter::UnwindCacheHits => "unwind_cache_hits",
+            Counter::UnwindCacheMisses => "unwind_cache_misses",
         }
     }
 }
@@ -183,6 +192,8 @@ pub struct Control {
     pub cgroup_max_level: u32,
     /// Non-zero: user stacks of processes with tables are unwound with them.
     pub unwind: u32,
+    /// Entries of the per-CPU row cache minus one (a power of two minus one).
+    pub unwind_cache_mask: u32,
 }
 
 /// Sent once per tgid on its first sample (until the daemon forgets the tgid), and when the
@@ -202,7 +213,9 @@ pub const REASON_MAP_CHANGED: u32 = 1;
 
 /// Unwind rows of every file with a table ([`UnwindRow`]), one array shared by all files.
 pub const UNWIND_ROWS_MAP: &str = "UNWIND_ROWS";
-/// Page index: [`UnwindPageKey`] -> [`UnwindPage`].
+/// Page index: an array of [`UnwindPage`]s. Each file's table owns a contiguous range of it,
+/// one slot per 64 KiB of its code from its first page with rows to its last, so the
+/// unwinder finds a page by indexing, not hashing.
 pub const UNWIND_PAGES_MAP: &str = "UNWIND_PAGES";
 /// Per tgid: its executable file mappings that have tables ([`UnwindMappings`]).
 pub const UNWIND_MAPPINGS_MAP: &str = "UNWIND_MAPPINGS";
@@ -215,6 +228,40 @@ pub const UNWIND_REFRESH_MAP: &str = "UNWIND_REFRESH";
 pub const UNWIND_MAX_REFRESHES: u32 = 4;
 /// Nanoseconds between two such requests for one process.
 pub const UNWIND_REFRESH_GAP_NS: u64 = 200_000_000;
+
+/// Per CPU: the rows the unwinder found last ([`UnwindCacheEntry`]), a direct-mapped cache
+/// indexed by a hash of [`unwind_cache_key`]. A hit skips the page lookup and the row search,
+/// which are most of a table step's cost (the same callers are walked sample after sample).
+pub const UNWIND_ROW_CACHE_MAP: &str = "UNWIND_ROW_CACHE";
+/// Single-entry array: the tables' epoch, bumped by the daemon whenever a table's page slots
+/// are freed, so that no cached row outlives the table it came from.
+pub const UNWIND_EPOCH_MAP: &str = "UNWIND_EPOCH";
+/// Bits of a page slot index in a row cache key: `--unwind-pages` is at most 2^24.
+pub const UNWIND_SLOT_BITS: u32 = 24;
+
+/// The row cache key of address `low` (within its page) of page slot `slot` at `epoch`; never
+/// 0, the key of an empty entry.
+#[inline(always)]
+pub const fn unwind_cache_key(epoch: u32, slot: u32, low: u64) -> u64 {
+    const EPOCH_BITS: u32 = 63 - UNWIND_SLOT_BITS - UNWIND_PAGE_BITS;
+    let epoch = (epoch as u64) & ((1 << EPOCH_BITS) - 1);
+    let slot = (slot as u64) & ((1 << UNWIND_SLOT_BITS) - 1);
+    1 << 63 | epoch << (UNWIND_SLOT_BITS + UNWIND_PAGE_BITS) | slot << UNWIND_PAGE_BITS | low
+}
+
+/// The row cache entry of `key`, given the cache's size minus one.
+#[inline(always)]
+pub const fn unwind_cache_index(key: u64, mask: u32) -> u32 {
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as u32 & mask
+}
+
+/// One entry of the row cache: the row of `key` (0: empty).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindCacheEntry {
+    pub key: u64,
+    pub row: UnwindRow,
+}
 
 /// Program array holding the unwinder program, which tail-calls itself for depth.
 pub const UNWIND_PROGRAMS_MAP: &str = "UNWIND_PROGRAMS";
@@ -229,8 +276,9 @@ pub const UNWIND_PAGE_BITS: u32 = 16;
 pub const UNWIND_MAX_MAPPINGS: usize = 128;
 /// Steps of the binary search over one process's mappings (2^7 = [`UNWIND_MAX_MAPPINGS`]).
 pub const UNWIND_MAPPING_STEPS: u32 = 7;
-/// Steps of the binary search over one page's rows: a page holds at most 2^16 rows.
-pub const UNWIND_ROW_STEPS: u32 = 16;
+/// Steps of the binary search over one page's rows: a page holds at most one row per byte,
+/// 2^[`UNWIND_PAGE_BITS`].
+pub const UNWIND_ROW_STEPS: u32 = UNWIND_PAGE_BITS;
 
 /// How to find the canonical frame address (CFA) at a row's addresses (x86_64).
 pub mod cfa {
@@ -272,16 +320,9 @@ pub struct UnwindRow {
     pub rbp_rule: u8,
 }
 
-/// Key of a page of one file's table: the file's table id and the file address >> 16.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UnwindPageKey {
-    pub file: u32,
-    pub page: u32,
-}
-
 /// The rows of one page: `rows` rows from `first` in [`UNWIND_ROWS_MAP`], sorted by `pc_low`,
-/// the first at `pc_low` 0 (the row in force where the page starts).
+/// the first at `pc_low` 0 (the row in force where the page starts). `rows` 0: no rows (a gap
+/// between functions, or a slot not in use).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UnwindPage {
@@ -289,16 +330,18 @@ pub struct UnwindPage {
     pub rows: u32,
 }
 
-/// One executable file mapping with a table: addresses `start..end` are file address
-/// `address - bias` of table `file`.
+/// One executable file mapping with a table: address `a` in `start..end` is in page
+/// `(a - bias) >> 16` of the file's table, whose `page_count` pages are at `page_first` in
+/// [`UNWIND_PAGES_MAP`]. `bias` is the mapping's load bias plus the file address of the
+/// table's first page (a multiple of 64 KiB, so `a - bias` keeps the row's `pc_low`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UnwindMapping {
     pub start: u64,
     pub end: u64,
     pub bias: u64,
-    pub file: u32,
-    pub _pad: u32,
+    pub page_first: u32,
+    pub page_count: u32,
 }
 
 /// A process's mappings with tables, sorted by `start`; `count` of them are valid.
@@ -337,6 +380,10 @@ pub struct UnwindState {
     pub tail_calls: u32,
     /// Non-zero once this sample asked for its process's map to be read again.
     pub refresh_asked: u32,
+    /// The tables' epoch when the sample was taken ([`UNWIND_EPOCH_MAP`]).
+    pub epoch: u32,
+    /// [`Control::unwind_cache_mask`].
+    pub cache_mask: u32,
     pub _pad: u32,
 }
 
@@ -360,8 +407,46 @@ mod user {
     unsafe impl aya::Pod for NewProcess {}
     unsafe impl aya::Pod for Stack {}
     unsafe impl aya::Pod for UnwindRow {}
-    unsafe impl aya::Pod for UnwindPageKey {}
     unsafe impl aya::Pod for UnwindPage {}
     unsafe impl aya::Pod for UnwindMapping {}
     unsafe impl aya::Pod for UnwindMappings {}
+    unsafe impl aya::Pod for UnwindCacheEntry {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_cache_keys_tell_epochs_slots_and_addresses_apart_and_are_never_empty() {
+        let low_max = (1 << UNWIND_PAGE_BITS) - 1;
+        let slot_max = (1 << UNWIND_SLOT_BITS) - 1;
+        let keys = [
+            unwind_cache_key(0, 0, 0),
+            unwind_cache_key(0, 0, 1),
+            unwind_cache_key(0, 0, low_max),
+            unwind_cache_key(0, 1, 0),
+            unwind_cache_key(0, slot_max, low_max),
+            unwind_cache_key(1, 0, 0),
+            unwind_cache_key(1, slot_max, low_max),
+        ];
+        for (i, a) in keys.iter().enumerate() {
+            assert_ne!(*a, 0, "key {i} is the empty entry's");
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn row_cache_index_stays_within_the_mask() {
+        for mask in [63, 1023, 65535] {
+            for slot in 0..64 {
+                for low in [0, 1, 0x1234, 0xffff] {
+                    let key = unwind_cache_key(7, slot, low);
+                    assert!(unwind_cache_index(key, mask) <= mask);
+                }
+            }
+        }
+    }
 }

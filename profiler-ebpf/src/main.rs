@@ -164,6 +164,8 @@ fn sample(
                     state.rbp = regs[2];
                     state.key = key;
                     state.generation = generation;
+                    state.epoch = unwind::UNWIND_EPOCH.get(0).copied().unwrap_or(0);
+                    state.cache_mask = control.unwind_cache_mask;
                     // Returns only if the tail call failed: then frame pointers, as without tables.
                     unwind::start(ctx, state);
                 }

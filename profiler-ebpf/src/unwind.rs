@@ -11,10 +11,10 @@ use aya_ebpf::{
     programs::PerfEventContext,
 };
 use profiler_common::{
-    cfa, rbp, Counter, NewProcess, Stack, UnwindMapping, UnwindMappings, UnwindPage,
-    UnwindPageKey, UnwindRefresh, UnwindRow, UnwindState, MAX_STACK_DEPTH, REASON_MAP_CHANGED,
-    UNWIND_MAPPING_STEPS, UNWIND_MAX_MAPPINGS, UNWIND_MAX_REFRESHES, UNWIND_PAGE_BITS,
-    UNWIND_REFRESH_GAP_NS, UNWIND_ROW_STEPS,
+    cfa, rbp, unwind_cache_index, unwind_cache_key, Counter, NewProcess, Stack, UnwindCacheEntry,
+    UnwindMapping, UnwindMappings, UnwindPage, UnwindRefresh, UnwindRow, UnwindState,
+    MAX_STACK_DEPTH, REASON_MAP_CHANGED, UNWIND_MAPPING_STEPS, UNWIND_MAX_MAPPINGS,
+    UNWIND_MAX_REFRESHES, UNWIND_PAGE_BITS, UNWIND_REFRESH_GAP_NS, UNWIND_ROW_STEPS,
 };
 
 use crate::{bump, finish, finish_sample, mix, COUNTERS, MIN_FRAME_ADDRESS, NEW_PROCESS, SCRATCH};
@@ -22,7 +22,7 @@ use crate::{bump, finish, finish_sample, mix, COUNTERS, MIN_FRAME_ADDRESS, NEW_P
 #[map]
 static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(1, 0);
 #[map]
-static UNWIND_PAGES: HashMap<UnwindPageKey, UnwindPage> = HashMap::with_max_entries(1, 0);
+static UNWIND_PAGES: Array<UnwindPage> = Array::with_max_entries(1, 0);
 #[map]
 pub(crate) static UNWIND_MAPPINGS: HashMap<u32, UnwindMappings> = HashMap::with_max_entries(1, 0);
 #[map]
@@ -31,6 +31,10 @@ pub(crate) static UNWIND_STATE: PerCpuArray<UnwindState> = PerCpuArray::with_max
 pub(crate) static UNWIND_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map]
 static UNWIND_REFRESH: LruHashMap<u32, UnwindRefresh> = LruHashMap::with_max_entries(1, 0);
+#[map]
+static UNWIND_ROW_CACHE: PerCpuArray<UnwindCacheEntry> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub(crate) static UNWIND_EPOCH: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Frames per program run: with the kernel's 33 tail calls, well over [`MAX_STACK_DEPTH`].
 const FRAMES_PER_CALL: usize = 6;
@@ -133,7 +137,7 @@ fn step(
         counters_fp(counters);
         return frame_pointer_step(state);
     };
-    let Some(row) = find_row(mapping, lookup) else {
+    let Some(row) = find_row(state, mapping, lookup, counters) else {
         counters_fp(counters);
         return frame_pointer_step(state);
     };
@@ -153,18 +157,29 @@ fn step(
     if cfa < MIN_FRAME_ADDRESS + 8 {
         return Step::Done;
     }
-    // SAFETY: bpf_probe_read_user checks the address; a fault is an error, not a crash.
-    let Ok(ret) = (unsafe { bpf_probe_read_user((cfa - 8) as *const u64) }) else {
-        return Step::Done;
-    };
-    let caller_rbp = match row.rbp_rule {
-        rbp::SAME => state.rbp,
-        rbp::AT_CFA => {
-            let at = cfa.wrapping_add(row.rbp_offset as i64 as u64);
-            // SAFETY: as above.
-            unsafe { bpf_probe_read_user(at as *const u64) }.unwrap_or(0)
-        }
-        _ => 0,
+    let (ret, caller_rbp) = if row.rbp_rule == rbp::AT_CFA && row.rbp_offset == -16 {
+        // The usual frame (`push rbp` right after the call): the saved rbp and the return
+        // address side by side, in one read, as a frame-pointer step reads them.
+        // SAFETY: bpf_probe_read_user checks the address; a fault is an error, not a crash.
+        let Ok(pair) = (unsafe { bpf_probe_read_user((cfa - 16) as *const [u64; 2]) }) else {
+            return Step::Done;
+        };
+        (pair[1], pair[0])
+    } else {
+        // SAFETY: as above.
+        let Ok(ret) = (unsafe { bpf_probe_read_user((cfa - 8) as *const u64) }) else {
+            return Step::Done;
+        };
+        let caller_rbp = match row.rbp_rule {
+            rbp::SAME => state.rbp,
+            rbp::AT_CFA => {
+                let at = cfa.wrapping_add(row.rbp_offset as i64 as u64);
+                // SAFETY: as above.
+                unsafe { bpf_probe_read_user(at as *const u64) }.unwrap_or(0)
+            }
+            _ => 0,
+        };
+        (ret, caller_rbp)
     };
     bump(counters, Counter::UnwindTableFrames);
     if ret == 0 {
@@ -260,17 +275,41 @@ fn find_mapping(mappings: &UnwindMappings, addr: u64) -> Option<&UnwindMapping> 
     None
 }
 
-/// The row in force at `addr`: the last row of its page at or below the address.
+/// The row in force at `addr`: from this CPU's row cache, else the last row of its page at
+/// or below the address, which is then cached.
 #[inline(always)]
-fn find_row(mapping: &UnwindMapping, addr: u64) -> Option<UnwindRow> {
-    let file_address = addr.wrapping_sub(mapping.bias);
-    let key = UnwindPageKey {
-        file: mapping.file,
-        page: (file_address >> UNWIND_PAGE_BITS) as u32,
-    };
-    // SAFETY: a map value, read once.
-    let page = unsafe { *UNWIND_PAGES.get_ptr(key)? };
-    let low = (file_address & ((1 << UNWIND_PAGE_BITS) - 1)) as u16;
+fn find_row(
+    state: &UnwindState,
+    mapping: &UnwindMapping,
+    addr: u64,
+    counters: &mut profiler_common::Counters,
+) -> Option<UnwindRow> {
+    let offset = addr.wrapping_sub(mapping.bias);
+    let page = offset >> UNWIND_PAGE_BITS;
+    if page >= u64::from(mapping.page_count) {
+        return None;
+    }
+    let slot = mapping.page_first.wrapping_add(page as u32);
+    let low = offset & ((1 << UNWIND_PAGE_BITS) - 1);
+    let key = unwind_cache_key(state.epoch, slot, low);
+    let entry = UNWIND_ROW_CACHE.get_ptr_mut(unwind_cache_index(key, state.cache_mask))?;
+    // SAFETY: this CPU's entry; a perf-event program is not re-entered on one CPU.
+    let entry = unsafe { &mut *entry };
+    if entry.key == key {
+        bump(counters, Counter::UnwindCacheHits);
+        return Some(entry.row);
+    }
+    let row = search_page(slot, low as u16)?;
+    bump(counters, Counter::UnwindCacheMisses);
+    entry.key = key;
+    entry.row = row;
+    Some(row)
+}
+
+/// The last row of page slot `slot` at or below `low`.
+#[inline(always)]
+fn search_page(slot: u32, low: u16) -> Option<UnwindRow> {
+    let page = *UNWIND_PAGES.get(slot)?;
     // Invariant: rows[lo].pc_low <= low (the first row of a page is at 0); find the last.
     let (mut lo, mut hi) = (0u32, page.rows);
     for _ in 0..=UNWIND_ROW_STEPS {

@@ -59,7 +59,7 @@ impl Accounting {
     pub fn summary(&self) -> String {
         let k = |c: Counter| self.kernel.get(c);
         format!(
-            "taken={} idle={} filtered={} recorded={} dropped_map_full={} drained={} in_profiles={} dropped_stack_limit={} user_stack_empty={} user_stack_error={} user_stack_lost={} kernel_stack_error={} kernel_stack_lost={} notify_dropped={} unwind_table_frames={} unwind_fp_frames={} unwind_no_tables={} unwind_depth_limit={}",
+            "taken={} idle={} filtered={} recorded={} dropped_map_full={} drained={} in_profiles={} dropped_stack_limit={} user_stack_empty={} user_stack_error={} user_stack_lost={} kernel_stack_error={} kernel_stack_lost={} notify_dropped={} unwind_table_frames={} unwind_fp_frames={} unwind_no_tables={} unwind_depth_limit={} unwind_cache_hits={} unwind_cache_misses={}",
             k(Counter::Taken),
             k(Counter::Idle),
             k(Counter::Filtered),
@@ -78,6 +78,8 @@ impl Accounting {
             k(Counter::UnwindFpFrames),
             k(Counter::UnwindNoTables),
             k(Counter::UnwindDepthLimit),
+            k(Counter::UnwindCacheHits),
+            k(Counter::UnwindCacheMisses),
         )
     }
 }

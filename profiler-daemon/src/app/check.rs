@@ -114,19 +114,22 @@ fn unwind_item(unwind: &UnwindArgs, host: &Host) -> Item {
             ),
         };
     }
-    // Rows are 8 bytes; a page entry about 64 with the hash map's overhead; a mapping list
-    // 4 KiB and its entry.
+    // Rows and page slots are 8 bytes; a mapping list 4 KiB and its entry; a row cache
+    // entry 16 bytes on every CPU.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     let bytes = u64::from(unwind.unwind_rows) * 8
-        + u64::from(unwind.unwind_pages) * 64
-        + u64::from(unwind.unwind_processes) * 4160;
+        + u64::from(unwind.unwind_pages) * 8
+        + u64::from(unwind.unwind_processes) * 4160
+        + u64::from(unwind.unwind_cache) * 16 * cpus;
     Item {
         name: "unwinding",
         status: Status::Ok,
         detail: format!(
-            ".eh_frame tables in the kernel, frame pointers where a file has none: {} rows, {} pages, {} processes, about {} MiB of kernel memory",
+            ".eh_frame tables in the kernel, frame pointers where a file has none: {} rows, {} pages, {} processes, a {}-row cache per CPU, about {} MiB of kernel memory",
             unwind.unwind_rows,
             unwind.unwind_pages,
             unwind.unwind_processes,
+            unwind.unwind_cache,
             bytes.div_ceil(1 << 20)
         ),
     }

@@ -73,6 +73,7 @@ fn prepare(
                 rows: unwind.unwind_rows,
                 pages: unwind.unwind_pages,
                 processes: unwind.unwind_processes,
+                cache: unwind.unwind_cache,
             }),
         },
         symbols: SymbolsConfig {

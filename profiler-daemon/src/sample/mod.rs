@@ -386,6 +386,7 @@ impl Sampler {
         }
         self.control_block = Control {
             unwind: self.control_block.unwind,
+            unwind_cache_mask: self.control_block.unwind_cache_mask,
             ..filter_block(pids, cgroups)
         };
         let block = Control {
@@ -605,6 +606,7 @@ fn attach(ebpf: &mut Ebpf, frequency: u64) -> Result<Vec<u32>, SamplerError> {
 fn control_block(config: &SamplerConfig) -> Control {
     Control {
         unwind: u32::from(config.unwind.is_some()),
+        unwind_cache_mask: config.unwind.map_or(0, |sizes| sizes.cache - 1),
         ..filter_block(&config.pids, &config.cgroups)
     }
 }

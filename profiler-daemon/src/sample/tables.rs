@@ -10,8 +10,9 @@ use aya::{
     Ebpf,
 };
 use profiler_common::{
-    UnwindMappings, UnwindPage, UnwindPageKey, UnwindRow, UNWIND_MAPPINGS_MAP, UNWIND_PAGES_MAP,
+    UnwindMappings, UnwindPage, UnwindRow, UNWIND_EPOCH_MAP, UNWIND_MAPPINGS_MAP, UNWIND_PAGES_MAP,
     UNWIND_PROGRAMS_MAP, UNWIND_PROGRAM_NAME, UNWIND_REFRESH_MAP, UNWIND_ROWS_MAP,
+    UNWIND_ROW_CACHE_MAP,
 };
 
 use super::{batch::BatchMap, error::classify_program, SamplerError};
@@ -21,10 +22,13 @@ use super::{batch::BatchMap, error::classify_program, SamplerError};
 pub struct UnwindSizes {
     /// Rows of every file's table together (`--unwind-rows`).
     pub rows: u32,
-    /// Pages of 64 KiB of code with rows, of every file together (`--unwind-pages`).
+    /// Page slots, one per 64 KiB of each file's code, of every file together
+    /// (`--unwind-pages`).
     pub pages: u32,
     /// Processes with a mapping list (`--unwind-processes`).
     pub processes: u32,
+    /// Entries of each CPU's row cache, a power of two (`--unwind-cache`).
+    pub cache: u32,
 }
 
 /// Writers of the unwind maps; owned by whoever builds the tables (a thread of its own).
@@ -32,30 +36,38 @@ pub struct UnwindMaps {
     rows: BatchMap,
     pages: BatchMap,
     mappings: BatchMap,
+    epoch: BatchMap,
     pub sizes: UnwindSizes,
 }
 
 impl UnwindMaps {
     /// Writes `rows` at `first..first + rows.len()` of the rows array.
     pub fn write_rows(&self, first: u32, rows: &[UnwindRow]) -> io::Result<()> {
-        // The keys of one batch at a time: a million-row table needs no 4 MiB key array.
-        const CHUNK: usize = 16384;
-        for (i, rows) in rows.chunks(CHUNK).enumerate() {
-            let start = first + (i * CHUNK) as u32;
-            let keys: Vec<u32> = (start..start + rows.len() as u32).collect();
-            self.rows.update(&keys, rows)?;
+        write_array(&self.rows, first, rows)
+    }
+
+    /// Writes `pages` at `first..first + pages.len()` of the page index.
+    pub fn write_pages(&self, first: u32, pages: &[UnwindPage]) -> io::Result<()> {
+        write_array(&self.pages, first, pages)
+    }
+
+    /// Empties `count` page slots from `first` (a file's table freed): the unwinder finds no
+    /// rows there, whatever the rows array holds later.
+    pub fn clear_pages(&self, first: u32, count: u32) -> io::Result<()> {
+        let empty = vec![UnwindPage::default(); count.min(CHUNK as u32) as usize];
+        let mut at = first;
+        let end = first.saturating_add(count);
+        while at < end {
+            let n = (end - at).min(CHUNK as u32) as usize;
+            write_array(&self.pages, at, &empty[..n])?;
+            at += n as u32;
         }
         Ok(())
     }
 
-    /// Adds pages to the page index.
-    pub fn write_pages(&self, keys: &[UnwindPageKey], pages: &[UnwindPage]) -> io::Result<()> {
-        self.pages.update(keys, pages)
-    }
-
-    /// Removes pages from the page index (a file's table freed).
-    pub fn remove_pages(&self, keys: &[UnwindPageKey]) -> io::Result<()> {
-        self.pages.delete(keys)
+    /// Sets the tables' epoch: rows the CPUs cached under another epoch are not used again.
+    pub fn set_epoch(&self, epoch: u32) -> io::Result<()> {
+        write_array(&self.epoch, 0, &[epoch])
     }
 
     /// Sets the mapping list of a process: from now on its samples are unwound with tables.
@@ -70,9 +82,23 @@ impl UnwindMaps {
     }
 }
 
+/// Elements per batch update: a million-row table needs no 4 MiB key array.
+const CHUNK: usize = 16384;
+
+/// Writes `values` at `first..first + values.len()` of an array map, a batch at a time.
+fn write_array<V: aya::Pod>(map: &BatchMap, first: u32, values: &[V]) -> io::Result<()> {
+    for (i, values) in values.chunks(CHUNK).enumerate() {
+        let start = first + (i * CHUNK) as u32;
+        let keys: Vec<u32> = (start..start + values.len() as u32).collect();
+        map.update(&keys, values)?;
+    }
+    Ok(())
+}
+
 /// The map names with their sizes and flags, for the loader.
-pub fn map_sizes(sizes: &UnwindSizes) -> [(&'static str, &'static str, u32); 4] {
+pub fn map_sizes(sizes: &UnwindSizes) -> [(&'static str, &'static str, u32); 5] {
     [
+        (UNWIND_ROW_CACHE_MAP, "--unwind-cache", sizes.cache),
         (UNWIND_ROWS_MAP, "--unwind-rows", sizes.rows),
         (UNWIND_PAGES_MAP, "--unwind-pages", sizes.pages),
         (UNWIND_MAPPINGS_MAP, "--unwind-processes", sizes.processes),
@@ -121,6 +147,7 @@ pub fn prepare(ebpf: &mut Ebpf, sizes: UnwindSizes) -> Result<UnwindMaps, Sample
         rows: writer(ebpf, UNWIND_ROWS_MAP)?,
         pages: writer(ebpf, UNWIND_PAGES_MAP)?,
         mappings: writer(ebpf, UNWIND_MAPPINGS_MAP)?,
+        epoch: writer(ebpf, UNWIND_EPOCH_MAP)?,
         sizes,
     })
 }

@@ -20,7 +20,7 @@ use std::{
 
 use object::ReadCache;
 use profiler_common::{
-    UnwindMapping, UnwindMappings, UnwindPage, UnwindPageKey, UNWIND_MAX_MAPPINGS,
+    UnwindMapping, UnwindMappings, UnwindPage, UNWIND_MAX_MAPPINGS, UNWIND_PAGE_BITS,
 };
 
 use super::{
@@ -57,7 +57,8 @@ pub struct UnwindStats {
     /// Rows in use, and the rows array's size.
     pub rows: u64,
     pub rows_capacity: u64,
-    /// Pages in the index, and its size.
+    /// Page slots in use (one per 64 KiB from each table's first page to its last), and the
+    /// index's size.
     pub pages: u64,
     pub pages_capacity: u64,
     /// Processes with a mapping list, and the most there can be.
@@ -208,10 +209,12 @@ struct Loaded {
 }
 
 struct Placed {
-    id: u32,
     first: u32,
     rows: u32,
-    pages: Vec<UnwindPageKey>,
+    /// The table's page slots in the index, for its first page (`first_page`) on.
+    page_first: u32,
+    page_count: u32,
+    first_page: u32,
     segments: Vec<Segment>,
 }
 
@@ -224,12 +227,16 @@ struct Loader {
     /// Processes whose mapping list is in the kernel (bounded by `--unwind-processes`).
     listed: std::collections::HashSet<u32>,
     space: RowSpace,
-    next_id: u32,
+    /// Slots of the page index, placed like rows: one contiguous range per table.
+    page_space: RowSpace,
+    /// The tables' epoch in the kernel: bumped when page slots are freed.
+    epoch: u32,
 }
 
 impl Loader {
     fn new(maps: UnwindMaps, limits: LoaderLimits, stats: Arc<Mutex<UnwindStats>>) -> Self {
         let space = RowSpace::new(maps.sizes.rows);
+        let page_space = RowSpace::new(maps.sizes.pages);
         Self {
             maps,
             limits,
@@ -238,7 +245,8 @@ impl Loader {
             processes: HashMap::new(),
             listed: Default::default(),
             space,
-            next_id: 1,
+            page_space,
+            epoch: 0,
         }
     }
 
@@ -287,9 +295,9 @@ impl Loader {
                 entries.push(UnwindMapping {
                     start: vma.start,
                     end: vma.end,
-                    bias,
-                    file: placed.id,
-                    _pad: 0,
+                    bias: bias.wrapping_add(u64::from(placed.first_page) << UNWIND_PAGE_BITS),
+                    page_first: placed.page_first,
+                    page_count: placed.page_count,
                 });
             }
         }
@@ -366,13 +374,19 @@ impl Loader {
         else {
             return;
         };
-        if self.maps.remove_pages(&placed.pages).is_err() {
+        // Pages before rows: no page the kernel can find leads to rows given to another file;
+        // and a new epoch, so that no CPU's row cache hands out a row of the freed slots.
+        self.epoch = self.epoch.wrapping_add(1);
+        let cleared = self
+            .maps
+            .clear_pages(placed.page_first, placed.page_count)
+            .and_then(|()| self.maps.set_epoch(self.epoch));
+        if cleared.is_err() {
             self.stats().write_errors += 1;
         }
+        self.page_space.free(placed.page_first, placed.page_count);
         self.space.free(placed.first, placed.rows);
-        let mut stats = self.stats();
-        stats.files -= 1;
-        stats.pages -= placed.pages.len() as u64;
+        self.stats().files -= 1;
     }
 
     /// A file's table from its headers and CFI sections, and its debug file's `.debug_frame`:
@@ -416,49 +430,45 @@ impl Loader {
             }
         };
         let rows = table.rows.len() as u32;
-        let pages_free = {
-            let stats = self.stats();
-            stats.pages_capacity - stats.pages
+        let (first_page, page_count) = match (table.pages.first(), table.pages.last()) {
+            (Some(&(low, _, _)), Some(&(high, _, _))) => (low, high - low + 1),
+            _ => (0, 0),
         };
-        let first = if (table.pages.len() as u64) <= pages_free {
-            self.space.allocate(rows)
-        } else {
-            None
-        };
-        let Some(first) = first else {
+        // Pages first: their count is known without allocating anything, and a crafted table
+        // whose rows sit pages apart asks for more slots than there are.
+        let page_first = self.page_space.allocate(page_count);
+        let first = page_first.and_then(|_| self.space.allocate(rows));
+        let (Some(page_first), Some(first)) = (page_first, first) else {
+            if let Some(page_first) = page_first {
+                self.page_space.free(page_first, page_count);
+            }
             tracing::debug!(
                 rows,
-                pages = table.pages.len(),
+                page_count,
                 largest_free = self.space.largest_free(),
-                failed = self.space.failed(),
+                largest_free_pages = self.page_space.largest_free(),
+                failed = self.space.failed() + self.page_space.failed(),
                 "no room for an unwind table"
             );
             self.stats().files_dropped += 1;
             return None;
         };
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        let (keys, values): (Vec<UnwindPageKey>, Vec<UnwindPage>) = table
-            .pages
-            .iter()
-            .map(|&(page, start, count)| {
-                (
-                    UnwindPageKey { file: id, page },
-                    UnwindPage {
-                        first: first + start,
-                        rows: count,
-                    },
-                )
-            })
-            .unzip();
+        let mut pages = vec![UnwindPage::default(); page_count as usize];
+        for &(page, start, count) in &table.pages {
+            pages[(page - first_page) as usize] = UnwindPage {
+                first: first + start,
+                rows: count,
+            };
+        }
         // Rows before pages: a page the kernel can find always leads to written rows.
         let written = self
             .maps
             .write_rows(first, &table.rows)
-            .and_then(|()| self.maps.write_pages(&keys, &values));
+            .and_then(|()| self.maps.write_pages(page_first, &pages));
         if let Err(err) = written {
             tracing::debug!(%err, "writing an unwind table failed");
-            let _ = self.maps.remove_pages(&keys);
+            let _ = self.maps.clear_pages(page_first, page_count);
+            self.page_space.free(page_first, page_count);
             self.space.free(first, rows);
             let mut stats = self.stats();
             stats.write_errors += 1;
@@ -469,20 +479,19 @@ impl Loader {
             source = table.stats.source.name(),
             also = table.stats.also.map_or("", |s| s.name()),
             rows,
-            pages = keys.len(),
+            pages = page_count,
             fdes = table.stats.fdes,
             unsupported_cfa = table.stats.unsupported_cfa,
             build_time = ?elapsed,
             "unwind table built"
         );
-        let mut stats = self.stats();
-        stats.files += 1;
-        stats.pages += keys.len() as u64;
+        self.stats().files += 1;
         Some(Placed {
-            id,
             first,
             rows,
-            pages: keys,
+            page_first,
+            page_count,
+            first_page,
             segments: table.segments,
         })
     }
@@ -490,10 +499,12 @@ impl Loader {
     fn publish(&self) {
         let processes = self.listed.len() as u64;
         let (rows, capacity) = (self.space.used(), self.space.capacity());
+        let pages = self.page_space.used();
         let mut stats = self.stats();
         stats.processes = processes;
         stats.rows = rows.into();
         stats.rows_capacity = capacity.into();
+        stats.pages = pages.into();
     }
 }
 

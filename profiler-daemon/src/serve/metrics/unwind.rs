@@ -8,7 +8,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::{advance, Map, Reason, Snapshot, U64Gauge};
+use super::{advance, Lookup, Map, Reason, Snapshot, U64Gauge};
 
 label_sets!(Method { method });
 
@@ -17,6 +17,7 @@ pub(super) struct UnwindFamilies {
     frames: Family<Method, Counter>,
     without_tables: Counter,
     depth_limit: Counter,
+    cache: Family<Lookup, Counter>,
     entries: Family<Map, U64Gauge>,
     capacity: Family<Map, U64Gauge>,
     built: Counter,
@@ -39,6 +40,11 @@ impl UnwindFamilies {
             "profilerd_unwind_stacks_cut",
             "User stacks the table unwinder cut at 127 frames",
             self.depth_limit.clone(),
+        );
+        r.register(
+            "profilerd_unwind_row_cache_lookups",
+            "Table frames by whether their row was in the CPU's row cache (hit) or searched in the tables and cached (miss; --unwind-cache)",
+            self.cache.clone(),
         );
         r.register(
             "profilerd_unwind_table_entries",
@@ -75,6 +81,15 @@ impl UnwindFamilies {
         }
         advance(&self.without_tables, kernel(Kernel::UnwindNoTables));
         advance(&self.depth_limit, kernel(Kernel::UnwindDepthLimit));
+        for (result, counter) in [
+            ("hit", Kernel::UnwindCacheHits),
+            ("miss", Kernel::UnwindCacheMisses),
+        ] {
+            advance(
+                &self.cache.get_or_create(&Lookup { result }),
+                kernel(counter),
+            );
+        }
         let Some(u) = s.unwind else { return };
         for (map, entries, capacity) in [
             ("rows", u.rows, Some(u.rows_capacity)),
