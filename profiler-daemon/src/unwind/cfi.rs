@@ -92,9 +92,19 @@ pub(super) struct Span {
     pub rule: Rule,
 }
 
-/// The spans of every FDE of the section, each FDE's in address order.
-pub(super) fn spans(cfi: &Cfi<'_>, stats: &mut TableStats) -> Result<Vec<Span>, TableError> {
-    let mut out = Vec::new();
+/// Hands `out` the spans of every FDE of the section that evaluates, one FDE's at a time, each
+/// FDE's in address order; the FDEs come in `.eh_frame_hdr`'s order (by address) where it
+/// lists them, else in the section's.
+pub(super) fn spans(
+    cfi: &Cfi<'_>,
+    stats: &mut TableStats,
+    out: &mut impl FnMut(&[Span]),
+) -> Result<(), TableError> {
+    let mut out = Fdes {
+        ctx: UnwindContext::new(),
+        spans: Vec::new(),
+        out,
+    };
     match *cfi {
         Cfi::EhFrame {
             data,
@@ -117,7 +127,7 @@ pub(super) fn spans(cfi: &Cfi<'_>, stats: &mut TableStats) -> Result<Vec<Span>, 
                 if let Some(offsets) = hdr_fde_offsets(hdr, &bases, address, data.len()) {
                     stats.source = CfiSource::EhFrameHdr;
                     listed_fdes(&section, &bases, &offsets, stats, &mut out);
-                    return Ok(out);
+                    return Ok(());
                 }
             }
             stats.source = CfiSource::EhFrame;
@@ -136,7 +146,15 @@ pub(super) fn spans(cfi: &Cfi<'_>, stats: &mut TableStats) -> Result<Vec<Span>, 
             )?;
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Evaluates FDEs one at a time and hands on the spans of those that evaluate.
+struct Fdes<'o, O> {
+    ctx: UnwindContext<usize>,
+    /// The spans of the FDE at hand: none of them is handed on if a later row fails.
+    spans: Vec<Span>,
+    out: &'o mut O,
 }
 
 /// The `.eh_frame` offsets of the FDEs `.eh_frame_hdr`'s table lists, in its order (sorted
@@ -170,15 +188,14 @@ fn listed_fdes<'a>(
     bases: &BaseAddresses,
     offsets: &[usize],
     stats: &mut TableStats,
-    out: &mut Vec<Span>,
+    out: &mut Fdes<'_, impl FnMut(&[Span])>,
 ) {
-    let mut ctx = UnwindContext::new();
     for &offset in offsets {
         let fde = section
             .partial_fde_from_offset(bases, offset.into())
             .and_then(|partial| partial.parse(EhFrame::cie_from_offset));
         match fde {
-            Ok(fde) => evaluate(section, bases, &fde, &mut ctx, stats, out),
+            Ok(fde) => evaluate(section, bases, &fde, stats, out),
             Err(_) => stats.fdes_malformed += 1,
         }
     }
@@ -191,9 +208,8 @@ fn all_fdes<'a, S: UnwindSection<Reader<'a>>>(
     bases: &BaseAddresses,
     name: &'static str,
     stats: &mut TableStats,
-    out: &mut Vec<Span>,
+    out: &mut Fdes<'_, impl FnMut(&[Span])>,
 ) -> Result<(), TableError> {
-    let mut ctx = UnwindContext::new();
     let mut entries = section.entries(bases);
     // Each entry takes at least four bytes of the section, which bounds the loop.
     loop {
@@ -201,7 +217,7 @@ fn all_fdes<'a, S: UnwindSection<Reader<'a>>>(
             Ok(None) => return Ok(()),
             Ok(Some(CieOrFde::Cie(_))) => {}
             Ok(Some(CieOrFde::Fde(partial))) => match partial.parse(S::cie_from_offset) {
-                Ok(fde) => evaluate(section, bases, &fde, &mut ctx, stats, out),
+                Ok(fde) => evaluate(section, bases, &fde, stats, out),
                 Err(_) => stats.fdes_malformed += 1,
             },
             Err(err) if stats.fdes == 0 && stats.fdes_malformed == 0 => {
@@ -218,25 +234,26 @@ fn all_fdes<'a, S: UnwindSection<Reader<'a>>>(
     }
 }
 
-/// Appends the spans of one FDE, or none of them (counted) if its program does not evaluate.
+/// Hands on the spans of one FDE, or none of them (counted) if its program does not evaluate.
 fn evaluate<'a, S: UnwindSection<Reader<'a>>>(
     section: &S,
     bases: &BaseAddresses,
     fde: &FrameDescriptionEntry<Reader<'a>>,
-    ctx: &mut UnwindContext<usize>,
     stats: &mut TableStats,
-    out: &mut Vec<Span>,
+    out: &mut Fdes<'_, impl FnMut(&[Span])>,
 ) {
     if fde.cie().entry_len() > MAX_CIE_BYTES {
         stats.fdes_malformed += 1;
         return;
     }
-    let first = out.len();
     let before = *stats;
-    match fde_spans(section, bases, fde, ctx, stats, out) {
-        Ok(()) => stats.fdes += 1,
+    out.spans.clear();
+    match fde_spans(section, bases, fde, &mut out.ctx, stats, &mut out.spans) {
+        Ok(()) => {
+            stats.fdes += 1;
+            (out.out)(&out.spans);
+        }
         Err(_) => {
-            out.truncate(first);
             *stats = TableStats {
                 fdes_malformed: before.fdes_malformed + 1,
                 ..before

@@ -10,7 +10,7 @@ use profiler_common::UnwindRow;
 
 use super::{
     cfi::{self, Cfi, Span},
-    paging,
+    paging::{self, PageEntry, Pager, Unpaged},
 };
 
 /// Bounds of one file's table.
@@ -157,30 +157,69 @@ pub fn build<'a, 'd, R: ReadRef<'a>, D: ReadRef<'d>>(
 ) -> Result<FileTable, TableError> {
     let file = parse(elf)?;
     let segments = segments(&file);
-    let mut stats = TableStats::default();
     let eh = match section(&file, ".eh_frame", limits)? {
-        Some((data, address)) => {
-            let cfi = Cfi::EhFrame {
-                data,
-                address,
-                hdr: section(&file, ".eh_frame_hdr", limits)?,
-                text: file.section_by_name(".text").map(|s| s.address()),
-                got: file.section_by_name(".got").map(|s| s.address()),
-            };
-            none_if_no_cfi(section_spans(&cfi, &mut stats))?
-        }
+        Some((data, address)) => Some(Cfi::EhFrame {
+            data,
+            address,
+            hdr: section(&file, ".eh_frame_hdr", limits)?,
+            text: file.section_by_name(".text").map(|s| s.address()),
+            got: file.section_by_name(".got").map(|s| s.address()),
+        }),
+        None => None,
+    };
+    let mut table = match (eh, debug_frame(&file, debug_file, limits)) {
+        (eh, Ok(Some(debug))) => merged(eh.as_ref(), debug, limits)?,
+        // Most files: the .eh_frame alone, paged as its FDEs are evaluated. A .debug_frame
+        // that cannot be read (compressed, as Go writes it) leaves the .eh_frame's table.
+        (Some(eh), debug) => match section_table(&eh, limits) {
+            Err(TableError::NoCfi) => return Err(debug.err().unwrap_or(TableError::NoCfi)),
+            table => table?,
+        },
+        (None, Ok(None)) => return Err(TableError::NoCfi),
+        (None, Err(err)) => return Err(err),
+    };
+    table.segments = segments;
+    Ok(table)
+}
+
+/// The `.debug_frame` that may fill what `.eh_frame` does not describe: the file's own, else
+/// the debug file's (none if neither has one).
+fn debug_frame<'c, 'a: 'c, 'd: 'c, R: ReadRef<'a>, D: ReadRef<'d>>(
+    file: &ElfFile64<'a, LittleEndian, R>,
+    debug_file: Option<D>,
+    limits: &Limits,
+) -> Result<Option<(Cfi<'c>, CfiSource)>, TableError> {
+    if let Some((data, _)) = section(file, ".debug_frame", limits)? {
+        return Ok(Some((Cfi::debug_frame(data), CfiSource::DebugFrame)));
+    }
+    let Some(debug) = debug_file else {
+        return Ok(None);
+    };
+    let debug = parse(debug)?;
+    Ok(section(&debug, ".debug_frame", limits)?
+        .map(|(data, _)| (Cfi::debug_frame(data), CfiSource::DebugFileDebugFrame)))
+}
+
+/// The table of `.eh_frame` (if any) and of the `.debug_frame` spans in no FDE range of it.
+/// Rare (Debian's binaries and debug files have no `.debug_frame`): both sections' spans are
+/// held and sorted.
+fn merged(
+    eh: Option<&Cfi<'_>>,
+    (debug, source): (Cfi<'_>, CfiSource),
+    limits: &Limits,
+) -> Result<FileTable, TableError> {
+    let mut stats = TableStats::default();
+    let eh = match eh {
+        Some(eh) => none_if_no_cfi(section_spans(eh, &mut stats))?,
         None => Vec::new(),
     };
     let mut debug_stats = TableStats::default();
-    // Not `?`: a .debug_frame that cannot be read (compressed, as Go writes it) leaves the
-    // .eh_frame's table.
-    let debug = match section(&file, ".debug_frame", limits) {
-        Ok(Some((data, _))) => section_spans(&Cfi::debug_frame(data), &mut debug_stats),
-        Ok(None) => match debug_file {
-            Some(debug) => debug_file_spans(debug, limits, &mut debug_stats),
-            None => Ok(Vec::new()),
-        },
-        Err(err) => Err(err),
+    let debug = match source {
+        CfiSource::DebugFileDebugFrame => none_if_no_cfi(section_spans(&debug, &mut debug_stats))
+            .inspect(|_| {
+                debug_stats.source = source;
+            }),
+        _ => section_spans(&debug, &mut debug_stats),
     };
     let spans = match debug {
         Err(err) if eh.is_empty() => return Err(err),
@@ -203,9 +242,7 @@ pub fn build<'a, 'd, R: ReadRef<'a>, D: ReadRef<'d>>(
     if spans.is_empty() {
         return Err(TableError::NoCfi);
     }
-    let mut table = table_of_spans(spans, stats, limits)?;
-    table.segments = segments;
-    Ok(table)
+    table_of_spans(spans, stats, limits)
 }
 
 fn none_if_no_cfi(spans: Result<Vec<Span>, TableError>) -> Result<Vec<Span>, TableError> {
@@ -215,25 +252,9 @@ fn none_if_no_cfi(spans: Result<Vec<Span>, TableError>) -> Result<Vec<Span>, Tab
     }
 }
 
-/// The spans of the separate debug file's `.debug_frame` (none if it has none).
-fn debug_file_spans<'d, D: ReadRef<'d>>(
-    debug: D,
-    limits: &Limits,
-    stats: &mut TableStats,
-) -> Result<Vec<Span>, TableError> {
-    let debug = parse(debug)?;
-    let Some((data, _)) = section(&debug, ".debug_frame", limits)? else {
-        return Ok(Vec::new());
-    };
-    let spans = none_if_no_cfi(section_spans(&Cfi::debug_frame(data), stats))?;
-    stats.source = CfiSource::DebugFileDebugFrame;
-    Ok(spans)
-}
-
 /// The spans of `extra` in no FDE range of `spans`: a function both sections describe keeps
 /// the first's rows only.
 fn not_covered(spans: &[Span], mut extra: Vec<Span>) -> Vec<Span> {
-    // Most files have no .debug_frame: no copy of their ranges then.
     if spans.is_empty() || extra.is_empty() {
         return extra;
     }
@@ -254,9 +275,14 @@ fn not_covered(spans: &[Span], mut extra: Vec<Span>) -> Vec<Span> {
     extra
 }
 
-/// The spans of one CFI section; [`TableError::NoCfi`] if it has no FDE.
-fn section_spans(cfi: &Cfi<'_>, stats: &mut TableStats) -> Result<Vec<Span>, TableError> {
-    let spans = cfi::spans(cfi, stats)?;
+/// Evaluates one CFI section, handing its spans to `out`; [`TableError::NoCfi`] if it has
+/// no FDE.
+fn each_span(
+    cfi: &Cfi<'_>,
+    stats: &mut TableStats,
+    out: &mut impl FnMut(&[Span]),
+) -> Result<(), TableError> {
+    cfi::spans(cfi, stats, out)?;
     if stats.fdes == 0 && stats.fdes_malformed > 0 {
         return Err(TableError::Malformed {
             section: stats.source.section(),
@@ -266,32 +292,62 @@ fn section_spans(cfi: &Cfi<'_>, stats: &mut TableStats) -> Result<Vec<Span>, Tab
     if stats.fdes == 0 {
         return Err(TableError::NoCfi);
     }
+    Ok(())
+}
+
+/// The spans of one CFI section; [`TableError::NoCfi`] if it has no FDE.
+fn section_spans(cfi: &Cfi<'_>, stats: &mut TableStats) -> Result<Vec<Span>, TableError> {
+    let mut spans = Vec::new();
+    each_span(cfi, stats, &mut |fde| spans.extend_from_slice(fde))?;
     Ok(spans)
 }
 
-/// The table of one CFI section (no ELF needed: the tests feed synthetic sections here).
-#[cfg(test)]
-pub(super) fn from_cfi(cfi: &Cfi<'_>, limits: &Limits) -> Result<FileTable, TableError> {
+/// The table of one CFI section. Spans that come in address order (`.eh_frame_hdr` lists the
+/// FDEs sorted) are paged as they are evaluated, so that the table never holds more than its
+/// rows; others (a `.debug_frame`, an `.eh_frame` read in section order that turns out
+/// unsorted) are held and sorted first. [`TableError::NoCfi`] if it has no span.
+pub(super) fn section_table(cfi: &Cfi<'_>, limits: &Limits) -> Result<FileTable, TableError> {
     let mut stats = TableStats::default();
+    if let Cfi::EhFrame { .. } = cfi {
+        let mut pager = Pager::new(limits.max_rows);
+        each_span(cfi, &mut stats, &mut |fde| {
+            fde.iter().for_each(|&span| pager.push(span))
+        })?;
+        if !pager.any() {
+            return Err(TableError::NoCfi);
+        }
+        match pager.finish() {
+            Ok((rows, pages)) => return Ok(table_of_rows(rows, pages, stats)),
+            Err(Unpaged::TooManyRows(err)) => return Err(err),
+            // Evaluated again, held and sorted: the section's entries are in no address order.
+            Err(Unpaged::Unsorted) => stats = TableStats::default(),
+        }
+    }
     let spans = section_spans(cfi, &mut stats)?;
+    if spans.is_empty() {
+        return Err(TableError::NoCfi);
+    }
     table_of_spans(spans, stats, limits)
 }
 
 fn table_of_spans(
     spans: Vec<Span>,
-    mut stats: TableStats,
+    stats: TableStats,
     limits: &Limits,
 ) -> Result<FileTable, TableError> {
-    let points = paging::points(spans);
-    let (rows, pages) = paging::pages(&points, limits.max_rows)?;
+    let (rows, pages) = paging::pages(spans, limits.max_rows)?;
+    Ok(table_of_rows(rows, pages, stats))
+}
+
+fn table_of_rows(rows: Vec<UnwindRow>, pages: Vec<PageEntry>, mut stats: TableStats) -> FileTable {
     stats.rows = rows.len() as u64;
     stats.pages = pages.len() as u64;
-    Ok(FileTable {
+    FileTable {
         rows,
         pages,
         segments: Vec::new(),
         stats,
-    })
+    }
 }
 
 fn parse<'a, R: ReadRef<'a>>(data: R) -> Result<ElfFile64<'a, LittleEndian, R>, TableError> {

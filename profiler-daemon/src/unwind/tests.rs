@@ -11,10 +11,11 @@ use super::{
     cfi::Cfi as Section,
     loader::build_from,
     space::RowSpace,
-    table::{bias, build, from_cfi, CfiSource, FileTable, Limits, Segment, TableError},
+    table::{bias, build, section_table, CfiSource, FileTable, Limits, Segment, TableError},
 };
 
 mod elf;
+mod paging;
 mod real;
 
 const RBP: Register = Register(6);
@@ -74,7 +75,7 @@ fn table_of(data: &[u8], limits: &Limits) -> Result<FileTable, TableError> {
         text: None,
         got: None,
     };
-    from_cfi(&section, limits)
+    section_table(&section, limits)
 }
 
 fn table(fdes: Vec<FrameDescriptionEntry>) -> FileTable {
@@ -388,7 +389,7 @@ fn debug_frame_gives_the_same_rows() {
         .write_debug_frame(&mut section)
         .expect("written");
     let data = section.0.into_vec();
-    let debug = from_cfi(&Section::debug_frame(&data), &LIMITS).expect("a table");
+    let debug = section_table(&Section::debug_frame(&data), &LIMITS).expect("a table");
     assert_eq!(debug.stats.source, CfiSource::DebugFrame);
     assert_eq!(debug.rows, table(fdes()).rows);
 }
@@ -563,7 +564,7 @@ fn the_header_lists_the_fdes_each_evaluated_once() {
             text: None,
             got: None,
         };
-        from_cfi(&section, &LIMITS).expect("a table")
+        section_table(&section, &LIMITS).expect("a table")
     };
     // The second FDE listed a thousand times is read once.
     let mut listed = vec![(0x1000, offsets[0])];

@@ -89,7 +89,7 @@ fn tables_of_libc_and_python() {
         text: None,
         got: None,
     };
-    let without_hdr = from_cfi(&in_order, &LIMITS).expect("a table");
+    let without_hdr = section_table(&in_order, &LIMITS).expect("a table");
     assert_eq!(without_hdr.rows, libc.rows);
     assert_eq!(without_hdr.stats.source, CfiSource::EhFrame);
     if let Some((python, _)) = real("/usr/bin/python3.11") {
@@ -147,7 +147,7 @@ fn corrupted_real_cfi_never_panics() {
             text: None,
             got: None,
         };
-        if let Ok(table) = from_cfi(&section, &limits) {
+        if let Ok(table) = section_table(&section, &limits) {
             check_invariants(&table);
         }
     }
