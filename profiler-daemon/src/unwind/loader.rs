@@ -20,12 +20,13 @@ use std::{
 
 use object::ReadCache;
 use profiler_common::{
-    UnwindMapping, UnwindMappings, UnwindPage, UNWIND_MAX_MAPPINGS, UNWIND_PAGE_BITS,
+    UnwindMapping, UnwindMappings, UnwindPage, UnwindRow, UNWIND_MAX_MAPPINGS, UNWIND_PAGE_BITS,
 };
 
 use super::{
+    paging::RowSink,
     space::RowSpace,
-    table::{self, FileTable, Limits, Segment},
+    table::{self, FileTable, Limits, Segment, TableError},
 };
 use crate::{host::privileges, sample::UnwindMaps, symbolize::MappedFile};
 
@@ -209,8 +210,8 @@ struct Loaded {
 }
 
 struct Placed {
-    first: u32,
-    rows: u32,
+    /// The ranges of the rows array that hold the table's rows: (first, count).
+    ranges: Vec<(u32, u32)>,
     /// The table's page slots in the index, for its first page (`first_page`) on.
     page_first: u32,
     page_count: u32,
@@ -385,91 +386,89 @@ impl Loader {
             self.stats().write_errors += 1;
         }
         self.page_space.free(placed.page_first, placed.page_count);
-        self.space.free(placed.first, placed.rows);
+        for (first, rows) in placed.ranges {
+            self.space.free(first, rows);
+        }
         self.stats().files -= 1;
-    }
-
-    /// A file's table from its headers and CFI sections, and its debug file's `.debug_frame`:
-    /// the debug file fills what the file's own CFI does not describe (only its headers are
-    /// read when the file has a `.debug_frame` of its own); one that cannot be used leaves the
-    /// file's own table.
-    fn build(&self, mapped: &MappedFile) -> Result<FileTable, String> {
-        let limits = Limits {
-            max_rows: self.limits.max_file_rows,
-            max_section_bytes: self.limits.max_file_bytes,
-        };
-        let max = self.limits.max_file_bytes;
-        build_from(&mapped.file, max, |elf| {
-            let with_debug = mapped.open_debug_file().and_then(|debug| {
-                build_from(&debug, max, |debug| table::build(elf, Some(debug), &limits)).ok()
-            });
-            match with_debug {
-                Some(table) => Ok(table),
-                None => table::build(elf, None::<&[u8]>, &limits),
-            }
-        })
     }
 
     /// Builds a file's table and places it in the kernel; None when it has none or it does not
     /// fit (counted).
     fn load(&mut self, mapped: &MappedFile) -> Option<Placed> {
         let started = Instant::now();
-        let built = self.build(mapped);
+        let maps = &self.maps;
+        let write = |first: u32, rows: &[UnwindRow]| maps.write_rows(first, rows);
+        let mut rows = KernelRows::new(write, &mut self.space);
+        let built = build(mapped, &self.limits, &mut rows);
         let elapsed = started.elapsed();
         {
-            let mut stats = self.stats();
+            let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
             stats.build_time += elapsed;
             stats.built += 1;
         }
-        let table = match built {
-            Ok(table) => table,
+        let stored = match built {
+            Ok(table) => rows.finish().map(|ranges| (table, ranges)),
+            Err(err) => Err(err),
+        };
+        let (table, ranges) = match stored {
+            Ok(stored) => stored,
             Err(err) => {
-                tracing::debug!(%err, "no unwind table");
-                self.stats().files_failed += 1;
+                let failed = rows.abandon();
+                let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+                match failed {
+                    None => {
+                        tracing::debug!(%err, "no unwind table");
+                        stats.files_failed += 1;
+                    }
+                    Some(Failure::Full) => {
+                        tracing::debug!(
+                            largest_free = self.space.largest_free(),
+                            failed = self.space.failed(),
+                            "no room for an unwind table"
+                        );
+                        stats.files_dropped += 1;
+                    }
+                    Some(Failure::Write(err)) => {
+                        tracing::debug!(%err, "writing an unwind table failed");
+                        stats.write_errors += 1;
+                        stats.files_dropped += 1;
+                    }
+                }
                 return None;
             }
         };
-        let rows = table.rows.len() as u32;
+        // The rows were never reachable through a page: freeing them needs no new epoch.
+        let free = |space: &mut RowSpace| {
+            for &(first, rows) in &ranges {
+                space.free(first, rows);
+            }
+        };
         let (first_page, page_count) = match (table.pages.first(), table.pages.last()) {
             (Some(&(low, _, _)), Some(&(high, _, _))) => (low, high - low + 1),
             _ => (0, 0),
         };
-        // Pages first: their count is known without allocating anything, and a crafted table
-        // whose rows sit pages apart asks for more slots than there are.
-        let page_first = self.page_space.allocate(page_count);
-        let first = page_first.and_then(|_| self.space.allocate(rows));
-        let (Some(page_first), Some(first)) = (page_first, first) else {
-            if let Some(page_first) = page_first {
-                self.page_space.free(page_first, page_count);
-            }
+        // A crafted table whose rows sit pages apart asks for more slots than there are.
+        let Some(page_first) = self.page_space.allocate(page_count) else {
             tracing::debug!(
-                rows,
                 page_count,
-                largest_free = self.space.largest_free(),
                 largest_free_pages = self.page_space.largest_free(),
-                failed = self.space.failed() + self.page_space.failed(),
-                "no room for an unwind table"
+                failed = self.page_space.failed(),
+                "no room for an unwind table's pages"
             );
+            free(&mut self.space);
             self.stats().files_dropped += 1;
             return None;
         };
         let mut pages = vec![UnwindPage::default(); page_count as usize];
-        for &(page, start, count) in &table.pages {
-            pages[(page - first_page) as usize] = UnwindPage {
-                first: first + start,
-                rows: count,
-            };
+        for &(page, first, rows) in &table.pages {
+            pages[(page - first_page) as usize] = UnwindPage { first, rows };
         }
-        // Rows before pages: a page the kernel can find always leads to written rows.
-        let written = self
-            .maps
-            .write_rows(first, &table.rows)
-            .and_then(|()| self.maps.write_pages(page_first, &pages));
-        if let Err(err) = written {
+        // The rows are written: a page the kernel can find always leads to written rows.
+        if let Err(err) = self.maps.write_pages(page_first, &pages) {
             tracing::debug!(%err, "writing an unwind table failed");
             let _ = self.maps.clear_pages(page_first, page_count);
             self.page_space.free(page_first, page_count);
-            self.space.free(first, rows);
+            free(&mut self.space);
             let mut stats = self.stats();
             stats.write_errors += 1;
             stats.files_dropped += 1;
@@ -478,7 +477,8 @@ impl Loader {
         tracing::debug!(
             source = table.stats.source.name(),
             also = table.stats.also.map_or("", |s| s.name()),
-            rows,
+            rows = table.stats.rows,
+            ranges = ranges.len(),
             pages = page_count,
             fdes = table.stats.fdes,
             unsupported_cfa = table.stats.unsupported_cfa,
@@ -487,8 +487,7 @@ impl Loader {
         );
         self.stats().files += 1;
         Some(Placed {
-            first,
-            rows,
+            ranges,
             page_first,
             page_count,
             first_page,
@@ -505,6 +504,162 @@ impl Loader {
         stats.rows = rows.into();
         stats.rows_capacity = capacity.into();
         stats.pages = pages.into();
+    }
+}
+
+/// A file's table from its headers and CFI sections, and its debug file's `.debug_frame`: the
+/// debug file fills what the file's own CFI does not describe (only its headers are read when
+/// the file has a `.debug_frame` of its own); one that cannot be used leaves the file's own
+/// table. The rows go to `rows`.
+fn build(
+    mapped: &MappedFile,
+    limits: &LoaderLimits,
+    rows: &mut KernelRows<'_, impl RowWriter>,
+) -> Result<FileTable, String> {
+    let max = limits.max_file_bytes;
+    let limits = Limits {
+        max_rows: limits.max_file_rows,
+        max_section_bytes: max,
+    };
+    build_from(&mapped.file, max, |elf| {
+        let with_debug = mapped.open_debug_file().and_then(|debug| {
+            build_from(&debug, max, |debug| {
+                table::build(elf, Some(debug), &limits, &mut *rows)
+            })
+            .ok()
+        });
+        match with_debug {
+            Some(table) => Ok(table),
+            // No room, or a write failed: without the debug file it would be the same.
+            None if rows.failed.is_some() => Err(TableError::NotStored),
+            None => {
+                rows.reset();
+                table::build(elf, None::<&[u8]>, &limits, &mut *rows)
+            }
+        }
+    })
+}
+
+/// Rows in a batch map update: a million-row table is never held whole.
+pub(super) const BATCH: u32 = 16384;
+
+/// Writes rows at an index of the kernel's rows array.
+pub(super) trait RowWriter: FnMut(u32, &[UnwindRow]) -> std::io::Result<()> {}
+impl<W: FnMut(u32, &[UnwindRow]) -> std::io::Result<()>> RowWriter for W {}
+
+/// Why [`KernelRows`] refused rows.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// No free range of the rows array holds the page.
+    Full,
+    Write(std::io::Error),
+}
+
+/// A table's rows on their way into the kernel's rows array, in ranges of it allocated as they
+/// come (each page's rows in one range; on an array with room, the ranges follow one another),
+/// written a batch at a time.
+pub(super) struct KernelRows<'l, W> {
+    write: W,
+    space: &'l mut RowSpace,
+    /// The ranges allocated: (first, count).
+    ranges: Vec<(u32, u32)>,
+    /// The free part of the last range.
+    next: u32,
+    end: u32,
+    /// Rows not written yet, from `batch_first` on.
+    batch: Vec<UnwindRow>,
+    batch_first: u32,
+    failed: Option<Failure>,
+}
+
+impl<'l, W: RowWriter> KernelRows<'l, W> {
+    pub(super) fn new(write: W, space: &'l mut RowSpace) -> Self {
+        Self {
+            write,
+            space,
+            ranges: Vec::new(),
+            next: 0,
+            end: 0,
+            batch: Vec::new(),
+            batch_first: 0,
+            failed: None,
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), TableError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        if let Err(err) = (self.write)(self.batch_first, &self.batch) {
+            self.failed = Some(Failure::Write(err));
+            return Err(TableError::NotStored);
+        }
+        self.batch_first += self.batch.len() as u32;
+        self.batch.clear();
+        Ok(())
+    }
+
+    /// Gives back the unused end of the last range.
+    fn trim(&mut self) {
+        if let Some(last) = self.ranges.last_mut() {
+            if self.end > self.next {
+                self.space.free(self.next, self.end - self.next);
+                last.1 -= self.end - self.next;
+                self.end = self.next;
+            }
+        }
+    }
+
+    /// Writes what is left; the ranges holding the table.
+    pub(super) fn finish(&mut self) -> Result<Vec<(u32, u32)>, String> {
+        self.flush().map_err(|err| err.to_string())?;
+        self.trim();
+        Ok(std::mem::take(&mut self.ranges))
+    }
+
+    /// Frees the ranges of a table that is not placed; why the rows were refused, if they
+    /// were.
+    pub(super) fn abandon(&mut self) -> Option<Failure> {
+        let failed = self.failed.take();
+        self.reset();
+        failed
+    }
+}
+
+impl<W: RowWriter> RowSink for KernelRows<'_, W> {
+    fn page(&mut self, rows: &[UnwindRow]) -> Result<u32, TableError> {
+        let n = u32::try_from(rows.len()).map_err(|_| TableError::NotStored)?;
+        if self.end - self.next < n {
+            self.flush()?;
+            self.trim();
+            // A batch's worth, or the longest free range if shorter and the page fits it.
+            let len = n.max(BATCH.min(self.space.largest_free()));
+            let Some(first) = self.space.allocate(len) else {
+                self.failed = Some(Failure::Full);
+                return Err(TableError::NotStored);
+            };
+            match self.ranges.last_mut() {
+                Some(last) if last.0 + last.1 == first => last.1 += len,
+                _ => self.ranges.push((first, len)),
+            }
+            (self.next, self.end, self.batch_first) = (first, first + len, first);
+        }
+        let first = self.next;
+        self.batch.extend_from_slice(rows);
+        self.next += n;
+        if self.batch.len() >= BATCH as usize {
+            self.flush()?;
+        }
+        Ok(first)
+    }
+
+    fn reset(&mut self) {
+        self.failed = None;
+        self.batch.clear();
+        for (first, rows) in self.ranges.drain(..) {
+            self.space.free(first, rows);
+        }
+        (self.next, self.end) = (0, 0);
     }
 }
 

@@ -5,7 +5,8 @@
 //! bytes of an ELF file (x86_64) and, optionally, of its separate debug file: a
 //! [`FileTable`]: the CFI as compact [`profiler_common::UnwindRow`]s in 64 KiB pages (the
 //! first row of every page at `pc_low` 0), and the executable segments that turn a mapping of
-//! the file into a bias. [`RowSpace`] places tables in the one rows array shared by all files.
+//! the file into a bias. The rows go to the kernel a batch at a time as they are built, into
+//! ranges of the one rows array shared by all files that [`RowSpace`] allocates.
 //!
 //! The CFI comes from `.eh_frame` (its FDEs listed by `.eh_frame_hdr` where present) and, for
 //! code it does not describe, from `.debug_frame` in the file, else in the separate debug file

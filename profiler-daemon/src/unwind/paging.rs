@@ -1,7 +1,7 @@
 //! Spans to paged rows: the rules in address order with the gaps between FDEs marked, cut
 //! into 64 KiB pages whose first row is always at `pc_low` 0. Spans that come in address order
-//! (`.eh_frame_hdr`'s) are paged as they come: the table holds its final rows only, never a
-//! list of its spans.
+//! (`.eh_frame_hdr`'s) are paged as they come, with no list of them held, and each page's rows
+//! go to a [`RowSink`] once the page is complete.
 
 use profiler_common::{UnwindRow, UNWIND_PAGE_BITS};
 
@@ -19,12 +19,36 @@ pub(super) type PageEntry = (u32, u32, u32);
 
 const PAGE_MASK: u64 = (1 << UNWIND_PAGE_BITS) - 1;
 
+/// Where a table's rows go, a page at a time: a vector, or the kernel's rows array a batch at
+/// a time, so that building a table never holds all of its rows.
+pub(super) trait RowSink {
+    /// Stores one page's rows (at least one) contiguously; the index of the first.
+    fn page(&mut self, rows: &[UnwindRow]) -> Result<u32, TableError>;
+    /// Forgets every row stored so far (the table is paged again, or not at all).
+    fn reset(&mut self);
+}
+
+impl RowSink for Vec<UnwindRow> {
+    fn page(&mut self, rows: &[UnwindRow]) -> Result<u32, TableError> {
+        let first = u32::try_from(self.len()).map_err(|_| TableError::TooManyRows {
+            rows: self.len() + rows.len(),
+            max: u32::MAX as usize,
+        })?;
+        self.extend_from_slice(rows);
+        Ok(first)
+    }
+
+    fn reset(&mut self) {
+        self.clear();
+    }
+}
+
 /// Why a [`Pager`] gave no table.
 #[derive(Debug)]
 pub(super) enum Unpaged {
     /// A span started before the one given before it: sort the spans and page them again.
     Unsorted,
-    TooManyRows(TableError),
+    Failed(TableError),
 }
 
 /// Pages spans given in order of their start. Each span's rule is in force from its start to
@@ -37,39 +61,45 @@ pub(super) enum Unpaged {
 /// A page whose first rule starts past its beginning starts with a copy of the rule in force
 /// there; a page that a rule from an earlier page covers entirely gets that rule as its one
 /// row; a page in a gap (or where a gap starts at its first byte) gets no entry. Rows beyond
-/// `max_rows` fail before they are allocated (one crafted FDE can cover 2^47 bytes).
-pub(super) struct Pager {
+/// `max_rows` fail before they are allocated (one crafted FDE can cover 2^47 bytes). Each page's
+/// rows go to the sink once the page is complete: the pager holds one page's rows at most.
+pub(super) struct Pager<'s, S> {
+    sink: &'s mut S,
     max_rows: usize,
-    rows: Vec<UnwindRow>,
+    /// Rows given to the sink.
+    stored: usize,
     pages: Vec<PageEntry>,
     /// The last span given: its rule's extent depends on the next span's start.
     pending: Option<Span>,
     /// Whether any span was given (an empty one or one past [`MAX_ADDRESS`] included).
     any: bool,
-    /// The rule of the last row written (UNSUPPORTED before the first: a table never starts
-    /// with a gap).
+    /// The rule of the last row (UNSUPPORTED before the first: a table never starts with a
+    /// gap).
     last: Rule,
-    /// The page being filled, and the index of its first row.
-    open: Option<(u64, usize)>,
+    /// The page being filled, and its rows.
+    open: Option<u64>,
+    rows: Vec<UnwindRow>,
     failed: Option<Unpaged>,
 }
 
-impl Pager {
-    pub(super) fn new(max_rows: usize) -> Self {
+impl<'s, S: RowSink> Pager<'s, S> {
+    pub(super) fn new(sink: &'s mut S, max_rows: usize) -> Self {
         Self {
+            sink,
             max_rows,
-            rows: Vec::new(),
+            stored: 0,
             pages: Vec::new(),
             pending: None,
             any: false,
             last: Rule::UNSUPPORTED,
             open: None,
+            rows: Vec::new(),
             failed: None,
         }
     }
 
-    /// Adds the next span; once a span is out of order or the rows are too many, the rest are
-    /// ignored and [`Pager::finish`] says why.
+    /// Adds the next span; once a span is out of order or the rows cannot be stored, the rest
+    /// are ignored and [`Pager::finish`] says why.
     pub(super) fn push(&mut self, span: Span) {
         self.any = true;
         if self.failed.is_some() || span.start >= span.end || span.start >= MAX_ADDRESS {
@@ -94,7 +124,7 @@ impl Pager {
                 }
             });
             if let Err(err) = ended {
-                self.failed = Some(Unpaged::TooManyRows(err));
+                self.failed = Some(Unpaged::Failed(err));
             }
         }
     }
@@ -104,8 +134,8 @@ impl Pager {
         self.any
     }
 
-    /// The rows, page after page, and the pages.
-    pub(super) fn finish(mut self) -> Result<(Vec<UnwindRow>, Vec<PageEntry>), Unpaged> {
+    /// The pages, the rows being in the sink.
+    pub(super) fn finish(mut self) -> Result<Vec<PageEntry>, Unpaged> {
         if let Some(failed) = self.failed.take() {
             return Err(failed);
         }
@@ -116,8 +146,8 @@ impl Pager {
             None => Ok(()),
         };
         last.and_then(|()| self.close(None))
-            .map_err(Unpaged::TooManyRows)?;
-        Ok((self.rows, self.pages))
+            .map_err(Unpaged::Failed)?;
+        Ok(self.pages)
     }
 
     /// The rule in force from `address` on; addresses strictly increase from call to call.
@@ -126,9 +156,9 @@ impl Pager {
             return Ok(());
         }
         let page = address >> UNWIND_PAGE_BITS;
-        if self.open.is_none_or(|(open, _)| open != page) {
+        if self.open != Some(page) {
             self.close(Some(page))?;
-            self.open = Some((page, self.rows.len()));
+            self.open = Some(page);
             if address & PAGE_MASK != 0 {
                 self.row(self.last.row(0))?;
             }
@@ -141,33 +171,40 @@ impl Pager {
     /// Ends the open page; `next` is the page of the next row, if any. The rule in force at
     /// the end of the page covers the pages up to `next`.
     fn close(&mut self, next: Option<u64>) -> Result<(), TableError> {
-        let Some((page, first)) = self.open.take() else {
+        let Some(page) = self.open.take() else {
             return Ok(());
         };
         let in_force = self.last;
-        if in_force == Rule::UNSUPPORTED && self.rows.len() - first == 1 {
-            // Nothing but a gap from the page's start: the same as no entry.
-            self.rows.truncate(first);
-            return Ok(());
+        // A page of nothing but a gap from its start is the same as no entry.
+        if in_force != Rule::UNSUPPORTED || self.rows.len() > 1 {
+            self.store(page)?;
         }
-        self.pages
-            .push((page as u32, first as u32, (self.rows.len() - first) as u32));
+        self.rows.clear();
         if in_force == Rule::UNSUPPORTED {
             return Ok(());
         }
         // The rows end with an unsupported rule, so a next page exists here.
         for covered in page + 1..next.unwrap_or(page + 1) {
             self.row(in_force.row(0))?;
-            self.pages
-                .push((covered as u32, self.rows.len() as u32 - 1, 1));
+            self.store(covered)?;
+            self.rows.clear();
         }
         Ok(())
     }
 
+    fn store(&mut self, page: u64) -> Result<(), TableError> {
+        let first = self.sink.page(&self.rows)?;
+        self.stored += self.rows.len();
+        self.pages
+            .push((page as u32, first, self.rows.len() as u32));
+        Ok(())
+    }
+
     fn row(&mut self, row: UnwindRow) -> Result<(), TableError> {
-        if self.rows.len() >= self.max_rows {
+        let rows = self.stored + self.rows.len();
+        if rows >= self.max_rows {
             return Err(TableError::TooManyRows {
-                rows: self.rows.len() + 1,
+                rows: rows + 1,
                 max: self.max_rows,
             });
         }
@@ -181,14 +218,15 @@ impl Pager {
 pub(super) fn pages(
     mut spans: Vec<Span>,
     max_rows: usize,
-) -> Result<(Vec<UnwindRow>, Vec<PageEntry>), TableError> {
+    sink: &mut impl RowSink,
+) -> Result<Vec<PageEntry>, TableError> {
     spans.sort_by_key(|s| s.start);
-    let mut pager = Pager::new(max_rows);
+    let mut pager = Pager::new(sink, max_rows);
     for span in spans {
         pager.push(span);
     }
     pager.finish().map_err(|unpaged| match unpaged {
-        Unpaged::TooManyRows(err) => err,
+        Unpaged::Failed(err) => err,
         // Not after the sort above; an error rather than a panic all the same.
         Unpaged::Unsorted => TableError::Malformed {
             section: "CFI",

@@ -1,4 +1,5 @@
-//! Room in the BPF rows array: every file's table is one contiguous range of it.
+//! Room in the BPF rows array: every file's table takes ranges of it (each page's rows in one
+//! range), allocated as its rows are built.
 
 use std::collections::BTreeMap;
 

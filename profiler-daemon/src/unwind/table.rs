@@ -6,11 +6,10 @@ use object::{
     read::elf::{ElfFile64, ProgramHeader},
     CompressionFormat, LittleEndian, Object, ObjectSection, ReadRef,
 };
-use profiler_common::UnwindRow;
 
 use super::{
     cfi::{self, Cfi, Span},
-    paging::{self, PageEntry, Pager, Unpaged},
+    paging::{self, PageEntry, Pager, RowSink, Unpaged},
 };
 
 /// Bounds of one file's table.
@@ -108,14 +107,13 @@ pub struct Segment {
     pub mem_size: u64,
 }
 
-/// One file's unwind table.
+/// One file's unwind table; its rows went to a [`RowSink`], each page's sorted by `pc_low`
+/// from 0.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FileTable {
-    /// Every page's rows, page after page, each page's sorted by `pc_low` from 0.
-    pub rows: Vec<UnwindRow>,
-    /// (page = file address >> 16, index of its first row in `rows`, its row count), sorted by
-    /// page. A page in a gap between functions has no entry.
-    pub pages: Vec<(u32, u32, u32)>,
+    /// (page = file address >> 16, index of its first row in the sink, its row count), sorted
+    /// by page. A page in a gap between functions has no entry.
+    pub pages: Vec<PageEntry>,
     pub segments: Vec<Segment>,
     pub stats: TableStats,
 }
@@ -143,17 +141,21 @@ pub enum TableError {
     },
     #[error("unwind table of more than {max} rows ({rows} so far)")]
     TooManyRows { rows: usize, max: usize },
+    /// The [`RowSink`] refused the rows (it knows why).
+    #[error("the table's rows could not be stored")]
+    NotStored,
 }
 
 /// Builds the unwind table of an x86_64 ELF file from its CFI: `.eh_frame`, and for the code
 /// it does not describe, the file's own `.debug_frame`, else that of `debug_file` (a binary
 /// built with `-fno-asynchronous-unwind-tables` keeps only its start files' FDEs in
 /// `.eh_frame`). The files are read through `R`: a slice in tests, a read cache of the few
-/// ranges parsed (headers and CFI sections) in the loader.
+/// ranges parsed (headers and CFI sections) in the loader. The rows go to `sink`.
 pub fn build<'a, 'd, R: ReadRef<'a>, D: ReadRef<'d>>(
     elf: R,
     debug_file: Option<D>,
     limits: &Limits,
+    sink: &mut impl RowSink,
 ) -> Result<FileTable, TableError> {
     let file = parse(elf)?;
     let segments = segments(&file);
@@ -168,10 +170,10 @@ pub fn build<'a, 'd, R: ReadRef<'a>, D: ReadRef<'d>>(
         None => None,
     };
     let mut table = match (eh, debug_frame(&file, debug_file, limits)) {
-        (eh, Ok(Some(debug))) => merged(eh.as_ref(), debug, limits)?,
+        (eh, Ok(Some(debug))) => merged(eh.as_ref(), debug, limits, sink)?,
         // Most files: the .eh_frame alone, paged as its FDEs are evaluated. A .debug_frame
         // that cannot be read (compressed, as Go writes it) leaves the .eh_frame's table.
-        (Some(eh), debug) => match section_table(&eh, limits) {
+        (Some(eh), debug) => match section_table(&eh, limits, sink) {
             Err(TableError::NoCfi) => return Err(debug.err().unwrap_or(TableError::NoCfi)),
             table => table?,
         },
@@ -207,6 +209,7 @@ fn merged(
     eh: Option<&Cfi<'_>>,
     (debug, source): (Cfi<'_>, CfiSource),
     limits: &Limits,
+    sink: &mut impl RowSink,
 ) -> Result<FileTable, TableError> {
     let mut stats = TableStats::default();
     let eh = match eh {
@@ -242,7 +245,7 @@ fn merged(
     if spans.is_empty() {
         return Err(TableError::NoCfi);
     }
-    table_of_spans(spans, stats, limits)
+    table_of_spans(spans, stats, limits, sink)
 }
 
 fn none_if_no_cfi(spans: Result<Vec<Span>, TableError>) -> Result<Vec<Span>, TableError> {
@@ -303,13 +306,16 @@ fn section_spans(cfi: &Cfi<'_>, stats: &mut TableStats) -> Result<Vec<Span>, Tab
 }
 
 /// The table of one CFI section. Spans that come in address order (`.eh_frame_hdr` lists the
-/// FDEs sorted) are paged as they are evaluated, so that the table never holds more than its
-/// rows; others (a `.debug_frame`, an `.eh_frame` read in section order that turns out
+/// FDEs sorted) are paged as they are evaluated, with no list of its spans held; others (a `.debug_frame`, an `.eh_frame` read in section order that turns out
 /// unsorted) are held and sorted first. [`TableError::NoCfi`] if it has no span.
-pub(super) fn section_table(cfi: &Cfi<'_>, limits: &Limits) -> Result<FileTable, TableError> {
+pub(super) fn section_table(
+    cfi: &Cfi<'_>,
+    limits: &Limits,
+    sink: &mut impl RowSink,
+) -> Result<FileTable, TableError> {
     let mut stats = TableStats::default();
     if let Cfi::EhFrame { .. } = cfi {
-        let mut pager = Pager::new(limits.max_rows);
+        let mut pager = Pager::new(sink, limits.max_rows);
         each_span(cfi, &mut stats, &mut |fde| {
             fde.iter().for_each(|&span| pager.push(span))
         })?;
@@ -317,33 +323,36 @@ pub(super) fn section_table(cfi: &Cfi<'_>, limits: &Limits) -> Result<FileTable,
             return Err(TableError::NoCfi);
         }
         match pager.finish() {
-            Ok((rows, pages)) => return Ok(table_of_rows(rows, pages, stats)),
-            Err(Unpaged::TooManyRows(err)) => return Err(err),
+            Ok(pages) => return Ok(table_of_pages(pages, stats)),
+            Err(Unpaged::Failed(err)) => return Err(err),
             // Evaluated again, held and sorted: the section's entries are in no address order.
-            Err(Unpaged::Unsorted) => stats = TableStats::default(),
+            Err(Unpaged::Unsorted) => {
+                stats = TableStats::default();
+                sink.reset();
+            }
         }
     }
     let spans = section_spans(cfi, &mut stats)?;
     if spans.is_empty() {
         return Err(TableError::NoCfi);
     }
-    table_of_spans(spans, stats, limits)
+    table_of_spans(spans, stats, limits, sink)
 }
 
 fn table_of_spans(
     spans: Vec<Span>,
     stats: TableStats,
     limits: &Limits,
+    sink: &mut impl RowSink,
 ) -> Result<FileTable, TableError> {
-    let (rows, pages) = paging::pages(spans, limits.max_rows)?;
-    Ok(table_of_rows(rows, pages, stats))
+    let pages = paging::pages(spans, limits.max_rows, sink)?;
+    Ok(table_of_pages(pages, stats))
 }
 
-fn table_of_rows(rows: Vec<UnwindRow>, pages: Vec<PageEntry>, mut stats: TableStats) -> FileTable {
-    stats.rows = rows.len() as u64;
+fn table_of_pages(pages: Vec<PageEntry>, mut stats: TableStats) -> FileTable {
+    stats.rows = pages.iter().map(|&(_, _, rows)| u64::from(rows)).sum();
     stats.pages = pages.len() as u64;
     FileTable {
-        rows,
         pages,
         segments: Vec::new(),
         stats,

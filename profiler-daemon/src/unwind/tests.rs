@@ -9,9 +9,10 @@ use profiler_common::{cfa, rbp, UnwindRow};
 
 use super::{
     cfi::Cfi as Section,
-    loader::build_from,
+    loader::{build_from, Failure, KernelRows, BATCH},
+    paging::RowSink,
     space::RowSpace,
-    table::{bias, build, section_table, CfiSource, FileTable, Limits, Segment, TableError},
+    table::{self, bias, CfiSource, Limits, Segment, TableError, TableStats},
 };
 
 mod elf;
@@ -28,6 +29,42 @@ const LIMITS: Limits = Limits {
     max_rows: 1 << 20,
     max_section_bytes: 1 << 30,
 };
+
+/// A table with its rows, stored in a vector.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct FileTable {
+    rows: Vec<UnwindRow>,
+    pages: Vec<(u32, u32, u32)>,
+    segments: Vec<Segment>,
+    stats: TableStats,
+}
+
+impl FileTable {
+    fn of(rows: Vec<UnwindRow>, table: table::FileTable) -> Self {
+        Self {
+            rows,
+            pages: table.pages,
+            segments: table.segments,
+            stats: table.stats,
+        }
+    }
+}
+
+fn build<'a, 'd, R: object::ReadRef<'a>, D: object::ReadRef<'d>>(
+    elf: R,
+    debug_file: Option<D>,
+    limits: &Limits,
+) -> Result<FileTable, TableError> {
+    let mut rows = Vec::new();
+    let table = table::build(elf, debug_file, limits, &mut rows)?;
+    Ok(FileTable::of(rows, table))
+}
+
+fn section_table(section: &Section<'_>, limits: &Limits) -> Result<FileTable, TableError> {
+    let mut rows = Vec::new();
+    let table = table::section_table(section, limits, &mut rows)?;
+    Ok(FileTable::of(rows, table))
+}
 
 fn cie() -> CommonInformationEntry {
     let encoding = Encoding {
@@ -516,6 +553,79 @@ fn row_space_first_fit_fragmentation_and_coalescing() {
     assert_eq!(space.allocate(100), Some(0));
     assert_eq!(space.allocate(0), None);
     assert_eq!(RowSpace::new(0).largest_free(), 0);
+}
+
+/// Pages of 1 to 3000 rows, each row naming its page and place.
+fn numbered_pages(n: usize) -> Vec<Vec<UnwindRow>> {
+    (0..n)
+        .map(|page| {
+            let len = 1 + (page * 7919) % 3000;
+            (0..len).map(|i| rsp(i as u16, page as u16)).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn kernel_rows_are_written_a_batch_at_a_time_into_ranges_given_back_when_unused() {
+    let mut space = RowSpace::new(100_000);
+    // A hole of 10 rows before a used row: too short for a batch.
+    let hole = space.allocate(10).unwrap();
+    assert_eq!(space.allocate(1), Some(10));
+    assert!(space.free(hole, 10));
+    let pages = numbered_pages(30);
+    let total: usize = pages.iter().map(Vec::len).sum();
+    let mut array = vec![UnwindRow::default(); 100_000];
+    let mut writes = Vec::new();
+    let (firsts, ranges) = {
+        let write = |first: u32, rows: &[UnwindRow]| {
+            array[first as usize..][..rows.len()].copy_from_slice(rows);
+            writes.push(rows.len());
+            Ok(())
+        };
+        let mut sink = KernelRows::new(write, &mut space);
+        let firsts: Vec<u32> = pages.iter().map(|p| sink.page(p).unwrap()).collect();
+        (firsts, sink.finish().unwrap())
+    };
+    for (page, first) in pages.iter().zip(firsts) {
+        assert_eq!(&array[first as usize..][..page.len()], &page[..]);
+    }
+    // One range after the used row, exactly as long as the rows; written in batches of about
+    // BATCH rows (a batch ends after the page that fills it).
+    assert_eq!(ranges, [(11, total as u32)]);
+    assert_eq!(space.used() as usize, total + 1);
+    assert_eq!(writes.iter().sum::<usize>(), total);
+    assert!(writes.len() > 1 && writes.iter().all(|&n| n < BATCH as usize + 3000));
+}
+
+#[test]
+fn kernel_rows_without_room_or_with_a_failed_write_give_every_row_back() {
+    // Three pages of 300 rows fit 1000 rows; a fourth does not.
+    let mut space = RowSpace::new(1000);
+    let page = vec![rsp(0, 8); 300];
+    let mut sink = KernelRows::new(|_: u32, _: &[UnwindRow]| Ok(()), &mut space);
+    for _ in 0..3 {
+        assert!(sink.page(&page).is_ok());
+    }
+    assert_eq!(sink.page(&page), Err(TableError::NotStored));
+    assert!(matches!(sink.abandon(), Some(Failure::Full)));
+    drop(sink);
+    assert_eq!((space.used(), space.largest_free()), (0, 1000));
+    let mut sink = KernelRows::new(|_: u32, _: &[UnwindRow]| Ok(()), &mut space);
+    for _ in 0..3 {
+        assert!(sink.page(&page).is_ok());
+    }
+    assert_eq!(sink.finish(), Ok(vec![(0, 900)]));
+    drop(sink);
+    assert_eq!(space.used(), 900);
+    assert!(space.free(0, 900));
+
+    let failing = |_: u32, _: &[UnwindRow]| Err(std::io::Error::other("refused"));
+    let mut sink = KernelRows::new(failing, &mut space);
+    assert!(sink.page(&page).is_ok());
+    assert!(sink.finish().is_err());
+    assert!(matches!(sink.abandon(), Some(Failure::Write(_))));
+    drop(sink);
+    assert_eq!(space.used(), 0);
 }
 
 /// `.eh_frame_hdr` with 8-byte absolute pointers: the `.eh_frame` address, then (initial
