@@ -19,8 +19,8 @@ pub(super) type PageEntry = (u32, u32, u32);
 
 const PAGE_MASK: u64 = (1 << UNWIND_PAGE_BITS) - 1;
 
-/// Where a table's rows go, a page at a time: a vector, or the kernel's rows array a batch at
-/// a time, so that building a table never holds all of its rows.
+/// Where a table's rows go, a page at a time: the kernel's rows array a batch at a time, so
+/// that building a table never holds all of its rows (a vector in the tests).
 pub(super) trait RowSink {
     /// Stores one page's rows (at least one) contiguously; the index of the first.
     fn page(&mut self, rows: &[UnwindRow]) -> Result<u32, TableError>;
@@ -28,6 +28,7 @@ pub(super) trait RowSink {
     fn reset(&mut self);
 }
 
+#[cfg(test)]
 impl RowSink for Vec<UnwindRow> {
     fn page(&mut self, rows: &[UnwindRow]) -> Result<u32, TableError> {
         let first = u32::try_from(self.len()).map_err(|_| TableError::TooManyRows {
