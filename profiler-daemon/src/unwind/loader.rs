@@ -466,7 +466,10 @@ impl Loader {
         // The rows are written: a page the kernel can find always leads to written rows.
         if let Err(err) = self.maps.write_pages(page_first, &pages) {
             tracing::debug!(%err, "writing an unwind table failed");
+            // Some of the pages may have been written, and their rows cached by a CPU.
+            self.epoch = self.epoch.wrapping_add(1);
             let _ = self.maps.clear_pages(page_first, page_count);
+            let _ = self.maps.set_epoch(self.epoch);
             self.page_space.free(page_first, page_count);
             free(&mut self.space);
             let mut stats = self.stats();
