@@ -18,6 +18,7 @@
 mod cfi;
 mod loader;
 mod paging;
+mod rows;
 mod space;
 mod table;
 

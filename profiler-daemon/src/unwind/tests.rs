@@ -9,8 +9,9 @@ use profiler_common::{cfa, rbp, UnwindRow};
 
 use super::{
     cfi::Cfi as Section,
-    loader::{build_from, Failure, KernelRows, BATCH},
+    loader::build_from,
     paging::RowSink,
+    rows::{Failure, KernelRows, BATCH},
     space::RowSpace,
     table::{self, bias, CfiSource, Limits, Segment, TableError, TableStats},
 };
@@ -642,6 +643,33 @@ fn eh_frame_hdr(eh_frame_address: u64, fdes: &[(u64, u64)]) -> Vec<u8> {
     hdr
 }
 
+/// The addresses of the FDEs of `.eh_frame` `data` at `address`, in the section's order.
+fn fde_addresses(data: &[u8], address: u64) -> Vec<u64> {
+    use gimli::UnwindSection;
+    let section = gimli::EhFrame::new(data, LittleEndian);
+    let bases = gimli::BaseAddresses::default().set_eh_frame(address);
+    let mut entries = section.entries(&bases);
+    let mut addresses = Vec::new();
+    while let Some(entry) = entries.next().expect("an entry") {
+        if let gimli::CieOrFde::Fde(partial) = entry {
+            addresses.push(address + partial.offset() as u64);
+        }
+    }
+    addresses
+}
+
+/// The table of `.eh_frame` `data` at `address` read through the header `hdr`.
+fn table_through_header(data: &[u8], address: u64, hdr: &[u8]) -> FileTable {
+    let section = Section::EhFrame {
+        data,
+        address,
+        hdr: Some((hdr, 0x200_0000)),
+        text: None,
+        got: None,
+    };
+    section_table(&section, &LIMITS).expect("a table")
+}
+
 #[test]
 fn the_header_lists_the_fdes_each_evaluated_once() {
     let data = eh_frame(
@@ -652,30 +680,9 @@ fn the_header_lists_the_fdes_each_evaluated_once() {
         ],
     );
     let address = 0x100_0000;
-    let offsets: Vec<u64> = {
-        use gimli::UnwindSection;
-        let section = gimli::EhFrame::new(&data, LittleEndian);
-        let bases = gimli::BaseAddresses::default().set_eh_frame(address);
-        let mut entries = section.entries(&bases);
-        let mut offsets = Vec::new();
-        while let Some(entry) = entries.next().expect("an entry") {
-            if let gimli::CieOrFde::Fde(partial) = entry {
-                offsets.push(address + partial.offset() as u64);
-            }
-        }
-        offsets
-    };
+    let offsets = fde_addresses(&data, address);
     let in_order = table_of(&data, &LIMITS).expect("a table");
-    let with = |hdr: &[u8]| {
-        let section = Section::EhFrame {
-            data: &data,
-            address,
-            hdr: Some((hdr, 0x200_0000)),
-            text: None,
-            got: None,
-        };
-        section_table(&section, &LIMITS).expect("a table")
-    };
+    let with = |hdr: &[u8]| table_through_header(&data, address, hdr);
     // The second FDE listed a thousand times is read once.
     let mut listed = vec![(0x1000, offsets[0])];
     listed.extend(std::iter::repeat_n((0x1020, offsets[1]), 1000));

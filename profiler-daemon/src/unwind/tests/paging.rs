@@ -147,20 +147,8 @@ fn streamed_and_sorted_rows_equal_the_rules_address_by_address() {
         let last = models.iter().map(|m| m.start + u64::from(m.len)).max();
         let pages = (last.unwrap_or(0) >> 16) + 2;
         let data = eh_frame(cie(), models.iter().map(Model::fde).collect());
-        // The FDEs' offsets, in the section's order (the order they were added).
-        let offsets: Vec<u64> = {
-            use gimli::UnwindSection;
-            let section = gimli::EhFrame::new(&data, LittleEndian);
-            let bases = gimli::BaseAddresses::default().set_eh_frame(address);
-            let mut entries = section.entries(&bases);
-            let mut offsets = Vec::new();
-            while let Some(entry) = entries.next().expect("an entry") {
-                if let gimli::CieOrFde::Fde(partial) = entry {
-                    offsets.push(address + partial.offset() as u64);
-                }
-            }
-            offsets
-        };
+        // The FDEs' addresses, in the section's order (the order they were added).
+        let offsets = fde_addresses(&data, address);
         assert_eq!(offsets.len(), models.len());
         // The header lists them by address; at the same address, in the section's order.
         let mut listed: Vec<usize> = (0..models.len()).collect();
@@ -173,17 +161,7 @@ fn streamed_and_sorted_rows_equal_the_rules_address_by_address() {
                 .collect::<Vec<_>>(),
         );
         let by_address: Vec<Model> = listed.iter().map(|&i| models[i].clone()).collect();
-        let streamed = section_table(
-            &Section::EhFrame {
-                data: &data,
-                address,
-                hdr: Some((&hdr, 0x200_0000)),
-                text: None,
-                got: None,
-            },
-            &LIMITS,
-        )
-        .expect("a table");
+        let streamed = table_through_header(&data, address, &hdr);
         assert_eq!(streamed.stats.source, CfiSource::EhFrameHdr);
         let (rows, entries) = expected(&by_address, pages);
         assert_eq!((&streamed.rows, &streamed.pages), (&rows, &entries));
@@ -200,17 +178,7 @@ fn streamed_and_sorted_rows_equal_the_rules_address_by_address() {
                 .collect::<Vec<_>>(),
         );
         let read: Vec<Model> = backwards.iter().map(|&i| models[i].clone()).collect();
-        let sorted = section_table(
-            &Section::EhFrame {
-                data: &data,
-                address,
-                hdr: Some((&hdr, 0x200_0000)),
-                text: None,
-                got: None,
-            },
-            &LIMITS,
-        )
-        .expect("a table");
+        let sorted = table_through_header(&data, address, &hdr);
         let (rows, entries) = expected(&read, pages);
         assert_eq!((&sorted.rows, &sorted.pages), (&rows, &entries));
 
