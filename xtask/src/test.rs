@@ -17,8 +17,9 @@ pub fn test(kernels_only: bool) -> Result<()> {
         return kernel_matrix();
     }
     cargo(&["fmt", "--all", "--check"]).context("code is not formatted: run `cargo fmt --all`")?;
-    cargo(&["build", "--workspace", "--bins"])?;
-    // The tests that measure the daemon under load run the build users deploy.
+    // `cargo test` builds the debug daemon with the tests (the daemon's package has
+    // integration tests); the tests that measure the daemon under load run the build users
+    // deploy.
     cargo(&["build", "--release", "-p", "profiler-daemon"])?;
     cargo(&[
         "clippy",
