@@ -10,7 +10,7 @@ use std::{
     io::{Read, Seek, SeekFrom},
     os::unix::fs::{FileExt, MetadataExt},
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         mpsc::{sync_channel, Receiver, SyncSender, TrySendError},
         Arc, Mutex,
     },
@@ -113,6 +113,8 @@ pub struct Unwind {
     sender: Option<SyncSender<Job>>,
     /// Jobs queued and not done yet.
     pending: Arc<AtomicUsize>,
+    /// Set when the daemon stops: the jobs still queued are not done.
+    stopping: Arc<AtomicBool>,
     stats: Arc<Mutex<UnwindStats>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -130,12 +132,15 @@ impl Unwind {
         let shared = Arc::clone(&stats);
         let pending = Arc::new(AtomicUsize::new(0));
         let done = Arc::clone(&pending);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&stopping);
         let thread = std::thread::Builder::new()
             .name("unwind-tables".into())
-            .spawn(move || Loader::new(maps, limits, shared).run(receiver, &done))?;
+            .spawn(move || Loader::new(maps, limits, shared).run(receiver, &done, &stop))?;
         Ok(Self {
             sender: Some(sender),
             pending,
+            stopping,
             stats,
             thread: Some(thread),
         })
@@ -181,7 +186,9 @@ impl Unwind {
 
 impl Drop for Unwind {
     fn drop(&mut self) {
-        // Closing the queue ends the thread after the job at hand.
+        // The job at hand is the last: the tables die with the maps, and a queue full of
+        // map re-reads must not hold up the exit.
+        self.stopping.store(true, Ordering::SeqCst);
         self.sender.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -252,13 +259,16 @@ impl Loader {
         }
     }
 
-    fn run(mut self, jobs: Receiver<Job>, pending: &AtomicUsize) {
+    fn run(mut self, jobs: Receiver<Job>, pending: &AtomicUsize, stopping: &AtomicBool) {
         // The thread reads files through descriptors it is handed and writes maps through
         // ours: it needs none of the capabilities it was started with.
         if let Err(err) = privileges::drop_to_map_access() {
             tracing::warn!("the unwind table thread could not drop its capabilities: {err}");
         }
         for job in jobs {
+            if stopping.load(Ordering::SeqCst) {
+                return;
+            }
             match job {
                 Job::Process { pid, files } => self.process(pid, files),
                 Job::Exit { pid } => self.exit(pid),
