@@ -386,17 +386,8 @@ impl Loader {
         else {
             return;
         };
-        // Pages before rows: no page the kernel can find leads to rows given to another file;
-        // and a new epoch, so that no CPU's row cache hands out a row of the freed slots.
-        self.epoch = self.epoch.wrapping_add(1);
-        let cleared = self
-            .maps
-            .clear_pages(placed.page_first, placed.page_count)
-            .and_then(|()| self.maps.set_epoch(self.epoch));
-        if cleared.is_err() {
-            self.stats().write_errors += 1;
-        }
-        self.page_space.free(placed.page_first, placed.page_count);
+        // Pages before rows: no page the kernel can find leads to rows given to another file.
+        self.free_pages(placed.page_first, placed.page_count);
         for (first, rows) in placed.ranges {
             self.space.free(first, rows);
         }
@@ -503,14 +494,25 @@ impl Loader {
         if let Err(err) = self.maps.write_pages(page_first, &pages) {
             tracing::debug!(%err, "writing an unwind table's pages failed");
             // Some of the pages may have been written, and their rows cached by a CPU.
-            self.epoch = self.epoch.wrapping_add(1);
-            let _ = self.maps.clear_pages(page_first, page_count);
-            let _ = self.maps.set_epoch(self.epoch);
-            self.page_space.free(page_first, page_count);
+            self.free_pages(page_first, page_count);
             self.stats().write_errors += 1;
             return None;
         }
         Some((page_first, page_count, first_page))
+    }
+
+    /// Empties `count` page slots from `first` in the kernel and gives them back, with a new
+    /// epoch, so that no CPU's row cache hands out a row found through them.
+    fn free_pages(&mut self, first: u32, count: u32) {
+        self.epoch = self.epoch.wrapping_add(1);
+        let cleared = self
+            .maps
+            .clear_pages(first, count)
+            .and_then(|()| self.maps.set_epoch(self.epoch));
+        if cleared.is_err() {
+            self.stats().write_errors += 1;
+        }
+        self.page_space.free(first, count);
     }
 
     fn publish(&self) {
