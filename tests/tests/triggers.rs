@@ -130,6 +130,72 @@ fn cpu_spike_keeps_one_profile_with_the_seconds_before_it() {
 }
 
 #[test]
+fn a_quiet_process_that_spikes_keeps_one_cpu_profile() {
+    let _host = beside_others();
+    // Never sampled for 16 s (a few microseconds every 100 ms), then one core for 4 s: 50% of
+    // --cpu-cores 2 against a history of 0% intervals, watched from the daemon's start.
+    let fixture = Running::spawn(&fixture("quiet"), &["cpu", "16", "4"]);
+    let dir = scratch("trigger-quiet");
+    let pid = fixture.pid().to_string();
+    let args = [
+        "run",
+        "--pid",
+        &pid,
+        "--cpu-trigger",
+        "10,25,60,1m",
+        "--cpu-cores",
+        "2",
+        "--mem-trigger",
+        "off",
+        "--thread-trigger",
+        "off",
+        "--pre-trigger",
+        "10s",
+        "--post-trigger",
+        "1s",
+        "--upload-interval",
+        "4s",
+        "--dump-dir",
+        "kept",
+        "--duration",
+        "24s",
+    ];
+    let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
+    let files = kept(&dir.join("kept"));
+    assert_eq!(files.len(), 1, "{files:?}\n{stderr}");
+    assert!(file_name(&files[0]).starts_with("cpu."), "{files:?}");
+    let fired = stderr
+        .lines()
+        .find(|l| l.contains("trigger fired"))
+        .expect("a trigger line");
+    assert!(fired.contains("meet diff trigger condition"), "{fired}");
+    // Before the spike the status line shows the target at 0% with the history it is
+    // compared with, warm since the daemon's tenth collection.
+    let quiet = format!("quiet-{pid}: cpu 0% (avg 0 of 10, min 10 diff 25 abs 60)");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains(&quiet) && !l.contains("warming up")),
+        "{quiet}\n{stderr}"
+    );
+
+    let profile = read_pprof(&files[0]);
+    let stacks = stacks(&profile);
+    let burn = count_with(&stacks, "burn_cpu");
+    assert!(
+        burn * 2 >= total(&stacks),
+        "burn_cpu {burn} of {} samples",
+        total(&stacks)
+    );
+    // The kept window reaches back before the firing, into the quiet seconds.
+    assert!(
+        profile.duration_nanos >= 9_000_000_000,
+        "pre + post trigger window: {} ns",
+        profile.duration_nanos
+    );
+}
+
+#[test]
 fn memory_growth_past_a_small_limit_fires_the_mem_rule() {
     let _host = beside_others();
     let fixture = Running::spawn(&fixture("grow"), &["mem", "12", "90", "8"]);

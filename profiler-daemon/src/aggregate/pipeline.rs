@@ -91,6 +91,10 @@ pub struct Pipeline {
     unwind: Option<Unwind>,
     aggregator: Aggregator,
     pub accounting: Accounting,
+    /// When the last drain flipped the kernel maps: the samples of the current window were
+    /// all taken before it, so the window ends there, not when it is taken (a slow
+    /// collection would otherwise give one window a second's samples in half a second).
+    drained_at: Option<SystemTime>,
 }
 
 impl Pipeline {
@@ -114,6 +118,7 @@ impl Pipeline {
             symbols: Symbols::new(config.symbols),
             aggregator: Aggregator::new(config.sampler.frequency, config.max_stacks),
             accounting: Accounting::default(),
+            drained_at: None,
         };
         // Named processes are read, and their tables built, before sampling starts: their first
         // samples are whole stacks too.
@@ -186,7 +191,9 @@ impl Pipeline {
     pub fn collect(&mut self) -> Result<(), SamplerError> {
         // Announcements made just before the flip belong to samples of this drain.
         self.track_new_processes();
+        let flip = SystemTime::now();
         let drained = self.sampler.drain()?;
+        self.drained_at = Some(flip);
         let before = self.aggregator.dropped_stack_limit;
         let added = self.aggregator.ingest(&drained, &mut self.symbols);
         let acc = &mut self.accounting;
@@ -219,9 +226,10 @@ impl Pipeline {
         self.sampler.set_filters(pids, cgroups)
     }
 
-    /// Ends the current window now and returns it.
+    /// Ends the current window at the last drain and returns it.
     pub fn take_window(&mut self) -> Window {
-        self.aggregator.take_window(SystemTime::now())
+        let end = self.drained_at.unwrap_or_else(SystemTime::now);
+        self.aggregator.take_window(end)
     }
 
     pub fn symbols(&self) -> &Symbols {

@@ -4,7 +4,7 @@
 
 pub(crate) mod procfs;
 
-use std::{fs, path::PathBuf, sync::Arc};
+use std::{fs, path::PathBuf, sync::Arc, time::Duration};
 
 use procfs::{parse_cgroup_v2, read_cgroup, read_stat};
 
@@ -40,6 +40,15 @@ pub struct ProcessInfo {
 impl ProcessInfo {
     /// Reads `/proc/PID`; `None` when the process is already gone.
     pub fn read(pid: u32) -> Option<Self> {
+        let mut info = Self::read_identity(pid)?;
+        info.vmas = fs::read_to_string(format!("/proc/{pid}/maps"))
+            .map(|text| parse_maps(&text).into_iter().map(Arc::new).collect())
+            .unwrap_or_default();
+        Some(info)
+    }
+
+    /// Reads `/proc/PID` without the memory map: what names and selects a process.
+    pub fn read_identity(pid: u32) -> Option<Self> {
         let stat = read_stat(pid)?;
         let exe = fs::read_link(format!("/proc/{pid}/exe"))
             .map(|p| p.to_string_lossy().into_owned())
@@ -47,16 +56,13 @@ impl ProcessInfo {
         let cgroup = read_cgroup(pid)
             .map(|text| parse_cgroup_v2(&text))
             .unwrap_or_default();
-        let vmas = fs::read_to_string(format!("/proc/{pid}/maps"))
-            .map(|text| parse_maps(&text).into_iter().map(Arc::new).collect())
-            .unwrap_or_default();
         Some(Self {
             pid,
             comm: stat.comm,
             exe,
             cgroup,
             start_time: stat.start_time,
-            vmas,
+            vmas: Vec::new(),
         })
     }
 
@@ -128,6 +134,25 @@ pub fn is_running(pid: u32) -> bool {
 /// True when `pid` still names the process that started at `start_time`.
 pub fn is_same_process_alive(pid: u32, start_time: u64) -> bool {
     read_stat(pid).is_some_and(|stat| stat.start_time == start_time)
+}
+
+/// How long ago a process started, from its `start_time` (clock ticks since boot); None when
+/// the clocks cannot be read.
+pub fn age(start_time: u64) -> Option<Duration> {
+    // SAFETY: sysconf has no memory arguments; clock_gettime writes the timespec given.
+    let (ticks, boot) = unsafe {
+        let ticks = libc::sysconf(libc::_SC_CLK_TCK);
+        let mut now = std::mem::zeroed::<libc::timespec>();
+        let ok = libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) == 0;
+        (ticks, ok.then_some(now))
+    };
+    let boot = boot?;
+    if ticks <= 0 {
+        return None;
+    }
+    let since_boot = Duration::new(boot.tv_sec as u64, boot.tv_nsec as u32);
+    let started = Duration::from_secs_f64(start_time as f64 / ticks as f64);
+    Some(since_boot.saturating_sub(started))
 }
 
 /// Where the cgroup2 hierarchy is mounted: `/sys/fs/cgroup` on a pure v2 host,

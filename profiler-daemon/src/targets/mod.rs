@@ -7,5 +7,5 @@ mod section;
 mod select;
 
 pub use labels::{sanitize_service_name, truncate, LabelConfig, MAX_VALUE_LEN};
-pub use section::{section_for, Section, SectionSpec, SelectorSpec};
+pub use section::{named_pids, section_for, Section, SectionSpec, SelectorSpec};
 pub use select::{resolve_targets, Targets};

@@ -156,6 +156,19 @@ pub fn section_for<'a>(sections: &'a [Section], info: &ProcessInfo) -> Option<&'
     sections.iter().find(|s| s.selects(info))
 }
 
+/// Every process named by pid: `pids` (`--pid`), then the pid sections' pids, each once.
+pub fn named_pids(pids: &[u32], sections: &[Section]) -> Vec<u32> {
+    let mut named = pids.to_vec();
+    for section in sections {
+        if let Selector::Pids(pids) = &section.selector {
+            named.extend(pids);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    named.retain(|pid| seen.insert(*pid));
+    named
+}
+
 /// `*` matches any run of characters, `?` one character; everything else itself.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();

@@ -1,6 +1,6 @@
 //! holmes' threshold rules (mosn/holmes), applied per target: a ring of the last 10 values
-//! (the current one included), a warm-up of 10 collections, integer maths, and a cooldown
-//! after each firing.
+//! (the current one included), a warm-up of 10 collections counted from the daemon's start,
+//! integer maths, and a cooldown after each firing.
 
 use std::time::Instant;
 
@@ -71,6 +71,11 @@ impl Ring {
         self.len = (self.len + 1).min(RING);
     }
 
+    /// Values held (at most [`RING`]).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     /// Integer average of the values held.
     pub fn avg(&self) -> u64 {
         if self.len == 0 {
@@ -132,13 +137,37 @@ impl Values {
 pub struct TargetState {
     rings: [Ring; 3],
     collected: u64,
+    /// Collections before this target was first seen, still to be put in the rings.
+    unseen: usize,
     cooldown_until: [Option<Instant>; 3],
     pub last: Values,
 }
 
 impl TargetState {
+    /// The state of a target first seen after `collections` collections of the daemon: it
+    /// is warm when they are enough, and each of them is a point of its history at 0% CPU
+    /// (every sample is counted in the kernel, so an interval without one had none), and at
+    /// the memory and threads of its first reading (the values of then were not read).
+    pub fn first_seen_after(collections: u64) -> Self {
+        Self {
+            collected: collections,
+            unseen: collections.min(RING as u64) as usize,
+            ..Self::default()
+        }
+    }
+
     /// Records this collection's values and returns the rules that fire now.
     pub fn observe(&mut self, values: Values, rules: &Rules, now: Instant) -> Vec<Scene> {
+        for _ in 0..std::mem::take(&mut self.unseen) {
+            for (i, metric) in Metric::ALL.iter().enumerate() {
+                let before = if *metric == Metric::Cpu {
+                    0
+                } else {
+                    values.get(*metric)
+                };
+                self.rings[i].push(before);
+            }
+        }
         for (i, metric) in Metric::ALL.iter().enumerate() {
             self.rings[i].push(values.get(*metric));
         }
@@ -178,6 +207,12 @@ impl TargetState {
     /// Whether the warm-up is over.
     pub fn warmed_up(&self) -> bool {
         self.collected >= WARM_UP
+    }
+
+    /// The history `metric`'s rule compares with: its average and how many values it holds.
+    pub fn history(&self, metric: Metric) -> (u64, usize) {
+        let ring = &self.rings[Metric::ALL.iter().position(|m| *m == metric).unwrap_or(0)];
+        (ring.avg(), ring.len())
     }
 }
 
@@ -281,6 +316,39 @@ mod tests {
         let fired = state.observe(cpu(13), &rules(), now);
         assert_eq!(fired[0].reason, Reason::Diff);
         assert_eq!(fired[0].avg, 10);
+    }
+
+    #[test]
+    fn a_target_first_seen_late_is_warm_with_zero_cpu_before_it() {
+        let now = Instant::now();
+        let mut rules = rules();
+        rules.thread = Some(Rule { abs: 500, ..RULE });
+        // A quiet process: first sampled on the daemon's 26th collection, at 49% CPU.
+        let mut state = TargetState::first_seen_after(25);
+        assert!(state.warmed_up());
+        let values = Values {
+            cpu: 49,
+            mem: 0,
+            thread: 300,
+        };
+        let fired = state.observe(values, &rules, now);
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(fired[0].metric, Metric::Cpu);
+        assert_eq!((fired[0].cur, fired[0].avg), (49, 4), "49 / 10");
+        assert_eq!(state.history(Metric::Cpu), (4, RING));
+        // Threads before the first reading are not known: they are taken as its own value,
+        // so a count that was always there does not look like a jump.
+        assert_eq!(state.history(Metric::Thread), (300, RING));
+
+        // Seen after 3 collections: 3 zeros and itself, 6 more to warm up.
+        let mut state = TargetState::first_seen_after(3);
+        state.observe(cpu(40), &rules, now);
+        assert_eq!(state.history(Metric::Cpu), (10, 4));
+        for _ in 0..5 {
+            assert!(state.observe(cpu(40), &rules, now).is_empty(), "warming up");
+        }
+        assert!(!state.warmed_up());
+        assert_eq!(state.observe(cpu(40), &rules, now).len(), 1);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Evaluates the trigger rules once per collection for every target: each sampled process,
 //! and each `--cgroup` as a whole.
 //!
-//! CPU comes from the BPF sample counts (no file read). `/proc` is read only for targets that
-//! ran in the interval, or every [`REFRESH`] for the others, so idle processes cost almost
-//! nothing.
+//! CPU comes from the BPF sample counts (no file read). Named targets (`--pid`, pid sections,
+//! cgroups) are watched from the daemon's start, sampled or not; any other process from its
+//! first sample, with the collections before it as 0% CPU. `/proc` is read every collection
+//! for named processes, and for the others only when they ran in the interval or every
+//! [`REFRESH`], so idle processes cost almost nothing.
 
 use std::{
     collections::HashMap,
@@ -15,6 +17,7 @@ use std::{
 use crate::{
     aggregate::Window,
     process::procfs::{read_stat, read_statm_resident, CgroupPaths},
+    process::ProcessInfo,
     targets::{section_for, Section},
     trigger::{
         limits::{denominators, CgroupRoots, Denominators, Host},
@@ -45,6 +48,9 @@ pub struct WatchConfig {
     pub frequency: u64,
     /// Whether single processes are targets (no `--cgroup`, or `--pid` given as well).
     pub processes: bool,
+    /// Processes named by pid (`--pid`, pid sections): targets from the daemon's start, with
+    /// memory and threads read every collection.
+    pub pids: Vec<u32>,
     /// A process never watched on its own: the daemon itself, unless named with `--pid`.
     /// Its CPU follows the work the others cause (symbolizing, encoding a kept profile), so
     /// watching it would keep profiles of the profiler, each raising its CPU again.
@@ -84,6 +90,26 @@ struct Entry {
     threads: u64,
 }
 
+/// A target as one collection saw it.
+struct Seen {
+    samples: u64,
+    name: String,
+    rules: Rules,
+    /// The process's start time (clock ticks since boot); None for a cgroup.
+    started: Option<u64>,
+}
+
+impl Seen {
+    fn idle(name: String, rules: Rules) -> Self {
+        Self {
+            samples: 0,
+            name,
+            rules,
+            started: None,
+        }
+    }
+}
+
 /// A rule (or several) fired on a target.
 #[derive(Clone, Debug)]
 pub struct Firing {
@@ -103,6 +129,8 @@ pub struct Watcher {
     pub file_reads: u64,
     /// Targets not tracked because `max_targets` was reached.
     pub dropped_targets: u64,
+    /// Collections since the daemon started (reloads included).
+    collections: u64,
 }
 
 fn page_size() -> u64 {
@@ -147,6 +175,7 @@ impl Watcher {
             file_reads: 0,
             dropped_targets: 0,
             gone: Vec::new(),
+            collections: 0,
         }
     }
 
@@ -199,12 +228,12 @@ impl Watcher {
         let interval_ns = slice.duration.as_nanos().max(1) as u64;
         let period_ns = 1_000_000_000 / self.config.frequency.max(1);
         let samples = self.count_samples(slice);
-        self.admit(&samples, now);
+        self.admit(&samples, slice.duration, now);
         let mut firings = Vec::new();
         let mut gone = Vec::new();
         let targets: Vec<TargetId> = self.entries.keys().cloned().collect();
         for target in targets {
-            let sampled = samples.get(&target).map_or(0, |s| s.0);
+            let sampled = samples.get(&target).map_or(0, |s| s.samples);
             if !self.refresh(&target, sampled, now) {
                 gone.push(target);
                 continue;
@@ -234,60 +263,95 @@ impl Watcher {
             self.entries.remove(&target);
             self.gone.push(target);
         }
+        self.collections += 1;
         firings.sort_by(|a, b| a.target.cmp(&b.target));
         firings
     }
 
     /// Samples per target in `slice`, with each target's name and rules: every sampled
     /// process (or its cgroup section as one), every watched cgroup (0 when idle).
-    fn count_samples(&self, slice: &Window) -> HashMap<TargetId, (u64, String, Rules)> {
+    fn count_samples(&self, slice: &Window) -> HashMap<TargetId, Seen> {
         let global = self.config.rules;
-        let mut samples: HashMap<TargetId, (u64, String, Rules)> = HashMap::new();
+        let mut samples: HashMap<TargetId, Seen> = HashMap::new();
         for process in &slice.processes {
             let section = section_for(&self.config.sections, &process.info);
             match section.and_then(|s| s.cgroup().map(|c| (s, c))) {
                 // A cgroup section watches its processes as one.
                 Some((section, cgroup)) => {
-                    let entry = samples.entry(TargetId::Cgroup(cgroup.clone())).or_insert((
-                        0,
-                        section.name.clone(),
-                        section.rules(&global),
-                    ));
-                    entry.0 += process.samples;
+                    let entry = samples
+                        .entry(TargetId::Cgroup(cgroup.clone()))
+                        .or_insert_with(|| {
+                            Seen::idle(section.name.clone(), section.rules(&global))
+                        });
+                    entry.samples += process.samples;
                 }
                 None if self.config.processes && self.config.skip_pid != Some(process.info.pid) => {
                     let name = format!("{}-{}", process.info.comm, process.info.pid);
                     let rules = section.map_or(global, |s| s.rules(&global));
                     samples.insert(
                         TargetId::Process(process.info.pid),
-                        (process.samples, name, rules),
+                        Seen {
+                            samples: process.samples,
+                            started: Some(process.info.start_time),
+                            ..Seen::idle(name, rules)
+                        },
                     );
                 }
                 None => {}
             }
             for cgroup in &self.config.cgroups {
                 if cgroup.contains(&process.info.cgroup) {
-                    let entry = samples.entry(TargetId::Cgroup(cgroup.clone())).or_insert((
-                        0,
-                        cgroup.relative.clone(),
-                        global,
-                    ));
-                    entry.0 += process.samples;
+                    let entry = samples
+                        .entry(TargetId::Cgroup(cgroup.clone()))
+                        .or_insert_with(|| Seen::idle(cgroup.relative.clone(), global));
+                    entry.samples += process.samples;
                 }
             }
         }
         for (cgroup, name, rules) in self.config.watched_cgroups() {
             samples
                 .entry(TargetId::Cgroup(cgroup.clone()))
-                .or_insert((0, name, rules));
+                .or_insert_with(|| Seen::idle(name, rules));
+        }
+        for &pid in &self.config.pids {
+            let target = TargetId::Process(pid);
+            if samples.contains_key(&target) {
+                continue;
+            }
+            if let Some(entry) = self.entries.get(&target) {
+                samples.insert(target, Seen::idle(entry.name.clone(), entry.rules));
+            } else if let Some(seen) = self.named_process(pid) {
+                samples.insert(target, seen);
+            }
         }
         samples
     }
 
+    /// Name and rules of a named process not sampled yet; None when it is not a target of
+    /// its own (gone, the daemon itself, or watched with its cgroup section).
+    fn named_process(&self, pid: u32) -> Option<Seen> {
+        if !self.config.processes || self.config.skip_pid == Some(pid) {
+            return None;
+        }
+        let info = ProcessInfo::read_identity(pid)?;
+        let section = section_for(&self.config.sections, &info);
+        if section.is_some_and(|s| s.cgroup().is_some()) {
+            return None;
+        }
+        let rules = section.map_or(self.config.rules, |s| s.rules(&self.config.rules));
+        Some(Seen {
+            started: Some(info.start_time),
+            ..Seen::idle(format!("{}-{}", info.comm, pid), rules)
+        })
+    }
+
     /// New targets get an entry (up to `max_targets`, the rest counted); known ones take the
-    /// rules in force, keeping their history.
-    fn admit(&mut self, samples: &HashMap<TargetId, (u64, String, Rules)>, now: Instant) {
-        for (target, (_, name, rules)) in samples {
+    /// rules in force, keeping their history. A new target's history starts with a 0% CPU
+    /// point for each collection since the daemon started or, if later, since the process
+    /// started: like holmes in the process, which warms up once after its start.
+    fn admit(&mut self, samples: &HashMap<TargetId, Seen>, interval: Duration, now: Instant) {
+        for (target, seen) in samples {
+            let (name, rules) = (&seen.name, &seen.rules);
             if let Some(entry) = self.entries.get_mut(target) {
                 // A reload may have changed the rules; the history stays.
                 entry.rules = *rules;
@@ -301,7 +365,7 @@ impl Watcher {
             let entry = Entry {
                 name: name.clone(),
                 rules: *rules,
-                state: TargetState::default(),
+                state: TargetState::first_seen_after(self.collections_before(seen, interval)),
                 limits,
                 limits_at: now,
                 read_at: None,
@@ -310,6 +374,16 @@ impl Watcher {
             };
             self.entries.insert(target.clone(), entry);
         }
+    }
+
+    /// Collections before this tick in which `seen` existed and so had no sample: every one
+    /// since the daemon's start, or the whole intervals since the process started.
+    fn collections_before(&self, seen: &Seen, interval: Duration) -> u64 {
+        let Some(age) = seen.started.and_then(crate::process::age) else {
+            return self.collections;
+        };
+        let whole = age.as_nanos() / interval.as_nanos().max(1);
+        self.collections.min(whole.min(u128::from(u64::MAX)) as u64)
     }
 
     /// Re-reads a target's limits when they are old, and its memory and threads when it ran
@@ -326,7 +400,8 @@ impl Watcher {
                 entry.limits_at = now;
             }
         }
-        let stale = read_at.is_none_or(|t| now.duration_since(t) > REFRESH);
+        let named = matches!(target, TargetId::Process(pid) if self.config.pids.contains(pid));
+        let stale = named || read_at.is_none_or(|t| now.duration_since(t) > REFRESH);
         if sampled == 0 && !stale {
             return true;
         }
@@ -361,9 +436,16 @@ impl Watcher {
     pub fn status(&self, top: usize) -> String {
         let mut entries: Vec<&Entry> = self.entries.values().collect();
         entries.sort_by_key(|e| std::cmp::Reverse((e.state.last.cpu, e.state.last.mem)));
-        let threshold = |metric: Metric| match self.config.rules.get(metric) {
-            Some(rule) => format!("min {} abs {}", rule.min, rule.abs),
-            None => "off".to_string(),
+        // The value, then the history its rule compares with, then the rule's thresholds.
+        let against = |e: &Entry, metric: Metric| {
+            let (avg, points) = e.state.history(metric);
+            match e.rules.get(metric) {
+                Some(rule) => format!(
+                    "avg {avg} of {points}, min {} diff {} abs {}",
+                    rule.min, rule.diff, rule.abs
+                ),
+                None => format!("avg {avg} of {points}, off"),
+            }
         };
         let busiest: Vec<String> = entries
             .iter()
@@ -373,11 +455,11 @@ impl Watcher {
                     "{}: cpu {}% ({}), mem {}% ({}), threads {} ({}){}",
                     e.name,
                     e.state.last.cpu,
-                    threshold(Metric::Cpu),
+                    against(e, Metric::Cpu),
                     e.state.last.mem,
-                    threshold(Metric::Mem),
+                    against(e, Metric::Mem),
                     e.state.last.thread,
-                    threshold(Metric::Thread),
+                    against(e, Metric::Thread),
                     if e.state.warmed_up() {
                         ""
                     } else {
@@ -433,9 +515,14 @@ mod tests {
     }
 
     fn window(pids: &[u32]) -> Window {
+        busy_window(pids, 5)
+    }
+
+    /// One second in which each of `pids` was sampled `samples` times (at 99 Hz).
+    fn busy_window(pids: &[u32], samples: u64) -> Window {
         let processes = pids
             .iter()
-            .map(|&pid| crate::aggregate::tests::one_frame_profile(pid, "p", "f", 5))
+            .map(|&pid| crate::aggregate::tests::one_frame_profile(pid, "p", "f", samples))
             .collect();
         Window {
             start: std::time::SystemTime::now(),
@@ -457,6 +544,7 @@ mod tests {
             memory_flag: Some(1 << 30),
             frequency: 99,
             processes,
+            pids: Vec::new(),
             skip_pid: None,
             cgroups: Vec::new(),
             max_targets: 16,
@@ -488,5 +576,78 @@ mod tests {
         });
         watcher.tick(&window(&[own]), Instant::now());
         assert_eq!(watcher.status(5), "0 targets watched; busiest: none");
+    }
+
+    #[test]
+    fn a_named_process_is_watched_before_its_first_sample() {
+        let own = std::process::id();
+        let mut watcher = Watcher::new(WatchConfig {
+            pids: vec![own],
+            ..config(true)
+        });
+        watcher.tick(&window(&[]), Instant::now());
+        let status = watcher.status(5);
+        assert!(status.starts_with("1 targets watched"), "{status}");
+        assert!(
+            status.contains(&format!("-{own}: cpu 0% (avg 0 of 1, off)")),
+            "{status}"
+        );
+        // Its threads are read although it was not sampled.
+        assert!(!status.contains("threads 0 "), "{status}");
+    }
+
+    #[test]
+    fn a_process_sampled_late_fires_on_its_first_busy_interval() {
+        let own = std::process::id();
+        let mut watcher = Watcher::new(WatchConfig {
+            rules: Rules {
+                cpu: Some(crate::types::TEST_RULE),
+                ..config(true).rules
+            },
+            ..config(true)
+        });
+        for _ in 0..12 {
+            assert!(watcher.tick(&window(&[]), Instant::now()).is_empty());
+        }
+        // 60 samples at 99 Hz in one second on one core: 60%, over min, under abs.
+        let fired = watcher.tick(&busy_window(&[own], 60), Instant::now());
+        assert_eq!(fired.len(), 1, "{}", watcher.status(5));
+        assert_eq!(fired[0].scenes[0].metric, Metric::Cpu);
+        assert_eq!((fired[0].scenes[0].cur, fired[0].scenes[0].avg), (60, 6));
+    }
+
+    #[test]
+    fn a_process_started_after_the_warm_up_warms_up_from_its_start() {
+        let own = std::process::id();
+        let mut watcher = Watcher::new(WatchConfig {
+            rules: Rules {
+                cpu: Some(crate::types::TEST_RULE),
+                ..config(true).rules
+            },
+            ..config(true)
+        });
+        for _ in 0..12 {
+            watcher.tick(&window(&[]), Instant::now());
+        }
+        // A process that started a moment ago and is busy from its first interval: its
+        // start-up, not a quiet process that spikes, so it warms up as holmes in it would.
+        let uptime = fs::read_to_string("/proc/uptime").unwrap();
+        let seconds: f64 = uptime.split_whitespace().next().unwrap().parse().unwrap();
+        // SAFETY: sysconf has no memory arguments.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let started = (seconds * ticks) as u64;
+        let busy = |samples: u64| {
+            let mut window = busy_window(&[own], samples);
+            window.processes[0].info.start_time = started;
+            window
+        };
+        for _ in 0..9 {
+            assert!(watcher.tick(&busy(20), Instant::now()).is_empty());
+        }
+        assert!(watcher.status(5).contains("warming up"));
+        // Warm, then a spike against its own history (20% x 9 and 60%: avg 24).
+        let fired = watcher.tick(&busy(60), Instant::now());
+        assert_eq!(fired.len(), 1, "{}", watcher.status(5));
+        assert_eq!(fired[0].scenes[0].avg, 24);
     }
 }
