@@ -6,6 +6,8 @@
 
 /// Name of the perf-event program in the BPF object.
 pub const PROGRAM_NAME: &str = "sample_cpu";
+/// Name of the page-fault program (the memory-growth source).
+pub const FAULTS_PROGRAM_NAME: &str = "sample_faults";
 
 /// Counts of samples per [`SampleKey`] for generation 0 and 1.
 pub const COUNTS_MAPS: [&str; 2] = ["COUNTS_0", "COUNTS_1"];
@@ -59,7 +61,15 @@ pub struct SampleKey {
     pub user_stack_error: i32,
     pub kernel_stack_error: i32,
     pub cgroup_id: u64,
+    /// What the sample counts: [`KIND_CPU`] or [`KIND_MEMORY`].
+    pub kind: u32,
+    pub _pad: u32,
 }
+
+/// A `cpu-clock` sample: one per 1/frequency s of CPU time.
+pub const KIND_CPU: u32 = 0;
+/// A `page-faults` sample: one per `period` page faults, each the first touch of a page.
+pub const KIND_MEMORY: u32 = 1;
 
 /// One stack: `len` instruction pointers, leaf first.
 #[repr(C)]

@@ -23,8 +23,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use profiler_common::{
-    Control, Counter, Counters, NewProcess, SampleKey, Stack, COUNTER_COUNT, LOG_EVENTS,
-    MAX_CGROUP_LEVEL, MAX_STACK_DEPTH, PIDS_IN_MAP,
+    Control, Counter, Counters, NewProcess, SampleKey, Stack, COUNTER_COUNT, KIND_CPU, KIND_MEMORY,
+    LOG_EVENTS, MAX_CGROUP_LEVEL, MAX_STACK_DEPTH, PIDS_IN_MAP,
 };
 
 const EFAULT: i32 = 14;
@@ -91,6 +91,18 @@ fn first_since_drain(event: LogEvent) -> bool {
 
 #[perf_event]
 pub fn sample_cpu(ctx: PerfEventContext) -> u32 {
+    sample_event(&ctx, KIND_CPU)
+}
+
+/// Every `period`th page fault (the `page-faults` software event): the stack that first
+/// touched a page, the memory-growth profile.
+#[perf_event]
+pub fn sample_faults(ctx: PerfEventContext) -> u32 {
+    sample_event(&ctx, KIND_MEMORY)
+}
+
+#[inline(always)]
+fn sample_event(ctx: &PerfEventContext, kind: u32) -> u32 {
     let Some(control) = CONTROL.get(0) else {
         return 0;
     };
@@ -105,7 +117,7 @@ pub fn sample_cpu(ctx: PerfEventContext) -> u32 {
     } else {
         &KERNEL_STACKS_1
     };
-    sample(&ctx, control, generation, counters, kernel_stacks);
+    sample(ctx, control, generation, counters, kernel_stacks, kind);
     0
 }
 
@@ -124,6 +136,7 @@ fn sample(
     generation: u32,
     counters: &mut Counters,
     kernel_stacks: &HashMap<u64, Stack>,
+    kind: u32,
 ) {
     bump(counters, Counter::Taken);
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -152,6 +165,8 @@ fn sample(
         user_stack_error: 0,
         kernel_stack_error,
         cgroup_id,
+        kind,
+        _pad: 0,
     };
     if control.unwind != 0 {
         if unwind::UNWIND_MAPPINGS.get_ptr(tgid).is_some() {

@@ -10,7 +10,7 @@ pub use pipeline::{Accounting, Pipeline, PipelineConfig};
 use rustc_hash::FxHashMap;
 use std::time::{Duration, SystemTime};
 
-use profiler_common::SampleKey;
+use profiler_common::{SampleKey, KIND_MEMORY};
 
 use crate::{
     process::ProcessInfo,
@@ -108,12 +108,23 @@ pub struct Window {
     pub start: SystemTime,
     pub duration: Duration,
     pub frequency: u64,
+    /// CPU profiles (`cpu-clock` samples).
     pub processes: Vec<ProcessProfile>,
+    /// Memory-growth profiles (`page-faults` samples), when that source is on.
+    pub memory: Vec<ProcessProfile>,
+    /// Page faults per memory-growth sample (0: the source is off).
+    pub fault_period: u64,
 }
 
 impl Window {
+    /// CPU samples.
     pub fn samples(&self) -> u64 {
         self.processes.iter().map(|p| p.samples).sum()
+    }
+
+    /// Memory-growth samples.
+    pub fn memory_samples(&self) -> u64 {
+        self.memory.iter().map(|p| p.samples).sum()
     }
 }
 
@@ -148,39 +159,50 @@ pub struct Aggregator {
     frequency: u64,
     max_stacks: usize,
     window_start: SystemTime,
-    processes: FxHashMap<u32, ProcessAgg>,
+    /// Per process and kind of sample ([`profiler_common::KIND_CPU`], ...).
+    processes: FxHashMap<(u32, u32), ProcessAgg>,
     stacks: usize,
+    /// Page faults per memory-growth sample (0: none are taken).
+    fault_period: u64,
     /// Samples dropped because the window already held `max_stacks` distinct stacks.
     pub dropped_stack_limit: u64,
 }
 
 impl Aggregator {
-    pub fn new(frequency: u64, max_stacks: usize) -> Self {
+    pub fn new(frequency: u64, max_stacks: usize, fault_period: u64) -> Self {
         Self {
             frequency,
             max_stacks,
             window_start: SystemTime::now(),
             processes: FxHashMap::default(),
             stacks: 0,
+            fault_period,
             dropped_stack_limit: 0,
         }
     }
 
     /// Adds one drain's samples; returns how many samples were added.
     pub fn ingest(&mut self, drained: &Drained, resolver: &mut impl Resolve) -> u64 {
-        let mut by_pid: FxHashMap<u32, Vec<&(SampleKey, u64)>> = FxHashMap::default();
+        let mut by_pid: FxHashMap<(u32, u32), Vec<&(SampleKey, u64)>> = FxHashMap::default();
         for sample in &drained.samples {
-            by_pid.entry(sample.0.tgid).or_default().push(sample);
+            let kind = sample.0.kind;
+            by_pid
+                .entry((sample.0.tgid, kind))
+                .or_default()
+                .push(sample);
         }
         let mut added = 0;
-        for (pid, samples) in by_pid {
-            let agg = self.processes.entry(pid).or_insert_with(|| ProcessAgg {
-                profile: ProcessProfile {
-                    info: resolver.process(pid),
+        for ((pid, kind), samples) in by_pid {
+            let agg = self
+                .processes
+                .entry((pid, kind))
+                .or_insert_with(|| ProcessAgg {
+                    profile: ProcessProfile {
+                        info: resolver.process(pid),
+                        ..Default::default()
+                    },
                     ..Default::default()
-                },
-                ..Default::default()
-            });
+                });
             resolve_new_addresses(agg, pid, &samples, drained, resolver);
             for (key, count) in samples {
                 let stack = build_stack(agg, key, drained);
@@ -203,15 +225,23 @@ impl Aggregator {
     /// Ends the window at `end` and starts the next one.
     pub fn take_window(&mut self, end: SystemTime) -> Window {
         let start = std::mem::replace(&mut self.window_start, end);
-        let mut processes: Vec<ProcessProfile> =
-            self.processes.drain().map(|(_, agg)| agg.profile).collect();
+        let (mut processes, mut memory) = (Vec::new(), Vec::new());
+        for ((_, kind), agg) in self.processes.drain() {
+            match kind {
+                KIND_MEMORY => memory.push(agg.profile),
+                _ => processes.push(agg.profile),
+            }
+        }
         processes.sort_by_key(|p| p.info.pid);
+        memory.sort_by_key(|p| p.info.pid);
         self.stacks = 0;
         Window {
             start,
             duration: end.duration_since(start).unwrap_or_default(),
             frequency: self.frequency,
             processes,
+            memory,
+            fault_period: self.fault_period,
         }
     }
 
@@ -382,6 +412,7 @@ pub(crate) mod tests {
             user_stack_error: error(user),
             kernel_stack_error: error(kernel),
             cgroup_id: 1,
+            ..SampleKey::default()
         }
     }
 
@@ -401,7 +432,7 @@ pub(crate) mod tests {
 
     #[test]
     fn kernel_frames_sit_below_user_frames_and_counts_add_up() {
-        let mut agg = Aggregator::new(99, 100);
+        let mut agg = Aggregator::new(99, 100, 0);
         let mut resolver = FakeResolver { user_calls: 0 };
         let batch = drained(
             vec![(key(7, 1, 2), 3), (key(7, 1, NO_STACK), 5)],
@@ -427,7 +458,7 @@ pub(crate) mod tests {
 
     #[test]
     fn merging_intervals_adds_counts_and_unifies_locations() {
-        let mut agg = Aggregator::new(99, 100);
+        let mut agg = Aggregator::new(99, 100, 0);
         let mut resolver = FakeResolver { user_calls: 0 };
         agg.ingest(
             &drained(vec![(key(7, 1, NO_STACK), 2)], &[(1, &[0x10, 0x20])]),
@@ -458,7 +489,7 @@ pub(crate) mod tests {
 
     #[test]
     fn addresses_are_symbolized_once_per_window() {
-        let mut agg = Aggregator::new(99, 100);
+        let mut agg = Aggregator::new(99, 100, 0);
         let mut resolver = FakeResolver { user_calls: 0 };
         let batch = drained(vec![(key(7, 1, NO_STACK), 1)], &[(1, &[0x10])]);
         agg.ingest(&batch, &mut resolver);
@@ -471,7 +502,7 @@ pub(crate) mod tests {
 
     #[test]
     fn failed_and_lost_stacks_become_pseudo_frames() {
-        let mut agg = Aggregator::new(99, 100);
+        let mut agg = Aggregator::new(99, 100, 0);
         let mut resolver = FakeResolver { user_calls: 0 };
         let batch = drained(
             vec![
@@ -495,7 +526,7 @@ pub(crate) mod tests {
 
     #[test]
     fn stack_limit_drops_new_stacks_and_counts_them() {
-        let mut agg = Aggregator::new(99, 1);
+        let mut agg = Aggregator::new(99, 1, 0);
         let mut resolver = FakeResolver { user_calls: 0 };
         let batch = drained(
             vec![(key(1, 1, NO_STACK), 4), (key(2, 2, NO_STACK), 6)],

@@ -116,7 +116,11 @@ impl Pipeline {
             sampler,
             unwind,
             symbols: Symbols::new(config.symbols),
-            aggregator: Aggregator::new(config.sampler.frequency, config.max_stacks),
+            aggregator: Aggregator::new(
+                config.sampler.frequency,
+                config.max_stacks,
+                config.sampler.fault_period.unwrap_or(0),
+            ),
             accounting: Accounting::default(),
             drained_at: None,
         };

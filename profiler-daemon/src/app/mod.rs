@@ -36,6 +36,7 @@ fn prepare(
     limits: &LimitArgs,
     unwind: &UnwindArgs,
     specs: &[SectionSpec],
+    fault_period: Option<u64>,
 ) -> Result<(PipelineConfig, Watched)> {
     preflight::check_privileges()?;
     preflight::check_perf_events(target.frequency)?;
@@ -75,6 +76,7 @@ fn prepare(
                 processes: unwind.unwind_processes,
                 cache: unwind.unwind_cache,
             }),
+            fault_period,
         },
         symbols: SymbolsConfig {
             max_processes: limits.max_processes as usize,

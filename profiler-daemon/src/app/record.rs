@@ -1,14 +1,23 @@
 //! `profilerd record`: one profile of the selected processes, written to a file.
 
-use std::{fs, io::IsTerminal, sync::atomic::AtomicBool, time::Instant};
+use std::{
+    fs,
+    io::IsTerminal,
+    path::{Path, PathBuf},
+    sync::atomic::AtomicBool,
+    time::Instant,
+};
 
 use anyhow::{Context, Result};
 
 use super::{comments, describe_targets, prepare, tick};
 use crate::{
-    aggregate::{Pipeline, ProcessProfile},
-    config::{Format, RecordArgs},
-    encode::{flame_graph_svg, folded_lines, pprof},
+    aggregate::{Pipeline, ProcessProfile, Window},
+    config::{Format, ProfileKind, RecordArgs},
+    encode::{
+        flame_graph_svg, folded_lines,
+        pprof::{self, Measure},
+    },
     export::write_atomic,
     host::privileges,
     process::is_running,
@@ -17,31 +26,126 @@ use crate::{
 
 /// Records for `--duration` (or until every `--pid` exited, or `stop`), then writes.
 pub(super) fn record(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
-    let (config, _) = prepare(&args.target, &args.limits, &args.unwind, &[])?;
+    let memory = args.profiles.contains(&ProfileKind::Memory);
+    let fault_period = memory.then_some(args.sources.memory_period);
+    let (config, _) = prepare(&args.target, &args.limits, &args.unwind, &[], fault_period)?;
     let (format, output) = args.resolved_output();
-    // Fail before sampling, not after 30 s, when the output cannot be written.
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&output)
-        .with_context(|| {
-            format!(
-                "cannot write --output {}: pick a writable path",
-                output.display()
+    let outputs: Vec<(ProfileKind, PathBuf)> = kinds(&args.profiles)
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| {
+            (
+                kind,
+                if i == 0 {
+                    output.clone()
+                } else {
+                    beside(&output, kind)
+                },
             )
-        })?;
+        })
+        .collect();
+    // Fail before sampling, not after 30 s, when an output cannot be written.
+    for (_, output) in &outputs {
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(output)
+            .with_context(|| {
+                format!(
+                    "cannot write --output {}: pick a writable path",
+                    output.display()
+                )
+            })?;
+    }
 
     let mut pipeline = Pipeline::start(BPF_OBJECT, &config)?;
     super::daemon::warn_priority();
     privileges::drop_after_attach();
     sample_until_done(args, &mut pipeline, stop)?;
     let window = pipeline.take_window();
-    let processes: Vec<&ProcessProfile> = window.processes.iter().collect();
-    let bytes = match format {
-        Format::Pprof => pprof::to_gzip(&pprof::encode(
-            &window,
-            &processes,
-            &comments(&window, &args.target, None),
+    for (kind, output) in &outputs {
+        let bytes = encode(args, &window, *kind, format)?;
+        write_atomic(output, &bytes)?;
+        let (profiles, samples) = match kind {
+            ProfileKind::Cpu => (&window.processes, window.samples()),
+            ProfileKind::Memory => (&window.memory, window.memory_samples()),
+        };
+        tracing::info!(
+            output = %output.display(),
+            profile = kind.name(),
+            samples,
+            processes = profiles.len(),
+            "wrote profile"
+        );
+    }
+    tracing::info!("sample accounting: {}", pipeline.accounting.summary());
+    if let Some(unwind) = pipeline.unwind_stats() {
+        tracing::info!("unwind tables: {}", unwind.summary());
+    }
+    Ok(())
+}
+
+/// `--profile`'s kinds, each once, in the order given.
+fn kinds(asked: &[ProfileKind]) -> Vec<ProfileKind> {
+    let mut kinds = Vec::new();
+    for kind in asked {
+        if !kinds.contains(kind) {
+            kinds.push(*kind);
+        }
+    }
+    kinds
+}
+
+/// Where a second kind of profile goes: its kind before `output`'s extension.
+fn beside(output: &Path, kind: ProfileKind) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let split = [".pb.gz", ".svg", ".folded", ".txt", ".pprof", ".pb"]
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext).map(|stem| (stem.to_string(), *ext)));
+    let renamed = match split {
+        Some((stem, ext)) => format!("{stem}.{}{ext}", kind.name()),
+        None => format!("{name}.{}", kind.name()),
+    };
+    output.with_file_name(renamed)
+}
+
+/// One kind of the window's profiles in `format`.
+fn encode(
+    args: &RecordArgs,
+    window: &Window,
+    kind: ProfileKind,
+    format: Format,
+) -> Result<Vec<u8>> {
+    let (profiles, measure) = match kind {
+        ProfileKind::Cpu => (
+            &window.processes,
+            Measure::Cpu {
+                frequency: window.frequency,
+            },
+        ),
+        ProfileKind::Memory => (
+            &window.memory,
+            Measure::Memory {
+                period: window.fault_period,
+                page: page_size(),
+            },
+        ),
+    };
+    let processes: Vec<&ProcessProfile> = profiles.iter().collect();
+    let mut comments = comments(window, &args.target, None);
+    if kind == ProfileKind::Memory {
+        comments.push(format!(
+            "memory growth: page-faults sampled every {} faults, each sample {} bytes first touched",
+            window.fault_period,
+            window.fault_period * page_size()
+        ));
+    }
+    Ok(match format {
+        Format::Pprof => pprof::to_gzip(&pprof::encode_measured(
+            window, &processes, &comments, measure,
         )),
         Format::Folded => {
             let mut text = folded_lines(&processes).join("\n");
@@ -49,26 +153,28 @@ pub(super) fn record(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
             text.into_bytes()
         }
         Format::Svg => {
+            let what = match kind {
+                ProfileKind::Cpu => String::new(),
+                ProfileKind::Memory => format!(
+                    " memory growth, 1 sample = {} page faults",
+                    window.fault_period
+                ),
+            };
             let title = format!(
-                "profilerd: {} ({:.0?})",
+                "profilerd: {}{what} ({:.0?})",
                 describe_targets(&args.target),
                 window.duration
             );
             flame_graph_svg(&folded_lines(&processes), &title)?
         }
-    };
-    write_atomic(&output, &bytes)?;
-    tracing::info!(
-        output = %output.display(),
-        samples = window.samples(),
-        processes = window.processes.len(),
-        "wrote profile"
-    );
-    tracing::info!("sample accounting: {}", pipeline.accounting.summary());
-    if let Some(unwind) = pipeline.unwind_stats() {
-        tracing::info!("unwind tables: {}", unwind.summary());
-    }
-    Ok(())
+    })
+}
+
+/// The size of a page, which one page fault maps.
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory arguments.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096).max(1)
 }
 
 /// Collects until the duration is over, `stop` is raised or every `--pid` has exited, with a

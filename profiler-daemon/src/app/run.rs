@@ -104,7 +104,13 @@ impl<'a> RunLoop<'a> {
         web: &'a WebState,
         reloads: &'a Receiver<Box<RunArgs>>,
     ) -> Result<Self> {
-        let (config, targets) = prepare(&args.target, &args.limits, &args.unwind, &args.sections)?;
+        let (config, targets) = prepare(
+            &args.target,
+            &args.limits,
+            &args.unwind,
+            &args.sections,
+            None,
+        )?;
         let labels = super::server::base_labels(args)?.with_sections(targets.sections.clone())?;
         let dump = dump.map(|dir| DumpSink { dir });
         let pipeline = Pipeline::start(BPF_OBJECT, &config)?;

@@ -183,6 +183,19 @@ pub struct RecordArgs {
     /// How often the kernel maps are drained while recording.
     #[arg(long, default_value = "1s", value_parser = parse_interval)]
     pub collect_interval: Duration,
+    /// Which profiles to record, comma-separated: `cpu`, `memory`. The first goes to
+    /// --output, each other one beside it with its kind before the extension
+    /// (`profile.memory.pb.gz`).
+    #[arg(
+        long = "profile",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "cpu",
+        value_name = "KINDS"
+    )]
+    pub profiles: Vec<super::ProfileKind>,
+    #[command(flatten)]
+    pub sources: super::SourceArgs,
     #[command(flatten)]
     pub priority: PriorityArgs,
     #[command(flatten)]

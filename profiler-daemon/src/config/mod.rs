@@ -7,6 +7,7 @@ mod file;
 mod hostile;
 mod listener;
 mod server;
+mod sources;
 mod unwind;
 
 pub use cli::{
@@ -14,4 +15,5 @@ pub use cli::{
     ParseError, RecordArgs, RunArgs, ServerArgs, TargetArgs, TriggerArgs, DEFAULT_DUMP_DIR,
 };
 pub use file::{ConfigError, ConfigFile};
+pub use sources::{ProfileKind, SourceArgs};
 pub use unwind::{UnwindArgs, Unwinder};

@@ -54,11 +54,73 @@ fn sorted_stacks(process: &ProcessProfile) -> Vec<(&Vec<u32>, u64)> {
     stacks
 }
 
-/// Builds one pprof profile from the given processes of a window. Every sample carries `pid`
-/// and `comm` labels, so one file can hold many processes (`record`) or one (`run`).
+/// What a profile's samples measure, and so its sample types, period and values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Measure {
+    /// `cpu-clock` samples at `frequency` Hz: `samples/count` and `cpu/nanoseconds`, as Go's
+    /// CPU profiles.
+    Cpu { frequency: u64 },
+    /// `page-faults` samples, one per `period` faults of a `page`-byte page: `faults/count`
+    /// and `memory/bytes` (the resident memory first touched), bytes the default.
+    Memory { period: u64, page: u64 },
+}
+
+impl Measure {
+    /// The sample types, the period type and the period.
+    fn types(
+        self,
+    ) -> (
+        [(&'static str, &'static str); 2],
+        (&'static str, &'static str),
+        i64,
+    ) {
+        match self {
+            Measure::Cpu { frequency } => (
+                [("samples", "count"), ("cpu", "nanoseconds")],
+                ("cpu", "nanoseconds"),
+                1_000_000_000 / frequency.max(1) as i64,
+            ),
+            Measure::Memory { period, page } => (
+                [("faults", "count"), ("memory", "bytes")],
+                ("memory", "bytes"),
+                (period * page) as i64,
+            ),
+        }
+    }
+
+    /// The values of a stack sampled `count` times.
+    fn values(self, count: u64) -> Vec<i64> {
+        let count = count as i64;
+        match self {
+            Measure::Cpu { .. } => {
+                let (_, _, period) = self.types();
+                vec![count, count * period]
+            }
+            Measure::Memory { period, page } => {
+                vec![count * period as i64, count * (period * page) as i64]
+            }
+        }
+    }
+}
+
+/// Builds one pprof CPU profile from the given processes of a window. Every sample carries
+/// `pid` and `comm` labels, so one file can hold many processes (`record`) or one (`run`).
 pub fn encode(window: &Window, processes: &[&ProcessProfile], comments: &[String]) -> pb::Profile {
+    let measure = Measure::Cpu {
+        frequency: window.frequency,
+    };
+    encode_measured(window, processes, comments, measure)
+}
+
+/// [`encode`] for the samples of any source.
+pub fn encode_measured(
+    window: &Window,
+    processes: &[&ProcessProfile],
+    comments: &[String],
+    measure: Measure,
+) -> pb::Profile {
     let parts: Vec<Part<'_>> = processes.iter().map(|p| (*p, sorted_stacks(p))).collect();
-    encode_parts(window, &parts, comments)
+    encode_parts(window, &parts, comments, measure)
 }
 
 /// One process's profile as one or more profiles of the same series, each within the
@@ -80,7 +142,10 @@ pub fn encode_split(
             pending.extend(chunk.chunks(chunk.len().div_ceil(parts)).rev());
             continue;
         }
-        let profile = encode_parts(window, &[(process, chunk.to_vec())], comments);
+        let measure = Measure::Cpu {
+            frequency: window.frequency,
+        };
+        let profile = encode_parts(window, &[(process, chunk.to_vec())], comments, measure);
         if chunk.len() > 1 && profile.encoded_len() > max_bytes {
             let (first, second) = chunk.split_at(chunk.len() / 2);
             pending.push(second);
@@ -190,7 +255,12 @@ impl Tables {
     }
 }
 
-fn encode_parts(window: &Window, parts: &[Part<'_>], comments: &[String]) -> pb::Profile {
+fn encode_parts(
+    window: &Window,
+    parts: &[Part<'_>],
+    comments: &[String],
+    measure: Measure,
+) -> pb::Profile {
     let mut tables = Tables {
         strings: Strings::new(),
         mappings: Vec::new(),
@@ -201,20 +271,17 @@ fn encode_parts(window: &Window, parts: &[Part<'_>], comments: &[String]) -> pb:
         locations: Vec::new(),
     };
     let strings = &mut tables.strings;
-    let period = 1_000_000_000 / window.frequency.max(1) as i64;
-    let sample_type = vec![
-        pb::ValueType {
-            r#type: strings.get("samples"),
-            unit: strings.get("count"),
-        },
-        pb::ValueType {
-            r#type: strings.get("cpu"),
-            unit: strings.get("nanoseconds"),
-        },
-    ];
+    let (types, (period_kind, period_unit), period) = measure.types();
+    let sample_type = types
+        .iter()
+        .map(|(kind, unit)| pb::ValueType {
+            r#type: strings.get(kind),
+            unit: strings.get(unit),
+        })
+        .collect();
     let period_type = Some(pb::ValueType {
-        r#type: strings.get("cpu"),
-        unit: strings.get("nanoseconds"),
+        r#type: strings.get(period_kind),
+        unit: strings.get(period_unit),
     });
     let (pid_key, comm_key) = (strings.get("pid"), strings.get("comm"));
 
@@ -245,7 +312,7 @@ fn encode_parts(window: &Window, parts: &[Part<'_>], comments: &[String]) -> pb:
                 .collect();
             samples.push(pb::Sample {
                 location_id,
-                value: vec![*count as i64, *count as i64 * period],
+                value: measure.values(*count),
                 label: labels.clone(),
             });
         }
@@ -359,6 +426,8 @@ mod tests {
                 stacks,
                 samples: 40,
             }],
+            memory: Vec::new(),
+            fault_period: 0,
         }
     }
 

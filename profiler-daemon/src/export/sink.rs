@@ -313,6 +313,8 @@ mod tests {
             duration: Duration::from_secs(15),
             frequency: 99,
             processes: vec![process],
+            memory: Vec::new(),
+            fault_period: 0,
         }
     }
 

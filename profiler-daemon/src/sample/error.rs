@@ -38,6 +38,8 @@ pub enum SamplerError {
         "this kernel's BPF verifier rejected the table unwinder ({errno}): pass --unwind fp to walk frame pointers only; the end of its log:\n{log}"
     )]
     UnwinderRejected { errno: io::Error, log: String },
+    #[error("the memory-growth source (page-faults perf event) cannot start ({0}): pass --memory-period 0 to profile without it")]
+    FaultsUnavailable(String),
     #[error("BPF map {map}: {source}")]
     Map {
         map: &'static str,
@@ -148,6 +150,17 @@ pub(super) fn classify_program(err: &aya::programs::ProgramError, frequency: u64
     match io_error_in(err) {
         Some(io) if is_permission(io) => SamplerError::Permission,
         _ => SamplerError::Load(error_chain(err)),
+    }
+}
+
+/// The memory-growth program failed to load or attach.
+pub(super) fn classify_faults(err: &aya::programs::ProgramError) -> SamplerError {
+    match classify_program(err, 0) {
+        SamplerError::Permission => SamplerError::Permission,
+        SamplerError::Rejected { errno, .. } => {
+            SamplerError::FaultsUnavailable(format!("rejected by the verifier: {errno}"))
+        }
+        _ => SamplerError::FaultsUnavailable(error_chain(err)),
     }
 }
 

@@ -26,9 +26,9 @@ use aya::{
 };
 use profiler_common::{
     Control, Counter, Counters, NewProcess, SampleKey, Stack, CONTROL_MAP, COUNTERS_MAP,
-    COUNTER_COUNT, COUNTS_MAPS, FILTER_CGROUPS_MAP, FILTER_PIDS_MAP, INLINE_PIDS,
-    KERNEL_STACKS_MAPS, KNOWN_PIDS_MAP, LOG_EVENTS, LOG_GATE_MAP, NEW_PROCESS_RING, PIDS_IN_MAP,
-    PROGRAM_NAME, USER_STACKS_MAPS,
+    COUNTER_COUNT, COUNTS_MAPS, FAULTS_PROGRAM_NAME, FILTER_CGROUPS_MAP, FILTER_PIDS_MAP,
+    INLINE_PIDS, KERNEL_STACKS_MAPS, KNOWN_PIDS_MAP, LOG_EVENTS, LOG_GATE_MAP, NEW_PROCESS_RING,
+    PIDS_IN_MAP, PROGRAM_NAME, USER_STACKS_MAPS,
 };
 mod batch;
 mod error;
@@ -36,7 +36,7 @@ mod tables;
 
 use batch::BatchMap;
 pub use error::SamplerError;
-use error::{classify_load, classify_program};
+use error::{classify_faults, classify_load, classify_program};
 pub use tables::{UnwindMaps, UnwindSizes};
 
 /// How long a drain waits after flipping the generation before it reads the old map set.
@@ -72,6 +72,8 @@ pub struct SamplerConfig {
     pub notify_ring_bytes: u32,
     /// The unwind maps' sizes; None walks user stacks with frame pointers only.
     pub unwind: Option<UnwindSizes>,
+    /// Page faults per memory-growth sample; None: no memory-growth source.
+    pub fault_period: Option<u64>,
 }
 
 /// Everything one drain took out of the kernel.
@@ -207,6 +209,7 @@ pub struct Sampler {
     seen: [[u64; COUNTER_COUNT]; 2],
     cpus: usize,
     frequency: u64,
+    fault_period: Option<u64>,
     /// The unwind maps' writers until [`Sampler::take_unwind_maps`] hands them over.
     unwind: Option<UnwindMaps>,
 }
@@ -300,13 +303,18 @@ impl Sampler {
             seen: [[0; COUNTER_COUNT]; 2],
             cpus: 0,
             frequency: config.frequency,
+            fault_period: config.fault_period,
             unwind,
         })
     }
 
     /// Attaches the sampler to `cpu-clock` on every online CPU: sampling starts.
+    /// With a fault period, also attaches the memory-growth program to `page-faults`.
     pub fn attach(&mut self) -> Result<(), SamplerError> {
         self.cpus = attach(&mut self._ebpf, self.frequency)?.len();
+        if let Some(period) = self.fault_period {
+            attach_faults(&mut self._ebpf, period)?;
+        }
         Ok(())
     }
 
@@ -601,6 +609,32 @@ fn attach(ebpf: &mut Ebpf, frequency: u64) -> Result<Vec<u32>, SamplerError> {
             .map_err(|err| classify_program(&err, frequency))?;
     }
     Ok(cpus)
+}
+
+/// Attaches the memory-growth program to the `page-faults` software event on every online
+/// CPU, one sample every `period` faults.
+fn attach_faults(ebpf: &mut Ebpf, period: u64) -> Result<(), SamplerError> {
+    let program: &mut PerfEvent = ebpf
+        .program_mut(FAULTS_PROGRAM_NAME)
+        .ok_or_else(|| {
+            SamplerError::Load(format!(
+                "program {FAULTS_PROGRAM_NAME} missing from the object"
+            ))
+        })?
+        .try_into()
+        .map_err(|err| SamplerError::Load(format!("{err}")))?;
+    program.load().map_err(|err| classify_faults(&err))?;
+    for cpu in online_cpus().map_err(|(_, err)| SamplerError::Cpus(err))? {
+        program
+            .attach(
+                PerfEventConfig::Software(SoftwareEvent::PageFaults),
+                PerfEventScope::AllProcessesOneCpu { cpu },
+                SamplePolicy::Period(period),
+                true,
+            )
+            .map_err(|err| classify_faults(&err))?;
+    }
+    Ok(())
 }
 
 fn control_block(config: &SamplerConfig) -> Control {

@@ -153,6 +153,8 @@ impl Captures {
                     duration: Duration::ZERO,
                     frequency: self.frequency,
                     processes: Vec::new(),
+                    memory: Vec::new(),
+                    fault_period: 0,
                 },
             },
             until: now + self.post,
@@ -217,6 +219,8 @@ impl Captures {
                 duration: Duration::ZERO,
                 frequency: self.frequency,
                 processes: Vec::new(),
+                memory: Vec::new(),
+                fault_period: 0,
             },
             now,
         )
@@ -249,6 +253,8 @@ mod tests {
             duration: Duration::from_secs(1),
             frequency: 99,
             processes: vec![profile],
+            memory: Vec::new(),
+            fault_period: 0,
         }
     }
 

@@ -529,6 +529,8 @@ mod tests {
             duration: Duration::from_secs(1),
             frequency: 99,
             processes,
+            memory: Vec::new(),
+            fault_period: 0,
         }
     }
 

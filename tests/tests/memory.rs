@@ -1,0 +1,90 @@
+//! The memory-growth source: stacks sampled on page faults (`record --profile memory`), each
+//! sample weighing `--memory-period` pages, read back with `go tool pprof`.
+
+use profiler_tests::*;
+
+/// A page, which one fault maps (4 KiB on x86_64).
+const PAGE: i64 = 4096;
+
+/// Records the cpu and memory profiles of `pid` for `duration`; returns the memory profile's
+/// path and the daemon's log.
+fn record_both(pid: u32, duration: &str, name: &str) -> (std::path::PathBuf, String) {
+    let dir = scratch(name);
+    let cpu = dir.join("cpu.pb.gz");
+    let pid = pid.to_string();
+    let output = record_pid(&pid, duration, &["--profile", "cpu,memory"], &cpu);
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(cpu.exists(), "the cpu profile is written too\n{log}");
+    let memory = dir.join("cpu.memory.pb.gz");
+    assert!(memory.exists(), "{log}");
+    (memory, log)
+}
+
+#[test]
+fn touching_a_gigabyte_is_a_gigabyte_under_the_function_that_touched_it() {
+    // Quiet for 3 s, then 1 GiB touched in touch_memory and kept.
+    let fixture = Running::spawn(&fixture("quiet"), &["memory", "3", "1024"]);
+    let (file, log) = record_both(fixture.pid(), "7s", "memory-gigabyte");
+    let profile = read_pprof(&file);
+    let types: Vec<(&str, &str)> = profile
+        .sample_type
+        .iter()
+        .map(|t| {
+            (
+                profile.string_table[t.r#type as usize].as_str(),
+                profile.string_table[t.unit as usize].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(types, [("faults", "count"), ("memory", "bytes")]);
+    let stacks = stacks(&profile);
+    let faults = total(&stacks);
+    let touched = count_with(&stacks, "touch_memory");
+    eprintln!("faults {faults}, under touch_memory {touched}\n{log}");
+    // Each sample stands for --memory-period (128) faults: 1 GiB is 262144 faults.
+    let bytes = faults * PAGE;
+    assert!(
+        (900 << 20..=1300 << 20).contains(&bytes),
+        "{bytes} bytes first touched, 1 GiB expected"
+    );
+    assert!(
+        touched * 10 >= faults * 7,
+        "touch_memory has {touched} of {faults} faults"
+    );
+    let chain = stacks
+        .iter()
+        .find(|s| s.has("touch_memory"))
+        .expect("a touch_memory stack");
+    assert!(
+        chain.has("main") && chain.has("__libc_start_call_main"),
+        "whole stack: {chain:?}"
+    );
+    // The reference reader takes it, with bytes as the default sample type.
+    let top = go_pprof(&["-top"], &file);
+    assert!(top.contains("Type: memory"), "{top}");
+    assert!(top.contains("touch_memory"), "{top}");
+    let by_faults = go_pprof(&["-top", "-sample_index=faults"], &file);
+    assert!(by_faults.contains("Type: faults"), "{by_faults}");
+}
+
+#[test]
+fn a_go_map_that_grows_names_the_function_that_grew_it() {
+    let fixture = Running::spawn(&fixture("gogrow"), &["3", "256"]);
+    let (file, log) = record_both(fixture.pid(), "7s", "memory-go");
+    let stacks = stacks(&read_pprof(&file));
+    let faults = total(&stacks);
+    let grown = count_with(&stacks, "main.growMap");
+    eprintln!("faults {faults}, under main.growMap {grown}\n{log}");
+    assert!(faults * PAGE >= 200 << 20, "{faults} faults for 256 MiB");
+    // The records are first touched where they are filled in, in main.growMap; the map's own
+    // buckets grow under it too (runtime.mapassign, runtime.hashGrow).
+    assert!(
+        grown * 10 >= faults * 7,
+        "main.growMap has {grown} of {faults} faults"
+    );
+    let chain = stacks
+        .iter()
+        .find(|s| s.has("main.growMap"))
+        .expect("a main.growMap stack");
+    assert!(chain.has("main.main"), "whole stack: {chain:?}");
+}
