@@ -106,7 +106,8 @@ fn too_old_upload(seq: u64) -> (Upload, String) {
         pprof_gz: vec![0x1f, 0x8b, 0, 0],
     };
     let at = UNIX_EPOCH + Duration::from_nanos(from as u64);
-    let name = DumpDir::profile_name("old", 4242, at).replace(".cpu.", &format!(".cpu.part{seq}."));
+    let name =
+        DumpDir::profile_name("old", 4242, "cpu", at).replace(".cpu.", &format!(".cpu.part{seq}."));
     (upload, name)
 }
 

@@ -225,10 +225,41 @@ fn memory_growth_past_a_small_limit_fires_the_mem_rule() {
         fired.contains("curVal > ruleAbs") || fired.contains("meet diff trigger condition"),
         "{fired}"
     );
-    // The kept profile is the CPU profile of the same window.
-    assert!(stacks(&read_pprof(&file))
-        .iter()
-        .any(|s| s.has("light_work")));
+    // The kept profile answers with the memory-growth profile (the default sample type,
+    // bytes first touched, most under grow_memory), and holds the CPU profile of the same
+    // window too.
+    let profile = read_pprof(&file);
+    let name = |i: i64| profile.string_table[i as usize].as_str();
+    let types: Vec<&str> = profile.sample_type.iter().map(|t| name(t.r#type)).collect();
+    assert_eq!(types, ["samples", "cpu", "faults", "memory"]);
+    let faults_under = |function: &str| -> i64 {
+        profile
+            .sample
+            .iter()
+            .filter(|s| {
+                s.location_id.iter().any(|id| {
+                    let location = &profile.location[*id as usize - 1];
+                    location.line.iter().any(|l| {
+                        let f = &profile.function[l.function_id as usize - 1];
+                        name(f.name) == function
+                    })
+                })
+            })
+            .map(|s| s.value[2])
+            .sum()
+    };
+    let all: i64 = profile.sample.iter().map(|s| s.value[2]).sum();
+    let grown = faults_under("grow_memory");
+    assert!(
+        grown * 10 >= all * 7,
+        "grow_memory has {grown} of {all} faults"
+    );
+    assert!(stacks(&profile).iter().any(|s| s.has("light_work")));
+    let top = go_pprof(&["-top"], &file);
+    assert!(
+        top.contains("Type: memory") && top.contains("grow_memory"),
+        "{top}"
+    );
 }
 
 #[test]

@@ -20,7 +20,7 @@ use crate::{
     },
     export::write_atomic,
     host::privileges,
-    process::is_running,
+    process::{is_running, page_size},
     BPF_OBJECT,
 };
 
@@ -168,13 +168,6 @@ fn encode(
             flame_graph_svg(&folded_lines(&processes), &title)?
         }
     })
-}
-
-/// The size of a page, which one page fault maps.
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no memory arguments.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).unwrap_or(4096).max(1)
 }
 
 /// Collects until the duration is over, `stop` is raised or every `--pid` has exited, with a

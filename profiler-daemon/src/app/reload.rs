@@ -19,6 +19,10 @@ fn restart_only(old: &RunArgs, new: &RunArgs) -> Vec<&'static str> {
     let dump = |a: &RunArgs| (a.files_dir(), a.dump_max_files, a.dump_max_bytes);
     [
         ("--frequency", old.target.frequency != new.target.frequency),
+        (
+            "--profile / --memory-period",
+            (&old.profiles, old.sources) != (&new.profiles, new.sources),
+        ),
         ("--mode", old.trigger.mode != new.trigger.mode),
         ("map and cache limits", old.limits != new.limits),
         (

@@ -109,7 +109,7 @@ impl<'a> RunLoop<'a> {
             &args.limits,
             &args.unwind,
             &args.sections,
-            None,
+            args.fault_period(),
         )?;
         let labels = super::server::base_labels(args)?.with_sections(targets.sections.clone())?;
         let dump = dump.map(|dir| DumpSink { dir });
@@ -347,10 +347,16 @@ impl<'a> RunLoop<'a> {
     /// Continuous mode: one profile per sampled process of the window.
     fn export_window(&mut self, window: &Window) {
         let mut written = 0;
-        for process in &window.processes {
+        let split = self.server.is_some();
+        let cpu = window.processes.iter().map(|p| (p, false));
+        for (process, memory) in cpu.chain(window.memory.iter().map(|p| (p, true))) {
             let comments = comments(window, &self.active.target, Some(process));
-            let split = self.server.is_some();
-            let mut profile = WindowProfile::new(window, process, &comments, &self.labels, split);
+            let labels = &self.labels;
+            let mut profile = if memory {
+                WindowProfile::memory(window, process, &comments, labels, split)
+            } else {
+                WindowProfile::new(window, process, &comments, labels, split)
+            };
             for sink in Self::sinks(&mut self.dump, &mut self.server) {
                 written += usize::from(sink.window(&mut profile).is_some());
             }

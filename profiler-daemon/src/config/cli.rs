@@ -264,6 +264,19 @@ pub struct RunArgs {
     /// How far back the page at / lists kept profiles (at most the 500 newest).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub page_window: Duration,
+    /// Which profiles to take besides CPU (always taken: the triggers need it),
+    /// comma-separated: `cpu`, `memory`. With `memory`, a mem firing keeps the memory-growth
+    /// profile of its window.
+    #[arg(
+        long = "profile",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "cpu,memory",
+        value_name = "KINDS"
+    )]
+    pub profiles: Vec<super::ProfileKind>,
+    #[command(flatten)]
+    pub sources: super::SourceArgs,
     #[command(flatten)]
     pub priority: PriorityArgs,
     #[command(flatten)]
@@ -279,6 +292,15 @@ pub struct RunArgs {
     /// `[[target]]` sections of the config file (no flag can say them).
     #[arg(skip)]
     pub sections: Vec<crate::targets::SectionSpec>,
+}
+
+impl RunArgs {
+    /// Page faults per memory-growth sample, when `memory` is among the profiles.
+    pub fn fault_period(&self) -> Option<u64> {
+        self.profiles
+            .contains(&super::ProfileKind::Memory)
+            .then_some(self.sources.memory_period)
+    }
 }
 
 /// `--listen`: an address, or `off`.

@@ -44,8 +44,9 @@ pub const MAX_SAMPLES: usize = 16_000;
 /// Largest decompressed profile the server accepts.
 pub const MAX_BYTES: usize = 4 << 20;
 
-/// The stacks of one process that go into a profile, with their counts.
-type Part<'a> = (&'a ProcessProfile, Vec<(&'a Vec<u32>, u64)>);
+/// The stacks of one process that go into a profile, with their counts, and the index of the
+/// measure they are values of.
+type Part<'a> = (&'a ProcessProfile, Vec<(&'a Vec<u32>, u64)>, usize);
 
 /// Stacks sorted, so that the same window always encodes to the same bytes.
 fn sorted_stacks(process: &ProcessProfile) -> Vec<(&Vec<u32>, u64)> {
@@ -89,15 +90,15 @@ impl Measure {
     }
 
     /// The values of a stack sampled `count` times.
-    fn values(self, count: u64) -> Vec<i64> {
+    fn values(self, count: u64) -> [i64; 2] {
         let count = count as i64;
         match self {
             Measure::Cpu { .. } => {
                 let (_, _, period) = self.types();
-                vec![count, count * period]
+                [count, count * period]
             }
             Measure::Memory { period, page } => {
-                vec![count * period as i64, count * (period * page) as i64]
+                [count * period as i64, count * (period * page) as i64]
             }
         }
     }
@@ -119,8 +120,27 @@ pub fn encode_measured(
     comments: &[String],
     measure: Measure,
 ) -> pb::Profile {
-    let parts: Vec<Part<'_>> = processes.iter().map(|p| (*p, sorted_stacks(p))).collect();
-    encode_parts(window, &parts, comments, measure)
+    let parts: Vec<Part<'_>> = processes
+        .iter()
+        .map(|p| (*p, sorted_stacks(p), 0))
+        .collect();
+    encode_parts(window, &parts, comments, &[measure])
+}
+
+/// One profile holding the samples of several sources, each with its own pair of sample
+/// types (zero in the others'): `go tool pprof -sample_index` picks one, and the last
+/// source's is the default.
+pub fn encode_sources(
+    window: &Window,
+    sources: &[(Measure, Vec<&ProcessProfile>)],
+    comments: &[String],
+) -> pb::Profile {
+    let mut parts: Vec<Part<'_>> = Vec::new();
+    for (i, (_, processes)) in sources.iter().enumerate() {
+        parts.extend(processes.iter().map(|p| (*p, sorted_stacks(p), i)));
+    }
+    let measures: Vec<Measure> = sources.iter().map(|(m, _)| *m).collect();
+    encode_parts(window, &parts, comments, &measures)
 }
 
 /// One process's profile as one or more profiles of the same series, each within the
@@ -129,9 +149,10 @@ pub fn encode_split(
     window: &Window,
     process: &ProcessProfile,
     comments: &[String],
-    max_samples: usize,
-    max_bytes: usize,
+    measure: Measure,
+    limits: (usize, usize),
 ) -> Vec<pb::Profile> {
+    let (max_samples, max_bytes) = limits;
     let stacks = sorted_stacks(process);
     let mut pending = vec![&stacks[..]];
     let mut done = Vec::new();
@@ -142,10 +163,12 @@ pub fn encode_split(
             pending.extend(chunk.chunks(chunk.len().div_ceil(parts)).rev());
             continue;
         }
-        let measure = Measure::Cpu {
-            frequency: window.frequency,
-        };
-        let profile = encode_parts(window, &[(process, chunk.to_vec())], comments, measure);
+        let profile = encode_parts(
+            window,
+            &[(process, chunk.to_vec(), 0)],
+            comments,
+            &[measure],
+        );
         if chunk.len() > 1 && profile.encoded_len() > max_bytes {
             let (first, second) = chunk.split_at(chunk.len() / 2);
             pending.push(second);
@@ -259,7 +282,7 @@ fn encode_parts(
     window: &Window,
     parts: &[Part<'_>],
     comments: &[String],
-    measure: Measure,
+    measures: &[Measure],
 ) -> pb::Profile {
     let mut tables = Tables {
         strings: Strings::new(),
@@ -271,14 +294,23 @@ fn encode_parts(
         locations: Vec::new(),
     };
     let strings = &mut tables.strings;
-    let (types, (period_kind, period_unit), period) = measure.types();
-    let sample_type = types
-        .iter()
-        .map(|(kind, unit)| pb::ValueType {
-            r#type: strings.get(kind),
-            unit: strings.get(unit),
+    let mut sample_type = Vec::new();
+    for measure in measures {
+        for (kind, unit) in measure.types().0 {
+            sample_type.push(pb::ValueType {
+                r#type: strings.get(kind),
+                unit: strings.get(unit),
+            });
+        }
+    }
+    // The period of the default (last) sample type's source.
+    let (_, (period_kind, period_unit), period) = measures
+        .last()
+        .copied()
+        .unwrap_or(Measure::Cpu {
+            frequency: window.frequency,
         })
-        .collect();
+        .types();
     let period_type = Some(pb::ValueType {
         r#type: strings.get(period_kind),
         unit: strings.get(period_unit),
@@ -286,7 +318,7 @@ fn encode_parts(
     let (pid_key, comm_key) = (strings.get("pid"), strings.get("comm"));
 
     let mut samples = Vec::new();
-    for (process, stacks) in parts {
+    for (process, stacks, source) in parts {
         let pid = process.info.pid;
         let labels = vec![
             pb::Label {
@@ -312,7 +344,7 @@ fn encode_parts(
                 .collect();
             samples.push(pb::Sample {
                 location_id,
-                value: measure.values(*count),
+                value: values(measures, *source, *count),
                 label: labels.clone(),
             });
         }
@@ -338,6 +370,15 @@ fn encode_parts(
         comment,
         ..Default::default()
     }
+}
+
+/// A sample's values: `count` samples of source `source`, zero for every other source.
+fn values(measures: &[Measure], source: usize, count: u64) -> Vec<i64> {
+    let mut values = vec![0; measures.len() * 2];
+    if let Some(measure) = measures.get(source) {
+        values[source * 2..source * 2 + 2].copy_from_slice(&measure.values(count));
+    }
+    values
 }
 
 /// Serializes and gzips a profile.
@@ -600,17 +641,13 @@ mod tests {
         }
         let total: u64 = process.stacks.values().sum();
         let process = &window.processes[0];
-        let whole = encode_split(&window, process, &[], MAX_SAMPLES, MAX_BYTES);
+        let cpu = Measure::Cpu { frequency: 99 };
+        let whole = encode_split(&window, process, &[], cpu, (MAX_SAMPLES, MAX_BYTES));
         assert_eq!(whole.len(), 1, "within limits: one profile");
-        let parts = encode_split(&window, process, &[], 300, MAX_BYTES);
+        let parts = encode_split(&window, process, &[], cpu, (300, MAX_BYTES));
         assert_eq!(parts.len(), 4);
-        let by_size = encode_split(
-            &window,
-            process,
-            &[],
-            MAX_SAMPLES,
-            whole[0].encoded_len() / 3,
-        );
+        let third = whole[0].encoded_len() / 3;
+        let by_size = encode_split(&window, process, &[], cpu, (MAX_SAMPLES, third));
         assert!(by_size.len() >= 3);
         for set in [&parts, &by_size] {
             let mut seen = 0;
@@ -638,5 +675,52 @@ mod tests {
             encode(&window, &processes, &[]),
             encode(&window, &processes, &[])
         );
+    }
+
+    #[test]
+    fn sources_side_by_side_keep_their_values_apart_with_the_last_as_default() {
+        let window = window();
+        let cpu_profile = &window.processes[0];
+        let memory = Measure::Memory {
+            period: 128,
+            page: 4096,
+        };
+        let sources = [
+            (Measure::Cpu { frequency: 100 }, vec![cpu_profile]),
+            (memory, vec![cpu_profile]),
+        ];
+        let profile = encode_sources(&window, &sources, &[]);
+        assert_valid(&profile);
+        let s = |i: i64| profile.string_table[i as usize].as_str();
+        let types: Vec<(&str, &str)> = profile
+            .sample_type
+            .iter()
+            .map(|t| (s(t.r#type), s(t.unit)))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                ("samples", "count"),
+                ("cpu", "nanoseconds"),
+                ("faults", "count"),
+                ("memory", "bytes")
+            ]
+        );
+        let pt = profile.period_type.as_ref().unwrap();
+        assert_eq!((s(pt.r#type), s(pt.unit)), ("memory", "bytes"));
+        assert_eq!(profile.period, 128 * 4096);
+        let stacks = cpu_profile.stacks.len();
+        assert_eq!(profile.sample.len(), 2 * stacks);
+        for (i, sample) in profile.sample.iter().enumerate() {
+            let (cpu, mem) = sample.value.split_at(2);
+            if i < stacks {
+                assert_eq!(cpu[1], cpu[0] * 10_000_000);
+                assert_eq!(mem, [0, 0]);
+            } else {
+                assert_eq!(cpu, [0, 0]);
+                assert_eq!(mem[1], mem[0] * 4096);
+                assert_eq!(mem[0] % 128, 0);
+            }
+        }
     }
 }

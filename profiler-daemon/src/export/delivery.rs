@@ -23,7 +23,10 @@ use super::{
     pyroscope::{Client, RetryAfter, SendError, Upload},
     spool::{Spool, SpoolCounts},
 };
-use crate::host::dirs::{ensure_private_dir, DirKind};
+use crate::{
+    host::dirs::{ensure_private_dir, DirKind},
+    targets::MEMORY_PROFILE_NAME,
+};
 
 /// Spooled profiles older than this are written to the dump dir instead of being sent: the
 /// server rejects profiles older than 1 h, and the margin covers clock skew and the send.
@@ -486,8 +489,16 @@ impl Delivery {
             .label("pid")
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
-        let name = DumpDir::profile_name(upload.label("comm").unwrap_or("unknown"), pid, from);
-        let name = name.replace(".cpu.", &format!(".cpu.part{}.", upload.seq));
+        let kind = match upload.label("__name__") {
+            Some(MEMORY_PROFILE_NAME) => "memory",
+            _ => "cpu",
+        };
+        let comm = upload.label("comm").unwrap_or("unknown");
+        let name = DumpDir::profile_name(comm, pid, kind, from);
+        let name = name.replace(
+            &format!(".{kind}."),
+            &format!(".{kind}.part{}.", upload.seq),
+        );
         let path = self.config.dump_dir.join(name);
         let result = ensure_private_dir(DirKind::Dump, &self.config.dump_dir)
             .map_err(|e| e.to_string())

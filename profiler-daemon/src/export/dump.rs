@@ -115,9 +115,9 @@ impl DumpDir {
     }
 
     /// `<comm>-<pid>.cpu.<UTC timestamp>.pb.gz`
-    pub fn profile_name(comm: &str, pid: u32, time: SystemTime) -> String {
+    pub fn profile_name(comm: &str, pid: u32, kind: &str, time: SystemTime) -> String {
         format!(
-            "{}-{pid}.cpu.{}{PROFILE_SUFFIX}",
+            "{}-{pid}.{kind}.{}{PROFILE_SUFFIX}",
             sanitize_name(comm),
             utc_timestamp(time)
         )
@@ -222,7 +222,7 @@ mod tests {
         assert_eq!(sanitize_name("kworker/0:1H"), "kworker_0_1H");
         assert_eq!(sanitize_name("../.."), "_");
         assert_eq!(sanitize_name(""), "unknown");
-        let name = DumpDir::profile_name("a b", 7, UNIX_EPOCH);
+        let name = DumpDir::profile_name("a b", 7, "cpu", UNIX_EPOCH);
         assert_eq!(name, "a_b-7.cpu.19700101T000000.000Z.pb.gz");
     }
 

@@ -18,10 +18,16 @@ use super::{
 };
 use crate::{
     aggregate::{ProcessProfile, Window},
-    encode::{flame_graph_svg, folded_lines, pprof, EncodeError},
-    targets::{truncate, LabelConfig, MAX_VALUE_LEN},
+    encode::{
+        flame_graph_svg, folded_lines,
+        pprof::{self, Measure},
+        EncodeError,
+    },
+    pprof_proto,
+    process::page_size,
+    targets::{truncate, LabelConfig, MAX_VALUE_LEN, MEMORY_PROFILE_NAME},
     trigger::Kept,
-    types::{rfc3339, utc_timestamp},
+    types::{rfc3339, utc_timestamp, Metric},
 };
 
 /// Why a kept profile's files were not all written.
@@ -59,6 +65,46 @@ impl KeptProfile<'_> {
     fn processes(&self) -> Vec<&ProcessProfile> {
         self.kept.window.processes.iter().collect()
     }
+
+    /// The memory-growth measure when this profile answers a mem firing with memory-growth
+    /// samples; None when the CPU profile answers (a cpu or thread firing, or no memory
+    /// source).
+    fn memory_answer(&self) -> Option<Measure> {
+        let window = &self.kept.window;
+        let mem = self.metric() == Metric::Mem.name();
+        (mem && !window.memory.is_empty() && window.fault_period != 0).then(|| Measure::Memory {
+            period: window.fault_period,
+            page: page_size(),
+        })
+    }
+
+    /// The profiles that answer the firing: memory growth for mem, else CPU.
+    fn answering(&self) -> Vec<&ProcessProfile> {
+        match self.memory_answer() {
+            Some(_) => self.kept.window.memory.iter().collect(),
+            None => self.processes(),
+        }
+    }
+
+    /// The file: the CPU profile, and for a mem firing the memory-growth profile of the same
+    /// window beside it, as the default sample type.
+    fn pprof(&self) -> pprof_proto::Profile {
+        let window = &self.kept.window;
+        let cpu = Measure::Cpu {
+            frequency: window.frequency,
+        };
+        match self.memory_answer() {
+            Some(memory) => pprof::encode_sources(
+                window,
+                &[
+                    (cpu, self.processes()),
+                    (memory, window.memory.iter().collect()),
+                ],
+                self.comments,
+            ),
+            None => pprof::encode(window, &self.processes(), self.comments),
+        }
+    }
 }
 
 /// One process's profile of a continuous-mode window. When a server takes it, its parts within
@@ -69,6 +115,8 @@ pub struct WindowProfile<'a> {
     pub process: &'a ProcessProfile,
     pub comments: &'a [String],
     pub labels: &'a LabelConfig,
+    /// What its samples measure (CPU unless made with [`WindowProfile::memory`]).
+    measure: Measure,
     parts: OnceCell<Vec<Vec<u8>>>,
 }
 
@@ -81,11 +129,41 @@ impl<'a> WindowProfile<'a> {
         labels: &'a LabelConfig,
         split: bool,
     ) -> Self {
+        let cpu = Measure::Cpu {
+            frequency: window.frequency,
+        };
+        Self::measured(window, process, comments, labels, split, cpu)
+    }
+
+    /// A memory-growth profile of the window (its page-fault samples).
+    pub fn memory(
+        window: &'a Window,
+        process: &'a ProcessProfile,
+        comments: &'a [String],
+        labels: &'a LabelConfig,
+        split: bool,
+    ) -> Self {
+        let memory = Measure::Memory {
+            period: window.fault_period,
+            page: page_size(),
+        };
+        Self::measured(window, process, comments, labels, split, memory)
+    }
+
+    fn measured(
+        window: &'a Window,
+        process: &'a ProcessProfile,
+        comments: &'a [String],
+        labels: &'a LabelConfig,
+        split: bool,
+        measure: Measure,
+    ) -> Self {
         let profile = Self {
             window,
             process,
             comments,
             labels,
+            measure,
             parts: OnceCell::new(),
         };
         if split {
@@ -94,39 +172,62 @@ impl<'a> WindowProfile<'a> {
         profile
     }
 
+    /// `cpu` or `memory`: in file names, and which `__name__` the server gets.
+    fn kind(&self) -> &'static str {
+        match self.measure {
+            Measure::Cpu { .. } => "cpu",
+            Measure::Memory { .. } => "memory",
+        }
+    }
+
+    fn make_parts(&self) -> Vec<Vec<u8>> {
+        measured_parts(self.window, self.process, self.comments, self.measure)
+    }
+
     fn parts(&self) -> &[Vec<u8>] {
-        self.parts
-            .get_or_init(|| server_parts(self.window, self.process, self.comments))
+        self.parts.get_or_init(|| self.make_parts())
     }
 
     /// The parts, moved out (the server sink runs last and owns them from here).
     fn take_parts(&mut self) -> Vec<Vec<u8>> {
-        self.parts
-            .take()
-            .unwrap_or_else(|| server_parts(self.window, self.process, self.comments))
+        self.parts.take().unwrap_or_else(|| self.make_parts())
     }
 
     /// The whole profile, gzipped: the single part if the parts were made and there is one.
     fn whole(&self) -> Vec<u8> {
         match self.parts.get().map(Vec::as_slice) {
             Some([only]) => only.clone(),
-            _ => pprof::to_gzip(&pprof::encode(self.window, &[self.process], self.comments)),
+            _ => pprof::to_gzip(&pprof::encode_measured(
+                self.window,
+                &[self.process],
+                self.comments,
+                self.measure,
+            )),
         }
     }
 }
 
-/// One process's profile in gzipped parts within the server's limits on samples and bytes.
+/// One process's CPU profile in gzipped parts within the server's limits on samples and
+/// bytes.
 fn server_parts(window: &Window, process: &ProcessProfile, comments: &[String]) -> Vec<Vec<u8>> {
-    pprof::encode_split(
-        window,
-        process,
-        comments,
-        pprof::MAX_SAMPLES,
-        pprof::MAX_BYTES,
-    )
-    .iter()
-    .map(pprof::to_gzip)
-    .collect()
+    let cpu = Measure::Cpu {
+        frequency: window.frequency,
+    };
+    measured_parts(window, process, comments, cpu)
+}
+
+/// [`server_parts`] for the samples of any source.
+fn measured_parts(
+    window: &Window,
+    process: &ProcessProfile,
+    comments: &[String],
+    measure: Measure,
+) -> Vec<Vec<u8>> {
+    let limits = (pprof::MAX_SAMPLES, pprof::MAX_BYTES);
+    pprof::encode_split(window, process, comments, measure, limits)
+        .iter()
+        .map(pprof::to_gzip)
+        .collect()
 }
 
 /// Where profiles go. A sink logs its own failures: a failed write or send never stops the
@@ -148,7 +249,7 @@ pub struct DumpSink {
 impl Sink for DumpSink {
     fn kept(&mut self, profile: &KeptProfile<'_>) -> Option<PathBuf> {
         let kept = profile.kept;
-        let processes = profile.processes();
+        let processes = profile.answering();
         let metric = profile.metric();
         let reasons = profile.reasons();
         let base = format!(
@@ -156,8 +257,12 @@ impl Sink for DumpSink {
             kept.event_id,
             utc_timestamp(kept.fired_at)
         );
-        let pprof_gz = pprof::to_gzip(&pprof::encode(&kept.window, &processes, profile.comments));
-        let title = format!("profilerd: {} — {}", kept.name, reasons.join("; "));
+        let pprof_gz = pprof::to_gzip(&profile.pprof());
+        let what = match profile.memory_answer() {
+            Some(_) => " (memory growth)",
+            None => "",
+        };
+        let title = format!("profilerd: {}{what} — {}", kept.name, reasons.join("; "));
         let summary = KeptSummary {
             fired_at: rfc3339(kept.fired_at),
             fired_unix: kept
@@ -169,7 +274,7 @@ impl Sink for DumpSink {
             trigger: metric.to_string(),
             reasons,
             top: top_functions(&processes, 3),
-            samples: kept.window.samples(),
+            samples: processes.iter().map(|p| p.samples).sum(),
             window_seconds: kept.window.duration.as_secs_f64(),
             pprof: format!("{base}.pb.gz"),
             svg: Some(format!("{base}.svg")),
@@ -198,7 +303,8 @@ impl Sink for DumpSink {
 
     fn window(&mut self, profile: &mut WindowProfile<'_>) -> Option<PathBuf> {
         let info = &profile.process.info;
-        let name = DumpDir::profile_name(&info.comm, info.pid, profile.window.start);
+        let name =
+            DumpDir::profile_name(&info.comm, info.pid, profile.kind(), profile.window.start);
         match self.dir.write(&name, &profile.whole()) {
             Ok(path) => Some(path),
             Err(err) => {
@@ -283,12 +389,29 @@ impl Sink for ServerSink<'_> {
             let parts = server_parts(window, process, profile.comments);
             self.submit(parts, &series, window.start, until);
         }
+        // A mem firing's answer: the memory-growth profiles, as their own profile type.
+        if let Some(memory) = profile.memory_answer() {
+            for process in &window.memory {
+                let mut series = profile.labels.for_process(&process.info);
+                series[0].1 = MEMORY_PROFILE_NAME.into();
+                series.push(("trigger".into(), profile.metric().into()));
+                series.push((
+                    "reason".into(),
+                    truncate(&reasons, MAX_VALUE_LEN).to_string(),
+                ));
+                let parts = measured_parts(window, process, profile.comments, memory);
+                self.submit(parts, &series, window.start, until);
+            }
+        }
         None
     }
 
     fn window(&mut self, profile: &mut WindowProfile<'_>) -> Option<PathBuf> {
         let window = profile.window;
-        let series = profile.labels.for_process(&profile.process.info);
+        let mut series = profile.labels.for_process(&profile.process.info);
+        if let Measure::Memory { .. } = profile.measure {
+            series[0].1 = MEMORY_PROFILE_NAME.into();
+        }
         self.submit(
             profile.take_parts(),
             &series,

@@ -136,6 +136,13 @@ pub fn is_same_process_alive(pid: u32, start_time: u64) -> bool {
     read_stat(pid).is_some_and(|stat| stat.start_time == start_time)
 }
 
+/// The size of a page: what one page fault maps, and the unit of `statm`.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory arguments.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096).max(1)
+}
+
 /// How long ago a process started, from its `start_time` (clock ticks since boot); None when
 /// the clocks cannot be read.
 pub fn age(start_time: u64) -> Option<Duration> {

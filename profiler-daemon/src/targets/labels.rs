@@ -29,6 +29,8 @@ pub const BUILTIN_LABELS: [&str; 8] = [
 ];
 /// What Pyroscope derives from our `cpu` sample type.
 pub const PROFILE_NAME: &str = "process_cpu";
+/// `__name__` of memory-growth profiles (sample types `faults/count` and `memory/bytes`).
+pub const MEMORY_PROFILE_NAME: &str = "memory";
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum LabelError {

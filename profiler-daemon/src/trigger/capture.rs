@@ -34,6 +34,8 @@ struct Capture {
     kept: Kept,
     until: SystemTime,
     processes: BTreeMap<u32, ProcessProfile>,
+    /// Memory-growth profiles of the same processes and window.
+    memory: BTreeMap<u32, ProcessProfile>,
 }
 
 /// Counters of the trigger stage.
@@ -65,6 +67,7 @@ fn window_bytes(window: &Window) -> usize {
     window
         .processes
         .iter()
+        .chain(&window.memory)
         .map(ProcessProfile::approx_bytes)
         .sum()
 }
@@ -103,16 +106,19 @@ impl Captures {
         if end <= capture.kept.window.start {
             return;
         }
-        for process in slice
-            .processes
-            .iter()
-            .filter(|p| self.selects(&capture.kept.target, p))
-        {
-            capture
-                .processes
-                .entry(process.info.pid)
-                .or_default()
-                .merge(process);
+        for (profiles, into) in [
+            (&slice.processes, &mut capture.processes),
+            (&slice.memory, &mut capture.memory),
+        ] {
+            for process in profiles
+                .iter()
+                .filter(|p| self.selects(&capture.kept.target, p))
+            {
+                into.entry(process.info.pid).or_default().merge(process);
+            }
+        }
+        if slice.fault_period != 0 {
+            capture.kept.window.fault_period = slice.fault_period;
         }
     }
 
@@ -159,6 +165,7 @@ impl Captures {
             },
             until: now + self.post,
             processes: BTreeMap::new(),
+            memory: BTreeMap::new(),
         };
         for (slice, _) in &self.history {
             self.add(&mut capture, slice);
@@ -201,6 +208,7 @@ impl Captures {
                 kept.due = capture.until;
                 kept.window.duration = now.duration_since(kept.window.start).unwrap_or_default();
                 kept.window.processes = capture.processes.into_values().collect();
+                kept.window.memory = capture.memory.into_values().collect();
                 self.kept_until.insert(kept.target.clone(), now);
                 self.stats.kept += 1;
                 kept

@@ -93,6 +93,8 @@ struct Entry {
 /// A target as one collection saw it.
 struct Seen {
     samples: u64,
+    /// Page-fault samples: its memory grew.
+    faults: u64,
     name: String,
     rules: Rules,
     /// The process's start time (clock ticks since boot); None for a cgroup.
@@ -103,6 +105,7 @@ impl Seen {
     fn idle(name: String, rules: Rules) -> Self {
         Self {
             samples: 0,
+            faults: 0,
             name,
             rules,
             started: None,
@@ -133,21 +136,11 @@ pub struct Watcher {
     collections: u64,
 }
 
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no memory arguments.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 {
-        size as u64
-    } else {
-        4096
-    }
-}
-
 /// RSS in bytes and thread count of a live process.
 fn rss_and_threads(pid: u32) -> Option<(u64, u64)> {
     let resident = read_statm_resident(pid)?;
     let threads = read_stat(pid)?.threads;
-    Some((resident * page_size(), threads))
+    Some((resident * crate::process::page_size(), threads))
 }
 
 /// Every pid in a cgroup directory and its descendants.
@@ -233,8 +226,10 @@ impl Watcher {
         let mut gone = Vec::new();
         let targets: Vec<TargetId> = self.entries.keys().cloned().collect();
         for target in targets {
-            let sampled = samples.get(&target).map_or(0, |s| s.samples);
-            if !self.refresh(&target, sampled, now) {
+            let (sampled, faulted) = samples
+                .get(&target)
+                .map_or((0, 0), |s| (s.samples, s.faults));
+            if !self.refresh(&target, sampled + faulted, now) {
                 gone.push(target);
                 continue;
             }
@@ -273,38 +268,38 @@ impl Watcher {
     fn count_samples(&self, slice: &Window) -> HashMap<TargetId, Seen> {
         let global = self.config.rules;
         let mut samples: HashMap<TargetId, Seen> = HashMap::new();
-        for process in &slice.processes {
+        // CPU samples, then page-fault samples: a process seen only faulting is a target too,
+        // and its memory is read again.
+        let cpu = slice.processes.iter().map(|p| (p, p.samples, 0));
+        let memory = slice.memory.iter().map(|p| (p, 0, p.samples));
+        for (process, cpu, faults) in cpu.chain(memory) {
             let section = section_for(&self.config.sections, &process.info);
+            let mut add = |target: TargetId, idle: &dyn Fn() -> Seen| {
+                let seen = samples.entry(target).or_insert_with(idle);
+                seen.samples += cpu;
+                seen.faults += faults;
+            };
             match section.and_then(|s| s.cgroup().map(|c| (s, c))) {
                 // A cgroup section watches its processes as one.
-                Some((section, cgroup)) => {
-                    let entry = samples
-                        .entry(TargetId::Cgroup(cgroup.clone()))
-                        .or_insert_with(|| {
-                            Seen::idle(section.name.clone(), section.rules(&global))
-                        });
-                    entry.samples += process.samples;
-                }
+                Some((section, cgroup)) => add(TargetId::Cgroup(cgroup.clone()), &|| {
+                    Seen::idle(section.name.clone(), section.rules(&global))
+                }),
                 None if self.config.processes && self.config.skip_pid != Some(process.info.pid) => {
-                    let name = format!("{}-{}", process.info.comm, process.info.pid);
-                    let rules = section.map_or(global, |s| s.rules(&global));
-                    samples.insert(
-                        TargetId::Process(process.info.pid),
-                        Seen {
-                            samples: process.samples,
-                            started: Some(process.info.start_time),
-                            ..Seen::idle(name, rules)
-                        },
-                    );
+                    add(TargetId::Process(process.info.pid), &|| Seen {
+                        started: Some(process.info.start_time),
+                        ..Seen::idle(
+                            format!("{}-{}", process.info.comm, process.info.pid),
+                            section.map_or(global, |s| s.rules(&global)),
+                        )
+                    })
                 }
                 None => {}
             }
             for cgroup in &self.config.cgroups {
                 if cgroup.contains(&process.info.cgroup) {
-                    let entry = samples
-                        .entry(TargetId::Cgroup(cgroup.clone()))
-                        .or_insert_with(|| Seen::idle(cgroup.relative.clone(), global));
-                    entry.samples += process.samples;
+                    add(TargetId::Cgroup(cgroup.clone()), &|| {
+                        Seen::idle(cgroup.relative.clone(), global)
+                    });
                 }
             }
         }
@@ -386,9 +381,9 @@ impl Watcher {
         self.collections.min(whole.min(u128::from(u64::MAX)) as u64)
     }
 
-    /// Re-reads a target's limits when they are old, and its memory and threads when it ran
-    /// or they are stale. False when the target is gone.
-    fn refresh(&mut self, target: &TargetId, sampled: u64, now: Instant) -> bool {
+    /// Re-reads a target's limits when they are old, and its memory and threads when it ran,
+    /// faulted pages in, or they are stale. False when the target is gone.
+    fn refresh(&mut self, target: &TargetId, events: u64, now: Instant) -> bool {
         let Some((limits_at, read_at)) = self.entries.get(target).map(|e| (e.limits_at, e.read_at))
         else {
             return false;
@@ -402,7 +397,7 @@ impl Watcher {
         }
         let named = matches!(target, TargetId::Process(pid) if self.config.pids.contains(pid));
         let stale = named || read_at.is_none_or(|t| now.duration_since(t) > REFRESH);
-        if sampled == 0 && !stale {
+        if events == 0 && !stale {
             return true;
         }
         let read = match target {
