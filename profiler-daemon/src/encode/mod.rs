@@ -3,6 +3,7 @@
 //! within a server's limits), collapsed stacks, and SVG flame graphs.
 
 mod folded;
+mod measure;
 pub mod pprof;
 
 pub use folded::{flame_graph_svg, folded_lines, EncodeError};

@@ -6,6 +6,7 @@ use std::{io::Write, time::UNIX_EPOCH};
 use flate2::{write::GzEncoder, Compression};
 use prost::Message;
 
+pub use super::measure::Measure;
 use crate::{
     aggregate::{ProcessProfile, Window},
     pprof_proto as pb,
@@ -53,55 +54,6 @@ fn sorted_stacks(process: &ProcessProfile) -> Vec<(&Vec<u32>, u64)> {
     let mut stacks: Vec<(&Vec<u32>, u64)> = process.stacks.iter().map(|(s, &c)| (s, c)).collect();
     stacks.sort();
     stacks
-}
-
-/// What a profile's samples measure, and so its sample types, period and values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Measure {
-    /// `cpu-clock` samples at `frequency` Hz: `samples/count` and `cpu/nanoseconds`, as Go's
-    /// CPU profiles.
-    Cpu { frequency: u64 },
-    /// `page-faults` samples, one per `period` faults of a `page`-byte page: `faults/count`
-    /// and `memory/bytes` (the resident memory first touched), bytes the default.
-    Memory { period: u64, page: u64 },
-}
-
-impl Measure {
-    /// The sample types, the period type and the period.
-    fn types(
-        self,
-    ) -> (
-        [(&'static str, &'static str); 2],
-        (&'static str, &'static str),
-        i64,
-    ) {
-        match self {
-            Measure::Cpu { frequency } => (
-                [("samples", "count"), ("cpu", "nanoseconds")],
-                ("cpu", "nanoseconds"),
-                1_000_000_000 / frequency.max(1) as i64,
-            ),
-            Measure::Memory { period, page } => (
-                [("faults", "count"), ("memory", "bytes")],
-                ("memory", "bytes"),
-                (period * page) as i64,
-            ),
-        }
-    }
-
-    /// The values of a stack sampled `count` times.
-    fn values(self, count: u64) -> [i64; 2] {
-        let count = count as i64;
-        match self {
-            Measure::Cpu { .. } => {
-                let (_, _, period) = self.types();
-                [count, count * period]
-            }
-            Measure::Memory { period, page } => {
-                [count * period as i64, count * (period * page) as i64]
-            }
-        }
-    }
 }
 
 /// Builds one pprof CPU profile from the given processes of a window. Every sample carries

@@ -647,4 +647,17 @@ mod tests {
         assert_eq!(fired.len(), 1, "{}", watcher.status(5));
         assert_eq!(fired[0].scenes[0].avg, 24);
     }
+
+    #[test]
+    fn a_process_seen_only_faulting_pages_in_is_a_target_with_its_memory_read() {
+        let own = std::process::id();
+        let mut watcher = Watcher::new(config(true));
+        let mut faulting = window(&[]);
+        faulting.memory = busy_window(&[own], 3).processes;
+        watcher.tick(&faulting, Instant::now());
+        let status = watcher.status(5);
+        // No CPU sample, yet watched, with its threads (and memory) read.
+        assert!(status.contains(": cpu 0% "), "{status}");
+        assert!(!status.contains("threads 0 "), "{status}");
+    }
 }

@@ -1,4 +1,4 @@
-//! The six checks, each a scenario of the host's end-to-end tests run against folded output
+//! The seven checks, each a scenario of the host's end-to-end tests run against folded output
 //! and judged with the same kit functions.
 
 use std::{collections::BTreeSet, fs, process::Command};
@@ -104,6 +104,43 @@ pub(super) fn table_unwinding(paths: &Paths, figures: &mut super::Figures) -> Re
             "{:.1}% of {samples} samples reach main's caller in libc, {table_frames} frames from tables, compare_slowly <- qsort <- inner_fn <- main {}",
             share * 100.0,
             if through_qsort { "walked" } else { "MISSING" },
+        ),
+    })
+}
+
+/// `record --pid --profile cpu,memory` of `quiet` touching 64 MiB in touch_memory: the
+/// page-fault program loads, attaches and walks the stacks that grew the memory.
+pub(super) fn memory_growth(paths: &Paths, _: &mut super::Figures) -> Result<Outcome> {
+    let fixture = Running::start(&paths.fixtures.join("quiet"), &["memory", "2", "64"])?;
+    let out = paths.work.join("memory.folded");
+    let pid = fixture.pid().to_string();
+    let args = [
+        "record",
+        "--pid",
+        &pid,
+        "--duration",
+        "5s",
+        "--profile",
+        "cpu,memory",
+        "--format",
+        "folded",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    profilerd(paths, "memory", &args, "recording")?;
+    drop(fixture);
+    let stacks = read_folded(&paths.work.join("memory.memory.folded"))?;
+    let samples = total(&stacks);
+    let touched = stacks
+        .iter()
+        .filter(|s| s.has("touch_memory"))
+        .map(|s| s.count)
+        .sum::<i64>();
+    // 64 MiB at 128 faults of 4 KiB per sample: 128 samples.
+    Ok(Outcome {
+        ok: samples >= 100 && touched * 10 >= samples * 7,
+        detail: format!(
+            "{touched} of {samples} page-fault samples under touch_memory (128 for 64 MiB)"
         ),
     })
 }

@@ -82,9 +82,10 @@ fn run(paths: &Paths) -> Result<bool> {
         notes: host_check(paths),
         ..Report::default()
     };
-    let checks: [(&str, Check); 6] = [
+    let checks: [(&str, Check); 7] = [
         ("hot function", checks::hot_function),
         ("table unwinding", checks::table_unwinding),
+        ("memory growth", checks::memory_growth),
         ("kernel frames", checks::kernel_frames),
         ("cgroup filter", checks::cgroup_filter),
         ("triggered profile", checks::triggered_profile),
