@@ -152,8 +152,15 @@ pub fn read_pprof(path: &Path) -> Profile {
     Profile::decode(&raw[..]).expect("valid pprof protobuf")
 }
 
-/// All samples of a profile as [`Stack`]s, kernel frames marked by their mapping.
+/// All samples of a profile as [`Stack`]s, kernel frames marked by their mapping, counted by
+/// their first value.
 pub fn stacks(profile: &Profile) -> Vec<Stack> {
+    stacks_by(profile, 0)
+}
+
+/// [`stacks`] counted by value `index` (a profile of several sample types), the samples with
+/// none of it left out.
+pub fn stacks_by(profile: &Profile, index: usize) -> Vec<Stack> {
     let s = |i: i64| profile.string_table[i as usize].clone();
     let functions: HashMap<u64, String> =
         profile.function.iter().map(|f| (f.id, s(f.name))).collect();
@@ -189,8 +196,9 @@ pub fn stacks(profile: &Profile) -> Vec<Stack> {
                 .iter()
                 .flat_map(|id| locations[id].clone())
                 .collect(),
-            count: sample.value[0],
+            count: sample.value[index],
         })
+        .filter(|stack| stack.count != 0)
         .collect()
 }
 

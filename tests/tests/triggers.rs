@@ -196,6 +196,60 @@ fn a_quiet_process_that_spikes_keeps_one_cpu_profile() {
 }
 
 #[test]
+fn a_quiet_process_that_touches_a_gigabyte_keeps_one_memory_profile() {
+    let _host = beside_others();
+    // Quiet for 14 s, then 1 GiB touched in touch_memory: 50% of --memory-limit 2GiB against
+    // a history of near 0%, read every collection because the pid is named.
+    let fixture = Running::spawn(&fixture("quiet"), &["memory", "14", "1024"]);
+    let dir = scratch("trigger-quiet-memory");
+    let pid = fixture.pid().to_string();
+    let args = [
+        "run",
+        "--pid",
+        &pid,
+        "--memory-limit",
+        "2GiB",
+        "--cpu-trigger",
+        "off",
+        "--thread-trigger",
+        "off",
+        "--pre-trigger",
+        "10s",
+        "--post-trigger",
+        "1s",
+        "--dump-dir",
+        "kept",
+        "--duration",
+        "20s",
+    ];
+    let (file, fired) = one_kept(&args, &dir, "mem");
+    eprintln!("{fired}");
+    let profile = read_pprof(&file);
+    let top = go_pprof(&["-top"], &file);
+    assert!(top.contains("Type: memory"), "{top}");
+    // Bytes (the default sample type, the last value) under touch_memory.
+    let bytes = |function: Option<&str>| -> i64 {
+        stacks_by(&profile, profile.sample_type.len() - 1)
+            .iter()
+            .filter(|s| function.is_none_or(|f| s.has(f)))
+            .map(|s| s.count)
+            .sum()
+    };
+    let (touched, all) = (bytes(Some("touch_memory")), bytes(None));
+    assert!(
+        touched * 10 >= all * 7,
+        "touch_memory has {touched} of {all} bytes"
+    );
+    assert!(touched >= 900 << 20, "{touched} bytes under touch_memory");
+    // The window reaches back before the firing, into the quiet seconds.
+    assert!(
+        profile.duration_nanos >= 9_000_000_000,
+        "pre + post trigger window: {} ns",
+        profile.duration_nanos
+    );
+}
+
+#[test]
 fn memory_growth_past_a_small_limit_fires_the_mem_rule() {
     let _host = beside_others();
     let fixture = Running::spawn(&fixture("grow"), &["mem", "12", "90", "8"]);
@@ -232,24 +286,9 @@ fn memory_growth_past_a_small_limit_fires_the_mem_rule() {
     let name = |i: i64| profile.string_table[i as usize].as_str();
     let types: Vec<&str> = profile.sample_type.iter().map(|t| name(t.r#type)).collect();
     assert_eq!(types, ["samples", "cpu", "faults", "memory"]);
-    let faults_under = |function: &str| -> i64 {
-        profile
-            .sample
-            .iter()
-            .filter(|s| {
-                s.location_id.iter().any(|id| {
-                    let location = &profile.location[*id as usize - 1];
-                    location.line.iter().any(|l| {
-                        let f = &profile.function[l.function_id as usize - 1];
-                        name(f.name) == function
-                    })
-                })
-            })
-            .map(|s| s.value[2])
-            .sum()
-    };
-    let all: i64 = profile.sample.iter().map(|s| s.value[2]).sum();
-    let grown = faults_under("grow_memory");
+    let faults = stacks_by(&profile, 2);
+    let all = total(&faults);
+    let grown = count_with(&faults, "grow_memory");
     assert!(
         grown * 10 >= all * 7,
         "grow_memory has {grown} of {all} faults"
