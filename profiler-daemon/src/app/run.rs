@@ -337,6 +337,7 @@ impl<'a> RunLoop<'a> {
             trigger = kept.scenes[0].metric.name(),
             file = %written.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
             samples = kept.window.samples(),
+            fault_samples = kept.window.memory_samples(),
             window = ?kept.window.duration,
             on_disk_after = ?latency,
             after_due = ?late,
@@ -365,6 +366,7 @@ impl<'a> RunLoop<'a> {
             processes = window.processes.len(),
             files = written,
             samples = window.samples(),
+            fault_samples = window.memory_samples(),
             "window exported"
         );
     }
