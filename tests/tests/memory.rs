@@ -22,9 +22,9 @@ fn record_both(pid: u32, duration: &str, name: &str) -> (std::path::PathBuf, Str
 
 #[test]
 fn touching_a_gigabyte_is_a_gigabyte_under_the_function_that_touched_it() {
-    // Quiet for 3 s, then 1 GiB touched in touch_memory and kept.
-    let fixture = Running::spawn(&fixture("quiet"), &["memory", "3", "1024"]);
-    let (file, log) = record_both(fixture.pid(), "7s", "memory-gigabyte");
+    // Quiet for 2 s, then 1 GiB touched in touch_memory and kept.
+    let fixture = Running::spawn(&fixture("quiet"), &["memory", "2", "1024"]);
+    let (file, log) = record_both(fixture.pid(), "5s", "memory-gigabyte");
     let profile = read_pprof(&file);
     let types: Vec<(&str, &str)> = profile
         .sample_type
@@ -69,8 +69,8 @@ fn touching_a_gigabyte_is_a_gigabyte_under_the_function_that_touched_it() {
 
 #[test]
 fn a_go_map_that_grows_names_the_function_that_grew_it() {
-    let fixture = Running::spawn(&fixture("gogrow"), &["3", "256"]);
-    let (file, log) = record_both(fixture.pid(), "7s", "memory-go");
+    let fixture = Running::spawn(&fixture("gogrow"), &["2", "256"]);
+    let (file, log) = record_both(fixture.pid(), "5s", "memory-go");
     let stacks = stacks(&read_pprof(&file));
     let faults = total(&stacks);
     let grown = count_with(&stacks, "main.growMap");

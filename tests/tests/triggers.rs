@@ -132,9 +132,10 @@ fn cpu_spike_keeps_one_profile_with_the_seconds_before_it() {
 #[test]
 fn a_quiet_process_that_spikes_keeps_one_cpu_profile() {
     let _host = beside_others();
-    // Never sampled for 16 s (a few microseconds every 100 ms), then one core for 4 s: 50% of
-    // --cpu-cores 2 against a history of 0% intervals, watched from the daemon's start.
-    let fixture = Running::spawn(&fixture("quiet"), &["cpu", "16", "4"]);
+    // Never sampled for 8 s (a few microseconds every 100 ms), then one core for 3 s: 50% of
+    // --cpu-cores 2 against a history of 0% intervals, watched from the daemon's start (10
+    // collections of 500 ms warm it up).
+    let fixture = Running::spawn(&fixture("quiet"), &["cpu", "8", "3"]);
     let dir = scratch("trigger-quiet");
     let pid = fixture.pid().to_string();
     let args = [
@@ -149,16 +150,18 @@ fn a_quiet_process_that_spikes_keeps_one_cpu_profile() {
         "off",
         "--thread-trigger",
         "off",
+        "--collect-interval",
+        "500ms",
         "--pre-trigger",
-        "10s",
+        "5s",
         "--post-trigger",
         "1s",
         "--upload-interval",
-        "4s",
+        "2s",
         "--dump-dir",
         "kept",
         "--duration",
-        "24s",
+        "13s",
     ];
     let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
     let files = kept(&dir.join("kept"));
@@ -170,7 +173,7 @@ fn a_quiet_process_that_spikes_keeps_one_cpu_profile() {
         .expect("a trigger line");
     assert!(fired.contains("meet diff trigger condition"), "{fired}");
     // Before the spike the status line shows the target at 0% with the history it is
-    // compared with, warm since the daemon's tenth collection.
+    // compared with, warm since the daemon's tenth collection (at 5 s).
     let quiet = format!("quiet-{pid}: cpu 0% (avg 0 of 10, min 10 diff 25 abs 60)");
     assert!(
         stderr
@@ -189,7 +192,7 @@ fn a_quiet_process_that_spikes_keeps_one_cpu_profile() {
     );
     // The kept window reaches back before the firing, into the quiet seconds.
     assert!(
-        profile.duration_nanos >= 9_000_000_000,
+        profile.duration_nanos >= 5_000_000_000,
         "pre + post trigger window: {} ns",
         profile.duration_nanos
     );
@@ -198,9 +201,9 @@ fn a_quiet_process_that_spikes_keeps_one_cpu_profile() {
 #[test]
 fn a_quiet_process_that_touches_a_gigabyte_keeps_one_memory_profile() {
     let _host = beside_others();
-    // Quiet for 14 s, then 1 GiB touched in touch_memory: 50% of --memory-limit 2GiB against
+    // Quiet for 8 s, then 1 GiB touched in touch_memory: 50% of --memory-limit 2GiB against
     // a history of near 0%, read every collection because the pid is named.
-    let fixture = Running::spawn(&fixture("quiet"), &["memory", "14", "1024"]);
+    let fixture = Running::spawn(&fixture("quiet"), &["memory", "8", "1024"]);
     let dir = scratch("trigger-quiet-memory");
     let pid = fixture.pid().to_string();
     let args = [
@@ -213,14 +216,16 @@ fn a_quiet_process_that_touches_a_gigabyte_keeps_one_memory_profile() {
         "off",
         "--thread-trigger",
         "off",
+        "--collect-interval",
+        "500ms",
         "--pre-trigger",
-        "10s",
+        "5s",
         "--post-trigger",
         "1s",
         "--dump-dir",
         "kept",
         "--duration",
-        "20s",
+        "12s",
     ];
     let (file, fired) = one_kept(&args, &dir, "mem");
     eprintln!("{fired}");
@@ -243,7 +248,7 @@ fn a_quiet_process_that_touches_a_gigabyte_keeps_one_memory_profile() {
     assert!(touched >= 900 << 20, "{touched} bytes under touch_memory");
     // The window reaches back before the firing, into the quiet seconds.
     assert!(
-        profile.duration_nanos >= 9_000_000_000,
+        profile.duration_nanos >= 5_000_000_000,
         "pre + post trigger window: {} ns",
         profile.duration_nanos
     );
