@@ -1,7 +1,13 @@
 //! The memory-growth source: stacks sampled on page faults (`record --profile memory`), each
-//! sample weighing `--memory-period` pages, read back with `go tool pprof`.
+//! sample weighing `--memory-period` pages, read back with `go tool pprof`, and sent by
+//! continuous mode as its own profile type.
 
-use profiler_tests::*;
+use std::time::Duration;
+
+use profiler_tests::{
+    standin::{Accepted, StandIn},
+    *,
+};
 
 /// A page, which one fault maps (4 KiB on x86_64).
 const PAGE: i64 = 4096;
@@ -87,4 +93,50 @@ fn a_go_map_that_grows_names_the_function_that_grew_it() {
         .find(|s| s.has("main.growMap"))
         .expect("a main.growMap stack");
     assert!(chain.has("main.main"), "whole stack: {chain:?}");
+}
+
+#[test]
+fn continuous_mode_sends_memory_growth_as_its_own_profile_type() {
+    let standin = StandIn::start();
+    let fixture = Running::spawn(&fixture("quiet"), &["memory", "2", "256"]);
+    let dir = scratch("memory-continuous");
+    let url = standin.url();
+    let pid = fixture.pid().to_string();
+    let args = server_args(&url, &pid, &["--duration", "5s", "--dump-dir", "files"]);
+    let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(Duration::from_secs(60));
+    let accepted = standin.accepted();
+    let memory: Vec<&Accepted> = accepted
+        .iter()
+        .filter(|p| p.label("__name__") == Some("memory"))
+        .collect();
+    assert!(!memory.is_empty(), "no memory profile accepted\n{stderr}");
+    for profile in &memory {
+        assert_eq!(profile.label("pid"), Some(pid.as_str()));
+        assert_eq!(profile.label("comm"), Some("quiet"));
+        let p = &profile.profile;
+        let types: Vec<&str> = p
+            .sample_type
+            .iter()
+            .map(|t| p.string_table[t.r#type as usize].as_str())
+            .collect();
+        assert_eq!(types, ["faults", "memory"]);
+    }
+    assert!(memory.iter().any(|p| p.has_function("touch_memory")));
+    // The CPU series goes on as before, and the files are named by kind.
+    assert!(accepted
+        .iter()
+        .any(|p| p.label("__name__") == Some("process_cpu")));
+    let files = scenario::file_names(&dir.join("files"));
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with(&format!("quiet-{pid}.memory."))),
+        "{files:?}"
+    );
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with(&format!("quiet-{pid}.cpu."))),
+        "{files:?}"
+    );
 }
