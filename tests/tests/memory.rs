@@ -12,6 +12,16 @@ use profiler_tests::{
 /// A page, which one fault maps (4 KiB on x86_64).
 const PAGE: i64 = 4096;
 
+/// A profile's sample types, `type/unit` each.
+fn sample_types(profile: &Profile) -> Vec<String> {
+    let s = |i: i64| profile.string_table[i as usize].as_str();
+    profile
+        .sample_type
+        .iter()
+        .map(|t| format!("{}/{}", s(t.r#type), s(t.unit)))
+        .collect()
+}
+
 /// Records the cpu and memory profiles of `pid` for `duration`; returns the memory profile's
 /// path and the daemon's log.
 fn record_both(pid: u32, duration: &str, name: &str) -> (std::path::PathBuf, String) {
@@ -32,17 +42,7 @@ fn touching_a_gigabyte_is_a_gigabyte_under_the_function_that_touched_it() {
     let fixture = Running::spawn(&fixture("quiet"), &["memory", "2", "1024"]);
     let (file, log) = record_both(fixture.pid(), "5s", "memory-gigabyte");
     let profile = read_pprof(&file);
-    let types: Vec<(&str, &str)> = profile
-        .sample_type
-        .iter()
-        .map(|t| {
-            (
-                profile.string_table[t.r#type as usize].as_str(),
-                profile.string_table[t.unit as usize].as_str(),
-            )
-        })
-        .collect();
-    assert_eq!(types, [("faults", "count"), ("memory", "bytes")]);
+    assert_eq!(sample_types(&profile), ["faults/count", "memory/bytes"]);
     let stacks = stacks(&profile);
     let faults = total(&stacks);
     let touched = count_with(&stacks, "touch_memory");
@@ -113,13 +113,10 @@ fn continuous_mode_sends_memory_growth_as_its_own_profile_type() {
     for profile in &memory {
         assert_eq!(profile.label("pid"), Some(pid.as_str()));
         assert_eq!(profile.label("comm"), Some("quiet"));
-        let p = &profile.profile;
-        let types: Vec<&str> = p
-            .sample_type
-            .iter()
-            .map(|t| p.string_table[t.r#type as usize].as_str())
-            .collect();
-        assert_eq!(types, ["faults", "memory"]);
+        assert_eq!(
+            sample_types(&profile.profile),
+            ["faults/count", "memory/bytes"]
+        );
     }
     assert!(memory.iter().any(|p| p.has_function("touch_memory")));
     // The CPU series goes on as before, and the files are named by kind.

@@ -120,19 +120,8 @@ fn encode(
     format: Format,
 ) -> Result<Vec<u8>> {
     let (profiles, measure) = match kind {
-        ProfileKind::Cpu => (
-            &window.processes,
-            Measure::Cpu {
-                frequency: window.frequency,
-            },
-        ),
-        ProfileKind::Memory => (
-            &window.memory,
-            Measure::Memory {
-                period: window.fault_period,
-                page: page_size(),
-            },
-        ),
+        ProfileKind::Cpu => (&window.processes, Measure::cpu_of(window)),
+        ProfileKind::Memory => (&window.memory, Measure::memory_of(window)),
     };
     let processes: Vec<&ProcessProfile> = profiles.iter().collect();
     let mut comments = comments(window, &args.target, None);

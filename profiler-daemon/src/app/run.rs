@@ -14,6 +14,7 @@ use super::{comments, describe_targets, prepare, tick};
 use crate::{
     aggregate::{Pipeline, Window},
     config::{Mode, RunArgs},
+    encode::pprof::Measure,
     export::{DumpDir, DumpSink, Exporter, KeptProfile, ServerSink, Sink, WindowProfile},
     host::privileges,
     serve::{
@@ -353,11 +354,13 @@ impl<'a> RunLoop<'a> {
         for (process, memory) in cpu.chain(window.memory.iter().map(|p| (p, true))) {
             let comments = comments(window, &self.active.target, Some(process));
             let labels = &self.labels;
-            let mut profile = if memory {
-                WindowProfile::memory(window, process, &comments, labels, split)
+            let measure = if memory {
+                Measure::memory_of(window)
             } else {
-                WindowProfile::new(window, process, &comments, labels, split)
+                Measure::cpu_of(window)
             };
+            let mut profile =
+                WindowProfile::new(window, process, &comments, labels, split, measure);
             for sink in Self::sinks(&mut self.dump, &mut self.server) {
                 written += usize::from(sink.window(&mut profile).is_some());
             }

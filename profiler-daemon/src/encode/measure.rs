@@ -1,5 +1,7 @@
 //! What the samples of each source measure: pprof sample types, period and values.
 
+use crate::{aggregate::Window, process::page_size};
+
 /// What a profile's samples measure, and so its sample types, period and values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Measure {
@@ -12,6 +14,21 @@ pub enum Measure {
 }
 
 impl Measure {
+    /// The CPU samples of `window`.
+    pub fn cpu_of(window: &Window) -> Self {
+        Measure::Cpu {
+            frequency: window.frequency,
+        }
+    }
+
+    /// The page-fault samples of `window`.
+    pub fn memory_of(window: &Window) -> Self {
+        Measure::Memory {
+            period: window.fault_period,
+            page: page_size(),
+        }
+    }
+
     /// The sample types, the period type and the period.
     pub(super) fn types(
         self,

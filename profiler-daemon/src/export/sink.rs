@@ -24,7 +24,6 @@ use crate::{
         EncodeError,
     },
     pprof_proto,
-    process::page_size,
     targets::{truncate, LabelConfig, MAX_VALUE_LEN, MEMORY_PROFILE_NAME},
     trigger::Kept,
     types::{rfc3339, utc_timestamp, Metric},
@@ -72,10 +71,8 @@ impl KeptProfile<'_> {
     fn memory_answer(&self) -> Option<Measure> {
         let window = &self.kept.window;
         let mem = self.metric() == Metric::Mem.name();
-        (mem && !window.memory.is_empty() && window.fault_period != 0).then(|| Measure::Memory {
-            period: window.fault_period,
-            page: page_size(),
-        })
+        (mem && !window.memory.is_empty() && window.fault_period != 0)
+            .then(|| Measure::memory_of(window))
     }
 
     /// The profiles that answer the firing: memory growth for mem, else CPU.
@@ -90,9 +87,7 @@ impl KeptProfile<'_> {
     /// window beside it, as the default sample type.
     fn pprof(&self) -> pprof_proto::Profile {
         let window = &self.kept.window;
-        let cpu = Measure::Cpu {
-            frequency: window.frequency,
-        };
+        let cpu = Measure::cpu_of(window);
         match self.memory_answer() {
             Some(memory) => pprof::encode_sources(
                 window,
@@ -121,36 +116,9 @@ pub struct WindowProfile<'a> {
 }
 
 impl<'a> WindowProfile<'a> {
-    /// `split`: a server sink will take the profile, so its parts are made now.
+    /// The profile of `process`'s samples that `measure` describes; `split`: a server sink
+    /// will take the profile, so its parts are made now.
     pub fn new(
-        window: &'a Window,
-        process: &'a ProcessProfile,
-        comments: &'a [String],
-        labels: &'a LabelConfig,
-        split: bool,
-    ) -> Self {
-        let cpu = Measure::Cpu {
-            frequency: window.frequency,
-        };
-        Self::measured(window, process, comments, labels, split, cpu)
-    }
-
-    /// A memory-growth profile of the window (its page-fault samples).
-    pub fn memory(
-        window: &'a Window,
-        process: &'a ProcessProfile,
-        comments: &'a [String],
-        labels: &'a LabelConfig,
-        split: bool,
-    ) -> Self {
-        let memory = Measure::Memory {
-            period: window.fault_period,
-            page: page_size(),
-        };
-        Self::measured(window, process, comments, labels, split, memory)
-    }
-
-    fn measured(
         window: &'a Window,
         process: &'a ProcessProfile,
         comments: &'a [String],
@@ -210,10 +178,7 @@ impl<'a> WindowProfile<'a> {
 /// One process's CPU profile in gzipped parts within the server's limits on samples and
 /// bytes.
 fn server_parts(window: &Window, process: &ProcessProfile, comments: &[String]) -> Vec<Vec<u8>> {
-    let cpu = Measure::Cpu {
-        frequency: window.frequency,
-    };
-    measured_parts(window, process, comments, cpu)
+    measured_parts(window, process, comments, Measure::cpu_of(window))
 }
 
 /// [`server_parts`] for the samples of any source.
@@ -446,14 +411,28 @@ mod tests {
         let window = window();
         let labels = LabelConfig::new(None, &[]).unwrap();
         let comments = vec!["c".to_string()];
-        let shared = WindowProfile::new(&window, &window.processes[0], &comments, &labels, true);
+        let shared = WindowProfile::new(
+            &window,
+            &window.processes[0],
+            &comments,
+            &labels,
+            true,
+            Measure::cpu_of(&window),
+        );
         assert_eq!(shared.parts().len(), 1);
         assert_eq!(
             shared.whole(),
             shared.parts()[0],
             "the file reuses the part"
         );
-        let alone = WindowProfile::new(&window, &window.processes[0], &comments, &labels, false);
+        let alone = WindowProfile::new(
+            &window,
+            &window.processes[0],
+            &comments,
+            &labels,
+            false,
+            Measure::cpu_of(&window),
+        );
         assert!(
             alone.parts.get().is_none(),
             "no parts made without a server"
@@ -470,7 +449,14 @@ mod tests {
         };
         let window = window();
         let labels = LabelConfig::new(None, &[]).unwrap();
-        let mut profile = WindowProfile::new(&window, &window.processes[0], &[], &labels, false);
+        let mut profile = WindowProfile::new(
+            &window,
+            &window.processes[0],
+            &[],
+            &labels,
+            false,
+            Measure::cpu_of(&window),
+        );
         let path = sink.window(&mut profile).expect("written");
         assert!(path.starts_with(&dir), "{}", path.display());
         assert_eq!(std::fs::read(&path).unwrap(), profile.whole());

@@ -593,9 +593,8 @@ mod tests {
         assert!(!status.contains("threads 0 "), "{status}");
     }
 
-    #[test]
-    fn a_process_sampled_late_fires_on_its_first_busy_interval() {
-        let own = std::process::id();
+    /// A watcher with the test CPU rule, after `collections` collections of no sample.
+    fn cpu_watcher_after(collections: usize) -> Watcher {
         let mut watcher = Watcher::new(WatchConfig {
             rules: Rules {
                 cpu: Some(crate::types::TEST_RULE),
@@ -603,9 +602,16 @@ mod tests {
             },
             ..config(true)
         });
-        for _ in 0..12 {
+        for _ in 0..collections {
             assert!(watcher.tick(&window(&[]), Instant::now()).is_empty());
         }
+        watcher
+    }
+
+    #[test]
+    fn a_process_sampled_late_fires_on_its_first_busy_interval() {
+        let own = std::process::id();
+        let mut watcher = cpu_watcher_after(12);
         // 60 samples at 99 Hz in one second on one core: 60%, over min, under abs.
         let fired = watcher.tick(&busy_window(&[own], 60), Instant::now());
         assert_eq!(fired.len(), 1, "{}", watcher.status(5));
@@ -616,16 +622,7 @@ mod tests {
     #[test]
     fn a_process_started_after_the_warm_up_warms_up_from_its_start() {
         let own = std::process::id();
-        let mut watcher = Watcher::new(WatchConfig {
-            rules: Rules {
-                cpu: Some(crate::types::TEST_RULE),
-                ..config(true).rules
-            },
-            ..config(true)
-        });
-        for _ in 0..12 {
-            watcher.tick(&window(&[]), Instant::now());
-        }
+        let mut watcher = cpu_watcher_after(12);
         // A process that started a moment ago and is busy from its first interval: its
         // start-up, not a quiet process that spikes, so it warms up as holmes in it would.
         let uptime = fs::read_to_string("/proc/uptime").unwrap();
