@@ -73,10 +73,15 @@ impl Row {
 }
 
 fn fmt(stat: &Stat) -> String {
+    // Ratios (below 10) need more digits than nanoseconds to be read against a 0.97 target.
+    let digits = if stat.max.abs() < 10.0 { 3 } else { 1 };
     if stat.n > 1 {
-        format!("{:.1} ({:.1}-{:.1})", stat.median, stat.min, stat.max)
+        format!(
+            "{:.digits$} ({:.digits$}-{:.digits$})",
+            stat.median, stat.min, stat.max
+        )
     } else {
-        format!("{:.1}", stat.median)
+        format!("{:.digits$}", stat.median)
     }
 }
 
