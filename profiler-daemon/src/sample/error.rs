@@ -38,7 +38,7 @@ pub enum SamplerError {
         "this kernel's BPF verifier rejected the table unwinder ({errno}): pass --unwind fp to walk frame pointers only; the end of its log:\n{log}"
     )]
     UnwinderRejected { errno: io::Error, log: String },
-    #[error("the memory-growth source (page-faults perf event) cannot start ({0}): pass --memory-period 0 to profile without it")]
+    #[error("the memory-growth source (page-faults perf event) cannot start ({0}): leave `memory` out of --profile (for example --profile cpu)")]
     FaultsUnavailable(String),
     #[error("BPF map {map}: {source}")]
     Map {
