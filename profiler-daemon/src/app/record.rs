@@ -26,8 +26,7 @@ use crate::{
 
 /// Records for `--duration` (or until every `--pid` exited, or `stop`), then writes.
 pub(super) fn record(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
-    let memory = args.profiles.contains(&ProfileKind::Memory);
-    let fault_period = memory.then_some(args.sources.memory_period);
+    let fault_period = args.sources.fault_period(&args.profiles);
     let (config, _) = prepare(&args.target, &args.limits, &args.unwind, &[], fault_period)?;
     let (format, output) = args.resolved_output();
     let outputs: Vec<(ProfileKind, PathBuf)> = kinds(&args.profiles)
@@ -66,14 +65,11 @@ pub(super) fn record(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
     for (kind, output) in &outputs {
         let bytes = encode(args, &window, *kind, format)?;
         write_atomic(output, &bytes)?;
-        let (profiles, samples) = match kind {
-            ProfileKind::Cpu => (&window.processes, window.samples()),
-            ProfileKind::Memory => (&window.memory, window.memory_samples()),
-        };
+        let (profiles, _) = of_kind(&window, *kind);
         tracing::info!(
             output = %output.display(),
             profile = kind.name(),
-            samples,
+            samples = profiles.iter().map(|p| p.samples).sum::<u64>(),
             processes = profiles.len(),
             "wrote profile"
         );
@@ -112,6 +108,14 @@ fn beside(output: &Path, kind: ProfileKind) -> PathBuf {
     output.with_file_name(renamed)
 }
 
+/// The window's profiles of one kind, and what their samples measure.
+fn of_kind(window: &Window, kind: ProfileKind) -> (&[ProcessProfile], Measure) {
+    match kind {
+        ProfileKind::Cpu => (&window.processes, Measure::cpu_of(window)),
+        ProfileKind::Memory => (&window.memory, Measure::memory_of(window)),
+    }
+}
+
 /// One kind of the window's profiles in `format`.
 fn encode(
     args: &RecordArgs,
@@ -119,10 +123,7 @@ fn encode(
     kind: ProfileKind,
     format: Format,
 ) -> Result<Vec<u8>> {
-    let (profiles, measure) = match kind {
-        ProfileKind::Cpu => (&window.processes, Measure::cpu_of(window)),
-        ProfileKind::Memory => (&window.memory, Measure::memory_of(window)),
-    };
+    let (profiles, measure) = of_kind(window, kind);
     let processes: Vec<&ProcessProfile> = profiles.iter().collect();
     let mut comments = comments(window, &args.target, None);
     if kind == ProfileKind::Memory {

@@ -110,7 +110,7 @@ impl<'a> RunLoop<'a> {
             &args.limits,
             &args.unwind,
             &args.sections,
-            args.fault_period(),
+            args.sources.fault_period(&args.profiles),
         )?;
         let labels = super::server::base_labels(args)?.with_sections(targets.sections.clone())?;
         let dump = dump.map(|dir| DumpSink { dir });

@@ -294,15 +294,6 @@ pub struct RunArgs {
     pub sections: Vec<crate::targets::SectionSpec>,
 }
 
-impl RunArgs {
-    /// Page faults per memory-growth sample, when `memory` is among the profiles.
-    pub fn fault_period(&self) -> Option<u64> {
-        self.profiles
-            .contains(&super::ProfileKind::Memory)
-            .then_some(self.sources.memory_period)
-    }
-}
-
 /// `--listen`: an address, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listen(pub Option<std::net::SocketAddr>);

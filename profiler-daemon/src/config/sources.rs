@@ -31,3 +31,13 @@ pub struct SourceArgs {
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=1_048_576), value_name = "FAULTS")]
     pub memory_period: u64,
 }
+
+impl SourceArgs {
+    /// Page faults per memory-growth sample when `memory` is among `profiles`; None: the
+    /// memory-growth source stays off.
+    pub fn fault_period(&self, profiles: &[ProfileKind]) -> Option<u64> {
+        profiles
+            .contains(&ProfileKind::Memory)
+            .then_some(self.memory_period)
+    }
+}

@@ -29,6 +29,22 @@ impl Measure {
         }
     }
 
+    /// `cpu` or `memory`: the kind's name in file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Measure::Cpu { .. } => "cpu",
+            Measure::Memory { .. } => "memory",
+        }
+    }
+
+    /// What one sample stands for, in the unit of the period type.
+    fn period(self) -> i64 {
+        match self {
+            Measure::Cpu { frequency } => 1_000_000_000 / frequency.max(1) as i64,
+            Measure::Memory { period, page } => (period * page) as i64,
+        }
+    }
+
     /// The sample types, the period type and the period.
     pub(super) fn types(
         self,
@@ -38,15 +54,15 @@ impl Measure {
         i64,
     ) {
         match self {
-            Measure::Cpu { frequency } => (
+            Measure::Cpu { .. } => (
                 [("samples", "count"), ("cpu", "nanoseconds")],
                 ("cpu", "nanoseconds"),
-                1_000_000_000 / frequency.max(1) as i64,
+                self.period(),
             ),
-            Measure::Memory { period, page } => (
+            Measure::Memory { .. } => (
                 [("faults", "count"), ("memory", "bytes")],
                 ("memory", "bytes"),
-                (period * page) as i64,
+                self.period(),
             ),
         }
     }
@@ -55,13 +71,8 @@ impl Measure {
     pub(super) fn values(self, count: u64) -> [i64; 2] {
         let count = count as i64;
         match self {
-            Measure::Cpu { .. } => {
-                let (_, _, period) = self.types();
-                [count, count * period]
-            }
-            Measure::Memory { period, page } => {
-                [count * period as i64, count * (period * page) as i64]
-            }
+            Measure::Cpu { .. } => [count, count * self.period()],
+            Measure::Memory { period, .. } => [count * period as i64, count * self.period()],
         }
     }
 }

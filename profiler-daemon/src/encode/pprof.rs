@@ -59,10 +59,7 @@ fn sorted_stacks(process: &ProcessProfile) -> Vec<(&Vec<u32>, u64)> {
 /// Builds one pprof CPU profile from the given processes of a window. Every sample carries
 /// `pid` and `comm` labels, so one file can hold many processes (`record`) or one (`run`).
 pub fn encode(window: &Window, processes: &[&ProcessProfile], comments: &[String]) -> pb::Profile {
-    let measure = Measure::Cpu {
-        frequency: window.frequency,
-    };
-    encode_measured(window, processes, comments, measure)
+    encode_measured(window, processes, comments, Measure::cpu_of(window))
 }
 
 /// [`encode`] for the samples of any source.
@@ -259,9 +256,7 @@ fn encode_parts(
     let (_, (period_kind, period_unit), period) = measures
         .last()
         .copied()
-        .unwrap_or(Measure::Cpu {
-            frequency: window.frequency,
-        })
+        .unwrap_or(Measure::cpu_of(window))
         .types();
     let period_type = Some(pb::ValueType {
         r#type: strings.get(period_kind),

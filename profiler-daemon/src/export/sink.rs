@@ -71,8 +71,7 @@ impl KeptProfile<'_> {
     fn memory_answer(&self) -> Option<Measure> {
         let window = &self.kept.window;
         let mem = self.metric() == Metric::Mem.name();
-        (mem && !window.memory.is_empty() && window.fault_period != 0)
-            .then(|| Measure::memory_of(window))
+        (mem && !window.memory.is_empty()).then(|| Measure::memory_of(window))
     }
 
     /// The profiles that answer the firing: memory growth for mem, else CPU.
@@ -110,7 +109,7 @@ pub struct WindowProfile<'a> {
     pub process: &'a ProcessProfile,
     pub comments: &'a [String],
     pub labels: &'a LabelConfig,
-    /// What its samples measure (CPU unless made with [`WindowProfile::memory`]).
+    /// What its samples measure.
     measure: Measure,
     parts: OnceCell<Vec<Vec<u8>>>,
 }
@@ -140,14 +139,6 @@ impl<'a> WindowProfile<'a> {
         profile
     }
 
-    /// `cpu` or `memory`: in file names, and which `__name__` the server gets.
-    fn kind(&self) -> &'static str {
-        match self.measure {
-            Measure::Cpu { .. } => "cpu",
-            Measure::Memory { .. } => "memory",
-        }
-    }
-
     fn make_parts(&self) -> Vec<Vec<u8>> {
         measured_parts(self.window, self.process, self.comments, self.measure)
     }
@@ -175,13 +166,21 @@ impl<'a> WindowProfile<'a> {
     }
 }
 
-/// One process's CPU profile in gzipped parts within the server's limits on samples and
-/// bytes.
-fn server_parts(window: &Window, process: &ProcessProfile, comments: &[String]) -> Vec<Vec<u8>> {
-    measured_parts(window, process, comments, Measure::cpu_of(window))
+/// The series labels of `process`'s profile of `measure`: `__name__` says the kind.
+fn series_of(
+    labels: &LabelConfig,
+    process: &ProcessProfile,
+    measure: Measure,
+) -> Vec<(String, String)> {
+    let mut series = labels.for_process(&process.info);
+    if let Measure::Memory { .. } = measure {
+        // `for_process` puts `__name__` first.
+        series[0].1 = MEMORY_PROFILE_NAME.into();
+    }
+    series
 }
 
-/// [`server_parts`] for the samples of any source.
+/// One process's profile in gzipped parts within the server's limits on samples and bytes.
 fn measured_parts(
     window: &Window,
     process: &ProcessProfile,
@@ -268,8 +267,12 @@ impl Sink for DumpSink {
 
     fn window(&mut self, profile: &mut WindowProfile<'_>) -> Option<PathBuf> {
         let info = &profile.process.info;
-        let name =
-            DumpDir::profile_name(&info.comm, info.pid, profile.kind(), profile.window.start);
+        let name = DumpDir::profile_name(
+            &info.comm,
+            info.pid,
+            profile.measure.name(),
+            profile.window.start,
+        );
         match self.dir.write(&name, &profile.whole()) {
             Ok(path) => Some(path),
             Err(err) => {
@@ -344,27 +347,19 @@ impl Sink for ServerSink<'_> {
         let window = &profile.kept.window;
         let until = window.start + window.duration;
         let reasons = profile.reasons().join("; ");
-        for process in &window.processes {
-            let mut series = profile.labels.for_process(&process.info);
-            series.push(("trigger".into(), profile.metric().into()));
-            series.push((
-                "reason".into(),
-                truncate(&reasons, MAX_VALUE_LEN).to_string(),
-            ));
-            let parts = server_parts(window, process, profile.comments);
-            self.submit(parts, &series, window.start, until);
-        }
-        // A mem firing's answer: the memory-growth profiles, as their own profile type.
-        if let Some(memory) = profile.memory_answer() {
-            for process in &window.memory {
-                let mut series = profile.labels.for_process(&process.info);
-                series[0].1 = MEMORY_PROFILE_NAME.into();
+        // The CPU profiles, and a mem firing's answer: the memory-growth profiles, as their
+        // own profile type.
+        let memory = profile.memory_answer().map(|m| (&window.memory, m));
+        let cpu = (&window.processes, Measure::cpu_of(window));
+        for (processes, measure) in std::iter::once(cpu).chain(memory) {
+            for process in processes {
+                let mut series = series_of(profile.labels, process, measure);
                 series.push(("trigger".into(), profile.metric().into()));
                 series.push((
                     "reason".into(),
                     truncate(&reasons, MAX_VALUE_LEN).to_string(),
                 ));
-                let parts = measured_parts(window, process, profile.comments, memory);
+                let parts = measured_parts(window, process, profile.comments, measure);
                 self.submit(parts, &series, window.start, until);
             }
         }
@@ -373,10 +368,7 @@ impl Sink for ServerSink<'_> {
 
     fn window(&mut self, profile: &mut WindowProfile<'_>) -> Option<PathBuf> {
         let window = profile.window;
-        let mut series = profile.labels.for_process(&profile.process.info);
-        if let Measure::Memory { .. } = profile.measure {
-            series[0].1 = MEMORY_PROFILE_NAME.into();
-        }
+        let series = series_of(profile.labels, profile.process, profile.measure);
         self.submit(
             profile.take_parts(),
             &series,

@@ -153,7 +153,8 @@ pub(super) fn classify_program(err: &aya::programs::ProgramError, frequency: u64
     }
 }
 
-/// The memory-growth program failed to load or attach.
+/// The memory-growth program failed to load or attach. (Frequency 0: a period, not a
+/// frequency, was asked, so no frequency can be too high.)
 pub(super) fn classify_faults(err: &aya::programs::ProgramError) -> SamplerError {
     match classify_program(err, 0) {
         SamplerError::Permission => SamplerError::Permission,

@@ -587,54 +587,48 @@ fn load(object: &[u8], config: &SamplerConfig) -> Result<(Ebpf, u32), SamplerErr
 /// Loads the perf-event program into the kernel and attaches it to `cpu-clock` on every
 /// online CPU; returns those CPUs.
 fn attach(ebpf: &mut Ebpf, frequency: u64) -> Result<Vec<u32>, SamplerError> {
-    let program: &mut PerfEvent = ebpf
-        .program_mut(PROGRAM_NAME)
-        .ok_or_else(|| {
-            SamplerError::Load(format!("program {PROGRAM_NAME} missing from the object"))
-        })?
-        .try_into()
-        .map_err(|err| SamplerError::Load(format!("{err}")))?;
-    program
-        .load()
-        .map_err(|err| classify_program(&err, frequency))?;
-    let cpus = online_cpus().map_err(|(_, err)| SamplerError::Cpus(err))?;
-    for &cpu in &cpus {
-        program
-            .attach(
-                PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                PerfEventScope::AllProcessesOneCpu { cpu },
-                SamplePolicy::Frequency(frequency),
-                true,
-            )
-            .map_err(|err| classify_program(&err, frequency))?;
-    }
-    Ok(cpus)
+    let event = SoftwareEvent::CpuClock;
+    let policy = SamplePolicy::Frequency(frequency);
+    attach_software(ebpf, PROGRAM_NAME, event, policy, &|err| {
+        classify_program(err, frequency)
+    })
 }
 
 /// Attaches the memory-growth program to the `page-faults` software event on every online
 /// CPU, one sample every `period` faults.
 fn attach_faults(ebpf: &mut Ebpf, period: u64) -> Result<(), SamplerError> {
+    let event = SoftwareEvent::PageFaults;
+    let policy = SamplePolicy::Period(period);
+    attach_software(ebpf, FAULTS_PROGRAM_NAME, event, policy, &classify_faults).map(|_| ())
+}
+
+/// Loads perf-event program `name` and attaches it to software `event` on every online CPU;
+/// returns those CPUs. `classify` names the cause of a failure.
+fn attach_software(
+    ebpf: &mut Ebpf,
+    name: &str,
+    event: SoftwareEvent,
+    policy: SamplePolicy,
+    classify: &dyn Fn(&aya::programs::ProgramError) -> SamplerError,
+) -> Result<Vec<u32>, SamplerError> {
     let program: &mut PerfEvent = ebpf
-        .program_mut(FAULTS_PROGRAM_NAME)
-        .ok_or_else(|| {
-            SamplerError::Load(format!(
-                "program {FAULTS_PROGRAM_NAME} missing from the object"
-            ))
-        })?
+        .program_mut(name)
+        .ok_or_else(|| SamplerError::Load(format!("program {name} missing from the object")))?
         .try_into()
         .map_err(|err| SamplerError::Load(format!("{err}")))?;
-    program.load().map_err(|err| classify_faults(&err))?;
-    for cpu in online_cpus().map_err(|(_, err)| SamplerError::Cpus(err))? {
+    program.load().map_err(|err| classify(&err))?;
+    let cpus = online_cpus().map_err(|(_, err)| SamplerError::Cpus(err))?;
+    for &cpu in &cpus {
         program
             .attach(
-                PerfEventConfig::Software(SoftwareEvent::PageFaults),
+                PerfEventConfig::Software(event),
                 PerfEventScope::AllProcessesOneCpu { cpu },
-                SamplePolicy::Period(period),
+                policy,
                 true,
             )
-            .map_err(|err| classify_faults(&err))?;
+            .map_err(|err| classify(&err))?;
     }
-    Ok(())
+    Ok(cpus)
 }
 
 fn control_block(config: &SamplerConfig) -> Control {

@@ -8,7 +8,7 @@
 //! section is watched as a whole, like `--cgroup`; the processes in it are not watched one by
 //! one.
 
-use std::path::PathBuf;
+use std::{collections::BTreeSet, path::PathBuf};
 
 use crate::{
     process::ProcessInfo,
@@ -156,16 +156,14 @@ pub fn section_for<'a>(sections: &'a [Section], info: &ProcessInfo) -> Option<&'
     sections.iter().find(|s| s.selects(info))
 }
 
-/// Every process named by pid: `pids` (`--pid`), then the pid sections' pids, each once.
-pub fn named_pids(pids: &[u32], sections: &[Section]) -> Vec<u32> {
-    let mut named = pids.to_vec();
+/// Every process named by pid: `pids` (`--pid`) and the pid sections' pids.
+pub fn named_pids(pids: &[u32], sections: &[Section]) -> BTreeSet<u32> {
+    let mut named: BTreeSet<u32> = pids.iter().copied().collect();
     for section in sections {
         if let Selector::Pids(pids) = &section.selector {
             named.extend(pids);
         }
     }
-    let mut seen = std::collections::HashSet::new();
-    named.retain(|pid| seen.insert(*pid));
     named
 }
 

@@ -8,7 +8,7 @@
 //! [`REFRESH`], so idle processes cost almost nothing.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     fs,
     path::PathBuf,
     time::{Duration, Instant},
@@ -50,7 +50,7 @@ pub struct WatchConfig {
     pub processes: bool,
     /// Processes named by pid (`--pid`, pid sections): targets from the daemon's start, with
     /// memory and threads read every collection.
-    pub pids: Vec<u32>,
+    pub pids: BTreeSet<u32>,
     /// A process never watched on its own: the daemon itself, unless named with `--pid`.
     /// Its CPU follows the work the others cause (symbolizing, encoding a kept profile), so
     /// watching it would keep profiles of the profiler, each raising its CPU again.
@@ -541,7 +541,7 @@ mod tests {
             memory_flag: Some(1 << 30),
             frequency: 99,
             processes,
-            pids: Vec::new(),
+            pids: BTreeSet::new(),
             skip_pid: None,
             cgroups: Vec::new(),
             max_targets: 16,
@@ -579,7 +579,7 @@ mod tests {
     fn a_named_process_is_watched_before_its_first_sample() {
         let own = std::process::id();
         let mut watcher = Watcher::new(WatchConfig {
-            pids: vec![own],
+            pids: BTreeSet::from([own]),
             ..config(true)
         });
         watcher.tick(&window(&[]), Instant::now());
