@@ -8,6 +8,21 @@
 pub const PROGRAM_NAME: &str = "sample_cpu";
 /// Name of the page-fault program (the memory-growth source).
 pub const FAULTS_PROGRAM_NAME: &str = "sample_faults";
+/// Name of the switch-out program (the off-CPU source), on the `context-switches` event.
+pub const OFFCPU_PROGRAM_NAME: &str = "sample_switch";
+/// Name of the raw tracepoint program on `sched_switch` that ends a thread's block when it
+/// runs again.
+pub const OFFCPU_WAKE_PROGRAM_NAME: &str = "offcpu_switch_in";
+/// Name of the raw tracepoint program on `sched_process_free` that forgets a thread that
+/// blocked for the last time (it exited).
+pub const OFFCPU_FREE_PROGRAM_NAME: &str = "offcpu_task_free";
+/// Per blocked thread (keyed by its `task_struct` address): [`OffCpuBlock`].
+pub const OFFCPU_BLOCKED_MAP: &str = "OFFCPU_BLOCKED";
+/// Switch-out user stacks ([`Stack`] by hash), LRU and never flipped: a block may end in a
+/// later generation than the one it started in.
+pub const OFFCPU_USER_STACKS_MAP: &str = "OFFCPU_USER_STACKS";
+/// Switch-out kernel stacks, as [`OFFCPU_USER_STACKS_MAP`].
+pub const OFFCPU_KERNEL_STACKS_MAP: &str = "OFFCPU_KERNEL_STACKS";
 
 /// Counts of samples per [`SampleKey`] for generation 0 and 1.
 pub const COUNTS_MAPS: [&str; 2] = ["COUNTS_0", "COUNTS_1"];
@@ -61,7 +76,7 @@ pub struct SampleKey {
     pub user_stack_error: i32,
     pub kernel_stack_error: i32,
     pub cgroup_id: u64,
-    /// What the sample counts: [`KIND_CPU`] or [`KIND_MEMORY`].
+    /// What the sample counts: [`KIND_CPU`], [`KIND_MEMORY`] or [`KIND_OFFCPU`].
     pub kind: u32,
     pub _pad: u32,
 }
@@ -70,6 +85,18 @@ pub struct SampleKey {
 pub const KIND_CPU: u32 = 0;
 /// A `page-faults` sample: one per `period` page faults, each the first touch of a page.
 pub const KIND_MEMORY: u32 = 1;
+/// Off-CPU time: the stack a thread switched out with; its count is the nanoseconds until it
+/// ran again (blocks of at least [`Control::offcpu_min_us`]), its stacks are in the
+/// `OFFCPU_*_STACKS` maps.
+pub const KIND_OFFCPU: u32 = 2;
+
+/// A thread switched out and not yet back: the sample it will count, and since when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OffCpuBlock {
+    pub key: SampleKey,
+    pub start_ns: u64,
+}
 
 /// One stack: `len` instruction pointers, leaf first.
 #[repr(C)]
@@ -121,10 +148,21 @@ pub enum Counter {
     /// Frames whose row was searched in the tables and then cached, evicting the entry that
     /// held its cache slot.
     UnwindCacheMisses = 16,
+    /// Switch-outs of selected threads whose stacks were taken: blocks begun (the off-CPU
+    /// source's `recorded`).
+    OffCpuBlocked = 17,
+    /// Switch-outs lost because [`OFFCPU_BLOCKED_MAP`] was full.
+    OffCpuBlockedFull = 18,
+    /// Blocks that ended and were counted (at least the minimum block time).
+    OffCpuCounted = 19,
+    /// Blocks that ended shorter than the minimum block time: not counted.
+    OffCpuShort = 20,
+    /// Blocks lost because the counts map was full when they ended.
+    OffCpuCountsFull = 21,
 }
 
 /// Number of counters in [`Counters`].
-pub const COUNTER_COUNT: usize = 17;
+pub const COUNTER_COUNT: usize = 22;
 
 impl Counter {
     /// All counters, in index order.
@@ -146,6 +184,11 @@ impl Counter {
         Counter::UnwindDepthLimit,
         Counter::UnwindCacheHits,
         Counter::UnwindCacheMisses,
+        Counter::OffCpuBlocked,
+        Counter::OffCpuBlockedFull,
+        Counter::OffCpuCounted,
+        Counter::OffCpuShort,
+        Counter::OffCpuCountsFull,
     ];
 
     /// Stable snake_case name used in logs and metrics.
@@ -168,6 +211,11 @@ impl Counter {
             Counter::UnwindDepthLimit => "unwind_depth_limit",
             Counter::UnwindCacheHits => "unwind_cache_hits",
             Counter::UnwindCacheMisses => "unwind_cache_misses",
+            Counter::OffCpuBlocked => "offcpu_blocked",
+            Counter::OffCpuBlockedFull => "offcpu_blocked_full",
+            Counter::OffCpuCounted => "offcpu_counted",
+            Counter::OffCpuShort => "offcpu_short",
+            Counter::OffCpuCountsFull => "offcpu_counts_full",
         }
     }
 }
@@ -204,6 +252,11 @@ pub struct Control {
     pub unwind: u32,
     /// Entries of the per-CPU row cache minus one (a power of two minus one).
     pub unwind_cache_mask: u32,
+    /// Shortest block, in microseconds, that the off-CPU source counts.
+    pub offcpu_min_us: u32,
+    /// Context switches per off-CPU sample (the `context-switches` event's period, counted
+    /// over every task of a CPU): each counted block weighs this many times its nanoseconds.
+    pub offcpu_period: u32,
 }
 
 /// Sent once per tgid on its first sample (until the daemon forgets the tgid), and when the
@@ -416,6 +469,7 @@ mod user {
     unsafe impl aya::Pod for Control {}
     unsafe impl aya::Pod for NewProcess {}
     unsafe impl aya::Pod for Stack {}
+    unsafe impl aya::Pod for OffCpuBlock {}
     unsafe impl aya::Pod for UnwindRow {}
     unsafe impl aya::Pod for UnwindPage {}
     unsafe impl aya::Pod for UnwindMapping {}

@@ -1,4 +1,6 @@
-//! profilerd's sampler: one perf-event program on `cpu-clock`, attached on every online CPU.
+//! profilerd's sampler: one perf-event program on `cpu-clock`, attached on every online CPU,
+//! and the optional sources beside it: `page-faults` (memory growth) and `context-switches`
+//! with `sched_switch` (off-CPU time).
 //!
 //! Every sample lands in exactly one place: the idle counter, the filtered counter, the counts
 //! map of the current generation, or the map-full drop counter. The daemon flips the generation
@@ -6,6 +8,7 @@
 #![no_std]
 #![no_main]
 
+mod offcpu;
 mod unwind;
 
 use aya_ebpf::{
@@ -24,7 +27,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use profiler_common::{
     Control, Counter, Counters, NewProcess, SampleKey, Stack, COUNTER_COUNT, KIND_CPU, KIND_MEMORY,
-    LOG_EVENTS, MAX_CGROUP_LEVEL, MAX_STACK_DEPTH, PIDS_IN_MAP,
+    KIND_OFFCPU, LOG_EVENTS, MAX_CGROUP_LEVEL, MAX_STACK_DEPTH, PIDS_IN_MAP,
 };
 
 const EFAULT: i32 = 14;
@@ -35,9 +38,9 @@ const BPF_NOEXIST: u64 = 1;
 
 // Sizes are placeholders: the daemon sets every max_entries at load time from its flags.
 #[map]
-static COUNTS_0: HashMap<SampleKey, u64> = HashMap::with_max_entries(1, 0);
+pub(crate) static COUNTS_0: HashMap<SampleKey, u64> = HashMap::with_max_entries(1, 0);
 #[map]
-static COUNTS_1: HashMap<SampleKey, u64> = HashMap::with_max_entries(1, 0);
+pub(crate) static COUNTS_1: HashMap<SampleKey, u64> = HashMap::with_max_entries(1, 0);
 #[map]
 static KERNEL_STACKS_0: HashMap<u64, Stack> = HashMap::with_max_entries(1, 0);
 #[map]
@@ -51,7 +54,7 @@ static SCRATCH: PerCpuArray<Stack> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(2, 0);
 #[map]
-static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
+pub(crate) static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
 #[map]
 static FILTER_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1, 0);
 #[map]
@@ -101,6 +104,14 @@ pub fn sample_faults(ctx: PerfEventContext) -> u32 {
     sample_event(&ctx, KIND_MEMORY)
 }
 
+/// Every switch-out (the `context-switches` software event, which fires in the switching-out
+/// task): the stack a thread blocks or is preempted with. The block is counted when the thread
+/// runs again ([`offcpu_switch_in`]).
+#[perf_event]
+pub fn sample_switch(ctx: PerfEventContext) -> u32 {
+    sample_event(&ctx, KIND_OFFCPU)
+}
+
 #[inline(always)]
 fn sample_event(ctx: &PerfEventContext, kind: u32) -> u32 {
     let Some(control) = CONTROL.get(0) else {
@@ -112,12 +123,7 @@ fn sample_event(ctx: &PerfEventContext, kind: u32) -> u32 {
     };
     // SAFETY: per-CPU value of this CPU; a perf-event program is not re-entered on one CPU.
     let counters = unsafe { &mut *counters };
-    let kernel_stacks = if generation == 0 {
-        &KERNEL_STACKS_0
-    } else {
-        &KERNEL_STACKS_1
-    };
-    sample(ctx, control, generation, counters, kernel_stacks, kind);
+    sample(ctx, control, generation, counters, kind);
     0
 }
 
@@ -135,7 +141,6 @@ fn sample(
     control: &Control,
     generation: u32,
     counters: &mut Counters,
-    kernel_stacks: &HashMap<u64, Stack>,
     kind: u32,
 ) {
     bump(counters, Counter::Taken);
@@ -154,7 +159,7 @@ fn sample(
     let in_user_mode = interrupted_user_mode(ctx);
     // The kernel stack first: the user walk may continue in tail calls, which end the sample.
     let (kernel_stack, kernel_stack_error) =
-        sample_kernel_stack(ctx, in_user_mode, counters, kernel_stacks);
+        sample_kernel_stack(ctx, in_user_mode, counters, generation, kind);
     // SAFETY: helper without memory arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     let mut key = SampleKey {
@@ -221,12 +226,13 @@ fn sample_kernel_stack(
     ctx: &PerfEventContext,
     in_user_mode: bool,
     counters: &mut Counters,
-    kernel_stacks: &HashMap<u64, Stack>,
+    generation: u32,
+    kind: u32,
 ) -> (u64, i32) {
     if in_user_mode {
         return (0, -EFAULT);
     }
-    match take_kernel_stack(ctx, kernel_stacks) {
+    match take_kernel_stack(ctx, generation, kind) {
         Ok(key) => (key, 0),
         Err(err) => {
             match -err {
@@ -256,12 +262,7 @@ fn finish_sample(
     hash: u64,
     scratch: &Stack,
 ) {
-    let user_stacks = if generation & 1 == 0 {
-        &USER_STACKS_0
-    } else {
-        &USER_STACKS_1
-    };
-    match store(user_stacks, hash, scratch) {
+    match store_stack(false, generation, key.kind, hash, scratch) {
         Ok(hash) => key.user_stack = hash,
         Err(err) => {
             key.user_stack_error = err;
@@ -286,7 +287,8 @@ fn finish_sample(
     count_sample(ctx, generation, key);
 }
 
-/// Adds the sample to the counts map of its generation and announces a new process.
+/// Adds the sample to the counts map of its generation (an off-CPU sample: begins its block)
+/// and announces a new process.
 #[inline(always)]
 fn count_sample(ctx: &PerfEventContext, generation: u32, key: &SampleKey) {
     let Some(counters) = COUNTERS.get_ptr_mut(generation & 1) else {
@@ -294,6 +296,11 @@ fn count_sample(ctx: &PerfEventContext, generation: u32, key: &SampleKey) {
     };
     // SAFETY: this CPU's value; the program is not re-entered on one CPU.
     let counters = unsafe { &mut *counters };
+    if key.kind == KIND_OFFCPU {
+        offcpu::begin_block(counters, key);
+        notify_new_process(ctx, counters, key.tgid);
+        return;
+    }
     let counts = if generation & 1 == 0 {
         &COUNTS_0
     } else {
@@ -367,17 +374,36 @@ fn interrupted_user_mode(ctx: &PerfEventContext) -> bool {
 /// two stacks of one interval share a bucket (a birthday collision, common with hundreds of
 /// distinct kernel stacks a second).
 #[inline(always)]
-fn take_kernel_stack(
-    ctx: &PerfEventContext,
-    kernel_stacks: &HashMap<u64, Stack>,
-) -> Result<u64, i32> {
+fn take_kernel_stack(ctx: &PerfEventContext, generation: u32, kind: u32) -> Result<u64, i32> {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return Err(-ENOMEM);
     };
     // SAFETY: per-CPU value of this CPU; the user stack was stored before this reuse.
     let scratch = unsafe { &mut *scratch };
     let hash = copy_stack(ctx, scratch, 0)?;
-    store(kernel_stacks, hash, scratch)
+    store_stack(true, generation, kind, hash, scratch)
+}
+
+/// Stores a kernel or user stack in the map of its generation, or an off-CPU sample's in the
+/// off-CPU map, which no flip empties.
+#[inline(always)]
+fn store_stack(
+    kernel: bool,
+    generation: u32,
+    kind: u32,
+    hash: u64,
+    scratch: &Stack,
+) -> Result<u64, i32> {
+    if kind == KIND_OFFCPU {
+        return offcpu::store_stack(kernel, hash, scratch);
+    }
+    let stacks = match (kernel, generation & 1 == 0) {
+        (true, true) => &KERNEL_STACKS_0,
+        (true, false) => &KERNEL_STACKS_1,
+        (false, true) => &USER_STACKS_0,
+        (false, false) => &USER_STACKS_1,
+    };
+    store(stacks, hash, scratch)
 }
 
 /// Stores `scratch` under `hash` unless an equal stack is there already.
@@ -494,18 +520,24 @@ fn finish(hash: u64, len: u64) -> u64 {
 /// Adds one sample to `key`'s count; false when the map is full.
 #[inline(always)]
 fn add_one(counts: &HashMap<SampleKey, u64>, key: &SampleKey) -> bool {
-    // A key holds one tid, and a thread runs on one CPU at a time, so no other CPU updates the
-    // same value concurrently: a plain increment is exact.
+    add(counts, key, 1)
+}
+
+/// Adds `amount` to `key`'s count; false when the map is full.
+#[inline(always)]
+pub(crate) fn add(counts: &HashMap<SampleKey, u64>, key: &SampleKey, amount: u64) -> bool {
+    // A key holds one tid and one kind, and a thread runs on one CPU at a time, so no other
+    // CPU updates the same value concurrently: a plain addition is exact.
     if let Some(count) = counts.get_ptr_mut(key) {
-        unsafe { *count += 1 };
+        unsafe { *count += amount };
         return true;
     }
-    match counts.insert(key, 1, BPF_NOEXIST) {
+    match counts.insert(key, amount, BPF_NOEXIST) {
         Ok(()) => true,
         Err(_) => {
             // Lost a race with another CPU inserting the same key (the thread migrated).
             if let Some(count) = counts.get_ptr_mut(key) {
-                unsafe { *count += 1 };
+                unsafe { *count += amount };
                 true
             } else {
                 false

@@ -158,6 +158,16 @@ pub fn stacks(profile: &Profile) -> Vec<Stack> {
     stacks_by(profile, 0)
 }
 
+/// A profile's sample types, `type/unit` each.
+pub fn sample_types(profile: &Profile) -> Vec<String> {
+    let s = |i: i64| profile.string_table[i as usize].as_str();
+    profile
+        .sample_type
+        .iter()
+        .map(|t| format!("{}/{}", s(t.r#type), s(t.unit)))
+        .collect()
+}
+
 /// [`stacks`] counted by value `index` (a profile of several sample types), the samples with
 /// none of it left out.
 pub fn stacks_by(profile: &Profile, index: usize) -> Vec<Stack> {

@@ -1,6 +1,6 @@
 //! The memory-growth source: stacks sampled on page faults (`record --profile memory`), each
 //! sample weighing `--memory-period` pages, read back with `go tool pprof`, and sent by
-//! continuous mode as its own profile type.
+//! continuous mode as its own profile type (with the off-CPU one beside it).
 
 use std::time::Duration;
 
@@ -11,16 +11,6 @@ use profiler_tests::{
 
 /// A page, which one fault maps (4 KiB on x86_64).
 const PAGE: i64 = 4096;
-
-/// A profile's sample types, `type/unit` each.
-fn sample_types(profile: &Profile) -> Vec<String> {
-    let s = |i: i64| profile.string_table[i as usize].as_str();
-    profile
-        .sample_type
-        .iter()
-        .map(|t| format!("{}/{}", s(t.r#type), s(t.unit)))
-        .collect()
-}
 
 /// Records the cpu and memory profiles of `pid` for `duration`; returns the memory profile's
 /// path and the daemon's log.
@@ -96,13 +86,23 @@ fn a_go_map_that_grows_names_the_function_that_grew_it() {
 }
 
 #[test]
-fn continuous_mode_sends_memory_growth_as_its_own_profile_type() {
+fn continuous_mode_sends_memory_growth_and_offcpu_as_their_own_profile_types() {
     let standin = StandIn::start();
     let fixture = Running::spawn(&fixture("quiet"), &["memory", "2", "256"]);
     let dir = scratch("memory-continuous");
     let url = standin.url();
     let pid = fixture.pid().to_string();
-    let args = server_args(&url, &pid, &["--duration", "5s", "--dump-dir", "files"]);
+    let extra = [
+        "--duration",
+        "5s",
+        "--dump-dir",
+        "files",
+        "--profile",
+        "cpu,memory,offcpu",
+        "--offcpu-period",
+        "1",
+    ];
+    let args = server_args(&url, &pid, &extra);
     let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(Duration::from_secs(60));
     let accepted = standin.accepted();
     let memory: Vec<&Accepted> = accepted
@@ -119,6 +119,16 @@ fn continuous_mode_sends_memory_growth_as_its_own_profile_type() {
         );
     }
     assert!(memory.iter().any(|p| p.has_function("touch_memory")));
+    // Off-CPU time: quiet sleeps in quiet_wait between its wake-ups.
+    let offcpu: Vec<&Accepted> = accepted
+        .iter()
+        .filter(|p| p.label("__name__") == Some("offcpu"))
+        .collect();
+    assert!(!offcpu.is_empty(), "no offcpu profile accepted\n{stderr}");
+    for profile in &offcpu {
+        assert_eq!(sample_types(&profile.profile), ["offcpu/nanoseconds"]);
+    }
+    assert!(offcpu.iter().any(|p| p.has_function("quiet_wait")));
     // The CPU series goes on as before, and the files are named by kind.
     assert!(accepted
         .iter()
@@ -130,10 +140,12 @@ fn continuous_mode_sends_memory_growth_as_its_own_profile_type() {
             .any(|f| f.starts_with(&format!("quiet-{pid}.memory."))),
         "{files:?}"
     );
-    assert!(
-        files
-            .iter()
-            .any(|f| f.starts_with(&format!("quiet-{pid}.cpu."))),
-        "{files:?}"
-    );
+    for kind in ["cpu", "offcpu"] {
+        assert!(
+            files
+                .iter()
+                .any(|f| f.starts_with(&format!("quiet-{pid}.{kind}."))),
+            "{files:?}"
+        );
+    }
 }

@@ -162,6 +162,10 @@ fn a_quiet_process_that_spikes_keeps_one_cpu_profile() {
         "kept",
         "--duration",
         "13s",
+        "--profile",
+        "cpu,offcpu",
+        "--offcpu-period",
+        "1",
     ];
     let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
     let files = kept(&dir.join("kept"));
@@ -183,12 +187,25 @@ fn a_quiet_process_that_spikes_keeps_one_cpu_profile() {
     );
 
     let profile = read_pprof(&files[0]);
-    let stacks = stacks(&profile);
+    // CPU time is the default sample type (the last); off-CPU time is kept beside it.
+    assert_eq!(
+        sample_types(&profile),
+        ["offcpu/nanoseconds", "samples/count", "cpu/nanoseconds"]
+    );
+    let stacks = stacks_by(&profile, 1);
     let burn = count_with(&stacks, "burn_cpu");
     assert!(
         burn * 2 >= total(&stacks),
         "burn_cpu {burn} of {} samples",
         total(&stacks)
+    );
+    // Before the spike, the quiet process slept in quiet_wait: nearly all of its off-CPU time.
+    let offcpu = stacks_by(&profile, 0);
+    let waiting = count_with(&offcpu, "quiet_wait");
+    assert!(
+        waiting * 10 >= total(&offcpu) * 8 && waiting >= 3_000_000_000,
+        "quiet_wait has {waiting} of {} ns off the CPU",
+        total(&offcpu)
     );
     // The kept window reaches back before the firing, into the quiet seconds.
     assert!(

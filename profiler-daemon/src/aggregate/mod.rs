@@ -10,7 +10,7 @@ pub use pipeline::{Accounting, Pipeline, PipelineConfig};
 use rustc_hash::FxHashMap;
 use std::time::{Duration, SystemTime};
 
-use profiler_common::{SampleKey, KIND_MEMORY};
+use profiler_common::{SampleKey, KIND_MEMORY, KIND_OFFCPU};
 
 use crate::{
     process::ProcessInfo,
@@ -112,6 +112,8 @@ pub struct Window {
     pub processes: Vec<ProcessProfile>,
     /// Memory-growth profiles (`page-faults` samples), when that source is on.
     pub memory: Vec<ProcessProfile>,
+    /// Off-CPU profiles (counts are nanoseconds blocked), when that source is on.
+    pub offcpu: Vec<ProcessProfile>,
     /// Page faults per memory-growth sample (0: the source is off).
     pub fault_period: u64,
 }
@@ -164,7 +166,8 @@ pub struct Aggregator {
     stacks: usize,
     /// Page faults per memory-growth sample (0: none are taken).
     fault_period: u64,
-    /// Samples dropped because the window already held `max_stacks` distinct stacks.
+    /// Samples dropped because the window already held `max_stacks` distinct stacks (an
+    /// off-CPU bucket counts as one).
     pub dropped_stack_limit: u64,
 }
 
@@ -181,7 +184,8 @@ impl Aggregator {
         }
     }
 
-    /// Adds one drain's samples; returns how many samples were added.
+    /// Adds one drain's samples; returns how many samples were added (off-CPU buckets, whose
+    /// counts are nanoseconds, are not samples).
     pub fn ingest(&mut self, drained: &Drained, resolver: &mut impl Resolve) -> u64 {
         let mut by_pid: FxHashMap<(u32, u32), Vec<&(SampleKey, u64)>> = FxHashMap::default();
         for sample in &drained.samples {
@@ -204,11 +208,13 @@ impl Aggregator {
                     ..Default::default()
                 });
             resolve_new_addresses(agg, pid, &samples, drained, resolver);
+            // An off-CPU count is nanoseconds, not samples: one bucket counts as one.
+            let samples_of = |count: u64| if kind == KIND_OFFCPU { 0 } else { count };
             for (key, count) in samples {
                 let stack = build_stack(agg, key, drained);
                 let known = agg.profile.stacks.contains_key(&stack);
                 if !known && self.stacks >= self.max_stacks {
-                    self.dropped_stack_limit += count;
+                    self.dropped_stack_limit += samples_of(*count).max(1);
                     continue;
                 }
                 if !known {
@@ -216,7 +222,7 @@ impl Aggregator {
                 }
                 *agg.profile.stacks.entry(stack).or_insert(0) += count;
                 agg.profile.samples += count;
-                added += count;
+                added += samples_of(*count);
             }
         }
         added
@@ -225,15 +231,17 @@ impl Aggregator {
     /// Ends the window at `end` and starts the next one.
     pub fn take_window(&mut self, end: SystemTime) -> Window {
         let start = std::mem::replace(&mut self.window_start, end);
-        let (mut processes, mut memory) = (Vec::new(), Vec::new());
+        let (mut processes, mut memory, mut offcpu) = (Vec::new(), Vec::new(), Vec::new());
         for ((_, kind), agg) in self.processes.drain() {
             match kind {
                 KIND_MEMORY => memory.push(agg.profile),
+                KIND_OFFCPU => offcpu.push(agg.profile),
                 _ => processes.push(agg.profile),
             }
         }
-        processes.sort_by_key(|p| p.info.pid);
-        memory.sort_by_key(|p| p.info.pid);
+        for profiles in [&mut processes, &mut memory, &mut offcpu] {
+            profiles.sort_by_key(|p| p.info.pid);
+        }
         self.stacks = 0;
         Window {
             start,
@@ -241,6 +249,7 @@ impl Aggregator {
             frequency: self.frequency,
             processes,
             memory,
+            offcpu,
             fault_period: self.fault_period,
         }
     }

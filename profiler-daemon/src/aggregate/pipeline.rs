@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use profiler_common::Counter;
+use profiler_common::{Counter, KIND_OFFCPU};
 
 use super::{Aggregator, Window};
 use crate::{
@@ -59,7 +59,7 @@ impl Accounting {
     pub fn summary(&self) -> String {
         let k = |c: Counter| self.kernel.get(c);
         format!(
-            "taken={} idle={} filtered={} recorded={} dropped_map_full={} drained={} in_profiles={} dropped_stack_limit={} user_stack_empty={} user_stack_error={} user_stack_lost={} kernel_stack_error={} kernel_stack_lost={} notify_dropped={} unwind_table_frames={} unwind_fp_frames={} unwind_no_tables={} unwind_depth_limit={} unwind_cache_hits={} unwind_cache_misses={}",
+            "taken={} idle={} filtered={} recorded={} dropped_map_full={} drained={} in_profiles={} dropped_stack_limit={} user_stack_empty={} user_stack_error={} user_stack_lost={} kernel_stack_error={} kernel_stack_lost={} notify_dropped={} unwind_table_frames={} unwind_fp_frames={} unwind_no_tables={} unwind_depth_limit={} unwind_cache_hits={} unwind_cache_misses={} offcpu_blocked={} offcpu_blocked_full={} offcpu_counted={} offcpu_short={} offcpu_counts_full={}",
             k(Counter::Taken),
             k(Counter::Idle),
             k(Counter::Filtered),
@@ -80,6 +80,11 @@ impl Accounting {
             k(Counter::UnwindDepthLimit),
             k(Counter::UnwindCacheHits),
             k(Counter::UnwindCacheMisses),
+            k(Counter::OffCpuBlocked),
+            k(Counter::OffCpuBlockedFull),
+            k(Counter::OffCpuCounted),
+            k(Counter::OffCpuShort),
+            k(Counter::OffCpuCountsFull),
         )
     }
 }
@@ -202,7 +207,12 @@ impl Pipeline {
         let added = self.aggregator.ingest(&drained, &mut self.symbols);
         let acc = &mut self.accounting;
         acc.kernel.add(&drained.counters);
-        acc.drained += drained.samples.iter().map(|(_, c)| c).sum::<u64>();
+        acc.drained += drained
+            .samples
+            .iter()
+            .filter(|(key, _)| key.kind != KIND_OFFCPU)
+            .map(|(_, c)| c)
+            .sum::<u64>();
         acc.in_profiles += added;
         acc.dropped_stack_limit += self.aggregator.dropped_stack_limit - before;
         acc.drains += 1;

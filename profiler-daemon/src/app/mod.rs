@@ -22,9 +22,9 @@ pub use daemon::execute;
 
 use crate::{
     aggregate::{Pipeline, PipelineConfig, ProcessProfile, Window},
-    config::{LimitArgs, TargetArgs, UnwindArgs, Unwinder},
+    config::{LimitArgs, Sources, TargetArgs, UnwindArgs, Unwinder},
     host::{check as host_check, preflight},
-    sample::{SamplerConfig, UnwindSizes},
+    sample::{OffCpuConfig, SamplerConfig, UnwindSizes},
     symbolize::SymbolsConfig,
     targets::{resolve_targets, Section, SectionSpec, Targets},
     types::CgroupTarget,
@@ -36,7 +36,7 @@ fn prepare(
     limits: &LimitArgs,
     unwind: &UnwindArgs,
     specs: &[SectionSpec],
-    fault_period: Option<u64>,
+    sources: Sources,
 ) -> Result<(PipelineConfig, Watched)> {
     preflight::check_privileges()?;
     preflight::check_perf_events(target.frequency)?;
@@ -76,7 +76,14 @@ fn prepare(
                 processes: unwind.unwind_processes,
                 cache: unwind.unwind_cache,
             }),
-            fault_period,
+            fault_period: sources.fault_period,
+            offcpu: sources
+                .offcpu
+                .map(|(min_block, max_blocked, period)| OffCpuConfig {
+                    min_block,
+                    max_blocked,
+                    period,
+                }),
         },
         symbols: SymbolsConfig {
             max_processes: limits.max_processes as usize,

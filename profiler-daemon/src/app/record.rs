@@ -26,8 +26,8 @@ use crate::{
 
 /// Records for `--duration` (or until every `--pid` exited, or `stop`), then writes.
 pub(super) fn record(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
-    let fault_period = args.sources.fault_period(&args.profiles);
-    let (config, _) = prepare(&args.target, &args.limits, &args.unwind, &[], fault_period)?;
+    let sources = args.sources.sources(&args.profiles);
+    let (config, _) = prepare(&args.target, &args.limits, &args.unwind, &[], sources)?;
     let (format, output) = args.resolved_output();
     let outputs: Vec<(ProfileKind, PathBuf)> = kinds(&args.profiles)
         .into_iter()
@@ -113,6 +113,7 @@ fn of_kind(window: &Window, kind: ProfileKind) -> (&[ProcessProfile], Measure) {
     match kind {
         ProfileKind::Cpu => (&window.processes, Measure::cpu_of(window)),
         ProfileKind::Memory => (&window.memory, Measure::memory_of(window)),
+        ProfileKind::Offcpu => (&window.offcpu, Measure::OffCpu),
     }
 }
 
@@ -133,6 +134,12 @@ fn encode(
             window.fault_period * page_size()
         ));
     }
+    if kind == ProfileKind::Offcpu {
+        comments.push(format!(
+            "off-CPU time: nanoseconds switched out, blocks of at least {:?}",
+            args.sources.offcpu_min_block
+        ));
+    }
     Ok(match format {
         Format::Pprof => pprof::to_gzip(&pprof::encode_measured(
             window, &processes, &comments, measure,
@@ -149,6 +156,7 @@ fn encode(
                     " memory growth, 1 sample = {} page faults",
                     window.fault_period
                 ),
+                ProfileKind::Offcpu => " off-CPU time, 1 sample = 1 ns switched out".to_string(),
             };
             let title = format!(
                 "profilerd: {}{what} ({:.0?})",

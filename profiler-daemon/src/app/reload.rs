@@ -20,7 +20,7 @@ fn restart_only(old: &RunArgs, new: &RunArgs) -> Vec<&'static str> {
     [
         ("--frequency", old.target.frequency != new.target.frequency),
         (
-            "--profile / --memory-period",
+            "--profile / --memory-period / --offcpu-*",
             (&old.profiles, old.sources) != (&new.profiles, new.sources),
         ),
         ("--mode", old.trigger.mode != new.trigger.mode),

@@ -110,7 +110,7 @@ impl<'a> RunLoop<'a> {
             &args.limits,
             &args.unwind,
             &args.sections,
-            args.sources.fault_period(&args.profiles),
+            args.sources.sources(&args.profiles),
         )?;
         let labels = super::server::base_labels(args)?.with_sections(targets.sections.clone())?;
         let dump = dump.map(|dir| DumpSink { dir });
@@ -350,15 +350,18 @@ impl<'a> RunLoop<'a> {
     fn export_window(&mut self, window: &Window) {
         let mut written = 0;
         let split = self.server.is_some();
-        let cpu = window.processes.iter().map(|p| (p, false));
-        for (process, memory) in cpu.chain(window.memory.iter().map(|p| (p, true))) {
+        let cpu = window
+            .processes
+            .iter()
+            .map(|p| (p, Measure::cpu_of(window)));
+        let memory = window
+            .memory
+            .iter()
+            .map(|p| (p, Measure::memory_of(window)));
+        let offcpu = window.offcpu.iter().map(|p| (p, Measure::OffCpu));
+        for (process, measure) in cpu.chain(memory).chain(offcpu) {
             let comments = comments(window, &self.active.target, Some(process));
             let labels = &self.labels;
-            let measure = if memory {
-                Measure::memory_of(window)
-            } else {
-                Measure::cpu_of(window)
-            };
             let mut profile =
                 WindowProfile::new(window, process, &comments, labels, split, measure);
             for sink in Self::sinks(&mut self.dump, &mut self.server) {

@@ -52,7 +52,8 @@ pub enum Command {
   profilerd record --pid 1234 --duration 30s --output cpu.pb.gz
   profilerd record --pid 1234 --format svg --output flame.svg
   profilerd record --duration 5s --format folded --output all.folded
-  profilerd record --pid 1234 --unwind fp --output cpu.pb.gz   # frame pointers only")]
+  profilerd record --pid 1234 --unwind fp --output cpu.pb.gz   # frame pointers only
+  profilerd record --pid 1234 --profile cpu,memory,offcpu -o p.pb.gz   # + p.memory.pb.gz, p.offcpu.pb.gz")]
     Record(Box<RecordArgs>),
     /// Run the profiler daemon: one pprof per sampled process every upload interval.
     #[command(after_help = "Examples:
@@ -183,7 +184,7 @@ pub struct RecordArgs {
     /// How often the kernel maps are drained while recording.
     #[arg(long, default_value = "1s", value_parser = parse_interval)]
     pub collect_interval: Duration,
-    /// Which profiles to record, comma-separated: `cpu`, `memory`. The first goes to
+    /// Which profiles to record, comma-separated: `cpu`, `memory`, `offcpu`. The first goes to
     /// --output, each other one beside it with its kind before the extension
     /// (`profile.memory.pb.gz`).
     #[arg(
@@ -265,8 +266,9 @@ pub struct RunArgs {
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub page_window: Duration,
     /// Which profiles to take besides CPU (always taken: the triggers need it),
-    /// comma-separated: `cpu`, `memory`. With `memory`, a mem firing keeps the memory-growth
-    /// profile of its window.
+    /// comma-separated: `cpu`, `memory`, `offcpu`. With `memory`, a mem firing keeps the
+    /// memory-growth profile of its window; with `offcpu`, every kept profile holds the
+    /// off-CPU time of its window too.
     #[arg(
         long = "profile",
         value_enum,

@@ -15,5 +15,5 @@ pub use cli::{
     ParseError, RecordArgs, RunArgs, ServerArgs, TargetArgs, TriggerArgs, DEFAULT_DUMP_DIR,
 };
 pub use file::{ConfigError, ConfigFile};
-pub use sources::{ProfileKind, SourceArgs};
+pub use sources::{ProfileKind, SourceArgs, Sources};
 pub use unwind::{UnwindArgs, Unwinder};

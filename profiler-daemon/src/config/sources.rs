@@ -1,6 +1,10 @@
 //! Sample sources beside the CPU sampler, and their rates.
 
+use std::time::Duration;
+
 use clap::{Args, ValueEnum};
+
+use crate::types::parse_duration;
 
 /// A kind of profile, with the kernel event that samples it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
@@ -10,6 +14,10 @@ pub enum ProfileKind {
     /// Memory growth: the stacks that first touched pages (the `page-faults` event, one
     /// sample every --memory-period faults, each weighing that many pages).
     Memory,
+    /// Off-CPU time: where threads block and for how long (the stack at each switch-out,
+    /// weighted by the nanoseconds until the thread runs again, blocks of at least
+    /// --offcpu-min-block).
+    Offcpu,
 }
 
 impl ProfileKind {
@@ -17,11 +25,12 @@ impl ProfileKind {
         match self {
             ProfileKind::Cpu => "cpu",
             ProfileKind::Memory => "memory",
+            ProfileKind::Offcpu => "offcpu",
         }
     }
 }
 
-/// `--memory-period`: how often the memory-growth source samples.
+/// `--memory-period`, `--offcpu-*`: the rates and bounds of the sources beside the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
 #[command(next_help_heading = "Sources")]
 pub struct SourceArgs {
@@ -30,6 +39,32 @@ pub struct SourceArgs {
     /// pages. Touching 1 GiB takes 262144 faults: 2048 samples at the default.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=1_048_576), value_name = "FAULTS")]
     pub memory_period: u64,
+    /// Shortest block the off-CPU profile counts: shorter ones (a thread preempted for a
+    /// moment, a lock handed over) cost a stack walk and are dropped.
+    #[arg(long, default_value = "1ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub offcpu_min_block: Duration,
+    /// Threads of the selected processes that may be switched out at once with their stacks
+    /// remembered (one kernel map entry, about 100 bytes, each); blocks beyond it are dropped and
+    /// counted (`offcpu_blocked_full`).
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=1_048_576), value_name = "THREADS")]
+    pub offcpu_max_blocked: u32,
+    /// Context switches per off-CPU sample, counted per CPU over every task: the stacks of
+    /// one switch-out in this many are taken, and its block weighs this many times its
+    /// duration. 1 takes every one (exact, but a program that switches 800000 times a second
+    /// on one CPU then runs at half speed; at 7 at about three quarters, bpftrace's own
+    /// stack-per-switch at half). Odd values keep the sampled
+    /// switch-outs from falling on the same task of a two-task alternation.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "SWITCHES")]
+    pub offcpu_period: u32,
+}
+
+/// The sources beside the CPU sampler that a command turns on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sources {
+    /// Page faults per memory-growth sample; None: off.
+    pub fault_period: Option<u64>,
+    /// The off-CPU source's minimum block, blocked-thread bound and period; None: off.
+    pub offcpu: Option<(Duration, u32, u32)>,
 }
 
 impl SourceArgs {
@@ -39,5 +74,43 @@ impl SourceArgs {
         profiles
             .contains(&ProfileKind::Memory)
             .then_some(self.memory_period)
+    }
+
+    /// The sources `profiles` turn on, with these rates.
+    pub fn sources(&self, profiles: &[ProfileKind]) -> Sources {
+        Sources {
+            fault_period: self.fault_period(profiles),
+            offcpu: profiles.contains(&ProfileKind::Offcpu).then_some((
+                self.offcpu_min_block,
+                self.offcpu_max_blocked,
+                self.offcpu_period,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> SourceArgs {
+        SourceArgs {
+            memory_period: 64,
+            offcpu_min_block: Duration::from_millis(2),
+            offcpu_max_blocked: 100,
+            offcpu_period: 4,
+        }
+    }
+
+    #[test]
+    fn each_source_is_on_only_when_its_kind_is_asked() {
+        assert_eq!(args().sources(&[ProfileKind::Cpu]), Sources::default());
+        assert_eq!(
+            args().sources(&[ProfileKind::Cpu, ProfileKind::Offcpu, ProfileKind::Memory]),
+            Sources {
+                fault_period: Some(64),
+                offcpu: Some((Duration::from_millis(2), 100, 4)),
+            }
+        );
     }
 }

@@ -11,6 +11,9 @@ pub enum Measure {
     /// `page-faults` samples, one per `period` faults of a `page`-byte page: `faults/count`
     /// and `memory/bytes` (the resident memory first touched), bytes the default.
     Memory { period: u64, page: u64 },
+    /// Off-CPU blocks: each count is nanoseconds a thread spent switched out with the stack;
+    /// `offcpu/nanoseconds`, one value.
+    OffCpu,
 }
 
 impl Measure {
@@ -29,11 +32,12 @@ impl Measure {
         }
     }
 
-    /// `cpu` or `memory`: the kind's name in file names.
+    /// `cpu`, `memory` or `offcpu`: the kind's name in file names.
     pub fn name(self) -> &'static str {
         match self {
             Measure::Cpu { .. } => "cpu",
             Measure::Memory { .. } => "memory",
+            Measure::OffCpu => "offcpu",
         }
     }
 
@@ -42,6 +46,7 @@ impl Measure {
         match self {
             Measure::Cpu { frequency } => 1_000_000_000 / frequency.max(1) as i64,
             Measure::Memory { period, page } => (period * page) as i64,
+            Measure::OffCpu => 1,
         }
     }
 
@@ -49,30 +54,37 @@ impl Measure {
     pub(super) fn types(
         self,
     ) -> (
-        [(&'static str, &'static str); 2],
+        &'static [(&'static str, &'static str)],
         (&'static str, &'static str),
         i64,
     ) {
         match self {
             Measure::Cpu { .. } => (
-                [("samples", "count"), ("cpu", "nanoseconds")],
+                &[("samples", "count"), ("cpu", "nanoseconds")],
                 ("cpu", "nanoseconds"),
                 self.period(),
             ),
             Measure::Memory { .. } => (
-                [("faults", "count"), ("memory", "bytes")],
+                &[("faults", "count"), ("memory", "bytes")],
                 ("memory", "bytes"),
+                self.period(),
+            ),
+            Measure::OffCpu => (
+                &[("offcpu", "nanoseconds")],
+                ("offcpu", "nanoseconds"),
                 self.period(),
             ),
         }
     }
 
-    /// The values of a stack sampled `count` times.
-    pub(super) fn values(self, count: u64) -> [i64; 2] {
+    /// The values of a stack sampled `count` times (for off-CPU: blocked `count` ns), one
+    /// per sample type.
+    pub(super) fn values(self, count: u64) -> Vec<i64> {
         let count = count as i64;
         match self {
-            Measure::Cpu { .. } => [count, count * self.period()],
-            Measure::Memory { period, .. } => [count * period as i64, count * self.period()],
+            Measure::Cpu { .. } => vec![count, count * self.period()],
+            Measure::Memory { period, .. } => vec![count * period as i64, count * self.period()],
+            Measure::OffCpu => vec![count],
         }
     }
 }

@@ -56,13 +56,9 @@ fn sorted_stacks(process: &ProcessProfile) -> Vec<(&Vec<u32>, u64)> {
     stacks
 }
 
-/// Builds one pprof CPU profile from the given processes of a window. Every sample carries
-/// `pid` and `comm` labels, so one file can hold many processes (`record`) or one (`run`).
-pub fn encode(window: &Window, processes: &[&ProcessProfile], comments: &[String]) -> pb::Profile {
-    encode_measured(window, processes, comments, Measure::cpu_of(window))
-}
-
-/// [`encode`] for the samples of any source.
+/// Builds one pprof profile of the given processes of a window, whose samples `measure`
+/// describes. Every sample carries `pid` and `comm` labels, so one file can hold many
+/// processes (`record`) or one (`run`).
 pub fn encode_measured(
     window: &Window,
     processes: &[&ProcessProfile],
@@ -245,7 +241,7 @@ fn encode_parts(
     let strings = &mut tables.strings;
     let mut sample_type = Vec::new();
     for measure in measures {
-        for (kind, unit) in measure.types().0 {
+        for &(kind, unit) in measure.types().0 {
             sample_type.push(pb::ValueType {
                 r#type: strings.get(kind),
                 unit: strings.get(unit),
@@ -321,9 +317,13 @@ fn encode_parts(
 
 /// A sample's values: `count` samples of source `source`, zero for every other source.
 fn values(measures: &[Measure], source: usize, count: u64) -> Vec<i64> {
-    let mut values = vec![0; measures.len() * 2];
-    if let Some(measure) = measures.get(source) {
-        values[source * 2..source * 2 + 2].copy_from_slice(&measure.values(count));
+    let mut values = Vec::new();
+    for (i, measure) in measures.iter().enumerate() {
+        if i == source {
+            values.extend(measure.values(count));
+        } else {
+            values.extend(measure.types().0.iter().map(|_| 0));
+        }
     }
     values
 }
@@ -415,6 +415,7 @@ mod tests {
                 samples: 40,
             }],
             memory: Vec::new(),
+            offcpu: Vec::new(),
             fault_period: 0,
         }
     }
@@ -497,11 +498,9 @@ mod tests {
     fn encoded_profile_round_trips_and_follows_every_rule() {
         let window = window();
         let processes: Vec<&ProcessProfile> = window.processes.iter().collect();
-        let gz = to_gzip(&encode(
-            &window,
-            &processes,
-            &["made by a test".to_string()],
-        ));
+        let comments = ["made by a test".to_string()];
+        let cpu = Measure::cpu_of(&window);
+        let gz = to_gzip(&encode_measured(&window, &processes, &comments, cpu));
         let mut raw = Vec::new();
         flate2::read::GzDecoder::new(&gz[..])
             .read_to_end(&mut raw)
@@ -619,8 +618,8 @@ mod tests {
         let window = window();
         let processes: Vec<&ProcessProfile> = window.processes.iter().collect();
         assert_eq!(
-            encode(&window, &processes, &[]),
-            encode(&window, &processes, &[])
+            encode_measured(&window, &processes, &[], Measure::cpu_of(&window)),
+            encode_measured(&window, &processes, &[], Measure::cpu_of(&window))
         );
     }
 
@@ -634,6 +633,7 @@ mod tests {
         };
         let sources = [
             (Measure::Cpu { frequency: 100 }, vec![cpu_profile]),
+            (Measure::OffCpu, vec![cpu_profile]),
             (memory, vec![cpu_profile]),
         ];
         let profile = encode_sources(&window, &sources, &[]);
@@ -649,6 +649,7 @@ mod tests {
             [
                 ("samples", "count"),
                 ("cpu", "nanoseconds"),
+                ("offcpu", "nanoseconds"),
                 ("faults", "count"),
                 ("memory", "bytes")
             ]
@@ -657,16 +658,25 @@ mod tests {
         assert_eq!((s(pt.r#type), s(pt.unit)), ("memory", "bytes"));
         assert_eq!(profile.period, 128 * 4096);
         let stacks = cpu_profile.stacks.len();
-        assert_eq!(profile.sample.len(), 2 * stacks);
+        assert_eq!(profile.sample.len(), 3 * stacks);
         for (i, sample) in profile.sample.iter().enumerate() {
-            let (cpu, mem) = sample.value.split_at(2);
-            if i < stacks {
-                assert_eq!(cpu[1], cpu[0] * 10_000_000);
-                assert_eq!(mem, [0, 0]);
-            } else {
-                assert_eq!(cpu, [0, 0]);
-                assert_eq!(mem[1], mem[0] * 4096);
-                assert_eq!(mem[0] % 128, 0);
+            let (cpu, rest) = sample.value.split_at(2);
+            let (off, mem) = rest.split_at(1);
+            match i / stacks {
+                0 => {
+                    assert_eq!(cpu[1], cpu[0] * 10_000_000);
+                    assert_eq!((off, mem), (&[0][..], &[0, 0][..]));
+                }
+                // An off-CPU count is nanoseconds, one value.
+                1 => {
+                    assert!(off[0] > 0);
+                    assert_eq!((cpu, mem), (&[0, 0][..], &[0, 0][..]));
+                }
+                _ => {
+                    assert_eq!((cpu, off), (&[0, 0][..], &[0][..]));
+                    assert_eq!(mem[1], mem[0] * 4096);
+                    assert_eq!(mem[0] % 128, 0);
+                }
             }
         }
     }

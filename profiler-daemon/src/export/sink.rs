@@ -24,7 +24,7 @@ use crate::{
         EncodeError,
     },
     pprof_proto,
-    targets::{truncate, LabelConfig, MAX_VALUE_LEN, MEMORY_PROFILE_NAME},
+    targets::{truncate, LabelConfig, MAX_VALUE_LEN, MEMORY_PROFILE_NAME, OFFCPU_PROFILE_NAME},
     trigger::Kept,
     types::{rfc3339, utc_timestamp, Metric},
 };
@@ -82,22 +82,26 @@ impl KeptProfile<'_> {
         }
     }
 
-    /// The file: the CPU profile, and for a mem firing the memory-growth profile of the same
-    /// window beside it, as the default sample type.
+    /// The file: the CPU profile, the off-CPU profile of the same window when that source is
+    /// on, and for a mem firing the memory-growth profile; the answer is the default sample
+    /// type (the last).
     fn pprof(&self) -> pprof_proto::Profile {
         let window = &self.kept.window;
-        let cpu = Measure::cpu_of(window);
-        match self.memory_answer() {
-            Some(memory) => pprof::encode_sources(
-                window,
-                &[
-                    (cpu, self.processes()),
-                    (memory, window.memory.iter().collect()),
-                ],
-                self.comments,
-            ),
-            None => pprof::encode(window, &self.processes(), self.comments),
-        }
+        let cpu = (Measure::cpu_of(window), self.processes());
+        let offcpu =
+            (!window.offcpu.is_empty()).then(|| (Measure::OffCpu, window.offcpu.iter().collect()));
+        let sources: Vec<(Measure, Vec<&ProcessProfile>)> = match self.memory_answer() {
+            Some(memory) => [
+                Some(cpu),
+                offcpu,
+                Some((memory, window.memory.iter().collect())),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            None => offcpu.into_iter().chain([cpu]).collect(),
+        };
+        pprof::encode_sources(window, &sources, self.comments)
     }
 }
 
@@ -173,9 +177,11 @@ fn series_of(
     measure: Measure,
 ) -> Vec<(String, String)> {
     let mut series = labels.for_process(&process.info);
-    if let Measure::Memory { .. } = measure {
-        // `for_process` puts `__name__` first.
-        series[0].1 = MEMORY_PROFILE_NAME.into();
+    // `for_process` puts `__name__` first.
+    match measure {
+        Measure::Memory { .. } => series[0].1 = MEMORY_PROFILE_NAME.into(),
+        Measure::OffCpu => series[0].1 = OFFCPU_PROFILE_NAME.into(),
+        Measure::Cpu { .. } => {}
     }
     series
 }
@@ -347,11 +353,12 @@ impl Sink for ServerSink<'_> {
         let window = &profile.kept.window;
         let until = window.start + window.duration;
         let reasons = profile.reasons().join("; ");
-        // The CPU profiles, and a mem firing's answer: the memory-growth profiles, as their
-        // own profile type.
+        // The CPU profiles, the off-CPU ones, and a mem firing's answer: the memory-growth
+        // profiles, each as its own profile type.
         let memory = profile.memory_answer().map(|m| (&window.memory, m));
         let cpu = (&window.processes, Measure::cpu_of(window));
-        for (processes, measure) in std::iter::once(cpu).chain(memory) {
+        let offcpu = (&window.offcpu, Measure::OffCpu);
+        for (processes, measure) in [cpu, offcpu].into_iter().chain(memory) {
             for process in processes {
                 let mut series = series_of(profile.labels, process, measure);
                 series.push(("trigger".into(), profile.metric().into()));
@@ -394,6 +401,7 @@ mod tests {
             frequency: 99,
             processes: vec![process],
             memory: Vec::new(),
+            offcpu: Vec::new(),
             fault_period: 0,
         }
     }

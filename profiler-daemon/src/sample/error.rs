@@ -40,6 +40,8 @@ pub enum SamplerError {
     UnwinderRejected { errno: io::Error, log: String },
     #[error("the memory-growth source (page-faults perf event) cannot start ({0}): leave `memory` out of --profile (for example --profile cpu)")]
     FaultsUnavailable(String),
+    #[error("the off-CPU source (context-switches perf event, sched_switch and sched_process_free raw tracepoints) cannot start ({0}): leave `offcpu` out of --profile")]
+    OffCpuUnavailable(String),
     #[error("BPF map {map}: {source}")]
     Map {
         map: &'static str,
@@ -153,19 +155,23 @@ pub(super) fn classify_program(err: &aya::programs::ProgramError, frequency: u64
     }
 }
 
-/// The memory-growth program failed to load or attach. (Frequency 0: a period, not a
-/// frequency, was asked, so no frequency can be too high.)
-pub(super) fn classify_faults(err: &aya::programs::ProgramError) -> SamplerError {
+/// A source beside the CPU sampler (memory growth, off-CPU) failed to load or attach:
+/// `unavailable` names the source and its fix. (Frequency 0: a period, not a frequency, was
+/// asked, so no frequency can be too high.)
+pub(super) fn classify_source(
+    err: &aya::programs::ProgramError,
+    unavailable: fn(String) -> SamplerError,
+) -> SamplerError {
     match classify_program(err, 0) {
         SamplerError::Permission => SamplerError::Permission,
         SamplerError::Rejected { errno, .. } => {
-            SamplerError::FaultsUnavailable(format!("rejected by the verifier: {errno}"))
+            unavailable(format!("rejected by the verifier: {errno}"))
         }
-        _ => SamplerError::FaultsUnavailable(error_chain(err)),
+        _ => unavailable(error_chain(err)),
     }
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(e) = source {

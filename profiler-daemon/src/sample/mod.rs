@@ -25,18 +25,22 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use profiler_common::{
-    Control, Counter, Counters, NewProcess, SampleKey, Stack, CONTROL_MAP, COUNTERS_MAP,
-    COUNTER_COUNT, COUNTS_MAPS, FAULTS_PROGRAM_NAME, FILTER_CGROUPS_MAP, FILTER_PIDS_MAP,
-    INLINE_PIDS, KERNEL_STACKS_MAPS, KNOWN_PIDS_MAP, LOG_EVENTS, LOG_GATE_MAP, NEW_PROCESS_RING,
-    PIDS_IN_MAP, PROGRAM_NAME, USER_STACKS_MAPS,
+    Control, Counters, NewProcess, SampleKey, Stack, CONTROL_MAP, COUNTERS_MAP, COUNTER_COUNT,
+    COUNTS_MAPS, FAULTS_PROGRAM_NAME, FILTER_CGROUPS_MAP, FILTER_PIDS_MAP, INLINE_PIDS,
+    KERNEL_STACKS_MAPS, KNOWN_PIDS_MAP, LOG_EVENTS, LOG_GATE_MAP, NEW_PROCESS_RING, PIDS_IN_MAP,
+    PROGRAM_NAME, USER_STACKS_MAPS,
 };
 mod batch;
+mod drained;
 mod error;
+mod offcpu;
 mod tables;
 
 use batch::BatchMap;
+pub use drained::{CounterDelta, Drained, StackRef};
 pub use error::SamplerError;
-use error::{classify_faults, classify_load, classify_program};
+use error::{classify_load, classify_program, classify_source};
+pub use offcpu::OffCpuConfig;
 pub use tables::{UnwindMaps, UnwindSizes};
 
 /// How long a drain waits after flipping the generation before it reads the old map set.
@@ -74,27 +78,8 @@ pub struct SamplerConfig {
     pub unwind: Option<UnwindSizes>,
     /// Page faults per memory-growth sample; None: no memory-growth source.
     pub fault_period: Option<u64>,
-}
-
-/// Everything one drain took out of the kernel.
-#[derive(Debug, Default)]
-pub struct Drained {
-    /// Sample buckets with their counts.
-    pub samples: Vec<(SampleKey, u64)>,
-    /// Instruction pointers of every user stack referenced by `samples`, leaf first.
-    pub user_stacks: StdHashMap<u64, Vec<u64>>,
-    /// Instruction pointers of every kernel stack referenced by `samples`, leaf first.
-    pub kernel_stacks: StdHashMap<u64, Vec<u64>>,
-    /// Counter increments since the previous drain, summed over CPUs.
-    pub counters: CounterDelta,
-    /// Entries the drained counts map held (its fill level).
-    pub counts_entries: usize,
-    /// Entries the drained user-stack map held.
-    pub stack_entries: usize,
-    /// Entries the drained kernel-stack map held.
-    pub kernel_stack_entries: usize,
-    /// How long the drain took, grace period included.
-    pub duration: Duration,
+    /// The off-CPU source; None: off.
+    pub offcpu: Option<OffCpuConfig>,
 }
 
 /// Forwards the BPF program's aya-log records to `tracing`, under the `bpf` target.
@@ -117,64 +102,6 @@ impl log::Log for TracingLog {
     }
 
     fn flush(&self) {}
-}
-
-/// What one sample's user or kernel stack resolves to in a [`Drained`] batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StackRef<'a> {
-    /// There is no such stack (a kernel thread's user stack, a user-mode sample's kernel stack).
-    Absent,
-    /// The frames, leaf first.
-    Ips(&'a [u64]),
-    /// The sample named a stack that the drained map did not hold.
-    Lost,
-    /// The kernel could not take the stack.
-    Unavailable,
-}
-
-impl Drained {
-    /// The user stack of `key`.
-    pub fn user_stack(&self, key: &SampleKey) -> StackRef<'_> {
-        lookup(&self.user_stacks, key.user_stack, key.user_stack_error)
-    }
-
-    /// The kernel stack of `key`.
-    pub fn kernel_stack(&self, key: &SampleKey) -> StackRef<'_> {
-        lookup(
-            &self.kernel_stacks,
-            key.kernel_stack,
-            key.kernel_stack_error,
-        )
-    }
-}
-
-fn lookup(stacks: &StdHashMap<u64, Vec<u64>>, hash: u64, error: i32) -> StackRef<'_> {
-    if hash != 0 {
-        return stacks
-            .get(&hash)
-            .map_or(StackRef::Lost, |ips| StackRef::Ips(ips));
-    }
-    if error == -libc::EFAULT {
-        StackRef::Absent
-    } else {
-        StackRef::Unavailable
-    }
-}
-
-/// Counter values indexed by [`Counter`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CounterDelta(pub [u64; COUNTER_COUNT]);
-
-impl CounterDelta {
-    pub fn get(&self, counter: Counter) -> u64 {
-        self.0[counter as usize]
-    }
-
-    pub fn add(&mut self, other: &CounterDelta) {
-        for (total, value) in self.0.iter_mut().zip(other.0) {
-            *total += value;
-        }
-    }
 }
 
 /// The loaded and attached sampler. Dropping it detaches the programs.
@@ -210,6 +137,10 @@ pub struct Sampler {
     cpus: usize,
     frequency: u64,
     fault_period: Option<u64>,
+    /// The off-CPU stack maps when that source is on.
+    offcpu: Option<offcpu::OffCpuStacks>,
+    /// Context switches per off-CPU sample when that source is on.
+    offcpu_period: Option<u32>,
     /// The unwind maps' writers until [`Sampler::take_unwind_maps`] hands them over.
     unwind: Option<UnwindMaps>,
 }
@@ -275,6 +206,10 @@ impl Sampler {
             }
         };
         let ring = take(&mut ebpf, NEW_PROCESS_RING)?;
+        let offcpu = match config.offcpu {
+            Some(_) => Some(offcpu::OffCpuStacks::take(&mut ebpf)?),
+            None => None,
+        };
         let unwind = match config.unwind {
             Some(sizes) => Some(tables::prepare(&mut ebpf, sizes)?),
             None => None,
@@ -304,16 +239,22 @@ impl Sampler {
             cpus: 0,
             frequency: config.frequency,
             fault_period: config.fault_period,
+            offcpu,
+            offcpu_period: config.offcpu.map(|c| c.period),
             unwind,
         })
     }
 
     /// Attaches the sampler to `cpu-clock` on every online CPU: sampling starts.
-    /// With a fault period, also attaches the memory-growth program to `page-faults`.
+    /// With a fault period, also attaches the memory-growth program to `page-faults`, and with
+    /// the off-CPU source its programs.
     pub fn attach(&mut self) -> Result<(), SamplerError> {
         self.cpus = attach(&mut self._ebpf, self.frequency)?.len();
         if let Some(period) = self.fault_period {
             attach_faults(&mut self._ebpf, period)?;
+        }
+        if let Some(period) = self.offcpu_period {
+            offcpu::attach(&mut self._ebpf, period)?;
         }
         Ok(())
     }
@@ -395,6 +336,8 @@ impl Sampler {
         self.control_block = Control {
             unwind: self.control_block.unwind,
             unwind_cache_mask: self.control_block.unwind_cache_mask,
+            offcpu_min_us: self.control_block.offcpu_min_us,
+            offcpu_period: self.control_block.offcpu_period,
             ..filter_block(pids, cgroups)
         };
         let block = Control {
@@ -479,6 +422,9 @@ impl Sampler {
         }
         let counts_entries = samples.len();
         let entries = [kernel_stacks.len(), user_stacks.len()];
+        if let Some(offcpu) = &self.offcpu {
+            offcpu.resolve(&samples, &mut user_stacks, &mut kernel_stacks);
+        }
 
         let counters = self.counter_delta(old)?;
         // Lets each CPU log each condition once more in the next interval.
@@ -570,6 +516,7 @@ fn load(object: &[u8], config: &SamplerConfig) -> Result<(Ebpf, u32), SamplerErr
     sizes.push((FILTER_PIDS_MAP, "--max-filter-entries", filter_entries));
     sizes.push((FILTER_CGROUPS_MAP, "--max-filter-entries", filter_entries));
     sizes.push((KNOWN_PIDS_MAP, "--max-processes", config.known_pids_entries));
+    sizes.extend(offcpu::map_sizes(config));
     if let Some(unwind) = &config.unwind {
         sizes.extend(tables::map_sizes(unwind));
     }
@@ -599,12 +546,13 @@ fn attach(ebpf: &mut Ebpf, frequency: u64) -> Result<Vec<u32>, SamplerError> {
 fn attach_faults(ebpf: &mut Ebpf, period: u64) -> Result<(), SamplerError> {
     let event = SoftwareEvent::PageFaults;
     let policy = SamplePolicy::Period(period);
-    attach_software(ebpf, FAULTS_PROGRAM_NAME, event, policy, &classify_faults).map(|_| ())
+    let classify = |err: &_| classify_source(err, SamplerError::FaultsUnavailable);
+    attach_software(ebpf, FAULTS_PROGRAM_NAME, event, policy, &classify).map(|_| ())
 }
 
 /// Loads perf-event program `name` and attaches it to software `event` on every online CPU;
 /// returns those CPUs. `classify` names the cause of a failure.
-fn attach_software(
+pub(super) fn attach_software(
     ebpf: &mut Ebpf,
     name: &str,
     event: SoftwareEvent,
@@ -635,6 +583,8 @@ fn control_block(config: &SamplerConfig) -> Control {
     Control {
         unwind: u32::from(config.unwind.is_some()),
         unwind_cache_mask: config.unwind.map_or(0, |sizes| sizes.cache - 1),
+        offcpu_min_us: config.offcpu.map_or(0, |c| c.min_block_us()),
+        offcpu_period: config.offcpu.map_or(1, |c| c.period),
         ..filter_block(&config.pids, &config.cgroups)
     }
 }
@@ -656,7 +606,7 @@ fn filter_block(pids: &[u32], cgroups: &[CgroupSelector]) -> Control {
     control
 }
 
-fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, SamplerError>
+pub(super) fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, SamplerError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
@@ -674,7 +624,7 @@ fn array<T, const N: usize>(items: Vec<T>) -> [T; N] {
 }
 
 /// The instruction pointers a stack-map value holds, leaf first.
-fn stack_ips(stack: &Stack) -> Vec<u64> {
+pub(super) fn stack_ips(stack: &Stack) -> Vec<u64> {
     let len = (stack.len as usize).min(stack.ips.len());
     stack.ips[..len].to_vec()
 }

@@ -31,6 +31,8 @@ pub const BUILTIN_LABELS: [&str; 8] = [
 pub const PROFILE_NAME: &str = "process_cpu";
 /// `__name__` of memory-growth profiles (sample types `faults/count` and `memory/bytes`).
 pub const MEMORY_PROFILE_NAME: &str = "memory";
+/// `__name__` of off-CPU profiles (`offcpu:nanoseconds`).
+pub const OFFCPU_PROFILE_NAME: &str = "offcpu";
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum LabelError {

@@ -36,6 +36,8 @@ struct Capture {
     processes: BTreeMap<u32, ProcessProfile>,
     /// Memory-growth profiles of the same processes and window.
     memory: BTreeMap<u32, ProcessProfile>,
+    /// Off-CPU profiles of the same processes and window.
+    offcpu: BTreeMap<u32, ProcessProfile>,
 }
 
 /// Counters of the trigger stage.
@@ -68,6 +70,7 @@ fn window_bytes(window: &Window) -> usize {
         .processes
         .iter()
         .chain(&window.memory)
+        .chain(&window.offcpu)
         .map(ProcessProfile::approx_bytes)
         .sum()
 }
@@ -109,6 +112,7 @@ impl Captures {
         for (profiles, into) in [
             (&slice.processes, &mut capture.processes),
             (&slice.memory, &mut capture.memory),
+            (&slice.offcpu, &mut capture.offcpu),
         ] {
             for process in profiles
                 .iter()
@@ -160,12 +164,14 @@ impl Captures {
                     frequency: self.frequency,
                     processes: Vec::new(),
                     memory: Vec::new(),
+                    offcpu: Vec::new(),
                     fault_period: 0,
                 },
             },
             until: now + self.post,
             processes: BTreeMap::new(),
             memory: BTreeMap::new(),
+            offcpu: BTreeMap::new(),
         };
         for (slice, _) in &self.history {
             self.add(&mut capture, slice);
@@ -209,6 +215,7 @@ impl Captures {
                 kept.window.duration = now.duration_since(kept.window.start).unwrap_or_default();
                 kept.window.processes = capture.processes.into_values().collect();
                 kept.window.memory = capture.memory.into_values().collect();
+                kept.window.offcpu = capture.offcpu.into_values().collect();
                 self.kept_until.insert(kept.target.clone(), now);
                 self.stats.kept += 1;
                 kept
@@ -228,6 +235,7 @@ impl Captures {
                 frequency: self.frequency,
                 processes: Vec::new(),
                 memory: Vec::new(),
+                offcpu: Vec::new(),
                 fault_period: 0,
             },
             now,
@@ -262,6 +270,7 @@ mod tests {
             frequency: 99,
             processes: vec![profile],
             memory: Vec::new(),
+            offcpu: Vec::new(),
             fault_period: 0,
         }
     }

@@ -525,6 +525,7 @@ mod tests {
             frequency: 99,
             processes,
             memory: Vec::new(),
+            offcpu: Vec::new(),
             fault_period: 0,
         }
     }

@@ -4,7 +4,7 @@
 //! not run.
 //!
 //! One file per scenario (`cost` is 1 and 7, `filtered` 2, `user_cpu` 3, `memory` 4,
-//! `startup` 5, `accuracy` 6, `completeness` 8, `unwind_cost` 9, `tables` 10, `faults` 11); `probe` holds what they measure with, `stats` the arithmetic,
+//! `startup` 5, `accuracy` 6, `completeness` 8, `unwind_cost` 9, `tables` 10, `sources` 11 and 12); `probe` holds what they measure with, `stats` the arithmetic,
 //! `report` the table and the JSON.
 
 use std::{
@@ -20,11 +20,11 @@ use profiler_testkit::{fixtures, Running};
 mod accuracy;
 mod completeness;
 mod cost;
-mod faults;
 mod filtered;
 mod memory;
 mod probe;
 mod report;
+mod sources;
 mod startup;
 mod stats;
 mod tables;
@@ -39,9 +39,9 @@ pub struct Options {
     /// Shorter runs and 2 pairs per comparison.
     #[arg(long)]
     pub quick: bool,
-    /// Only these scenarios, e.g. `--only 1,3` (1 to 11; 7 comes with 1). Default: all.
+    /// Only these scenarios, e.g. `--only 1,3` (1 to 12; 7 comes with 1). Default: all.
     #[arg(long, value_name = "1,2,...", value_delimiter = ',',
-          value_parser = clap::value_parser!(u8).range(1..=11))]
+          value_parser = clap::value_parser!(u8).range(1..=12))]
     pub only: Vec<u8>,
     /// Pairs per comparison instead of the default (5, `--quick` 2).
     #[arg(long, value_name = "N", value_parser = above_zero)]
@@ -71,6 +71,7 @@ const FIXTURES: &[(&str, &[&str])] = &[
     ("spawner", &[]),
     ("nofp", &["-O2", "-fomit-frame-pointer"]),
     ("faulter", &["-O2"]),
+    ("switcher", &["-O2", "-pthread"]),
 ];
 
 /// What every scenario works with.
@@ -236,7 +237,10 @@ fn run_scenarios(ctx: &Ctx, options: &Options) -> (Vec<Row>, Vec<String>) {
         attempt("10", "10 table cost", &|| tables::tables(ctx));
     }
     if wanted(11) {
-        attempt("11", "11 memory-growth source", &|| faults::faults(ctx));
+        attempt("11", "11 memory-growth source", &|| sources::faults(ctx));
+    }
+    if wanted(12) {
+        attempt("12", "12 off-CPU source", &|| sources::switches(ctx));
     }
     if wanted(4) {
         attempt("4", "4 memory", &|| memory::memory(ctx));

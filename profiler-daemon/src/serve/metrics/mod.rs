@@ -99,6 +99,7 @@ macro_rules! label_sets {
 label_sets!(Outcome { outcome }, Reason { reason }, Map { map });
 label_sets!(Lookup { result }, Cache { cache });
 label_sets!(Event { event }, Rule { rule }, DirLabel { dir });
+mod offcpu;
 mod unwind;
 
 /// No label: a family of one series that exists only once it is set (the spool gauges,
@@ -162,6 +163,7 @@ struct Families {
     dump_files_refused: Family<Reason, Counter>,
     file_reads_refused: Counter,
     unwind: unwind::UnwindFamilies,
+    offcpu: offcpu::OffCpuFamilies,
 }
 
 impl Families {
@@ -527,6 +529,7 @@ impl Default for Metrics {
         f.register_outputs(&mut registry);
         f.register_listener(&mut registry);
         f.unwind.register(&mut registry);
+        f.offcpu.register(&mut registry);
         let r = &mut registry;
         r.register_collector(Box::new(OwnUsage));
         let mut state = State {
@@ -607,6 +610,7 @@ impl State {
         self.families.apply_symbols(s);
         self.families.apply_outputs(s);
         self.families.unwind.apply(s);
+        self.families.offcpu.apply(s);
     }
 
     /// Observes the drains done since the last publish. The pipeline publishes after every

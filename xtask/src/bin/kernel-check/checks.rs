@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use profiler_testkit::{
     procfs,
     scenario::{self, reader, spike, split},
-    stack::{read_folded, total, Stack},
+    stack::{count_with, read_folded, total, Stack},
     tail, Cgroup, Running,
 };
 
@@ -108,13 +108,15 @@ pub(super) fn table_unwinding(paths: &Paths, figures: &mut super::Figures) -> Re
     })
 }
 
-/// `record --pid --profile cpu,memory` of `faulter`, which maps 64 MiB, touches each page in
-/// touch_pages, unmaps and starts again: the page-fault program loads, attaches and walks the
-/// stacks that grew the memory. The fixture faults for the whole recording, however long a
-/// guest takes to attach (up to 6 s). With transparent huge pages `always` (as in the guests)
-/// a fault maps 2 MiB, and zeroing them under TCG leaves only a few hundred faults in 4 s:
-/// then every fault is sampled, else the default one in 128.
-pub(super) fn memory_growth(paths: &Paths, _: &mut super::Figures) -> Result<Outcome> {
+/// `record --profile cpu,memory,offcpu` of `faulter`, which maps 64 MiB, touches each page
+/// in touch_pages, unmaps and starts again, and of `blocker`, whose two threads block in nap
+/// (nanosleep) and block_in_read (a pipe): the page-fault, switch-out and `sched_switch`
+/// programs load, attach and walk the stacks that grew the memory and that blocked. The
+/// fixtures run for the whole recording, however long a guest takes to attach (up to 6 s).
+/// With transparent huge pages `always` (as in the guests) a fault maps 2 MiB, and zeroing
+/// them under TCG leaves only a few hundred faults in 4 s: then every fault is sampled, else
+/// the default one in 128.
+pub(super) fn memory_and_offcpu(paths: &Paths, _: &mut super::Figures) -> Result<Outcome> {
     let thp = fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
         .unwrap_or_default()
         .split_whitespace()
@@ -122,37 +124,46 @@ pub(super) fn memory_growth(paths: &Paths, _: &mut super::Figures) -> Result<Out
         .unwrap_or("[unknown]")
         .to_string();
     let period = if thp == "[always]" { "1" } else { "128" };
-    let fixture = Running::start(&paths.fixtures.join("faulter"), &["40"])?;
-    let out = paths.work.join("memory.folded");
-    let pid = fixture.pid().to_string();
+    let faulter = Running::start(&paths.fixtures.join("faulter"), &["40"])?;
+    let blocker = Running::start(&paths.fixtures.join("blocker"), &["40"])?;
+    let out = paths.work.join("sources.folded");
+    let (faulter_pid, blocker_pid) = (faulter.pid().to_string(), blocker.pid().to_string());
     let args = [
         "record",
         "--pid",
-        &pid,
+        &faulter_pid,
+        "--pid",
+        &blocker_pid,
         "--duration",
         "4s",
         "--profile",
-        "cpu,memory",
+        "cpu,memory,offcpu",
         "--memory-period",
         period,
+        "--offcpu-period",
+        "1",
         "--format",
         "folded",
         "-o",
         out.to_str().unwrap(),
     ];
-    profilerd(paths, "memory", &args, "recording")?;
-    drop(fixture);
-    let stacks = read_folded(&paths.work.join("memory.memory.folded"))?;
+    profilerd(paths, "sources", &args, "recording")?;
+    drop((faulter, blocker));
+    let stacks = read_folded(&paths.work.join("sources.memory.folded"))?;
     let samples = total(&stacks);
-    let touched = stacks
-        .iter()
-        .filter(|s| s.has("touch_pages"))
-        .map(|s| s.count)
-        .sum::<i64>();
+    let touched = count_with(&stacks, "touch_pages");
+    let stacks = read_folded(&paths.work.join("sources.offcpu.folded"))?;
+    let blocked = total(&stacks);
+    let under = count_with(&stacks, "nap") + count_with(&stacks, "block_in_read");
+    // Two threads blocked for 4 s: 8 s, less the blocks going on at either end.
+    let memory_ok = samples >= 20 && touched * 10 >= samples * 7;
+    let offcpu_ok = blocked >= 4_000_000_000 && under * 10 >= blocked * 8;
     Ok(Outcome {
-        ok: samples >= 20 && touched * 10 >= samples * 7,
+        ok: memory_ok && offcpu_ok,
         detail: format!(
-            "{touched} of {samples} page-fault samples under touch_pages (one in {period} faults; transparent huge pages {thp})"
+            "{touched} of {samples} page-fault samples under touch_pages (one in {period} faults; transparent huge pages {thp}); {:.1} of {:.1} s off the CPU under nap and block_in_read",
+            under as f64 / 1e9,
+            blocked as f64 / 1e9
         ),
     })
 }
