@@ -8,6 +8,8 @@
 pub const PROGRAM_NAME: &str = "sample_cpu";
 /// Name of the page-fault program (the memory-growth source).
 pub const FAULTS_PROGRAM_NAME: &str = "sample_faults";
+/// Name of the raw tracepoint program on `task_newtask` (the thread-creation source).
+pub const THREADS_PROGRAM_NAME: &str = "sample_thread";
 /// Name of the switch-out program (the off-CPU source), on the `context-switches` event.
 pub const OFFCPU_PROGRAM_NAME: &str = "sample_switch";
 /// Name of the raw tracepoint program on `sched_switch` that ends a thread's block when it
@@ -36,7 +38,8 @@ pub const SCRATCH_MAP: &str = "SCRATCH";
 pub const LOG_GATE_MAP: &str = "LOG_GATE";
 /// Number of log events the BPF program can report.
 pub const LOG_EVENTS: u32 = 4;
-/// Per-CPU [`Counters`], one entry per generation.
+/// Per-CPU [`Counters`]: generation 0 and 1 of the perf-event programs, then of the
+/// raw-tracepoint programs (entry `generation | 2`), which a perf-event program may interrupt.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 /// Single-entry array holding the current [`Control`].
 pub const CONTROL_MAP: &str = "CONTROL";
@@ -89,6 +92,9 @@ pub const KIND_MEMORY: u32 = 1;
 /// ran again (blocks of at least [`Control::offcpu_min_us`]), its stacks are in the
 /// `OFFCPU_*_STACKS` maps.
 pub const KIND_OFFCPU: u32 = 2;
+/// A thread created (`task_newtask` with `CLONE_THREAD`): the creating thread's stacks, one
+/// count per thread.
+pub const KIND_THREADS: u32 = 3;
 
 /// A thread switched out and not yet back: the sample it will count, and since when.
 #[repr(C)]
@@ -330,6 +336,10 @@ pub struct UnwindCacheEntry {
 pub const UNWIND_PROGRAMS_MAP: &str = "UNWIND_PROGRAMS";
 /// Name of the unwinder program (tail-called from [`PROGRAM_NAME`]).
 pub const UNWIND_PROGRAM_NAME: &str = "unwind_user";
+/// Program array holding the raw-tracepoint unwinder, tail-called by [`THREADS_PROGRAM_NAME`].
+pub const UNWIND_PROGRAMS_TP_MAP: &str = "UNWIND_PROGRAMS_TP";
+/// Name of the raw-tracepoint unwinder program.
+pub const UNWIND_TP_PROGRAM_NAME: &str = "unwind_user_tp";
 
 /// Bits of the file address below the page number: each page indexes 64 KiB of code, so a
 /// row stores only the low 16 bits of its address and a search never spans more than one

@@ -12,7 +12,7 @@ mod offcpu;
 mod unwind;
 
 use aya_ebpf::{
-    bindings::BPF_F_USER_STACK,
+    bindings::{BPF_F_SKIP_FIELD_MASK, BPF_F_USER_STACK},
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
@@ -20,14 +20,15 @@ use aya_ebpf::{
             bpf_get_current_task_btf, bpf_get_stack, bpf_task_pt_regs,
         },
     },
-    macros::{map, perf_event},
+    macros::{map, perf_event, raw_tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::PerfEventContext,
+    programs::{PerfEventContext, RawTracePointContext},
+    EbpfContext,
 };
 use aya_log_ebpf::warn;
 use profiler_common::{
     Control, Counter, Counters, NewProcess, SampleKey, Stack, COUNTER_COUNT, KIND_CPU, KIND_MEMORY,
-    KIND_OFFCPU, LOG_EVENTS, MAX_CGROUP_LEVEL, MAX_STACK_DEPTH, PIDS_IN_MAP,
+    KIND_OFFCPU, KIND_THREADS, LOG_EVENTS, MAX_CGROUP_LEVEL, MAX_STACK_DEPTH, PIDS_IN_MAP,
 };
 
 const EFAULT: i32 = 14;
@@ -50,9 +51,9 @@ static USER_STACKS_0: HashMap<u64, Stack> = HashMap::with_max_entries(1, 0);
 #[map]
 static USER_STACKS_1: HashMap<u64, Stack> = HashMap::with_max_entries(1, 0);
 #[map]
-static SCRATCH: PerCpuArray<Stack> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<Stack> = PerCpuArray::with_max_entries(2, 0);
 #[map]
-static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(2, 0);
+static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(4, 0);
 #[map]
 pub(crate) static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
 #[map]
@@ -112,13 +113,86 @@ pub fn sample_switch(ctx: PerfEventContext) -> u32 {
     sample_event(&ctx, KIND_OFFCPU)
 }
 
+/// What a sampling program needs of its context, perf event or raw tracepoint.
+pub(crate) trait Source: EbpfContext {
+    /// This kind of program's per-CPU scratch stack, unwinder state and counter pair. A
+    /// perf-event program may interrupt a tracepoint program on its CPU (from an NMI), never
+    /// the other way round, and neither re-enters itself: each kind has its own.
+    const SLOT: u32;
+    /// Kernel frames to leave out at the top of a kernel stack: a raw tracepoint's own (the
+    /// program and `bpf_trace_run`), which say nothing about the event.
+    const KERNEL_SKIP: u64;
+    /// The registers (rip, rsp, rbp) when the event interrupted user code.
+    fn user_mode_registers(&self) -> Option<[u64; 3]>;
+    /// Tail-calls this kind's table unwinder; returns only if the call failed.
+    fn tail_call_unwinder(&self);
+}
+
+impl Source for PerfEventContext {
+    const SLOT: u32 = 0;
+    const KERNEL_SKIP: u64 = 0;
+
+    #[inline(always)]
+    fn user_mode_registers(&self) -> Option<[u64; 3]> {
+        #[cfg(bpf_target_arch = "x86_64")]
+        {
+            // SAFETY: reading the context's register block, which the verifier allows.
+            let regs = unsafe { &(*self.ctx).regs };
+            (regs.cs & 3 == 3).then_some([regs.rip, regs.rsp, regs.rbp])
+        }
+        #[cfg(not(bpf_target_arch = "x86_64"))]
+        None
+    }
+
+    #[inline(always)]
+    fn tail_call_unwinder(&self) {
+        // SAFETY: the program array holds the unwinder; on failure control comes back here.
+        unsafe { unwind::UNWIND_PROGRAMS.tail_call(self, 0) };
+    }
+}
+
+impl Source for RawTracePointContext {
+    const SLOT: u32 = 1;
+    const KERNEL_SKIP: u64 = 2;
+
+    /// A tracepoint runs in the kernel: the user registers are the task's saved ones.
+    #[inline(always)]
+    fn user_mode_registers(&self) -> Option<[u64; 3]> {
+        None
+    }
+
+    #[inline(always)]
+    fn tail_call_unwinder(&self) {
+        // SAFETY: as for the perf-event unwinder.
+        unsafe { unwind::UNWIND_PROGRAMS_TP.tail_call(self, 0) };
+    }
+}
+
+/// The [`COUNTERS`] entry of `generation` for programs of kind `C`.
 #[inline(always)]
-fn sample_event(ctx: &PerfEventContext, kind: u32) -> u32 {
+pub(crate) fn counters_index<C: Source>(generation: u32) -> u32 {
+    (generation & 1) | C::SLOT << 1
+}
+
+/// A new thread (`task_newtask(task, clone_flags)` with `CLONE_THREAD`): the creating
+/// thread's stacks, the thread-creation profile (Go's `threadcreate`).
+#[raw_tracepoint(tracepoint = "task_newtask")]
+pub fn sample_thread(ctx: RawTracePointContext) -> i32 {
+    const CLONE_THREAD: u64 = 0x0001_0000;
+    let flags: u64 = ctx.arg(1);
+    if flags & CLONE_THREAD == 0 {
+        return 0;
+    }
+    sample_event(&ctx, KIND_THREADS) as i32
+}
+
+#[inline(always)]
+fn sample_event<C: Source>(ctx: &C, kind: u32) -> u32 {
     let Some(control) = CONTROL.get(0) else {
         return 0;
     };
     let generation = control.generation & 1;
-    let Some(counters) = COUNTERS.get_ptr_mut(generation) else {
+    let Some(counters) = COUNTERS.get_ptr_mut(counters_index::<C>(generation)) else {
         return 0;
     };
     // SAFETY: per-CPU value of this CPU; a perf-event program is not re-entered on one CPU.
@@ -136,8 +210,8 @@ fn bump(counters: &mut Counters, counter: Counter) {
 }
 
 #[inline(always)]
-fn sample(
-    ctx: &PerfEventContext,
+fn sample<C: Source>(
+    ctx: &C,
     control: &Control,
     generation: u32,
     counters: &mut Counters,
@@ -156,7 +230,8 @@ fn sample(
         return;
     }
 
-    let in_user_mode = interrupted_user_mode(ctx);
+    let user_mode_registers = ctx.user_mode_registers();
+    let in_user_mode = user_mode_registers.is_some();
     // The kernel stack first: the user walk may continue in tail calls, which end the sample.
     let (kernel_stack, kernel_stack_error) =
         sample_kernel_stack(ctx, in_user_mode, counters, generation, kind);
@@ -175,8 +250,8 @@ fn sample(
     };
     if control.unwind != 0 {
         if unwind::UNWIND_MAPPINGS.get_ptr(tgid).is_some() {
-            if let Some(regs) = user_registers(ctx, in_user_mode) {
-                if let Some(state) = unwind::UNWIND_STATE.get_ptr_mut(0) {
+            if let Some(regs) = user_mode_registers.or_else(saved_user_registers) {
+                if let Some(state) = unwind::UNWIND_STATE.get_ptr_mut(C::SLOT) {
                     // SAFETY: this CPU's value; the program is not re-entered on one CPU.
                     let state = unsafe { &mut *state };
                     state.rip = regs[0];
@@ -194,13 +269,13 @@ fn sample(
             bump(counters, Counter::UnwindNoTables);
         }
     }
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+    let Some(scratch) = SCRATCH.get_ptr_mut(C::SLOT) else {
         return;
     };
-    // SAFETY: per-CPU value of this CPU; a perf-event program is not re-entered on one CPU.
+    // SAFETY: per-CPU value of this CPU and program kind, which is not re-entered on one CPU.
     let scratch = unsafe { &mut *scratch };
-    let hash = if in_user_mode {
-        Ok(walk_frame_pointers(ctx, scratch))
+    let hash = if let Some(regs) = user_mode_registers {
+        Ok(walk_frame_pointers(regs, scratch))
     } else {
         copy_stack(ctx, scratch, BPF_F_USER_STACK as u64)
     };
@@ -222,8 +297,8 @@ fn sample(
 /// has no kernel stack; asking the kernel would only cost a callchain buffer round trip to
 /// learn that.
 #[inline(always)]
-fn sample_kernel_stack(
-    ctx: &PerfEventContext,
+fn sample_kernel_stack<C: Source>(
+    ctx: &C,
     in_user_mode: bool,
     counters: &mut Counters,
     generation: u32,
@@ -255,8 +330,8 @@ fn sample_kernel_stack(
 
 /// Stores the user stack in `scratch` under `hash` and counts the sample under `key`.
 #[inline(always)]
-fn finish_sample(
-    ctx: &PerfEventContext,
+fn finish_sample<C: Source>(
+    ctx: &C,
     generation: u32,
     key: &mut SampleKey,
     hash: u64,
@@ -266,7 +341,7 @@ fn finish_sample(
         Ok(hash) => key.user_stack = hash,
         Err(err) => {
             key.user_stack_error = err;
-            if let Some(counters) = COUNTERS.get_ptr_mut(generation & 1) {
+            if let Some(counters) = COUNTERS.get_ptr_mut(counters_index::<C>(generation)) {
                 // SAFETY: this CPU's value; the program is not re-entered on one CPU.
                 let counters = unsafe { &mut *counters };
                 match -err {
@@ -290,8 +365,8 @@ fn finish_sample(
 /// Adds the sample to the counts map of its generation (an off-CPU sample: begins its block)
 /// and announces a new process.
 #[inline(always)]
-fn count_sample(ctx: &PerfEventContext, generation: u32, key: &SampleKey) {
-    let Some(counters) = COUNTERS.get_ptr_mut(generation & 1) else {
+fn count_sample<C: Source>(ctx: &C, generation: u32, key: &SampleKey) {
+    let Some(counters) = COUNTERS.get_ptr_mut(counters_index::<C>(generation)) else {
         return;
     };
     // SAFETY: this CPU's value; the program is not re-entered on one CPU.
@@ -320,18 +395,12 @@ fn count_sample(ctx: &PerfEventContext, generation: u32, key: &SampleKey) {
     notify_new_process(ctx, counters, key.tgid);
 }
 
-/// The interrupted user registers (rip, rsp, rbp): the context's when the sample interrupted
-/// user mode, else those saved at the kernel entry of the current task. None for a kernel
-/// thread, which has no user registers.
+/// The user registers (rip, rsp, rbp) saved at the kernel entry of the current task, for an
+/// event in kernel mode. None for a kernel thread, which has no user registers.
 #[inline(always)]
-fn user_registers(ctx: &PerfEventContext, in_user_mode: bool) -> Option<[u64; 3]> {
+fn saved_user_registers() -> Option<[u64; 3]> {
     #[cfg(bpf_target_arch = "x86_64")]
     {
-        if in_user_mode {
-            // SAFETY: reading the context's register block, which the verifier allows.
-            let regs = unsafe { &(*ctx.ctx).regs };
-            return Some([regs.rip, regs.rsp, regs.rbp]);
-        }
         // SAFETY: helpers without memory arguments; the pt_regs pointer is read only through
         // bpf_probe_read_kernel, which checks it.
         let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
@@ -347,26 +416,7 @@ fn user_registers(ctx: &PerfEventContext, in_user_mode: bool) -> Option<[u64; 3]
         Some([read(128).ok()?, read(152).ok()?, read(32).ok()?])
     }
     #[cfg(not(bpf_target_arch = "x86_64"))]
-    {
-        let _ = (ctx, in_user_mode);
-        None
-    }
-}
-
-/// True when the sample interrupted user code, so `ctx`'s registers are the user registers.
-#[inline(always)]
-fn interrupted_user_mode(ctx: &PerfEventContext) -> bool {
-    #[cfg(bpf_target_arch = "x86_64")]
-    {
-        // SAFETY: reading the context's register block, which the verifier allows.
-        let cs = unsafe { (*ctx.ctx).regs.cs };
-        cs & 3 == 3
-    }
-    #[cfg(not(bpf_target_arch = "x86_64"))]
-    {
-        let _ = ctx;
-        false
-    }
+    None
 }
 
 /// The kernel stack of a sample taken in kernel mode, stored like a user stack. A hash map,
@@ -374,13 +424,13 @@ fn interrupted_user_mode(ctx: &PerfEventContext) -> bool {
 /// two stacks of one interval share a bucket (a birthday collision, common with hundreds of
 /// distinct kernel stacks a second).
 #[inline(always)]
-fn take_kernel_stack(ctx: &PerfEventContext, generation: u32, kind: u32) -> Result<u64, i32> {
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+fn take_kernel_stack<C: Source>(ctx: &C, generation: u32, kind: u32) -> Result<u64, i32> {
+    let Some(scratch) = SCRATCH.get_ptr_mut(C::SLOT) else {
         return Err(-ENOMEM);
     };
     // SAFETY: per-CPU value of this CPU; the user stack was stored before this reuse.
     let scratch = unsafe { &mut *scratch };
-    let hash = copy_stack(ctx, scratch, 0)?;
+    let hash = copy_stack(ctx, scratch, C::KERNEL_SKIP & BPF_F_SKIP_FIELD_MASK as u64)?;
     store_stack(true, generation, kind, hash, scratch)
 }
 
@@ -422,15 +472,8 @@ fn store(stacks: &HashMap<u64, Stack>, hash: u64, scratch: &Stack) -> Result<u64
 
 /// Walks the user frame-pointer chain from the interrupted registers; returns the stack hash.
 #[inline(always)]
-fn walk_frame_pointers(ctx: &PerfEventContext, scratch: &mut Stack) -> u64 {
-    #[cfg(bpf_target_arch = "x86_64")]
-    // SAFETY: reading the context's register block, which the verifier allows.
-    let (ip, mut fp) = unsafe { ((*ctx.ctx).regs.rip, (*ctx.ctx).regs.rbp) };
-    #[cfg(not(bpf_target_arch = "x86_64"))]
-    let (ip, mut fp) = {
-        let _ = ctx;
-        (0u64, 0u64)
-    };
+fn walk_frame_pointers(regs: [u64; 3], scratch: &mut Stack) -> u64 {
+    let (ip, mut fp) = (regs[0], regs[2]);
     scratch.ips[0] = ip;
     let mut hash = mix(HASH_SEED, ip);
     let mut len = 1;
@@ -462,17 +505,11 @@ fn walk_frame_pointers(ctx: &PerfEventContext, scratch: &mut Stack) -> u64 {
 /// sample taken in kernel mode, whose user registers are not in the context; 0 for the kernel
 /// stack). Returns the stack hash.
 #[inline(always)]
-fn copy_stack(ctx: &PerfEventContext, scratch: &mut Stack, flags: u64) -> Result<u64, i32> {
+fn copy_stack<C: Source>(ctx: &C, scratch: &mut Stack, flags: u64) -> Result<u64, i32> {
     const BYTES: u32 = (MAX_STACK_DEPTH * 8) as u32;
     // SAFETY: the buffer is this CPU's scratch value, BYTES long.
-    let copied = unsafe {
-        bpf_get_stack(
-            ctx.ctx.cast(),
-            scratch.ips.as_mut_ptr().cast(),
-            BYTES,
-            flags,
-        )
-    };
+    let copied =
+        unsafe { bpf_get_stack(ctx.as_ptr(), scratch.ips.as_mut_ptr().cast(), BYTES, flags) };
     if copied < 0 {
         return Err(copied as i32);
     }
@@ -594,7 +631,7 @@ fn in_filtered_cgroup(control: &Control) -> bool {
 }
 
 #[inline(always)]
-fn notify_new_process(ctx: &PerfEventContext, counters: &mut Counters, tgid: u32) {
+fn notify_new_process<C: Source>(ctx: &C, counters: &mut Counters, tgid: u32) {
     // A tgid this CPU sampled last was announced already. The cache can only be wrong when the
     // process exited and its number came round again with nothing else sampled on this CPU in
     // between; the daemon then still symbolizes it at the next drain, only without the early

@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use profiler_common::{Counter, Counters, OffCpuBlock, SampleKey, Stack};
 
-use crate::{add, bump, CONTROL, COUNTERS, COUNTS_0, COUNTS_1};
+use crate::{add, bump, counters_index, CONTROL, COUNTERS, COUNTS_0, COUNTS_1};
 
 #[map]
 static OFFCPU_BLOCKED: HashMap<u64, OffCpuBlock> = HashMap::with_max_entries(1, 0);
@@ -37,11 +37,11 @@ pub fn offcpu_switch_in(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let generation = control.generation & 1;
-    let Some(counters) = COUNTERS.get_ptr_mut(generation) else {
+    let Some(counters) = COUNTERS.get_ptr_mut(counters_index::<RawTracePointContext>(generation))
+    else {
         return 0;
     };
-    // SAFETY: this CPU's value. A perf-event program may interrupt this one, but it never
-    // touches the off-CPU counters this one increments.
+    // SAFETY: this CPU's value of the raw-tracepoint programs, which do not nest.
     let counters = unsafe { &mut *counters };
     // SAFETY: helper without arguments.
     let blocked = unsafe { bpf_ktime_get_ns() }.saturating_sub(block.start_ns);

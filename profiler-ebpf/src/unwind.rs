@@ -6,18 +6,21 @@
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
-    macros::{map, perf_event},
+    macros::{map, perf_event, raw_tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
-    programs::PerfEventContext,
+    programs::{PerfEventContext, RawTracePointContext},
 };
 use profiler_common::{
     cfa, rbp, unwind_cache_index, unwind_cache_key, Counter, NewProcess, Stack, UnwindCacheEntry,
-    UnwindMapping, UnwindMappings, UnwindPage, UnwindRefresh, UnwindRow, UnwindState,
+    UnwindMapping, UnwindMappings, UnwindPage, UnwindRefresh, UnwindRow, UnwindState, KIND_THREADS,
     MAX_STACK_DEPTH, REASON_MAP_CHANGED, UNWIND_MAPPING_STEPS, UNWIND_MAX_MAPPINGS,
     UNWIND_MAX_REFRESHES, UNWIND_PAGE_BITS, UNWIND_REFRESH_GAP_NS, UNWIND_ROW_STEPS,
 };
 
-use crate::{bump, finish, finish_sample, mix, COUNTERS, MIN_FRAME_ADDRESS, NEW_PROCESS, SCRATCH};
+use crate::{
+    bump, counters_index, finish, finish_sample, mix, Source, COUNTERS, MIN_FRAME_ADDRESS,
+    NEW_PROCESS, SCRATCH,
+};
 
 #[map]
 static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(1, 0);
@@ -26,9 +29,12 @@ static UNWIND_PAGES: Array<UnwindPage> = Array::with_max_entries(1, 0);
 #[map]
 pub(crate) static UNWIND_MAPPINGS: HashMap<u32, UnwindMappings> = HashMap::with_max_entries(1, 0);
 #[map]
-pub(crate) static UNWIND_STATE: PerCpuArray<UnwindState> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static UNWIND_STATE: PerCpuArray<UnwindState> = PerCpuArray::with_max_entries(2, 0);
 #[map]
 pub(crate) static UNWIND_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+/// The raw-tracepoint unwinder (tail calls stay within one program type).
+#[map]
+pub(crate) static UNWIND_PROGRAMS_TP: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map]
 static UNWIND_REFRESH: LruHashMap<u32, UnwindRefresh> = LruHashMap::with_max_entries(1, 0);
 #[map]
@@ -51,56 +57,70 @@ enum Step {
 
 #[perf_event]
 pub fn unwind_user(ctx: PerfEventContext) -> u32 {
-    let Some(state) = UNWIND_STATE.get_ptr_mut(0) else {
+    walk(&ctx)
+}
+
+/// [`unwind_user`] for the samples of raw tracepoints (thread creation).
+#[raw_tracepoint]
+pub fn unwind_user_tp(ctx: RawTracePointContext) -> i32 {
+    walk(&ctx) as i32
+}
+
+/// Walks up to [`FRAMES_PER_CALL`] frames, then tail-calls itself or ends the sample.
+#[inline(always)]
+fn walk<C: Source>(ctx: &C) -> u32 {
+    let Some(state) = UNWIND_STATE.get_ptr_mut(C::SLOT) else {
         return 0;
     };
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+    let Some(scratch) = SCRATCH.get_ptr_mut(C::SLOT) else {
         return 0;
     };
-    // SAFETY: this CPU's values; a perf-event program is not re-entered on one CPU, and the
-    // tail call that brought us here keeps the sample's state.
+    // SAFETY: this CPU's values for this kind of program, which is not re-entered on one
+    // CPU; the tail call that brought us here keeps the sample's state.
     let (state, scratch) = unsafe { (&mut *state, &mut *scratch) };
-    let Some(counters) = COUNTERS.get_ptr_mut(state.generation & 1) else {
+    let Some(counters) = COUNTERS.get_ptr_mut(counters_index::<C>(state.generation)) else {
         return 0;
     };
     // SAFETY: as above.
     let counters = unsafe { &mut *counters };
     let Some(mappings) = UNWIND_MAPPINGS.get_ptr(state.key.tgid) else {
         // The process's tables went away between two tail calls: keep what was walked.
-        return end(&ctx, state, scratch);
+        return end(ctx, state, scratch);
     };
     // SAFETY: a map value, valid while this program runs.
     let mappings = unsafe { &*mappings };
+    // The row cache is the perf-event programs' only: a tracepoint program interrupted by
+    // one could read an entry half written.
+    let cached = C::SLOT == 0;
     for _ in 0..FRAMES_PER_CALL {
-        if let Step::Done = step(state, scratch, mappings, counters) {
-            return end(&ctx, state, scratch);
+        if let Step::Done = step(state, scratch, mappings, counters, cached) {
+            return end(ctx, state, scratch);
         }
     }
     if state.len as usize >= MAX_STACK_DEPTH || state.tail_calls >= MAX_TAIL_CALLS {
         bump(counters, Counter::UnwindDepthLimit);
-        return end(&ctx, state, scratch);
+        return end(ctx, state, scratch);
     }
     state.tail_calls += 1;
-    // SAFETY: the program array holds this program; on failure control comes back here.
-    unsafe { UNWIND_PROGRAMS.tail_call(&ctx, 0) };
-    end(&ctx, state, scratch)
+    // Returns only if the tail call failed.
+    ctx.tail_call_unwinder();
+    end(ctx, state, scratch)
 }
 
 /// Starts the table walk of a sample whose process has tables; returns only if the tail call
 /// failed (the caller then walks frame pointers as before).
 #[inline(always)]
-pub(crate) fn start(ctx: &PerfEventContext, state: &mut UnwindState) {
+pub(crate) fn start<C: Source>(ctx: &C, state: &mut UnwindState) {
     state.len = 0;
     state.hash = crate::HASH_SEED;
     state.tail_calls = 0;
     state.refresh_asked = 0;
-    // SAFETY: the program array holds the unwinder; on failure control comes back here.
-    unsafe { UNWIND_PROGRAMS.tail_call(ctx, 0) };
+    ctx.tail_call_unwinder();
 }
 
 /// Stores the walked stack and counts the sample.
 #[inline(always)]
-fn end(ctx: &PerfEventContext, state: &mut UnwindState, scratch: &mut Stack) -> u32 {
+fn end<C: Source>(ctx: &C, state: &mut UnwindState, scratch: &mut Stack) -> u32 {
     let len = state.len;
     scratch.len = len;
     let hash = finish(state.hash, len);
@@ -115,6 +135,7 @@ fn step(
     scratch: &mut Stack,
     mappings: &UnwindMappings,
     counters: &mut profiler_common::Counters,
+    cached: bool,
 ) -> Step {
     let len = state.len as usize;
     if len >= MAX_STACK_DEPTH {
@@ -137,9 +158,8 @@ fn step(
         counters_fp(counters);
         return frame_pointer_step(state);
     };
-    let Some(row) = find_row(state, mapping, lookup, counters) else {
-        counters_fp(counters);
-        return frame_pointer_step(state);
+    let Some(row) = find_row(state, mapping, lookup, counters, cached) else {
+        return without_row(state, counters);
     };
     let cfa = match row.cfa_rule {
         cfa::RSP => state.rsp + row.cfa_offset as u64,
@@ -149,10 +169,7 @@ fn step(
             state.rsp + row.cfa_offset as u64 + extra
         }
         cfa::END => return Step::Done,
-        _ => {
-            counters_fp(counters);
-            return frame_pointer_step(state);
-        }
+        _ => return without_row(state, counters),
     };
     if cfa < MIN_FRAME_ADDRESS + 8 {
         return Step::Done;
@@ -233,6 +250,28 @@ fn counters_fp(counters: &mut profiler_common::Counters) {
     bump(counters, Counter::UnwindFpFrames);
 }
 
+/// A frame without a usable row. The first frame of a thread-creation sample is the system
+/// call wrapper (`clone3`, whose `syscall` glibc leaves outside its CFI): a leaf that has not
+/// moved the stack pointer, so the return address is at rsp. Any other frame is walked with
+/// frame pointers.
+#[inline(always)]
+fn without_row(state: &mut UnwindState, counters: &mut profiler_common::Counters) -> Step {
+    counters_fp(counters);
+    if state.len == 1 && state.key.kind == KIND_THREADS {
+        // SAFETY: bpf_probe_read_user checks the address.
+        let Ok(ret) = (unsafe { bpf_probe_read_user(state.rsp as *const u64) }) else {
+            return Step::Done;
+        };
+        if ret == 0 {
+            return Step::Done;
+        }
+        state.rip = ret;
+        state.rsp += 8;
+        return Step::Next;
+    }
+    frame_pointer_step(state)
+}
+
 /// One frame-pointer step: the frame at rbp is [saved rbp, return address].
 #[inline(always)]
 fn frame_pointer_step(state: &mut UnwindState) -> Step {
@@ -283,6 +322,7 @@ fn find_row(
     mapping: &UnwindMapping,
     addr: u64,
     counters: &mut profiler_common::Counters,
+    cached: bool,
 ) -> Option<UnwindRow> {
     let offset = addr.wrapping_sub(mapping.bias);
     let page = offset >> UNWIND_PAGE_BITS;
@@ -291,6 +331,9 @@ fn find_row(
     }
     let slot = mapping.page_first.wrapping_add(page as u32);
     let low = offset & ((1 << UNWIND_PAGE_BITS) - 1);
+    if !cached {
+        return search_page(slot, low as u16);
+    }
     let key = unwind_cache_key(state.epoch, slot, low);
     let entry = UNWIND_ROW_CACHE.get_ptr_mut(unwind_cache_index(key, state.cache_mask))?;
     // SAFETY: this CPU's entry; a perf-event program is not re-entered on one CPU.

@@ -328,7 +328,7 @@ fn starting_many_threads_fires_the_thread_rule() {
     let _host = beside_others();
     let fixture = Running::spawn(
         &fixture_with("grow", "grow", &["-pthread"]),
-        &["threads", "12", "60", "8"],
+        &["threads", "12", "300", "8"],
     );
     let dir = scratch("trigger-thread");
     let pid = fixture.pid().to_string();
@@ -348,9 +348,36 @@ fn starting_many_threads_fires_the_thread_rule() {
         "kept",
         "--duration",
         "17s",
+        "--profile",
+        "cpu,threads",
     ];
-    // 60 threads plus main, or a count caught while they were starting.
-    one_kept(&args, &dir, "thread");
+    let (file, _) = one_kept(&args, &dir, "thread");
+    // The kept profile answers with the thread-creation profile (the default sample type):
+    // 300 threads from start_threads; the CPU profile of the window is beside it.
+    let profile = read_pprof(&file);
+    assert_eq!(
+        sample_types(&profile),
+        ["samples/count", "cpu/nanoseconds", "threads/count"]
+    );
+    let created = stacks_by(&profile, 2);
+    let started = count_with(&created, "start_threads");
+    assert!(
+        started * 10 >= total(&created) * 9 && started >= 270,
+        "start_threads created {started} of {} threads",
+        total(&created)
+    );
+    assert!(stacks(&profile).iter().any(|s| s.has("light_work")));
+    // The window reaches back before the firing, into the light work before the threads.
+    assert!(
+        profile.duration_nanos >= 5_000_000_000,
+        "pre + post trigger window: {} ns",
+        profile.duration_nanos
+    );
+    let top = go_pprof(&["-top"], &file);
+    assert!(
+        top.contains("Type: threads") && top.contains("start_threads"),
+        "{top}"
+    );
 }
 
 #[test]

@@ -456,9 +456,18 @@ fn process_in_another_mount_namespace_reaches_main_as_perf_does() {
     assert_chain(&ours, &["leaf_spin", "inner_fn", "outer_fn", "main"]);
 }
 
+/// What [`short_lived_runs`] returns.
+type ShortLived = (Vec<Stack>, std::collections::HashMap<String, u64>);
+
+/// [`record_short_lived_runs`], once for the tests that judge it.
+fn short_lived_runs() -> &'static ShortLived {
+    static RUNS: std::sync::OnceLock<ShortLived> = std::sync::OnceLock::new();
+    RUNS.get_or_init(|| record_short_lived_runs("unwind-short"))
+}
+
 /// Ten runs of the fixture for 300 ms each (each a new process, found by its first sample),
 /// recorded by cgroup: the samples in the fixture's own code and the accounting counters.
-fn short_lived_runs(name: &str) -> (Vec<Stack>, std::collections::HashMap<String, u64>) {
+fn record_short_lived_runs(name: &str) -> ShortLived {
     let binary = nofp("nofp", &[]);
     let group = TestCgroup::create(name);
     let dir = scratch(name);
@@ -512,8 +521,8 @@ fn short_lived_runs(name: &str) -> (Vec<Stack>, std::collections::HashMap<String
 /// Most samples reach main; the rest were walked before the process's tables and are counted.
 #[test]
 fn short_lived_processes_get_tables_after_their_first_sample() {
-    let (program, counters) = short_lived_runs("unwind-short");
-    let share = reaching(&program, &["main"]);
+    let (program, counters) = short_lived_runs();
+    let share = reaching(program, &["main"]);
     let short = program
         .iter()
         .filter(|s| !s.has("main"))
@@ -525,7 +534,7 @@ fn short_lived_processes_get_tables_after_their_first_sample() {
         short <= counters["unwind_no_tables"],
         "{short} stacks short of main, {} counted without tables; commonest:\n{}",
         counters["unwind_no_tables"],
-        incomplete(&program, &["main"])
+        incomplete(program, &["main"])
     );
 }
 
@@ -536,8 +545,8 @@ fn short_lived_processes_get_tables_after_their_first_sample() {
 /// list, so libc gets its table and its names while the process lives.
 #[test]
 fn short_lived_processes_unwind_and_name_libc_below_main() {
-    let (program, _) = short_lived_runs("unwind-short-names");
-    let through_main: Vec<Stack> = program.into_iter().filter(|s| s.has("main")).collect();
+    let (program, _) = short_lived_runs();
+    let through_main: Vec<Stack> = program.iter().filter(|s| s.has("main")).cloned().collect();
     let named = reaching(&through_main, ENTRY);
     assert!(
         named >= 0.98,

@@ -10,7 +10,7 @@ pub use pipeline::{Accounting, Pipeline, PipelineConfig};
 use rustc_hash::FxHashMap;
 use std::time::{Duration, SystemTime};
 
-use profiler_common::{SampleKey, KIND_MEMORY, KIND_OFFCPU};
+use profiler_common::{SampleKey, KIND_MEMORY, KIND_OFFCPU, KIND_THREADS};
 
 use crate::{
     process::ProcessInfo,
@@ -114,6 +114,8 @@ pub struct Window {
     pub memory: Vec<ProcessProfile>,
     /// Off-CPU profiles (counts are nanoseconds blocked), when that source is on.
     pub offcpu: Vec<ProcessProfile>,
+    /// Thread-creation profiles (one count per thread created), when that source is on.
+    pub threads: Vec<ProcessProfile>,
     /// Page faults per memory-growth sample (0: the source is off).
     pub fault_period: u64,
 }
@@ -231,15 +233,17 @@ impl Aggregator {
     /// Ends the window at `end` and starts the next one.
     pub fn take_window(&mut self, end: SystemTime) -> Window {
         let start = std::mem::replace(&mut self.window_start, end);
-        let (mut processes, mut memory, mut offcpu) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut processes, mut memory) = (Vec::new(), Vec::new());
+        let (mut offcpu, mut threads) = (Vec::new(), Vec::new());
         for ((_, kind), agg) in self.processes.drain() {
             match kind {
                 KIND_MEMORY => memory.push(agg.profile),
                 KIND_OFFCPU => offcpu.push(agg.profile),
+                KIND_THREADS => threads.push(agg.profile),
                 _ => processes.push(agg.profile),
             }
         }
-        for profiles in [&mut processes, &mut memory, &mut offcpu] {
+        for profiles in [&mut processes, &mut memory, &mut offcpu, &mut threads] {
             profiles.sort_by_key(|p| p.info.pid);
         }
         self.stacks = 0;
@@ -250,6 +254,7 @@ impl Aggregator {
             processes,
             memory,
             offcpu,
+            threads,
             fault_period: self.fault_period,
         }
     }

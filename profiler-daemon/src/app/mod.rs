@@ -84,6 +84,7 @@ fn prepare(
                     max_blocked,
                     period,
                 }),
+            threads: sources.threads,
         },
         symbols: SymbolsConfig {
             max_processes: limits.max_processes as usize,

@@ -114,6 +114,7 @@ fn of_kind(window: &Window, kind: ProfileKind) -> (&[ProcessProfile], Measure) {
         ProfileKind::Cpu => (&window.processes, Measure::cpu_of(window)),
         ProfileKind::Memory => (&window.memory, Measure::memory_of(window)),
         ProfileKind::Offcpu => (&window.offcpu, Measure::OffCpu),
+        ProfileKind::Threads => (&window.threads, Measure::Threads),
     }
 }
 
@@ -157,6 +158,7 @@ fn encode(
                     window.fault_period
                 ),
                 ProfileKind::Offcpu => " off-CPU time, 1 sample = 1 ns switched out".to_string(),
+                ProfileKind::Threads => " thread creation, 1 sample = 1 thread".to_string(),
             };
             let title = format!(
                 "profilerd: {}{what} ({:.0?})",

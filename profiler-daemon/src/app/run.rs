@@ -359,7 +359,8 @@ impl<'a> RunLoop<'a> {
             .iter()
             .map(|p| (p, Measure::memory_of(window)));
         let offcpu = window.offcpu.iter().map(|p| (p, Measure::OffCpu));
-        for (process, measure) in cpu.chain(memory).chain(offcpu) {
+        let threads = window.threads.iter().map(|p| (p, Measure::Threads));
+        for (process, measure) in cpu.chain(memory).chain(offcpu).chain(threads) {
             let comments = comments(window, &self.active.target, Some(process));
             let labels = &self.labels;
             let mut profile =

@@ -53,7 +53,7 @@ pub enum Command {
   profilerd record --pid 1234 --format svg --output flame.svg
   profilerd record --duration 5s --format folded --output all.folded
   profilerd record --pid 1234 --unwind fp --output cpu.pb.gz   # frame pointers only
-  profilerd record --pid 1234 --profile cpu,memory,offcpu -o p.pb.gz   # + p.memory.pb.gz, p.offcpu.pb.gz")]
+  profilerd record --pid 1234 --profile cpu,memory,offcpu,threads -o p.pb.gz   # + p.memory.pb.gz, ...")]
     Record(Box<RecordArgs>),
     /// Run the profiler daemon: one pprof per sampled process every upload interval.
     #[command(after_help = "Examples:
@@ -184,8 +184,8 @@ pub struct RecordArgs {
     /// How often the kernel maps are drained while recording.
     #[arg(long, default_value = "1s", value_parser = parse_interval)]
     pub collect_interval: Duration,
-    /// Which profiles to record, comma-separated: `cpu`, `memory`, `offcpu`. The first goes to
-    /// --output, each other one beside it with its kind before the extension
+    /// Which profiles to record, comma-separated: `cpu`, `memory`, `offcpu`, `threads`. The
+    /// first goes to --output, each other one beside it with its kind before the extension
     /// (`profile.memory.pb.gz`).
     #[arg(
         long = "profile",
@@ -266,14 +266,15 @@ pub struct RunArgs {
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub page_window: Duration,
     /// Which profiles to take besides CPU (always taken: the triggers need it),
-    /// comma-separated: `cpu`, `memory`, `offcpu`. With `memory`, a mem firing keeps the
-    /// memory-growth profile of its window; with `offcpu`, every kept profile holds the
-    /// off-CPU time of its window too.
+    /// comma-separated: `cpu`, `memory`, `offcpu`, `threads`. With `memory`, a mem firing
+    /// keeps the memory-growth profile of its window; with `threads`, a thread firing keeps
+    /// the thread-creation profile; with `offcpu`, every kept profile holds the off-CPU time
+    /// of its window too.
     #[arg(
         long = "profile",
         value_enum,
         value_delimiter = ',',
-        default_value = "cpu,memory",
+        default_value = "cpu,memory,threads",
         value_name = "KINDS"
     )]
     pub profiles: Vec<super::ProfileKind>,

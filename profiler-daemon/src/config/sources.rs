@@ -18,6 +18,9 @@ pub enum ProfileKind {
     /// weighted by the nanoseconds until the thread runs again, blocks of at least
     /// --offcpu-min-block).
     Offcpu,
+    /// Thread creation: the creating thread's stack at each new thread (the `task_newtask`
+    /// tracepoint), one count each, as Go's `threadcreate` profile.
+    Threads,
 }
 
 impl ProfileKind {
@@ -26,6 +29,7 @@ impl ProfileKind {
             ProfileKind::Cpu => "cpu",
             ProfileKind::Memory => "memory",
             ProfileKind::Offcpu => "offcpu",
+            ProfileKind::Threads => "threads",
         }
     }
 }
@@ -50,11 +54,11 @@ pub struct SourceArgs {
     pub offcpu_max_blocked: u32,
     /// Context switches per off-CPU sample, counted per CPU over every task: the stacks of
     /// one switch-out in this many are taken, and its block weighs this many times its
-    /// duration. 1 takes every one (exact, but a program that switches 800000 times a second
-    /// on one CPU then runs at half speed; at 7 at about three quarters, bpftrace's own
-    /// stack-per-switch at half). Odd values keep the sampled
+    /// duration. The default keeps a program that switches 100000 times a second at about
+    /// 97% of its speed; 1 takes every one (exact, but that program then loses about a fifth,
+    /// as under bpftrace taking stacks at every switch). Odd values keep the sampled
     /// switch-outs from falling on the same task of a two-task alternation.
-    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "SWITCHES")]
+    #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "SWITCHES")]
     pub offcpu_period: u32,
 }
 
@@ -65,6 +69,8 @@ pub struct Sources {
     pub fault_period: Option<u64>,
     /// The off-CPU source's minimum block, blocked-thread bound and period; None: off.
     pub offcpu: Option<(Duration, u32, u32)>,
+    /// The thread-creation source.
+    pub threads: bool,
 }
 
 impl SourceArgs {
@@ -85,6 +91,7 @@ impl SourceArgs {
                 self.offcpu_max_blocked,
                 self.offcpu_period,
             )),
+            threads: profiles.contains(&ProfileKind::Threads),
         }
     }
 }
@@ -110,6 +117,7 @@ mod tests {
             Sources {
                 fault_period: Some(64),
                 offcpu: Some((Duration::from_millis(2), 100, 4)),
+                threads: false,
             }
         );
     }

@@ -14,6 +14,9 @@ pub enum Measure {
     /// Off-CPU blocks: each count is nanoseconds a thread spent switched out with the stack;
     /// `offcpu/nanoseconds`, one value.
     OffCpu,
+    /// Threads created, one count each under the creating thread's stack: `threads/count`,
+    /// as Go's `threadcreate` profile.
+    Threads,
 }
 
 impl Measure {
@@ -32,12 +35,13 @@ impl Measure {
         }
     }
 
-    /// `cpu`, `memory` or `offcpu`: the kind's name in file names.
+    /// `cpu`, `memory`, `offcpu` or `threads`: the kind's name in file names.
     pub fn name(self) -> &'static str {
         match self {
             Measure::Cpu { .. } => "cpu",
             Measure::Memory { .. } => "memory",
             Measure::OffCpu => "offcpu",
+            Measure::Threads => "threads",
         }
     }
 
@@ -46,7 +50,7 @@ impl Measure {
         match self {
             Measure::Cpu { frequency } => 1_000_000_000 / frequency.max(1) as i64,
             Measure::Memory { period, page } => (period * page) as i64,
-            Measure::OffCpu => 1,
+            Measure::OffCpu | Measure::Threads => 1,
         }
     }
 
@@ -74,6 +78,7 @@ impl Measure {
                 ("offcpu", "nanoseconds"),
                 self.period(),
             ),
+            Measure::Threads => (&[("threads", "count")], ("threads", "count"), self.period()),
         }
     }
 
@@ -84,7 +89,7 @@ impl Measure {
         match self {
             Measure::Cpu { .. } => vec![count, count * self.period()],
             Measure::Memory { period, .. } => vec![count * period as i64, count * self.period()],
-            Measure::OffCpu => vec![count],
+            Measure::OffCpu | Measure::Threads => vec![count],
         }
     }
 }

@@ -416,6 +416,7 @@ mod tests {
             }],
             memory: Vec::new(),
             offcpu: Vec::new(),
+            threads: Vec::new(),
             fault_period: 0,
         }
     }

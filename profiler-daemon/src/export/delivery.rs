@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     host::dirs::{ensure_private_dir, DirKind},
-    targets::{MEMORY_PROFILE_NAME, OFFCPU_PROFILE_NAME},
+    targets::{MEMORY_PROFILE_NAME, OFFCPU_PROFILE_NAME, THREADS_PROFILE_NAME},
 };
 
 /// Spooled profiles older than this are written to the dump dir instead of being sent: the
@@ -492,6 +492,7 @@ impl Delivery {
         let kind = match upload.label("__name__") {
             Some(MEMORY_PROFILE_NAME) => "memory",
             Some(OFFCPU_PROFILE_NAME) => "offcpu",
+            Some(THREADS_PROFILE_NAME) => "threads",
             _ => "cpu",
         };
         let comm = upload.label("comm").unwrap_or("unknown");

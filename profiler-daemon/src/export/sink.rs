@@ -24,7 +24,10 @@ use crate::{
         EncodeError,
     },
     pprof_proto,
-    targets::{truncate, LabelConfig, MAX_VALUE_LEN, MEMORY_PROFILE_NAME, OFFCPU_PROFILE_NAME},
+    targets::{
+        truncate, LabelConfig, MAX_VALUE_LEN, MEMORY_PROFILE_NAME, OFFCPU_PROFILE_NAME,
+        THREADS_PROFILE_NAME,
+    },
     trigger::Kept,
     types::{rfc3339, utc_timestamp, Metric},
 };
@@ -65,36 +68,43 @@ impl KeptProfile<'_> {
         self.kept.window.processes.iter().collect()
     }
 
-    /// The memory-growth measure when this profile answers a mem firing with memory-growth
-    /// samples; None when the CPU profile answers (a cpu or thread firing, or no memory
-    /// source).
-    fn memory_answer(&self) -> Option<Measure> {
+    /// The profile kind that answers the firing besides CPU: memory growth for mem, thread
+    /// creation for thread, when that source took samples; None when the CPU profile answers
+    /// (a cpu firing, or the source is off).
+    fn answer(&self) -> Option<(Measure, &[ProcessProfile])> {
         let window = &self.kept.window;
-        let mem = self.metric() == Metric::Mem.name();
-        (mem && !window.memory.is_empty()).then(|| Measure::memory_of(window))
+        let metric = self.metric();
+        let (measure, profiles) = if metric == Metric::Mem.name() {
+            (Measure::memory_of(window), &window.memory)
+        } else if metric == Metric::Thread.name() {
+            (Measure::Threads, &window.threads)
+        } else {
+            return None;
+        };
+        (!profiles.is_empty()).then_some((measure, profiles.as_slice()))
     }
 
-    /// The profiles that answer the firing: memory growth for mem, else CPU.
+    /// The profiles that answer the firing: [`KeptProfile::answer`]'s, else CPU.
     fn answering(&self) -> Vec<&ProcessProfile> {
-        match self.memory_answer() {
-            Some(_) => self.kept.window.memory.iter().collect(),
+        match self.answer() {
+            Some((_, profiles)) => profiles.iter().collect(),
             None => self.processes(),
         }
     }
 
     /// The file: the CPU profile, the off-CPU profile of the same window when that source is
-    /// on, and for a mem firing the memory-growth profile; the answer is the default sample
-    /// type (the last).
+    /// on, and for a mem or thread firing the memory-growth or thread-creation profile; the
+    /// answer is the default sample type (the last).
     fn pprof(&self) -> pprof_proto::Profile {
         let window = &self.kept.window;
         let cpu = (Measure::cpu_of(window), self.processes());
         let offcpu =
             (!window.offcpu.is_empty()).then(|| (Measure::OffCpu, window.offcpu.iter().collect()));
-        let sources: Vec<(Measure, Vec<&ProcessProfile>)> = match self.memory_answer() {
-            Some(memory) => [
+        let sources: Vec<(Measure, Vec<&ProcessProfile>)> = match self.answer() {
+            Some((measure, profiles)) => [
                 Some(cpu),
                 offcpu,
-                Some((memory, window.memory.iter().collect())),
+                Some((measure, profiles.iter().collect())),
             ]
             .into_iter()
             .flatten()
@@ -181,6 +191,7 @@ fn series_of(
     match measure {
         Measure::Memory { .. } => series[0].1 = MEMORY_PROFILE_NAME.into(),
         Measure::OffCpu => series[0].1 = OFFCPU_PROFILE_NAME.into(),
+        Measure::Threads => series[0].1 = THREADS_PROFILE_NAME.into(),
         Measure::Cpu { .. } => {}
     }
     series
@@ -228,9 +239,10 @@ impl Sink for DumpSink {
             utc_timestamp(kept.fired_at)
         );
         let pprof_gz = pprof::to_gzip(&profile.pprof());
-        let what = match profile.memory_answer() {
-            Some(_) => " (memory growth)",
-            None => "",
+        let what = match profile.answer() {
+            Some((Measure::Memory { .. }, _)) => " (memory growth)",
+            Some((Measure::Threads, _)) => " (thread creation)",
+            _ => "",
         };
         let title = format!("profilerd: {}{what} — {}", kept.name, reasons.join("; "));
         let summary = KeptSummary {
@@ -353,12 +365,12 @@ impl Sink for ServerSink<'_> {
         let window = &profile.kept.window;
         let until = window.start + window.duration;
         let reasons = profile.reasons().join("; ");
-        // The CPU profiles, the off-CPU ones, and a mem firing's answer: the memory-growth
-        // profiles, each as its own profile type.
-        let memory = profile.memory_answer().map(|m| (&window.memory, m));
-        let cpu = (&window.processes, Measure::cpu_of(window));
-        let offcpu = (&window.offcpu, Measure::OffCpu);
-        for (processes, measure) in [cpu, offcpu].into_iter().chain(memory) {
+        // The CPU profiles, the off-CPU ones, and a mem or thread firing's answer, each as
+        // its own profile type.
+        let answer = profile.answer().map(|(m, profiles)| (profiles, m));
+        let cpu = (window.processes.as_slice(), Measure::cpu_of(window));
+        let offcpu = (window.offcpu.as_slice(), Measure::OffCpu);
+        for (processes, measure) in [cpu, offcpu].into_iter().chain(answer) {
             for process in processes {
                 let mut series = series_of(profile.labels, process, measure);
                 series.push(("trigger".into(), profile.metric().into()));
@@ -402,6 +414,7 @@ mod tests {
             processes: vec![process],
             memory: Vec::new(),
             offcpu: Vec::new(),
+            threads: Vec::new(),
             fault_period: 0,
         }
     }

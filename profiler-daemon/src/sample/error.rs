@@ -42,6 +42,8 @@ pub enum SamplerError {
     FaultsUnavailable(String),
     #[error("the off-CPU source (context-switches perf event, sched_switch and sched_process_free raw tracepoints) cannot start ({0}): leave `offcpu` out of --profile")]
     OffCpuUnavailable(String),
+    #[error("the thread-creation source (task_newtask raw tracepoint) cannot start ({0}): leave `threads` out of --profile")]
+    ThreadsUnavailable(String),
     #[error("BPF map {map}: {source}")]
     Map {
         map: &'static str,

@@ -34,6 +34,7 @@ mod batch;
 mod drained;
 mod error;
 mod offcpu;
+mod raw;
 mod tables;
 
 use batch::BatchMap;
@@ -80,6 +81,8 @@ pub struct SamplerConfig {
     pub fault_period: Option<u64>,
     /// The off-CPU source; None: off.
     pub offcpu: Option<OffCpuConfig>,
+    /// The thread-creation source.
+    pub threads: bool,
 }
 
 /// Forwards the BPF program's aya-log records to `tracing`, under the `bpf` target.
@@ -141,6 +144,8 @@ pub struct Sampler {
     offcpu: Option<offcpu::OffCpuStacks>,
     /// Context switches per off-CPU sample when that source is on.
     offcpu_period: Option<u32>,
+    /// Whether the thread-creation source is on.
+    threads: bool,
     /// The unwind maps' writers until [`Sampler::take_unwind_maps`] hands them over.
     unwind: Option<UnwindMaps>,
 }
@@ -151,24 +156,7 @@ impl Sampler {
     pub fn load(object: &[u8], config: &SamplerConfig) -> Result<Self, SamplerError> {
         let control_block = control_block(config);
         let (mut ebpf, filter_entries) = load(object, config)?;
-        let mut pid_filter: HashMap<MapData, u32, u8> = take(&mut ebpf, FILTER_PIDS_MAP)?;
-        for pid in &config.pids {
-            pid_filter
-                .insert(pid, 1, 0)
-                .map_err(|source| SamplerError::Map {
-                    map: FILTER_PIDS_MAP,
-                    source,
-                })?;
-        }
-        let mut cgroup_filter: HashMap<MapData, u64, u8> = take(&mut ebpf, FILTER_CGROUPS_MAP)?;
-        for cgroup in &config.cgroups {
-            cgroup_filter
-                .insert(cgroup.id, 1, 0)
-                .map_err(|source| SamplerError::Map {
-                    map: FILTER_CGROUPS_MAP,
-                    source,
-                })?;
-        }
+        let (pid_filter, cgroup_filter) = filters(&mut ebpf, config)?;
 
         let mut batch: [Vec<BatchMap>; 2] = Default::default();
         let mut counts = Vec::new();
@@ -211,7 +199,13 @@ impl Sampler {
             None => None,
         };
         let unwind = match config.unwind {
-            Some(sizes) => Some(tables::prepare(&mut ebpf, sizes)?),
+            Some(sizes) => {
+                let maps = tables::prepare(&mut ebpf, sizes)?;
+                if config.threads {
+                    raw::prepare_unwinder(&mut ebpf)?;
+                }
+                Some(maps)
+            }
             None => None,
         };
 
@@ -241,6 +235,7 @@ impl Sampler {
             fault_period: config.fault_period,
             offcpu,
             offcpu_period: config.offcpu.map(|c| c.period),
+            threads: config.threads,
             unwind,
         })
     }
@@ -255,6 +250,9 @@ impl Sampler {
         }
         if let Some(period) = self.offcpu_period {
             offcpu::attach(&mut self._ebpf, period)?;
+        }
+        if self.threads {
+            raw::attach_threads(&mut self._ebpf)?;
         }
         Ok(())
     }
@@ -465,19 +463,22 @@ impl Sampler {
     }
 
     /// Counter increments of the just-drained generation since it was last drained. Only that
-    /// generation is read, so the counters describe exactly the samples drained with them.
+    /// generation is read (its perf-event and its raw-tracepoint entries), so the counters
+    /// describe exactly the samples drained with them.
     fn counter_delta(&mut self, generation: u32) -> Result<CounterDelta, SamplerError> {
-        let per_cpu = self
-            .counters
-            .get(&generation, 0)
-            .map_err(|source| SamplerError::Map {
-                map: COUNTERS_MAP,
-                source,
-            })?;
         let mut total = [0u64; COUNTER_COUNT];
-        for cpu in per_cpu.iter() {
-            for (sum, value) in total.iter_mut().zip(cpu.values) {
-                *sum += value;
+        for index in [generation, generation | 2] {
+            let per_cpu = self
+                .counters
+                .get(&index, 0)
+                .map_err(|source| SamplerError::Map {
+                    map: COUNTERS_MAP,
+                    source,
+                })?;
+            for cpu in per_cpu.iter() {
+                for (sum, value) in total.iter_mut().zip(cpu.values) {
+                    *sum += value;
+                }
             }
         }
         let seen = &mut self.seen[generation as usize];
@@ -587,6 +588,33 @@ fn control_block(config: &SamplerConfig) -> Control {
         offcpu_period: config.offcpu.map_or(1, |c| c.period),
         ..filter_block(&config.pids, &config.cgroups)
     }
+}
+
+/// The pid and cgroup filter maps, filled from `config`.
+#[allow(clippy::type_complexity)]
+fn filters(
+    ebpf: &mut Ebpf,
+    config: &SamplerConfig,
+) -> Result<(HashMap<MapData, u32, u8>, HashMap<MapData, u64, u8>), SamplerError> {
+    let mut pid_filter: HashMap<MapData, u32, u8> = take(ebpf, FILTER_PIDS_MAP)?;
+    for pid in &config.pids {
+        pid_filter
+            .insert(pid, 1, 0)
+            .map_err(|source| SamplerError::Map {
+                map: FILTER_PIDS_MAP,
+                source,
+            })?;
+    }
+    let mut cgroup_filter: HashMap<MapData, u64, u8> = take(ebpf, FILTER_CGROUPS_MAP)?;
+    for cgroup in &config.cgroups {
+        cgroup_filter
+            .insert(cgroup.id, 1, 0)
+            .map_err(|source| SamplerError::Map {
+                map: FILTER_CGROUPS_MAP,
+                source,
+            })?;
+    }
+    Ok((pid_filter, cgroup_filter))
 }
 
 /// The control block's filter fields for these pids and cgroups (generation 0).

@@ -10,10 +10,7 @@ use std::{collections::HashMap as StdHashMap, time::Duration};
 
 use aya::{
     maps::{HashMap, MapData},
-    programs::{
-        perf_event::{SamplePolicy, SoftwareEvent},
-        RawTracePoint,
-    },
+    programs::perf_event::{SamplePolicy, SoftwareEvent},
     Ebpf,
 };
 use profiler_common::{
@@ -23,9 +20,7 @@ use profiler_common::{
 };
 
 use super::{
-    attach_software,
-    error::{classify_source, error_chain},
-    stack_ips, take, SamplerConfig, SamplerError,
+    attach_software, error::classify_source, raw, stack_ips, take, SamplerConfig, SamplerError,
 };
 
 /// The off-CPU source's settings.
@@ -123,20 +118,7 @@ pub(super) fn attach(ebpf: &mut Ebpf, period: u32) -> Result<(), SamplerError> {
         (OFFCPU_WAKE_PROGRAM_NAME, "sched_switch"),
         (OFFCPU_FREE_PROGRAM_NAME, "sched_process_free"),
     ] {
-        let unavailable = |what: String| {
-            SamplerError::OffCpuUnavailable(format!("raw tracepoint {tracepoint}: {what}"))
-        };
-        let program: &mut RawTracePoint = ebpf
-            .program_mut(name)
-            .ok_or_else(|| SamplerError::Load(format!("program {name} missing from the object")))?
-            .try_into()
-            .map_err(|err| unavailable(format!("{err}")))?;
-        program
-            .load()
-            .map_err(|err| unavailable(error_chain(&err)))?;
-        program
-            .attach(tracepoint)
-            .map_err(|err| unavailable(error_chain(&err)))?;
+        raw::attach(ebpf, name, tracepoint, SamplerError::OffCpuUnavailable)?;
     }
     Ok(())
 }

@@ -33,6 +33,8 @@ pub const PROFILE_NAME: &str = "process_cpu";
 pub const MEMORY_PROFILE_NAME: &str = "memory";
 /// `__name__` of off-CPU profiles (`offcpu:nanoseconds`).
 pub const OFFCPU_PROFILE_NAME: &str = "offcpu";
+/// `__name__` of thread-creation profiles (`threads:count`).
+pub const THREADS_PROFILE_NAME: &str = "threads";
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum LabelError {

@@ -8,7 +8,7 @@ mod select;
 
 pub use labels::{
     sanitize_service_name, truncate, LabelConfig, MAX_VALUE_LEN, MEMORY_PROFILE_NAME,
-    OFFCPU_PROFILE_NAME,
+    OFFCPU_PROFILE_NAME, THREADS_PROFILE_NAME,
 };
 pub use section::{named_pids, section_for, Section, SectionSpec, SelectorSpec};
 pub use select::{resolve_targets, Targets};

@@ -38,6 +38,8 @@ struct Capture {
     memory: BTreeMap<u32, ProcessProfile>,
     /// Off-CPU profiles of the same processes and window.
     offcpu: BTreeMap<u32, ProcessProfile>,
+    /// Thread-creation profiles of the same processes and window.
+    threads: BTreeMap<u32, ProcessProfile>,
 }
 
 /// Counters of the trigger stage.
@@ -71,6 +73,7 @@ fn window_bytes(window: &Window) -> usize {
         .iter()
         .chain(&window.memory)
         .chain(&window.offcpu)
+        .chain(&window.threads)
         .map(ProcessProfile::approx_bytes)
         .sum()
 }
@@ -113,6 +116,7 @@ impl Captures {
             (&slice.processes, &mut capture.processes),
             (&slice.memory, &mut capture.memory),
             (&slice.offcpu, &mut capture.offcpu),
+            (&slice.threads, &mut capture.threads),
         ] {
             for process in profiles
                 .iter()
@@ -165,6 +169,7 @@ impl Captures {
                     processes: Vec::new(),
                     memory: Vec::new(),
                     offcpu: Vec::new(),
+                    threads: Vec::new(),
                     fault_period: 0,
                 },
             },
@@ -172,6 +177,7 @@ impl Captures {
             processes: BTreeMap::new(),
             memory: BTreeMap::new(),
             offcpu: BTreeMap::new(),
+            threads: BTreeMap::new(),
         };
         for (slice, _) in &self.history {
             self.add(&mut capture, slice);
@@ -216,6 +222,7 @@ impl Captures {
                 kept.window.processes = capture.processes.into_values().collect();
                 kept.window.memory = capture.memory.into_values().collect();
                 kept.window.offcpu = capture.offcpu.into_values().collect();
+                kept.window.threads = capture.threads.into_values().collect();
                 self.kept_until.insert(kept.target.clone(), now);
                 self.stats.kept += 1;
                 kept
@@ -236,6 +243,7 @@ impl Captures {
                 processes: Vec::new(),
                 memory: Vec::new(),
                 offcpu: Vec::new(),
+                threads: Vec::new(),
                 fault_period: 0,
             },
             now,
@@ -271,6 +279,7 @@ mod tests {
             processes: vec![profile],
             memory: Vec::new(),
             offcpu: Vec::new(),
+            threads: Vec::new(),
             fault_period: 0,
         }
     }

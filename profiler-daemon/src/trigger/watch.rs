@@ -93,8 +93,8 @@ struct Entry {
 /// A target as one collection saw it.
 struct Seen {
     samples: u64,
-    /// Page-fault samples: its memory grew.
-    faults: u64,
+    /// Page-fault and thread-creation samples: its memory or its threads changed.
+    changes: u64,
     name: String,
     rules: Rules,
     /// The process's start time (clock ticks since boot); None for a cgroup.
@@ -105,7 +105,7 @@ impl Seen {
     fn idle(name: String, rules: Rules) -> Self {
         Self {
             samples: 0,
-            faults: 0,
+            changes: 0,
             name,
             rules,
             started: None,
@@ -228,7 +228,7 @@ impl Watcher {
         for target in targets {
             let (sampled, faulted) = samples
                 .get(&target)
-                .map_or((0, 0), |s| (s.samples, s.faults));
+                .map_or((0, 0), |s| (s.samples, s.changes));
             if !self.refresh(&target, sampled + faulted, now) {
                 gone.push(target);
                 continue;
@@ -268,16 +268,17 @@ impl Watcher {
     fn count_samples(&self, slice: &Window) -> HashMap<TargetId, Seen> {
         let global = self.config.rules;
         let mut samples: HashMap<TargetId, Seen> = HashMap::new();
-        // CPU samples, then page-fault samples: a process seen only faulting is a target too,
-        // and its memory is read again.
+        // CPU samples, then page-fault and thread-creation samples: a process seen only
+        // faulting or starting threads is a target too, and its memory and threads are read
+        // again.
         let cpu = slice.processes.iter().map(|p| (p, p.samples, 0));
-        let memory = slice.memory.iter().map(|p| (p, 0, p.samples));
-        for (process, cpu, faults) in cpu.chain(memory) {
+        let changes = slice.memory.iter().chain(&slice.threads);
+        for (process, cpu, changed) in cpu.chain(changes.map(|p| (p, 0, p.samples))) {
             let section = section_for(&self.config.sections, &process.info);
             let mut add = |target: TargetId, idle: &dyn Fn() -> Seen| {
                 let seen = samples.entry(target).or_insert_with(idle);
                 seen.samples += cpu;
-                seen.faults += faults;
+                seen.changes += changed;
             };
             match section.and_then(|s| s.cgroup().map(|c| (s, c))) {
                 // A cgroup section watches its processes as one.
@@ -526,6 +527,7 @@ mod tests {
             processes,
             memory: Vec::new(),
             offcpu: Vec::new(),
+            threads: Vec::new(),
             fault_period: 0,
         }
     }

@@ -51,13 +51,59 @@ pub fn perf_event_programs() -> Result<Vec<(u64, String)>> {
         .collect())
 }
 
-fn perf_programs() -> Result<Vec<Program>> {
+/// Every BPF program loaded now, of any type.
+fn programs() -> Result<Vec<Program>> {
     let json = output(Command::new("bpftool").args(["prog", "show", "-j"]))?;
-    let programs: Vec<Program> = serde_json::from_str(&json).context("bpftool JSON")?;
-    Ok(programs
+    serde_json::from_str(&json).context("bpftool JSON")
+}
+
+fn perf_programs() -> Result<Vec<Program>> {
+    Ok(programs()?
         .into_iter()
         .filter(|p| p.kind == "perf_event")
         .collect())
+}
+
+/// The ids of every BPF program loaded now.
+pub fn program_ids() -> Result<std::collections::HashSet<u64>> {
+    Ok(programs()?.into_iter().map(|p| p.id).collect())
+}
+
+/// Run time of the programs `cost` picks and run count of the one `count` picks (names).
+fn event_stats(
+    cost: &dyn Fn(u64, &str) -> bool,
+    count: &dyn Fn(u64, &str) -> bool,
+) -> Result<Option<(u64, u64)>> {
+    let all = programs()?;
+    let time: u64 = all
+        .iter()
+        .filter(|p| cost(p.id, &p.name))
+        .map(|p| p.run_time_ns)
+        .sum();
+    Ok(all
+        .iter()
+        .find(|p| count(p.id, &p.name))
+        .map(|p| (time, p.run_cnt)))
+}
+
+/// ns per event during a `secs`-long run starting now (the window of [`cost_per_run`]): the
+/// run time of every program `cost` picks (any type: perf-event, tracepoint) over the runs of
+/// the one `count` picks, which runs once per event.
+pub fn cost_per_event(
+    what: &str,
+    cost: &dyn Fn(u64, &str) -> bool,
+    count: &dyn Fn(u64, &str) -> bool,
+    secs: u64,
+) -> Result<f64> {
+    let span = Duration::from_secs(secs - 3);
+    thread::sleep(Duration::from_millis(1500));
+    let (t0, c0) = event_stats(cost, count)?.with_context(|| format!("{what} not loaded"))?;
+    thread::sleep(span);
+    let (t1, c1) = event_stats(cost, count)?.with_context(|| format!("{what} gone"))?;
+    if c1 <= c0 {
+        bail!("{what} did not run");
+    }
+    Ok((t1 - t0) as f64 / (c1 - c0) as f64)
 }
 
 /// Run time (ns) and run count summed over the perf-event programs that `select` (id, name)

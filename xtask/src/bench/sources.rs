@@ -1,11 +1,12 @@
-//! Scenarios 11 and 12: a source beside the CPU sampler under a program that makes its event as
-//! fast as it can, pinned to CPU 1: the program's throughput with the source on against the
+//! Scenarios 11 and 12: a source beside the CPU sampler under a program that makes its event at
+//! a high rate, pinned to CPU 1: the program's throughput with the source on against the
 //! same program with no profiler, next to bpftrace taking stacks on the same event.
 //! - 11, memory growth: `faulter` (new pages), `--profile cpu,memory`, against
 //!   `software:page-faults:128 { @[ustack] = count(); }`; also the in-kernel cost per sample.
-//! - 12, off-CPU: `switcher` (two threads handing a byte over through pipes on one CPU),
-//!   `--profile cpu,offcpu` (one switch-out in 7), against `tracepoint:sched:sched_switch { @[kstack, ustack] =
-//!   count(); }` (stacks at every switch, as ours takes them at every switch-out).
+//! - 12, off-CPU: `switcher` (two threads handing a byte over through pipes on one CPU,
+//!   slowed to 100000 switches a second), `--profile cpu,offcpu` (stacks at one switch in 11),
+//!   against `tracepoint:sched:sched_switch { @[kstack, ustack] = count(); }` (stacks at
+//!   every switch); also the in-kernel cost per switch.
 
 use std::{
     collections::HashSet,
@@ -30,26 +31,42 @@ const PERIOD: u64 = 128;
 /// The throughput a source may cost the program at most.
 const THROUGHPUT_TARGET: f64 = 0.97;
 /// The off-CPU source's default `--offcpu-period`, in the workload's description.
-const SWITCH_PERIOD: u64 = 7;
+const SWITCH_PERIOD: u64 = 11;
 
 /// One source's workload and peer.
 struct Source {
     /// The fixture, which prints its rate on stdout's first word.
     fixture: &'static str,
+    /// The fixture's arguments after its seconds.
+    args: Vec<String>,
     /// `--profile` with the source on.
     profile: &'static str,
     /// bpftrace's script taking stacks on the same event.
     peer: String,
-    /// Our program whose cost per run is measured (None: throughput only).
-    program: Option<&'static str>,
+    /// How the in-kernel cost is measured.
+    cost: Cost,
 }
 
-/// Runs `fixture` on CPU 1 for `secs`; returns the rate it printed.
-fn workload(ctx: &Ctx, fixture: &str, secs: u64) -> Result<f64> {
+/// The in-kernel cost of a source.
+enum Cost {
+    /// Per run of our program of this name (one run per sample), and of bpftrace's.
+    PerRun(&'static str),
+    /// Per event: the run time of our programs whose names start with one of `ours`, over the
+    /// runs of `count`, which runs at every event; bpftrace's program runs at every event.
+    PerEvent {
+        ours: &'static [&'static str],
+        count: &'static str,
+    },
+}
+
+/// Runs `source`'s fixture on CPU 1 for `secs`; returns the rate it printed.
+fn workload(ctx: &Ctx, source: &Source, secs: u64) -> Result<f64> {
+    let fixture = source.fixture;
     let output = Command::new("taskset")
         .args(["-c", "1"])
         .arg(ctx.fixture(fixture))
         .arg(secs.to_string())
+        .args(&source.args)
         .stderr(Stdio::null())
         .output()
         .with_context(|| format!("cannot run {fixture}"))?;
@@ -60,16 +77,16 @@ fn workload(ctx: &Ctx, fixture: &str, secs: u64) -> Result<f64> {
         .with_context(|| format!("{fixture} printed {text:?}"))
 }
 
-/// The workload's rate while `cost` measures a program's cost per run on another thread.
+/// The workload's rate while `cost` measures a program's cost on another thread.
 fn under(
     ctx: &Ctx,
-    fixture: &str,
+    source: &Source,
     secs: u64,
     cost: impl FnOnce() -> Result<f64> + Send,
 ) -> Result<(f64, f64)> {
     thread::scope(|scope| {
         let cost = scope.spawn(cost);
-        let rate = workload(ctx, fixture, secs);
+        let rate = workload(ctx, source, secs);
         let cost = cost
             .join()
             .map_err(|_| anyhow::anyhow!("cost thread panicked"))?;
@@ -77,11 +94,26 @@ fn under(
     })
 }
 
-fn program_ids() -> Result<HashSet<u64>> {
-    Ok(probe::perf_event_programs()?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect())
+/// Our cost during a run starting now.
+fn our_cost(cost: &Cost, secs: u64) -> Result<f64> {
+    match cost {
+        Cost::PerRun(name) => probe::cost_per_run(name, secs),
+        Cost::PerEvent { ours, count } => probe::cost_per_event(
+            "our programs",
+            &|_, name| ours.iter().any(|p| name.starts_with(p)),
+            &|_, name| name.starts_with(count),
+            secs,
+        ),
+    }
+}
+
+/// bpftrace's cost (its programs: those not in `before`) during a run starting now.
+fn peer_cost(cost: &Cost, before: &HashSet<u64>, secs: u64) -> Result<f64> {
+    let new = |id: u64, _: &str| !before.contains(&id);
+    match cost {
+        Cost::PerRun(_) => probe::cost_per_run_of("of bpftrace", &new, secs),
+        Cost::PerEvent { .. } => probe::cost_per_event("bpftrace", &new, &new, secs),
+    }
 }
 
 /// Per run of the pairs: (our throughput ratio, the peer's), (our cost, the peer's).
@@ -91,9 +123,8 @@ type Figures = ((Stat, Stat), (Stat, Stat));
 fn measure(ctx: &Ctx, source: &Source, secs: u64) -> Result<Figures> {
     let (mut ratio_ours, mut ratio_peer) = (Vec::new(), Vec::new());
     let (mut cost_ours, mut cost_peer) = (Vec::new(), Vec::new());
-    let idle = || -> Result<f64> { Ok(0.0) };
     for _ in 0..ctx.pairs {
-        let alone = workload(ctx, source.fixture, secs)?;
+        let alone = workload(ctx, source, secs)?;
         let out = ctx.dir.join(format!("{}.pb.gz", source.fixture));
         let child = ctx.profilerd(&[
             "record",
@@ -105,25 +136,15 @@ fn measure(ctx: &Ctx, source: &Source, secs: u64) -> Result<Figures> {
             out.to_str().unwrap(),
         ])?;
         thread::sleep(Duration::from_secs(2));
-        let (rate, cost) = match source.program {
-            Some(name) => under(ctx, source.fixture, secs, || {
-                probe::cost_per_run(name, secs)
-            })?,
-            None => under(ctx, source.fixture, secs, idle)?,
-        };
+        let (rate, cost) = under(ctx, source, secs, || our_cost(&source.cost, secs))?;
         child.wait_with_output()?;
         ratio_ours.push(rate / alone);
         cost_ours.push(cost);
 
-        let before = program_ids()?;
+        let before = probe::program_ids()?;
         let guard = probe::bpftrace(&source.peer)?;
         thread::sleep(Duration::from_secs(2));
-        let (rate, cost) = match source.program {
-            Some(_) => under(ctx, source.fixture, secs, || {
-                probe::cost_per_run_of("of bpftrace", &|id, _| !before.contains(&id), secs)
-            })?,
-            None => under(ctx, source.fixture, secs, idle)?,
-        };
+        let (rate, cost) = under(ctx, source, secs, || peer_cost(&source.cost, &before, secs))?;
         drop(guard);
         ratio_peer.push(rate / alone);
         cost_peer.push(cost);
@@ -134,34 +155,16 @@ fn measure(ctx: &Ctx, source: &Source, secs: u64) -> Result<Figures> {
     ))
 }
 
-/// A throughput row: the workload's rate with the source on, over its rate alone; the target
-/// is [`THROUGHPUT_TARGET`], or with `peer_bound` at least the peer's ratio.
-fn throughput_row(
-    figure: &str,
-    peer: &str,
-    ratios: (Stat, Stat),
-    workload: &str,
-    peer_bound: bool,
-) -> Row {
+/// A throughput row: the workload's rate with the source on, over its rate alone.
+fn throughput_row(figure: &str, peer: &str, ratios: (Stat, Stat), workload: &str) -> Row {
     let (ours, theirs) = ratios;
-    let (target, pass) = if peer_bound {
-        (
-            "report; >= the peer's".to_string(),
-            ours.median >= theirs.median,
-        )
-    } else {
-        (
-            format!(">= {THROUGHPUT_TARGET}"),
-            ours.median >= THROUGHPUT_TARGET,
-        )
-    };
     Row {
         figure: figure.into(),
         unit: "ratio".into(),
         ours,
         peer: Peer::new(peer, theirs),
-        target,
-        result: Verdict::from(pass),
+        target: format!(">= {THROUGHPUT_TARGET}"),
+        result: Verdict::from(ours.median >= THROUGHPUT_TARGET),
         workload: workload.into(),
     }
 }
@@ -171,9 +174,10 @@ pub(super) fn faults(ctx: &Ctx) -> Result<Vec<Row>> {
     let secs = ctx.seconds(8, 6);
     let source = Source {
         fixture: "faulter",
+        args: Vec::new(),
         profile: "cpu,memory",
         peer: format!("software:page-faults:{PERIOD} {{ @[ustack] = count(); }}"),
-        program: Some(FAULTS),
+        cost: Cost::PerRun(FAULTS),
     };
     let (ratios, (cost, peer_cost)) = measure(ctx, &source, secs)?;
     let workload = format!(
@@ -185,7 +189,6 @@ pub(super) fn faults(ctx: &Ctx) -> Result<Vec<Row>> {
             "bpftrace software:page-faults:128",
             ratios,
             &workload,
-            false,
         ),
         Row {
             figure: "11b. in-kernel cost per page-fault sample".into(),
@@ -199,24 +202,63 @@ pub(super) fn faults(ctx: &Ctx) -> Result<Vec<Row>> {
     ])
 }
 
+/// Switch-outs a second the off-CPU workload is slowed to (the 100000).
+const SWITCHES: f64 = 100_000.0;
+
+/// The `switcher` spin count that makes it switch about [`SWITCHES`] times a second on this
+/// machine: its round-trip time is linear in the spin count, measured at two counts.
+fn calibrate_spin(ctx: &Ctx) -> Result<u64> {
+    const PROBE: u64 = 4000;
+    let trip = |spin: u64| -> Result<f64> {
+        let source = Source {
+            fixture: "switcher",
+            args: vec![spin.to_string()],
+            profile: "",
+            peer: String::new(),
+            cost: Cost::PerRun(""),
+        };
+        Ok(1.0 / workload(ctx, &source, 1)?)
+    };
+    let (fast, slow) = (trip(0)?, trip(PROBE)?);
+    // Two switches per round trip.
+    let wanted = 2.0 / SWITCHES;
+    let per_spin = (slow - fast).max(1e-12) / PROBE as f64;
+    Ok(((wanted - fast) / per_spin).max(0.0) as u64)
+}
+
 /// Scenario 12.
 pub(super) fn switches(ctx: &Ctx) -> Result<Vec<Row>> {
     let secs = ctx.seconds(8, 6);
+    let spin = calibrate_spin(ctx)?;
     let source = Source {
         fixture: "switcher",
+        args: vec![spin.to_string()],
         profile: "cpu,offcpu",
         peer: "tracepoint:sched:sched_switch { @[kstack, ustack] = count(); }".into(),
-        program: None,
+        cost: Cost::PerEvent {
+            ours: &["sample_switch", "offcpu_switch"],
+            count: "offcpu_switch",
+        },
     };
-    let (ratios, _) = measure(ctx, &source, secs)?;
+    let (ratios, (cost, peer_cost)) = measure(ctx, &source, secs)?;
     let workload = format!(
-        "{secs} s of switcher (tests/fixtures/switcher.c: two threads handing a byte over through two pipes, every hand-over a context switch, about 800000 a second) on CPU 1; all processes profiled, the stacks of one switch-out in {SWITCH_PERIOD} (the default --offcpu-period) taken; bpftrace takes them at every switch"
+        "{secs} s of switcher (tests/fixtures/switcher.c: two threads handing a byte over through two pipes, spinning {spin} iterations before each hand-over: about {SWITCHES} switches a second) on CPU 1; all processes profiled, the stacks of one switch in {SWITCH_PERIOD} (the default --offcpu-period) taken; bpftrace takes them at every switch"
     );
-    Ok(vec![throughput_row(
-        "12a. throughput of a context-switching program, off-CPU source on / no profiler",
-        "bpftrace sched_switch { @[kstack, ustack] = count(); }",
-        ratios,
-        &workload,
-        true,
-    )])
+    Ok(vec![
+        throughput_row(
+            "12a. throughput of a program switching 100000 times a second, off-CPU source on / no profiler",
+            "bpftrace sched_switch { @[kstack, ustack] = count(); }",
+            ratios,
+            &workload,
+        ),
+        Row {
+            figure: "12b. in-kernel cost per context switch (sample_switch + offcpu_switch_in)".into(),
+            unit: "ns".into(),
+            ours: cost,
+            peer: Peer::new("bpftrace sched_switch { @[kstack, ustack] = count(); }", peer_cost),
+            target: "report".into(),
+            result: Verdict::Report,
+            workload,
+        },
+    ])
 }

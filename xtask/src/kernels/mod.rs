@@ -25,7 +25,9 @@ mod table;
 const SERIES: &[&str] = &["6.1", "6.12"];
 
 /// Fixtures the driver runs, built as the tests build them.
-const FIXTURES: &[&str] = &["split", "reader", "spike", "nofp", "faulter", "blocker"];
+const FIXTURES: &[&str] = &[
+    "split", "reader", "spike", "nofp", "faulter", "blocker", "threader",
+];
 
 /// util-linux's setpriv, for the check as a non-root user (installed by setup: util-linux).
 const SETPRIV: &str = "/usr/bin/setpriv";

@@ -108,15 +108,17 @@ pub(super) fn table_unwinding(paths: &Paths, figures: &mut super::Figures) -> Re
     })
 }
 
-/// `record --profile cpu,memory,offcpu` of `faulter`, which maps 64 MiB, touches each page
-/// in touch_pages, unmaps and starts again, and of `blocker`, whose two threads block in nap
-/// (nanosleep) and block_in_read (a pipe): the page-fault, switch-out and `sched_switch`
-/// programs load, attach and walk the stacks that grew the memory and that blocked. The
-/// fixtures run for the whole recording, however long a guest takes to attach (up to 6 s).
+/// `record --profile cpu,memory,offcpu,threads` of `faulter`, which maps 64 MiB, touches
+/// each page in touch_pages, unmaps and starts again, of `blocker`, whose two threads block
+/// in nap (nanosleep) and block_in_read (a pipe), and of `threader`, which starts a thread
+/// every 10 ms in start_one: the page-fault, switch-out, `sched_switch` and `task_newtask`
+/// programs and the raw-tracepoint unwinder load, attach and walk the stacks that grew the
+/// memory, that blocked and that created threads. The fixtures run for the whole recording,
+/// however long a guest takes to attach (up to 6 s).
 /// With transparent huge pages `always` (as in the guests) a fault maps 2 MiB, and zeroing
 /// them under TCG leaves only a few hundred faults in 4 s: then every fault is sampled, else
 /// the default one in 128.
-pub(super) fn memory_and_offcpu(paths: &Paths, _: &mut super::Figures) -> Result<Outcome> {
+pub(super) fn sources(paths: &Paths, _: &mut super::Figures) -> Result<Outcome> {
     let thp = fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
         .unwrap_or_default()
         .split_whitespace()
@@ -126,18 +128,22 @@ pub(super) fn memory_and_offcpu(paths: &Paths, _: &mut super::Figures) -> Result
     let period = if thp == "[always]" { "1" } else { "128" };
     let faulter = Running::start(&paths.fixtures.join("faulter"), &["40"])?;
     let blocker = Running::start(&paths.fixtures.join("blocker"), &["40"])?;
+    let threader = Running::start(&paths.fixtures.join("threader"), &["40"])?;
     let out = paths.work.join("sources.folded");
     let (faulter_pid, blocker_pid) = (faulter.pid().to_string(), blocker.pid().to_string());
+    let threader_pid = threader.pid().to_string();
     let args = [
         "record",
         "--pid",
         &faulter_pid,
         "--pid",
         &blocker_pid,
+        "--pid",
+        &threader_pid,
         "--duration",
         "4s",
         "--profile",
-        "cpu,memory,offcpu",
+        "cpu,memory,offcpu,threads",
         "--memory-period",
         period,
         "--offcpu-period",
@@ -148,22 +154,47 @@ pub(super) fn memory_and_offcpu(paths: &Paths, _: &mut super::Figures) -> Result
         out.to_str().unwrap(),
     ];
     profilerd(paths, "sources", &args, "recording")?;
-    drop((faulter, blocker));
+    drop((faulter, blocker, threader));
     let stacks = read_folded(&paths.work.join("sources.memory.folded"))?;
     let samples = total(&stacks);
     let touched = count_with(&stacks, "touch_pages");
-    let stacks = read_folded(&paths.work.join("sources.offcpu.folded"))?;
+    // The blocker's off-CPU time (the threader blocks too, between its threads).
+    let stacks: Vec<Stack> = read_folded(&paths.work.join("sources.offcpu.folded"))?
+        .into_iter()
+        .filter(|s| s.comm() == Some("blocker"))
+        .collect();
     let blocked = total(&stacks);
     let under = count_with(&stacks, "nap") + count_with(&stacks, "block_in_read");
-    // Two threads blocked for 4 s: 8 s, less the blocks going on at either end.
+    let stacks = read_folded(&paths.work.join("sources.threads.folded"))?;
+    let created = total(&stacks);
+    let started = stacks
+        .iter()
+        .filter(|s| s.has("start_one") && s.has("main"))
+        .map(|s| s.count)
+        .sum::<i64>();
+    // Two threads blocked for 4 s: 8 s, less the blocks going on at either end. A thread
+    // every 10 ms (slower under TCG) for 4 s.
     let memory_ok = samples >= 20 && touched * 10 >= samples * 7;
     let offcpu_ok = blocked >= 4_000_000_000 && under * 10 >= blocked * 8;
+    let threads_ok = created >= 40 && started * 10 >= created * 9;
+    let heaviest = stacks
+        .iter()
+        .max_by_key(|s| s.count)
+        .map_or(String::new(), |s| {
+            let names: Vec<&str> = s.frames.iter().map(|f| f.function.as_str()).collect();
+            names.join(" <- ")
+        });
     Ok(Outcome {
-        ok: memory_ok && offcpu_ok,
+        ok: memory_ok && offcpu_ok && threads_ok,
         detail: format!(
-            "{touched} of {samples} page-fault samples under touch_pages (one in {period} faults; transparent huge pages {thp}); {:.1} of {:.1} s off the CPU under nap and block_in_read",
+            "{touched} of {samples} page-fault samples under touch_pages (one in {period} faults; transparent huge pages {thp}); {:.1} of {:.1} s off the CPU under nap and block_in_read; {started} of {created} threads created under main <- start_one{}",
             under as f64 / 1e9,
-            blocked as f64 / 1e9
+            blocked as f64 / 1e9,
+            if threads_ok {
+                String::new()
+            } else {
+                format!(" (most: {heaviest})")
+            }
         ),
     })
 }

@@ -85,7 +85,7 @@ fn run(paths: &Paths) -> Result<bool> {
     let checks: [(&str, Check); 7] = [
         ("hot function", checks::hot_function),
         ("table unwinding", checks::table_unwinding),
-        ("memory growth, off-CPU", checks::memory_and_offcpu),
+        ("memory, off-CPU, threads", checks::sources),
         ("kernel frames", checks::kernel_frames),
         ("cgroup filter", checks::cgroup_filter),
         ("triggered profile", checks::triggered_profile),
