@@ -350,23 +350,15 @@ impl<'a> RunLoop<'a> {
     fn export_window(&mut self, window: &Window) {
         let mut written = 0;
         let split = self.server.is_some();
-        let cpu = window
-            .processes
-            .iter()
-            .map(|p| (p, Measure::cpu_of(window)));
-        let memory = window
-            .memory
-            .iter()
-            .map(|p| (p, Measure::memory_of(window)));
-        let offcpu = window.offcpu.iter().map(|p| (p, Measure::OffCpu));
-        let threads = window.threads.iter().map(|p| (p, Measure::Threads));
-        for (process, measure) in cpu.chain(memory).chain(offcpu).chain(threads) {
-            let comments = comments(window, &self.active.target, Some(process));
-            let labels = &self.labels;
-            let mut profile =
-                WindowProfile::new(window, process, &comments, labels, split, measure);
-            for sink in Self::sinks(&mut self.dump, &mut self.server) {
-                written += usize::from(sink.window(&mut profile).is_some());
+        for (measure, profiles) in Measure::sources_of(window) {
+            for process in profiles {
+                let comments = comments(window, &self.active.target, Some(process));
+                let labels = &self.labels;
+                let mut profile =
+                    WindowProfile::new(window, process, &comments, labels, split, measure);
+                for sink in Self::sinks(&mut self.dump, &mut self.server) {
+                    written += usize::from(sink.window(&mut profile).is_some());
+                }
             }
         }
         tracing::info!(

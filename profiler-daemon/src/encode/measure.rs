@@ -1,6 +1,9 @@
 //! What the samples of each source measure: pprof sample types, period and values.
 
-use crate::{aggregate::Window, process::page_size};
+use crate::{
+    aggregate::{ProcessProfile, Window},
+    process::page_size,
+};
 
 /// What a profile's samples measure, and so its sample types, period and values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +28,16 @@ impl Measure {
         Measure::Cpu {
             frequency: window.frequency,
         }
+    }
+
+    /// Every source's profiles of `window`, each with what its samples measure.
+    pub fn sources_of(window: &Window) -> [(Measure, &[ProcessProfile]); 4] {
+        [
+            (Measure::cpu_of(window), &window.processes),
+            (Measure::memory_of(window), &window.memory),
+            (Measure::OffCpu, &window.offcpu),
+            (Measure::Threads, &window.threads),
+        ]
     }
 
     /// The page-fault samples of `window`.

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     host::dirs::{ensure_private_dir, DirKind},
-    targets::{MEMORY_PROFILE_NAME, OFFCPU_PROFILE_NAME, THREADS_PROFILE_NAME},
+    targets::KIND_PROFILE_NAMES,
 };
 
 /// Spooled profiles older than this are written to the dump dir instead of being sent: the
@@ -489,12 +489,10 @@ impl Delivery {
             .label("pid")
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
-        let kind = match upload.label("__name__") {
-            Some(MEMORY_PROFILE_NAME) => "memory",
-            Some(OFFCPU_PROFILE_NAME) => "offcpu",
-            Some(THREADS_PROFILE_NAME) => "threads",
-            _ => "cpu",
-        };
+        let kind = upload
+            .label("__name__")
+            .filter(|name| KIND_PROFILE_NAMES.contains(name))
+            .unwrap_or("cpu");
         let comm = upload.label("comm").unwrap_or("unknown");
         let name = DumpDir::profile_name(comm, pid, kind, from);
         let name = name.replace(

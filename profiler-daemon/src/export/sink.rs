@@ -24,10 +24,7 @@ use crate::{
         EncodeError,
     },
     pprof_proto,
-    targets::{
-        truncate, LabelConfig, MAX_VALUE_LEN, MEMORY_PROFILE_NAME, OFFCPU_PROFILE_NAME,
-        THREADS_PROFILE_NAME,
-    },
+    targets::{truncate, LabelConfig, KIND_PROFILE_NAMES, MAX_VALUE_LEN},
     trigger::Kept,
     types::{rfc3339, utc_timestamp, Metric},
 };
@@ -187,12 +184,10 @@ fn series_of(
     measure: Measure,
 ) -> Vec<(String, String)> {
     let mut series = labels.for_process(&process.info);
-    // `for_process` puts `__name__` first.
-    match measure {
-        Measure::Memory { .. } => series[0].1 = MEMORY_PROFILE_NAME.into(),
-        Measure::OffCpu => series[0].1 = OFFCPU_PROFILE_NAME.into(),
-        Measure::Threads => series[0].1 = THREADS_PROFILE_NAME.into(),
-        Measure::Cpu { .. } => {}
+    if !matches!(measure, Measure::Cpu { .. }) {
+        debug_assert!(KIND_PROFILE_NAMES.contains(&measure.name()));
+        // `for_process` puts `__name__` first.
+        series[0].1 = measure.name().into();
     }
     series
 }

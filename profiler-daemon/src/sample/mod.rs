@@ -140,10 +140,8 @@ pub struct Sampler {
     cpus: usize,
     frequency: u64,
     fault_period: Option<u64>,
-    /// The off-CPU stack maps when that source is on.
-    offcpu: Option<offcpu::OffCpuStacks>,
-    /// Context switches per off-CPU sample when that source is on.
-    offcpu_period: Option<u32>,
+    /// The off-CPU source's stack maps and period when it is on.
+    offcpu: Option<offcpu::OffCpu>,
     /// Whether the thread-creation source is on.
     threads: bool,
     /// The unwind maps' writers until [`Sampler::take_unwind_maps`] hands them over.
@@ -195,7 +193,7 @@ impl Sampler {
         };
         let ring = take(&mut ebpf, NEW_PROCESS_RING)?;
         let offcpu = match config.offcpu {
-            Some(_) => Some(offcpu::OffCpuStacks::take(&mut ebpf)?),
+            Some(offcpu) => Some(offcpu::OffCpu::take(&mut ebpf, offcpu.period)?),
             None => None,
         };
         let unwind = match config.unwind {
@@ -234,7 +232,6 @@ impl Sampler {
             frequency: config.frequency,
             fault_period: config.fault_period,
             offcpu,
-            offcpu_period: config.offcpu.map(|c| c.period),
             threads: config.threads,
             unwind,
         })
@@ -248,8 +245,8 @@ impl Sampler {
         if let Some(period) = self.fault_period {
             attach_faults(&mut self._ebpf, period)?;
         }
-        if let Some(period) = self.offcpu_period {
-            offcpu::attach(&mut self._ebpf, period)?;
+        if let Some(offcpu) = &self.offcpu {
+            offcpu.attach(&mut self._ebpf)?;
         }
         if self.threads {
             raw::attach_threads(&mut self._ebpf)?;

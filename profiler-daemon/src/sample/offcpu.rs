@@ -65,18 +65,42 @@ pub(super) fn map_sizes(config: &SamplerConfig) -> [(&'static str, &'static str,
     ]
 }
 
-/// The off-CPU stack maps, read at each drain.
-pub(super) struct OffCpuStacks {
+/// The off-CPU source: its stack maps, read at each drain, and the switch period it attaches
+/// with.
+pub(super) struct OffCpu {
     user: HashMap<MapData, u64, Stack>,
     kernel: HashMap<MapData, u64, Stack>,
+    period: u32,
 }
 
-impl OffCpuStacks {
-    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, SamplerError> {
+impl OffCpu {
+    pub(super) fn take(ebpf: &mut Ebpf, period: u32) -> Result<Self, SamplerError> {
         Ok(Self {
             user: take(ebpf, OFFCPU_USER_STACKS_MAP)?,
             kernel: take(ebpf, OFFCPU_KERNEL_STACKS_MAP)?,
+            period,
         })
+    }
+
+    /// Attaches the switch-out program to `context-switches` on every online CPU, one switch in
+    /// `period`, then the tracepoints that end and forget blocks. The kernel counts the switches
+    /// in between without running the program: a switch it skips costs next to nothing.
+    pub(super) fn attach(&self, ebpf: &mut Ebpf) -> Result<(), SamplerError> {
+        let event = SoftwareEvent::ContextSwitches;
+        attach_software(
+            ebpf,
+            OFFCPU_PROGRAM_NAME,
+            event,
+            SamplePolicy::Period(u64::from(self.period)),
+            &|err| classify_source(err, SamplerError::OffCpuUnavailable),
+        )?;
+        for (name, tracepoint) in [
+            (OFFCPU_WAKE_PROGRAM_NAME, "sched_switch"),
+            (OFFCPU_FREE_PROGRAM_NAME, "sched_process_free"),
+        ] {
+            raw::attach(ebpf, name, tracepoint, SamplerError::OffCpuUnavailable)?;
+        }
+        Ok(())
     }
 
     /// Adds the stacks of the off-CPU samples among `samples` to the drained stacks. A stack
@@ -100,25 +124,4 @@ impl OffCpuStacks {
             }
         }
     }
-}
-
-/// Attaches the switch-out program to `context-switches` on every online CPU, one switch in
-/// `period`, then the tracepoints that end and forget blocks. The kernel counts the switches
-/// in between without running the program: a switch it skips costs next to nothing.
-pub(super) fn attach(ebpf: &mut Ebpf, period: u32) -> Result<(), SamplerError> {
-    let event = SoftwareEvent::ContextSwitches;
-    attach_software(
-        ebpf,
-        OFFCPU_PROGRAM_NAME,
-        event,
-        SamplePolicy::Period(u64::from(period)),
-        &|err| classify_source(err, SamplerError::OffCpuUnavailable),
-    )?;
-    for (name, tracepoint) in [
-        (OFFCPU_WAKE_PROGRAM_NAME, "sched_switch"),
-        (OFFCPU_FREE_PROGRAM_NAME, "sched_process_free"),
-    ] {
-        raw::attach(ebpf, name, tracepoint, SamplerError::OffCpuUnavailable)?;
-    }
-    Ok(())
 }

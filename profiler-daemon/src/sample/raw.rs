@@ -2,10 +2,10 @@
 //! `sched_switch` and `sched_process_free`, and the raw-tracepoint table unwinder their
 //! samples tail-call.
 
-use aya::{maps::ProgramArray, programs::RawTracePoint, Ebpf};
+use aya::{programs::RawTracePoint, Ebpf};
 use profiler_common::{THREADS_PROGRAM_NAME, UNWIND_PROGRAMS_TP_MAP, UNWIND_TP_PROGRAM_NAME};
 
-use super::{error::error_chain, SamplerError};
+use super::{error::error_chain, tables, SamplerError};
 
 /// Loads raw tracepoint program `name`; `unavailable` names the source and its fix.
 fn load<'a>(
@@ -57,17 +57,5 @@ pub(super) fn prepare_unwinder(ebpf: &mut Ebpf) -> Result<(), SamplerError> {
         .map_err(|err| SamplerError::Load(format!("{err}")))?
         .try_clone()
         .map_err(|err| SamplerError::Load(format!("{err}")))?;
-    let map = ebpf.map_mut(UNWIND_PROGRAMS_TP_MAP).ok_or_else(|| {
-        SamplerError::Load(format!(
-            "map {UNWIND_PROGRAMS_TP_MAP} missing from the object"
-        ))
-    })?;
-    let map_err = |source| SamplerError::Map {
-        map: UNWIND_PROGRAMS_TP_MAP,
-        source,
-    };
-    ProgramArray::try_from(map)
-        .map_err(map_err)?
-        .set(0, &fd, 0)
-        .map_err(map_err)
+    tables::install(ebpf, UNWIND_PROGRAMS_TP_MAP, &fd)
 }

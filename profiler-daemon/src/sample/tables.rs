@@ -6,7 +6,7 @@ use std::io;
 
 use aya::{
     maps::{Map, ProgramArray},
-    programs::PerfEvent,
+    programs::{PerfEvent, ProgramFd},
     Ebpf,
 };
 use profiler_common::{
@@ -130,19 +130,7 @@ pub fn prepare(ebpf: &mut Ebpf, sizes: UnwindSizes) -> Result<UnwindMaps, Sample
         .map_err(|err| SamplerError::Load(format!("{err}")))?
         .try_clone()
         .map_err(|err| SamplerError::Load(format!("{err}")))?;
-    let map = ebpf.map_mut(UNWIND_PROGRAMS_MAP).ok_or_else(|| {
-        SamplerError::Load(format!("map {UNWIND_PROGRAMS_MAP} missing from the object"))
-    })?;
-    let mut programs = ProgramArray::try_from(map).map_err(|source| SamplerError::Map {
-        map: UNWIND_PROGRAMS_MAP,
-        source,
-    })?;
-    programs
-        .set(0, &fd, 0)
-        .map_err(|source| SamplerError::Map {
-            map: UNWIND_PROGRAMS_MAP,
-            source,
-        })?;
+    install(ebpf, UNWIND_PROGRAMS_MAP, &fd)?;
     Ok(UnwindMaps {
         rows: writer(ebpf, UNWIND_ROWS_MAP)?,
         pages: writer(ebpf, UNWIND_PAGES_MAP)?,
@@ -150,6 +138,22 @@ pub fn prepare(ebpf: &mut Ebpf, sizes: UnwindSizes) -> Result<UnwindMaps, Sample
         epoch: writer(ebpf, UNWIND_EPOCH_MAP)?,
         sizes,
     })
+}
+
+/// Puts a loaded unwinder program into program array `map`, where its samplers tail-call it.
+pub(super) fn install(
+    ebpf: &mut Ebpf,
+    map: &'static str,
+    fd: &ProgramFd,
+) -> Result<(), SamplerError> {
+    let array = ebpf
+        .map_mut(map)
+        .ok_or_else(|| SamplerError::Load(format!("map {map} missing from the object")))?;
+    let map_err = |source| SamplerError::Map { map, source };
+    ProgramArray::try_from(array)
+        .map_err(map_err)?
+        .set(0, fd, 0)
+        .map_err(map_err)
 }
 
 fn writer(ebpf: &Ebpf, name: &'static str) -> Result<BatchMap, SamplerError> {

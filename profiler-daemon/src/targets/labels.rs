@@ -29,12 +29,10 @@ pub const BUILTIN_LABELS: [&str; 8] = [
 ];
 /// What Pyroscope derives from our `cpu` sample type.
 pub const PROFILE_NAME: &str = "process_cpu";
-/// `__name__` of memory-growth profiles (sample types `faults/count` and `memory/bytes`).
-pub const MEMORY_PROFILE_NAME: &str = "memory";
-/// `__name__` of off-CPU profiles (`offcpu:nanoseconds`).
-pub const OFFCPU_PROFILE_NAME: &str = "offcpu";
-/// `__name__` of thread-creation profiles (`threads:count`).
-pub const THREADS_PROFILE_NAME: &str = "threads";
+/// `__name__` of the profiles of every kind but CPU (whose is [`PROFILE_NAME`]): the kind's
+/// own name, which its files carry too (memory growth `faults/count` and `memory/bytes`,
+/// off-CPU `offcpu/nanoseconds`, thread creation `threads/count`).
+pub const KIND_PROFILE_NAMES: [&str; 3] = ["memory", "offcpu", "threads"];
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum LabelError {

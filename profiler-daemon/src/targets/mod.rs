@@ -6,9 +6,6 @@ mod labels;
 mod section;
 mod select;
 
-pub use labels::{
-    sanitize_service_name, truncate, LabelConfig, MAX_VALUE_LEN, MEMORY_PROFILE_NAME,
-    OFFCPU_PROFILE_NAME, THREADS_PROFILE_NAME,
-};
+pub use labels::{sanitize_service_name, truncate, LabelConfig, KIND_PROFILE_NAMES, MAX_VALUE_LEN};
 pub use section::{named_pids, section_for, Section, SectionSpec, SelectorSpec};
 pub use select::{resolve_targets, Targets};

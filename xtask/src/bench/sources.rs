@@ -59,14 +59,13 @@ enum Cost {
     },
 }
 
-/// Runs `source`'s fixture on CPU 1 for `secs`; returns the rate it printed.
-fn workload(ctx: &Ctx, source: &Source, secs: u64) -> Result<f64> {
-    let fixture = source.fixture;
+/// Runs `fixture SECS ARGS...` on CPU 1; returns the rate it printed.
+fn workload(ctx: &Ctx, fixture: &str, args: &[String], secs: u64) -> Result<f64> {
     let output = Command::new("taskset")
         .args(["-c", "1"])
         .arg(ctx.fixture(fixture))
         .arg(secs.to_string())
-        .args(&source.args)
+        .args(args)
         .stderr(Stdio::null())
         .output()
         .with_context(|| format!("cannot run {fixture}"))?;
@@ -86,7 +85,7 @@ fn under(
 ) -> Result<(f64, f64)> {
     thread::scope(|scope| {
         let cost = scope.spawn(cost);
-        let rate = workload(ctx, source, secs);
+        let rate = workload(ctx, source.fixture, &source.args, secs);
         let cost = cost
             .join()
             .map_err(|_| anyhow::anyhow!("cost thread panicked"))?;
@@ -124,7 +123,7 @@ fn measure(ctx: &Ctx, source: &Source, secs: u64) -> Result<Figures> {
     let (mut ratio_ours, mut ratio_peer) = (Vec::new(), Vec::new());
     let (mut cost_ours, mut cost_peer) = (Vec::new(), Vec::new());
     for _ in 0..ctx.pairs {
-        let alone = workload(ctx, source, secs)?;
+        let alone = workload(ctx, source.fixture, &source.args, secs)?;
         let out = ctx.dir.join(format!("{}.pb.gz", source.fixture));
         let child = ctx.profilerd(&[
             "record",
@@ -209,16 +208,8 @@ const SWITCHES: f64 = 100_000.0;
 /// machine: its round-trip time is linear in the spin count, measured at two counts.
 fn calibrate_spin(ctx: &Ctx) -> Result<u64> {
     const PROBE: u64 = 4000;
-    let trip = |spin: u64| -> Result<f64> {
-        let source = Source {
-            fixture: "switcher",
-            args: vec![spin.to_string()],
-            profile: "",
-            peer: String::new(),
-            cost: Cost::PerRun(""),
-        };
-        Ok(1.0 / workload(ctx, &source, 1)?)
-    };
+    let trip =
+        |spin: u64| -> Result<f64> { Ok(1.0 / workload(ctx, "switcher", &[spin.to_string()], 1)?) };
     let (fast, slow) = (trip(0)?, trip(PROBE)?);
     // Two switches per round trip.
     let wanted = 2.0 / SWITCHES;
