@@ -24,6 +24,16 @@ fn file_name(path: &Path) -> String {
     path.file_name().unwrap().to_string_lossy().into_owned()
 }
 
+/// Checks a kept profile's window (pre- plus post-trigger) spans at least `seconds`: it
+/// reaches back before the firing.
+fn assert_window_reaches_back(profile: &Profile, seconds: i64) {
+    assert!(
+        profile.duration_nanos >= seconds * 1_000_000_000,
+        "pre + post trigger window: {} ns",
+        profile.duration_nanos
+    );
+}
+
 /// Runs the daemon to completion and checks it kept exactly one `<metric>.*` profile; returns
 /// the file and the "trigger fired" log line.
 fn one_kept(args: &[&str], dir: &Path, metric: &str) -> (PathBuf, String) {
@@ -109,11 +119,7 @@ fn cpu_spike_keeps_one_profile_with_the_seconds_before_it() {
         before > 0,
         "samples from before the trigger (pre_spike_marker) are kept"
     );
-    assert!(
-        profile.duration_nanos >= 9_000_000_000,
-        "pre + post trigger window: {} ns",
-        profile.duration_nanos
-    );
+    assert_window_reaches_back(&profile, 9);
     let comments: Vec<&str> = profile
         .comment
         .iter()
@@ -208,11 +214,7 @@ fn a_quiet_process_that_spikes_keeps_one_cpu_profile() {
         total(&offcpu)
     );
     // The kept window reaches back before the firing, into the quiet seconds.
-    assert!(
-        profile.duration_nanos >= 5_000_000_000,
-        "pre + post trigger window: {} ns",
-        profile.duration_nanos
-    );
+    assert_window_reaches_back(&profile, 5);
 }
 
 #[test]
@@ -264,11 +266,7 @@ fn a_quiet_process_that_touches_a_gigabyte_keeps_one_memory_profile() {
     );
     assert!(touched >= 900 << 20, "{touched} bytes under touch_memory");
     // The window reaches back before the firing, into the quiet seconds.
-    assert!(
-        profile.duration_nanos >= 5_000_000_000,
-        "pre + post trigger window: {} ns",
-        profile.duration_nanos
-    );
+    assert_window_reaches_back(&profile, 5);
 }
 
 #[test]
@@ -368,11 +366,7 @@ fn starting_many_threads_fires_the_thread_rule() {
     );
     assert!(stacks(&profile).iter().any(|s| s.has("light_work")));
     // The window reaches back before the firing, into the light work before the threads.
-    assert!(
-        profile.duration_nanos >= 5_000_000_000,
-        "pre + post trigger window: {} ns",
-        profile.duration_nanos
-    );
+    assert_window_reaches_back(&profile, 5);
     let top = go_pprof(&["-top"], &file);
     assert!(
         top.contains("Type: threads") && top.contains("start_threads"),
