@@ -74,11 +74,15 @@ fn after_due(stderr: &str) -> Duration {
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no after_due in {line}"));
-    let (number, scale) = match value.strip_suffix("ms") {
-        Some(ms) => (ms, 1e-3),
-        None => (value.trim_end_matches('s'), 1.0),
-    };
-    Duration::from_secs_f64(number.parse::<f64>().unwrap() * scale)
+    // `Duration`'s Debug form: the unit depends on the size (`1.2s`, `850ms`, `12.3µs`, `7ns`).
+    let (number, scale) = [("ns", 1e-9), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0)]
+        .iter()
+        .find_map(|(unit, scale)| value.strip_suffix(unit).map(|n| (n, *scale)))
+        .unwrap_or_else(|| panic!("no unit in after_due={value}"));
+    let number: f64 = number
+        .parse()
+        .unwrap_or_else(|_| panic!("after_due={value} is not a duration"));
+    Duration::from_secs_f64(number * scale)
 }
 
 /// A kept profile is complete post-trigger after the (last merged) firing and written at the
