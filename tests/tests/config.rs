@@ -164,18 +164,18 @@ fn the_shipped_default_config_checks_clean() {
 
 #[test]
 fn target_sections_give_their_processes_rules_and_names() {
-    // Two copies of the spike fixture under different names, both burning 12 s in (after the
-    // rules' warm-up). The section for `quiet` turns its CPU rule off; the one for `spike`
+    // Two copies of the spike fixture under different names, both burning 6 s in (after the
+    // rules' warm-up of 10 collections of 500 ms). The section for `quiet` turns its CPU rule off; the one for `spike`
     // names its service and adds a tag.
-    let loud = Running::spawn(&fixture("spike"), &["12", "4", "0", "0"]);
-    let quiet = Running::spawn(&fixture_with("spike", "quiet", &[]), &["12", "4", "0", "0"]);
+    let loud = Running::spawn(&fixture("spike"), &["6", "3", "0", "0"]);
+    let quiet = Running::spawn(&fixture_with("spike", "quiet", &[]), &["6", "3", "0", "0"]);
     let dir = scratch("config-sections");
     fs::write(
         dir.join("profilerd.toml"),
         format!(
             "pid = [{}, {}]\n\
-             pre_trigger = \"5s\"\npost_trigger = \"1s\"\n\
-             dump_dir = \"kept\"\nduration = \"22s\"\n\
+             collect_interval = \"500ms\"\npre_trigger = \"5s\"\npost_trigger = \"1s\"\n\
+             dump_dir = \"kept\"\nduration = \"11s\"\n\
              \n\
              [[target]]\n\
              process = \"quiet\"\n\

@@ -31,27 +31,28 @@ fn kept_profiles(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_reloaded_rule_fires_on_history_from_before_the_reload() {
-    // 16 s of a light marker, then a 4 s burn.
-    let fixture = Running::spawn(&fixture("spike"), &["16", "4", "0", "0"]);
+    // 8 s of a light marker, then a 3 s burn.
+    let fixture = Running::spawn(&fixture("spike"), &["8", "3", "0", "0"]);
     let dir = scratch("reload-rule");
     let pid = fixture.pid();
     let config = |cpu: &str| {
         format!(
             "pid = [{pid}]\ncpu_trigger = \"{cpu}\"\nmem_trigger = \"off\"\nthread_trigger = \"off\"\n\
-             pre_trigger = \"14s\"\npost_trigger = \"1s\"\ndump_dir = \"kept\"\nduration = \"26s\"\n"
+             collect_interval = \"500ms\"\npre_trigger = \"7s\"\npost_trigger = \"1s\"\n\
+             dump_dir = \"kept\"\nduration = \"13s\"\n"
         )
     };
     fs::write(dir.join("profilerd.toml"), config("off")).unwrap();
     let mut daemon = Daemon::start(&["run", "--config", "profilerd.toml"], &dir, "daemon");
-    // 11 s in: the target's history holds 10+ intervals (the warm-up) of the light marker.
-    std::thread::sleep(Duration::from_secs(11));
+    // 6 s in: the target's history holds 10+ intervals (the warm-up) of the light marker.
+    std::thread::sleep(Duration::from_secs(6));
     fs::write(dir.join("profilerd.toml"), config("10,25,70,1m")).unwrap();
     sighup(&daemon);
     wait_log(&daemon, "reload: applied rules", Duration::from_secs(5));
 
     let stderr = daemon.wait_exit(Duration::from_secs(60));
     // Without the history from before the reload the rule would still be warming up (10
-    // intervals) when the burn starts 5 s later, and would fire on abs or not at all.
+    // intervals) when the burn starts 2 s later, and would fire on abs or not at all.
     let fired = stderr
         .lines()
         .find(|l| l.contains("trigger fired"))

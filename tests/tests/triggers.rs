@@ -55,7 +55,7 @@ fn one_kept(args: &[&str], dir: &Path, metric: &str) -> (PathBuf, String) {
 #[test]
 fn cpu_spike_keeps_one_profile_with_the_seconds_before_it() {
     let _host = beside_others();
-    // 12 s light marker (warm-up), 3 s burn, 3 s light, 3 s burn inside the cooldown.
+    // 9 s light marker (warm-up), 2 s burn, 2 s light, 2 s burn inside the cooldown.
     let fixture = Running::spawn(&fixture("spike"), &spike::FIXTURE_ARGS);
     let dir = scratch("trigger-cpu");
     let pid = fixture.pid().to_string();
@@ -119,7 +119,7 @@ fn cpu_spike_keeps_one_profile_with_the_seconds_before_it() {
         before > 0,
         "samples from before the trigger (pre_spike_marker) are kept"
     );
-    assert_window_reaches_back(&profile, 9);
+    assert_window_reaches_back(&profile, 4);
     let comments: Vec<&str> = profile
         .comment
         .iter()
@@ -272,7 +272,7 @@ fn a_quiet_process_that_touches_a_gigabyte_keeps_one_memory_profile() {
 #[test]
 fn memory_growth_past_a_small_limit_fires_the_mem_rule() {
     let _host = beside_others();
-    let fixture = Running::spawn(&fixture("grow"), &["mem", "12", "90", "8"]);
+    let fixture = Running::spawn(&fixture("grow"), &["mem", "6", "90", "4"]);
     let dir = scratch("trigger-mem");
     let pid = fixture.pid().to_string();
     let args = [
@@ -285,12 +285,14 @@ fn memory_growth_past_a_small_limit_fires_the_mem_rule() {
         "off",
         "--thread-trigger",
         "off",
+        "--collect-interval",
+        "500ms",
         "--post-trigger",
         "1s",
         "--dump-dir",
         "kept",
         "--duration",
-        "17s",
+        "10s",
     ];
     let (file, fired) = one_kept(&args, &dir, "mem");
     // Over abs once the 90 MiB are in place, or the diff rule while the memset is still
@@ -326,7 +328,7 @@ fn starting_many_threads_fires_the_thread_rule() {
     let _host = beside_others();
     let fixture = Running::spawn(
         &fixture_with("grow", "grow", &["-pthread"]),
-        &["threads", "12", "300", "8"],
+        &["threads", "6", "300", "4"],
     );
     let dir = scratch("trigger-thread");
     let pid = fixture.pid().to_string();
@@ -340,12 +342,16 @@ fn starting_many_threads_fires_the_thread_rule() {
         "off",
         "--mem-trigger",
         "off",
+        "--collect-interval",
+        "500ms",
+        "--pre-trigger",
+        "5s",
         "--post-trigger",
         "1s",
         "--dump-dir",
         "kept",
         "--duration",
-        "17s",
+        "10s",
         "--profile",
         "cpu,threads",
     ];
@@ -401,12 +407,14 @@ fn cgroup_target_fires_on_the_sum_of_processes_below_the_threshold_alone() {
         "off",
         "--thread-trigger",
         "off",
+        "--collect-interval",
+        "500ms",
         "--post-trigger",
         "1s",
         "--dump-dir",
         "kept",
         "--duration",
-        "15s",
+        "8s",
     ];
     let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
     let files = kept(&dir.join("kept"));
@@ -443,7 +451,9 @@ fn idle_host_in_triggered_mode_writes_nothing() {
         "--dump-dir",
         "kept",
         "--duration",
-        "13s",
+        "8s",
+        "--collect-interval",
+        "500ms",
         "--upload-interval",
         "5s",
     ];

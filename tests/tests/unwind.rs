@@ -20,6 +20,19 @@ const ENTRY: &[&str] = &["__libc_start_call_main"];
 /// built at its first sample; until then it is walked with frame pointers).
 const RECORD: Duration = Duration::from_secs(3);
 
+/// Runs two comparisons at the same time, each with its own perf and profilerd: a test that
+/// compares two programs or two settings waits for one recording, not two.
+fn both<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+    std::thread::scope(|scope| {
+        let first = scope.spawn(a);
+        let second = b();
+        let first = first
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (first, second)
+    })
+}
+
 /// Records `process` with profilerd and perf at once; returns (ours, perf's) shares of
 /// samples reaching `entries`, and our stacks.
 fn compare(name: &str, process: &Running, entries: &[&str]) -> (f64, f64, Vec<Stack>) {
@@ -311,9 +324,14 @@ fn debug_frame_in_the_file_or_in_its_debug_file_reaches_main() {
     let split = SplitDebug::new(&binary, "nofp_debug_file");
     assert!(!has_section(&split.program, ".debug_frame"));
     assert!(has_section(&split.debug_file, ".debug_frame"));
-    for (name, program) in [("debug_frame", &binary), ("debug_file", &split.program)] {
-        let process = Running::spawn(program, &["30"]);
-        let (share, perf_share, ours) = compare(&format!("unwind-{name}"), &process, ENTRY);
+    let in_file = Running::spawn(&binary, &["30"]);
+    let in_debug_file = Running::spawn(&split.program, &["30"]);
+    let results = both(
+        || compare("unwind-debug_frame", &in_file, ENTRY),
+        || compare("unwind-debug_file", &in_debug_file, ENTRY),
+    );
+    for (name, (share, perf_share, ours)) in [("debug_frame", results.0), ("debug_file", results.1)]
+    {
         assert_as_complete(name, share, perf_share, &ours);
         assert_chain(
             &ours,
@@ -324,20 +342,21 @@ fn debug_frame_in_the_file_or_in_its_debug_file_reaches_main() {
 
 #[test]
 fn pie_and_non_pie_executables_reach_main_as_perf_does() {
-    for (output, flags) in [
-        ("nofp_pie", ["-pie", "-fPIE"]),
-        ("nofp_nopie", ["-no-pie", "-fno-PIE"]),
-    ] {
+    let spawn = |output: &str, flags: [&str; 2], e_type: u8| {
         let binary = nofp(output, &flags);
         // e_type: ET_EXEC (2) without PIE, ET_DYN (3) with it.
         let elf = std::fs::read(&binary).expect("read the fixture");
-        assert_eq!(
-            elf[16],
-            if output == "nofp_pie" { 3 } else { 2 },
-            "{output}"
-        );
-        let process = Running::spawn(&binary, &["30"]);
-        let (share, perf_share, ours) = compare(&format!("unwind-{output}"), &process, ENTRY);
+        assert_eq!(elf[16], e_type, "{output}");
+        Running::spawn(&binary, &["30"])
+    };
+    let pie = spawn("nofp_pie", ["-pie", "-fPIE"], 3);
+    let nopie = spawn("nofp_nopie", ["-no-pie", "-fno-PIE"], 2);
+    let results = both(
+        || compare("unwind-nofp_pie", &pie, ENTRY),
+        || compare("unwind-nofp_nopie", &nopie, ENTRY),
+    );
+    for (output, (share, perf_share, ours)) in [("nofp_pie", results.0), ("nofp_nopie", results.1)]
+    {
         assert_as_complete(output, share, perf_share, &ours);
         assert_chain(&ours, &["leaf_spin", "inner_fn", "outer_fn", "main"]);
     }
@@ -561,14 +580,16 @@ fn short_lived_processes_unwind_and_name_libc_below_main() {
 fn frame_pointer_fixture_keeps_its_chain_with_tables_and_with_fp() {
     let binary = fixture("split");
     let process = Running::spawn(&binary, &["60"]);
-    let (share, perf_share, ours) = compare("unwind-split", &process, ENTRY);
+    let ((share, perf_share, ours), (fp_share, fp_perf_share, fp)) = both(
+        || compare("unwind-split", &process, ENTRY),
+        || compare_with("unwind-split-fp", &process, &["main"], &["--unwind", "fp"]),
+    );
     assert_as_complete("split", share, perf_share, &ours);
     assert_chain(
         &ours,
         &["work_unit", "work_three", "main", "__libc_start_call_main"],
     );
-    let (fp_share, perf_share, fp) =
-        compare_with("unwind-split-fp", &process, &["main"], &["--unwind", "fp"]);
+    let perf_share = fp_perf_share;
     assert!(
         fp_share >= 0.98 * perf_share,
         "--unwind fp: {:.1}% reach main",
@@ -585,8 +606,10 @@ fn go_fixture_keeps_its_chain_with_tables_and_with_fp() {
     // perf's DWARF unwinder has no CFI for Go code (no .eh_frame): today's frame-pointer walk
     // is the reference.
     let entry = &["runtime.main"];
-    let (share, _, ours) = compare("unwind-go", &process, entry);
-    let (fp_share, _, fp) = compare_with("unwind-go-fp", &process, entry, &["--unwind", "fp"]);
+    let ((share, _, ours), (fp_share, _, fp)) = both(
+        || compare("unwind-go", &process, entry),
+        || compare_with("unwind-go-fp", &process, entry, &["--unwind", "fp"]),
+    );
     assert!(
         share >= 0.98 * fp_share && fp_share >= 0.9,
         "{:.1}% of our samples reach runtime.main with tables, {:.1}% with --unwind fp; commonest incomplete:\n{}",

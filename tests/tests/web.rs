@@ -183,8 +183,9 @@ fn screenshot(address: &str, dir: &Path) -> PathBuf {
 
 #[test]
 fn local_page_shows_a_real_trigger_and_its_flame_graph_in_chromium() {
-    // 12 s light (past the rules' 10-interval warm-up), 4 s burn: the CPU rule fires on it.
-    let fixture = Running::spawn(&fixture("spike"), &["12", "4", "0", "0"]);
+    // 6 s light (past the rules' warm-up of 10 collections of 500 ms), 3 s burn: the CPU rule
+    // fires on it.
+    let fixture = Running::spawn(&fixture("spike"), &["6", "3", "0", "0"]);
     let dir = scratch("web-page");
     let pid = fixture.pid().to_string();
     let daemon = Daemon::start(
@@ -192,6 +193,8 @@ fn local_page_shows_a_real_trigger_and_its_flame_graph_in_chromium() {
             "run",
             "--pid",
             &pid,
+            "--collect-interval",
+            "500ms",
             "--pre-trigger",
             "5s",
             "--post-trigger",

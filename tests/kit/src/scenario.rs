@@ -83,8 +83,9 @@ pub mod reader {
 /// The `spike` fixture under `run` in triggered mode: a light marker through the warm-up,
 /// then a burn; exactly one CPU profile is kept, with the burn and the seconds before it.
 pub mod spike {
-    /// 12 s light marker (warm-up), 3 s burn, 3 s light, 3 s burn inside the cooldown.
-    pub const FIXTURE_ARGS: [&str; 4] = ["12", "3", "3", "3"];
+    /// 9 s light marker (the warm-up of 10 collections of 500 ms, after an attach of up to 4 s
+    /// in the slowest guest), 2 s burn, 2 s light, 2 s burn inside the cooldown.
+    pub const FIXTURE_ARGS: [&str; 4] = ["9", "2", "2", "2"];
 
     /// `profilerd run` arguments for the fixture's pid, keeping profiles in `./kept`.
     pub fn run_args(pid: &str) -> Vec<&str> {
@@ -92,8 +93,10 @@ pub mod spike {
             "run",
             "--pid",
             pid,
+            "--collect-interval",
+            "500ms",
             "--pre-trigger",
-            "10s",
+            "5s",
             "--post-trigger",
             "2s",
             "--upload-interval",
@@ -101,7 +104,7 @@ pub mod spike {
             "--dump-dir",
             "kept",
             "--duration",
-            "24s",
+            "16s",
         ]
     }
 

@@ -41,7 +41,7 @@ fn record_folded(paths: &Paths, name: &str, pid: u32, secs: &str) -> Result<(Run
 /// two hot callers (the host tests' 60-90% band), under main.
 pub(super) fn hot_function(paths: &Paths, figures: &mut super::Figures) -> Result<Outcome> {
     let fixture = Running::start(&paths.fixtures.join("split"), &["30"])?;
-    let (run, stacks) = record_folded(paths, "split", fixture.pid(), "4s")?;
+    let (run, stacks) = record_folded(paths, "split", fixture.pid(), "3s")?;
     drop(fixture);
     let split::Share { share, three, one } = split::share(&stacks);
     let samples = total(&stacks);
@@ -79,7 +79,7 @@ pub(super) fn hot_function(paths: &Paths, figures: &mut super::Figures) -> Resul
 /// the stacks reach main's caller in libc through the `.eh_frame` tables, as on the host.
 pub(super) fn table_unwinding(paths: &Paths, figures: &mut super::Figures) -> Result<Outcome> {
     let fixture = Running::start(&paths.fixtures.join("nofp"), &["30"])?;
-    let (run, stacks) = record_folded(paths, "nofp", fixture.pid(), "4s")?;
+    let (run, stacks) = record_folded(paths, "nofp", fixture.pid(), "3s")?;
     drop(fixture);
     // Below main: its caller in libc, named `__libc_start_call_main` only where libc's symbol
     // table or debug file is at hand (the guests have neither: `libc.so.6+0x...`).
