@@ -4,7 +4,7 @@
 //! - 11, memory growth: `faulter` (new pages), `--profile cpu,memory`, against
 //!   `software:page-faults:128 { @[ustack] = count(); }`; also the in-kernel cost per sample.
 //! - 12, off-CPU: `switcher` (two threads handing a byte over through pipes on one CPU,
-//!   slowed to 100000 switches a second), `--profile cpu,offcpu` (stacks at one switch in 11),
+//!   slowed to 100000 switches a second), `--profile cpu,offcpu` (stacks at one switch in 31),
 //!   against `tracepoint:sched:sched_switch { @[kstack, ustack] = count(); }` (stacks at
 //!   every switch); also the in-kernel cost per switch.
 
@@ -31,7 +31,7 @@ const PERIOD: u64 = 128;
 /// The throughput a source may cost the program at most.
 const THROUGHPUT_TARGET: f64 = 0.97;
 /// The off-CPU source's default `--offcpu-period`, in the workload's description.
-const SWITCH_PERIOD: u64 = 11;
+const SWITCH_PERIOD: u64 = 31;
 
 /// One source's workload and peer.
 struct Source {
