@@ -457,7 +457,9 @@ pub struct UnwindState {
     pub epoch: u32,
     /// [`Control::unwind_cache_mask`].
     pub cache_mask: u32,
-    pub _pad: u32,
+    /// The mapping index the last frame was found in: the next frame, often in the same
+    /// file, is looked for there first (any value is checked before use).
+    pub mapping_hint: u32,
 }
 
 /// The unwinder's map re-read requests of one process: how many, the last one's time.

@@ -248,25 +248,23 @@ fn sample<C: Source>(
         kind,
         _pad: 0,
     };
+    // Whether the process has tables is the unwinder's first lookup: asking here too would
+    // cost every sample a second hash lookup.
     if control.unwind != 0 {
-        if unwind::UNWIND_MAPPINGS.get_ptr(tgid).is_some() {
-            if let Some(regs) = user_mode_registers.or_else(saved_user_registers) {
-                if let Some(state) = unwind::UNWIND_STATE.get_ptr_mut(C::SLOT) {
-                    // SAFETY: this CPU's value; the program is not re-entered on one CPU.
-                    let state = unsafe { &mut *state };
-                    state.rip = regs[0];
-                    state.rsp = regs[1];
-                    state.rbp = regs[2];
-                    state.key = key;
-                    state.generation = generation;
-                    state.epoch = unwind::UNWIND_EPOCH.get(0).copied().unwrap_or(0);
-                    state.cache_mask = control.unwind_cache_mask;
-                    // Returns only if the tail call failed: then frame pointers, as without tables.
-                    unwind::start(ctx, state);
-                }
+        if let Some(regs) = user_mode_registers.or_else(saved_user_registers) {
+            if let Some(state) = unwind::UNWIND_STATE.get_ptr_mut(C::SLOT) {
+                // SAFETY: this CPU's value; the program is not re-entered on one CPU.
+                let state = unsafe { &mut *state };
+                state.rip = regs[0];
+                state.rsp = regs[1];
+                state.rbp = regs[2];
+                state.key = key;
+                state.generation = generation;
+                state.epoch = unwind::UNWIND_EPOCH.get(0).copied().unwrap_or(0);
+                state.cache_mask = control.unwind_cache_mask;
+                // Returns only if the tail call failed: then frame pointers, as without tables.
+                unwind::start(ctx, state);
             }
-        } else {
-            bump(counters, Counter::UnwindNoTables);
         }
     }
     let Some(scratch) = SCRATCH.get_ptr_mut(C::SLOT) else {
@@ -472,7 +470,7 @@ fn store(stacks: &HashMap<u64, Stack>, hash: u64, scratch: &Stack) -> Result<u64
 
 /// Walks the user frame-pointer chain from the interrupted registers; returns the stack hash.
 #[inline(always)]
-fn walk_frame_pointers(regs: [u64; 3], scratch: &mut Stack) -> u64 {
+pub(crate) fn walk_frame_pointers(regs: [u64; 3], scratch: &mut Stack) -> u64 {
     let (ip, mut fp) = (regs[0], regs[2]);
     scratch.ips[0] = ip;
     let mut hash = mix(HASH_SEED, ip);

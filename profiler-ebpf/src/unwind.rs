@@ -18,8 +18,8 @@ use profiler_common::{
 };
 
 use crate::{
-    bump, counters_index, finish, finish_sample, mix, Source, COUNTERS, MIN_FRAME_ADDRESS,
-    NEW_PROCESS, SCRATCH,
+    bump, counters_index, finish, finish_sample, mix, walk_frame_pointers, Source, COUNTERS,
+    MIN_FRAME_ADDRESS, NEW_PROCESS, SCRATCH,
 };
 
 #[map]
@@ -84,6 +84,14 @@ fn walk<C: Source>(ctx: &C) -> u32 {
     // SAFETY: as above.
     let counters = unsafe { &mut *counters };
     let Some(mappings) = UNWIND_MAPPINGS.get_ptr(state.key.tgid) else {
+        if state.len == 0 {
+            // A process without tables (not built yet, or none fit): frame pointers.
+            bump(counters, Counter::UnwindNoTables);
+            let regs = [state.rip, state.rsp, state.rbp];
+            let hash = walk_frame_pointers(regs, scratch);
+            finish_sample(ctx, state.generation, &mut state.key, hash, scratch);
+            return 0;
+        }
         // The process's tables went away between two tail calls: keep what was walked.
         return end(ctx, state, scratch);
     };
@@ -148,7 +156,7 @@ fn step(
     // A return address points after its call, which may be the first byte of the next
     // function: look up the call itself. The first frame's pc is exact.
     let lookup = if len == 0 { pc } else { pc - 1 };
-    let Some(mapping) = find_mapping(mappings, lookup) else {
+    let Some(mapping) = find_mapping(mappings, lookup, &mut state.mapping_hint) else {
         // Code outside every listed mapping: a library mapped after the list was made (a
         // process sampled in ld.so, a dlopen) or JIT code. The daemon reads the map again.
         if state.refresh_asked == 0 {
@@ -292,10 +300,22 @@ fn frame_pointer_step(state: &mut UnwindState) -> Step {
     Step::Next
 }
 
-/// The mapping holding `addr`: a binary search over the process's sorted mappings.
+/// The mapping holding `addr`: the one at `hint` (the last frame's), else a binary search over
+/// the process's sorted mappings, which then sets `hint`.
 #[inline(always)]
-fn find_mapping(mappings: &UnwindMappings, addr: u64) -> Option<&UnwindMapping> {
+fn find_mapping<'a>(
+    mappings: &'a UnwindMappings,
+    addr: u64,
+    hint: &mut u32,
+) -> Option<&'a UnwindMapping> {
     let count = mappings.count as usize;
+    let guess = *hint as usize & (UNWIND_MAX_MAPPINGS - 1);
+    if guess < count {
+        let mapping = &mappings.mappings[guess];
+        if mapping.start <= addr && addr < mapping.end {
+            return Some(mapping);
+        }
+    }
     let (mut lo, mut hi) = (0usize, count.min(UNWIND_MAX_MAPPINGS));
     for _ in 0..=UNWIND_MAPPING_STEPS {
         if lo >= hi {
@@ -308,6 +328,7 @@ fn find_mapping(mappings: &UnwindMappings, addr: u64) -> Option<&UnwindMapping> 
         } else if addr >= mapping.end {
             lo = mid + 1;
         } else {
+            *hint = mid as u32;
             return Some(mapping);
         }
     }
