@@ -121,6 +121,37 @@ pub struct Window {
 }
 
 impl Window {
+    /// Adds the profiles of `later`, the window that follows this one, process by process
+    /// and kind by kind; this window then ends where `later` ends.
+    pub fn absorb(&mut self, later: Window) {
+        for (into, from) in [
+            (&mut self.processes, later.processes),
+            (&mut self.memory, later.memory),
+            (&mut self.offcpu, later.offcpu),
+            (&mut self.threads, later.threads),
+        ] {
+            let mut index: FxHashMap<u32, usize> = into
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.info.pid, i))
+                .collect();
+            for profile in from {
+                match index.get(&profile.info.pid) {
+                    Some(&i) => into[i].merge(&profile),
+                    None => {
+                        index.insert(profile.info.pid, into.len());
+                        into.push(profile);
+                    }
+                }
+            }
+        }
+        let end = later.start + later.duration;
+        self.duration = end.duration_since(self.start).unwrap_or(self.duration);
+        if later.fault_period != 0 {
+            self.fault_period = later.fault_period;
+        }
+    }
+
     /// CPU samples.
     pub fn samples(&self) -> u64 {
         self.processes.iter().map(|p| p.samples).sum()

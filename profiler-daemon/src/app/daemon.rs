@@ -28,7 +28,14 @@ use crate::{
     config::{self, Cli, Command, Listen, ParseError, RunArgs},
     export::Exporter,
     host::{descriptors, priority, privileges},
-    serve::{self, listener::ListenerConfig, metrics::Metrics, WebState},
+    serve::{
+        self,
+        listener::ListenerConfig,
+        metrics::Metrics,
+        ondemand::{self, Kind},
+        pprof::PprofEndpoint,
+        WebState,
+    },
 };
 
 /// Runs the parsed command line; `argv` is kept for SIGHUP, which parses it again with the
@@ -211,6 +218,10 @@ async fn start_run(
     tasks: &mut Tasks,
 ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
     let metrics = Arc::new(Metrics::default());
+    // Requests wait in the queue until the next tick, also those whose client left meanwhile
+    // (which already gave their place back): room for a few rounds of those.
+    let queue = (args.listener.pprof_max_requests as usize * 4).max(16);
+    let (requests, ondemand) = ondemand::channel(queue);
     // Bound first, so that a taken port is a start-up error; served once the state
     // exists. `run` logs the address when the pipeline is up.
     let bound = match args.listen {
@@ -226,6 +237,20 @@ async fn start_run(
         address: bound.as_ref().map(|(_, address)| *address),
         listener: listener_config(&args),
         file_workers: Default::default(),
+        pprof: Some(PprofEndpoint::new(
+            requests,
+            Kind::ALL
+                .into_iter()
+                .filter(|k| args.profiles.iter().any(|p| p.name() == k.source()))
+                .collect(),
+            (
+                args.listener.pprof_max_seconds,
+                args.listener.pprof_max_requests as usize,
+            ),
+            // A tick late, a slow drain, the encoding.
+            args.collect_interval * 3 + Duration::from_secs(10),
+            Arc::clone(&metrics.pprof),
+        )),
     });
     if let Some((listener, _)) = bound {
         tasks.listener = Some(tokio::spawn(serve::serve(
@@ -245,7 +270,15 @@ async fn start_run(
     // The exporter moves into the pipeline thread and is dropped when it ends, which closes
     // the delivery queue.
     Ok(tokio::task::spawn_blocking(move || {
-        run(&args, dump, &stop, exporter.as_ref(), &web, &reloads)
+        run(
+            &args,
+            dump,
+            &stop,
+            exporter.as_ref(),
+            &web,
+            &reloads,
+            ondemand,
+        )
     }))
 }
 

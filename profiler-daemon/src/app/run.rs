@@ -19,6 +19,7 @@ use crate::{
     host::privileges,
     serve::{
         metrics::{MapCapacity, Snapshot},
+        ondemand::OnDemand,
         WebState,
     },
     targets::{named_pids, LabelConfig, Section},
@@ -62,6 +63,10 @@ pub(super) struct RunLoop<'a> {
     end: Option<Instant>,
     next_collect: Instant,
     next_report: Instant,
+    /// The `/debug/pprof/` profiles being collected.
+    ondemand: OnDemand,
+    /// Continuous mode while on-demand profiles take each tick's slice: the window so far.
+    partial: Option<Window>,
 }
 
 /// Where `run` keeps its files, opened (its leftovers removed) before delivery starts, which
@@ -85,8 +90,9 @@ pub(super) fn run(
     exporter: Option<&Exporter>,
     web: &WebState,
     reloads: &Receiver<Box<RunArgs>>,
+    ondemand: OnDemand,
 ) -> Result<()> {
-    let mut run = RunLoop::start(args, dump, stop, exporter, web, reloads)?;
+    let mut run = RunLoop::start(args, dump, stop, exporter, web, reloads, ondemand)?;
     while run.step()? {}
     tracing::info!(
         profiles_written = run.dump.as_ref().map_or(0, |d| d.dir.written),
@@ -104,6 +110,7 @@ impl<'a> RunLoop<'a> {
         exporter: Option<&'a Exporter>,
         web: &'a WebState,
         reloads: &'a Receiver<Box<RunArgs>>,
+        ondemand: OnDemand,
     ) -> Result<Self> {
         let (config, targets) = prepare(
             &args.target,
@@ -119,7 +126,7 @@ impl<'a> RunLoop<'a> {
         privileges::drop_after_attach();
         if let Some(address) = web.address {
             tracing::info!(
-                "HTTP listener on http://{address}/: kept profiles at /, /metrics, /healthz"
+                "HTTP listener on http://{address}/: kept profiles at /, /debug/pprof/, /metrics, /healthz"
             );
         }
         let started = Instant::now();
@@ -145,6 +152,8 @@ impl<'a> RunLoop<'a> {
             end: args.duration.map(|d| started + d),
             next_collect: started + args.collect_interval,
             next_report: started + args.upload_interval,
+            ondemand,
+            partial: None,
         };
         run.keeping = run.announce();
         Ok(run)
@@ -249,10 +258,7 @@ impl<'a> RunLoop<'a> {
         let now = Instant::now();
         let report = now >= self.next_report || !running;
         if matches!(self.keeping, Keeping::Windows) {
-            if report {
-                let window = self.pipeline.take_window();
-                self.export_window(&window);
-            }
+            self.continuous(now, report);
         } else {
             self.watch(now, running, report);
         }
@@ -263,10 +269,37 @@ impl<'a> RunLoop<'a> {
         Ok(running)
     }
 
+    /// Continuous mode: the window accumulates in the pipeline until the report. While
+    /// on-demand profiles are being collected each tick's slice is taken for them and the
+    /// window is built from the slices.
+    fn continuous(&mut self, now: Instant, report: bool) {
+        if self.ondemand.poll() {
+            let slice = self.pipeline.take_window();
+            self.ondemand.on_slice(&slice, now, SystemTime::now());
+            match &mut self.partial {
+                Some(window) => window.absorb(slice),
+                None => self.partial = Some(slice),
+            }
+        }
+        if report {
+            let rest = self.pipeline.take_window();
+            let window = match self.partial.take() {
+                Some(mut window) => {
+                    window.absorb(rest);
+                    window
+                }
+                None => rest,
+            };
+            self.export_window(&window);
+        }
+    }
+
     /// Triggered mode: the watcher sees the slice, fired rules start captures, and finished
     /// captures are written and sent.
     fn watch(&mut self, now: Instant, running: bool, report: bool) {
         let slice = self.pipeline.take_window();
+        self.ondemand.poll();
+        self.ondemand.on_slice(&slice, now, SystemTime::now());
         let Keeping::Triggers(watching) = &mut self.keeping else {
             return;
         };

@@ -545,6 +545,8 @@ mod tests {
                 listen_header_timeout: Duration::from_secs(10),
                 listen_idle_timeout: Duration::from_secs(60),
                 listen_descriptor_reserve: 256,
+                pprof_max_seconds: 300,
+                pprof_max_requests: 4,
             }
         );
         let Command::Run(args) = parse(&["run", "--server", "http://x:4040"])

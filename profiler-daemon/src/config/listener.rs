@@ -29,6 +29,13 @@ pub struct ListenerArgs {
     /// kept.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(16..=1_048_576), value_name = "N")]
     pub listen_descriptor_reserve: u64,
+    /// Longest `seconds=` a /debug/pprof/ profile may ask for.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600), value_name = "SECONDS")]
+    pub pprof_max_seconds: u64,
+    /// /debug/pprof/ profiles collected at once; more are answered 503. Each holds the
+    /// samples of the processes it selected until it is answered.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64), value_name = "N")]
+    pub pprof_max_requests: u64,
 }
 
 /// A listener timeout: 100ms to 1h.

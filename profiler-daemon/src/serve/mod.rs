@@ -1,6 +1,8 @@
-//! The daemon's HTTP listener (`--listen`): `/metrics`, `/healthz`, and the local page at `/`
-//! listing the kept profiles of the last hours with their flame graphs and pprof downloads.
-//! In: the dump dir's sidecars and the pipeline's published [`metrics`](mod@metrics). Out: HTTP answers.
+//! The daemon's HTTP listener (`--listen`): `/metrics`, `/healthz`, the local page at `/`
+//! listing the kept profiles of the last hours with their flame graphs and pprof downloads,
+//! and `/debug/pprof/` ([`pprof`]), whose profiles the pipeline thread collects ([`ondemand`]).
+//! In: the dump dir's sidecars, the pipeline's published [`metrics`](mod@metrics) and its
+//! on-demand profiles. Out: HTTP answers.
 //!
 //! The page is plain server-rendered HTML with no external assets: on a single host it is the
 //! whole product. It reads the `.json` sidecar that `run` writes next to every kept profile in
@@ -14,6 +16,8 @@
 mod files;
 pub mod listener;
 pub mod metrics;
+pub mod ondemand;
+pub mod pprof;
 
 pub use files::FileWorkers;
 
@@ -70,6 +74,8 @@ pub struct WebState {
     pub listener: ListenerConfig,
     /// The threads that read the dump dir.
     pub file_workers: FileWorkers,
+    /// `/debug/pprof/`, `None` where nothing samples for it.
+    pub pprof: Option<pprof::PprofEndpoint>,
 }
 
 impl WebState {
@@ -105,6 +111,9 @@ pub async fn serve(listener: TcpListener, state: Arc<WebState>, shutdown: watch:
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/profiles/{name}", get(profile_file))
+        .route("/debug/pprof", get(pprof::index))
+        .route("/debug/pprof/", get(pprof::index))
+        .route("/debug/pprof/{kind}", get(pprof::profile))
         .with_state(state);
     listener::serve(listener, app, config, stats, shutdown).await;
 }

@@ -6,6 +6,9 @@ mod labels;
 mod section;
 mod select;
 
-pub use labels::{sanitize_service_name, truncate, LabelConfig, KIND_PROFILE_NAMES, MAX_VALUE_LEN};
+pub use labels::{
+    derive_service_name, sanitize_service_name, truncate, LabelConfig, KIND_PROFILE_NAMES,
+    MAX_VALUE_LEN,
+};
 pub use section::{named_pids, section_for, Section, SectionSpec, SelectorSpec};
 pub use select::{resolve_targets, Targets};

@@ -100,6 +100,7 @@ label_sets!(Outcome { outcome }, Reason { reason }, Map { map });
 label_sets!(Lookup { result }, Cache { cache });
 label_sets!(Event { event }, Rule { rule }, DirLabel { dir });
 mod offcpu;
+mod pprof;
 mod unwind;
 
 /// No label: a family of one series that exists only once it is set (the spool gauges,
@@ -164,6 +165,7 @@ struct Families {
     file_reads_refused: Counter,
     unwind: unwind::UnwindFamilies,
     offcpu: offcpu::OffCpuFamilies,
+    pprof: pprof::PprofFamilies,
 }
 
 impl Families {
@@ -516,6 +518,8 @@ pub struct Metrics {
     /// Counted by the listener itself.
     pub(crate) listener: Arc<ListenerStats>,
     pub(crate) files: Arc<FileStats>,
+    /// Counted by the `/debug/pprof/` handlers.
+    pub(crate) pprof: Arc<crate::serve::pprof::PprofStats>,
 }
 
 impl Default for Metrics {
@@ -530,6 +534,7 @@ impl Default for Metrics {
         f.register_listener(&mut registry);
         f.unwind.register(&mut registry);
         f.offcpu.register(&mut registry);
+        f.pprof.register(&mut registry);
         let r = &mut registry;
         r.register_collector(Box::new(OwnUsage));
         let mut state = State {
@@ -540,14 +545,16 @@ impl Default for Metrics {
         };
         // Every series that exists without a server shows 0 until the first drain.
         state.apply(&Snapshot::default());
-        let (listener, files) = (Arc::default(), Arc::default());
+        let (listener, files, pprof) = (Arc::default(), Arc::default(), Arc::default());
         state.families.apply_listener(&listener, &files);
+        state.families.pprof.apply(&pprof);
         Self {
             registry,
             state: Mutex::new(state),
             delivery: OnceLock::new(),
             listener,
             files,
+            pprof,
         }
     }
 }
@@ -591,6 +598,7 @@ impl Metrics {
             }
         }
         state.families.apply_listener(&self.listener, &self.files);
+        state.families.pprof.apply(&self.pprof);
         let mut out = String::with_capacity(8192);
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
         drop(state);
