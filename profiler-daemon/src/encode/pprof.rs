@@ -259,6 +259,9 @@ fn encode_parts(
         unit: strings.get(period_unit),
     });
     let (pid_key, comm_key) = (strings.get("pid"), strings.get("comm"));
+    if let Some((process, stacks, _)) = parts.first() {
+        main_mapping_first(&mut tables, process, stacks);
+    }
 
     let mut samples = Vec::new();
     for (process, stacks, source) in parts {
@@ -315,6 +318,24 @@ fn encode_parts(
     }
 }
 
+/// Creates the mapping of the first process's executable before any other: `go tool pprof`
+/// names a profile (its title, the file it saves a fetched one to) after its first mapping,
+/// which would otherwise be the kernel's whenever a stack begins in the kernel.
+fn main_mapping_first(tables: &mut Tables, process: &ProcessProfile, stacks: &[(&Vec<u32>, u64)]) {
+    let exe = process.info.exe.as_str();
+    if exe.is_empty() {
+        return;
+    }
+    let main = stacks
+        .iter()
+        .flat_map(|(stack, _)| stack.iter())
+        .filter_map(|&i| process.locations.get(i as usize))
+        .find(|l| l.kind == FrameKind::User && l.vma.as_ref().is_some_and(|v| v.path == exe));
+    if let Some(location) = main {
+        tables.mapping(process.info.pid, location);
+    }
+}
+
 /// A sample's values: `count` samples of source `source`, zero for every other source.
 fn values(measures: &[Measure], source: usize, count: u64) -> Vec<i64> {
     let mut values = Vec::new();
@@ -357,6 +378,24 @@ mod tests {
             file: Some(Arc::from("src/x.c")),
             line: 3,
         }
+    }
+
+    #[test]
+    fn the_executable_is_the_first_mapping_even_under_kernel_frames() {
+        let mut window = window();
+        let process = &mut window.processes[0];
+        process.info.exe = "/usr/bin/hot".into();
+        process.stacks.retain(|stack, _| stack[0] == 2);
+        let processes: Vec<&ProcessProfile> = window.processes.iter().collect();
+        let profile = encode_measured(&window, &processes, &[], Measure::cpu_of(&window));
+        let first = &profile.mapping[0];
+        assert_eq!(
+            profile.string_table[first.filename as usize],
+            "/usr/bin/hot"
+        );
+        assert_eq!(first.id, 1);
+        assert_eq!(profile.mapping.len(), 2);
+        assert_valid(&profile);
     }
 
     fn window() -> Window {
