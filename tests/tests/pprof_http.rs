@@ -56,7 +56,10 @@ fn go_tool_pprof_fetches_a_running_process_profile_over_http() {
     assert!(top.contains("work_three"), "{top}");
     // Named after the process's executable, not the kernel's mapping.
     assert!(top.contains("File: split"), "{top}");
-    assert!(stderr.contains("pprof.split.samples.cpu.001.pb.gz"), "{stderr}");
+    assert!(
+        stderr.contains("pprof.split.samples.cpu.001.pb.gz"),
+        "{stderr}"
+    );
     // Only the selected process: the profile's pid labels.
     let (tags, _) = pprof_fetch(&["-tags"], &url, &dir);
     assert!(tags.contains("pid:"), "{tags}");

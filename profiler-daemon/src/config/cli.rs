@@ -17,11 +17,15 @@ Examples:
   # a flame graph of everything in a container's cgroup
   profilerd record --cgroup /system.slice/docker-abc.scope --duration 10s --format svg -o flame.svg
 
-  # the daemon: one pprof per process every 15 s into ./profiles
+  # the daemon: keeps a profile, with the seconds before, when a CPU, memory or thread rule
+  # fires for a process; the page at http://127.0.0.1:7070/ shows them
   profilerd run --dump-dir ./profiles
 
-  # ... to a Pyroscope server, tagged like the article tags each pod
-  profilerd run --server http://pyroscope:4040 --tag region=eu-west-1";
+  # ... and, while it runs, any process's profile now, as from net/http/pprof
+  go tool pprof -http=: 'http://127.0.0.1:7070/debug/pprof/profile?seconds=30&pid=1234'
+
+  # one pprof per process every 15 s to a Pyroscope server, tagged like the article's pods
+  profilerd run --mode continuous --server http://pyroscope:4040 --tag region=eu-west-1";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,11 +59,15 @@ pub enum Command {
   profilerd record --pid 1234 --unwind fp --output cpu.pb.gz   # frame pointers only
   profilerd record --pid 1234 --profile cpu,memory,offcpu,threads -o p.pb.gz   # + p.memory.pb.gz, ...")]
     Record(Box<RecordArgs>),
-    /// Run the profiler daemon: one pprof per sampled process every upload interval.
+    /// Run the profiler daemon: keep a profile when a threshold rule fires (the default), or one
+    /// pprof per sampled process every upload interval (--mode continuous); serve the kept
+    /// profiles, /debug/pprof/ and /metrics on --listen.
     #[command(after_help = "Examples:
   profilerd run --dump-dir /var/lib/profilerd/profiles
-  profilerd run --pid 1234 --upload-interval 10s --dump-dir ./profiles
-  profilerd run --server http://pyroscope:4040 --tag region=eu-west-1 --tag env=prod
+  profilerd run --pid 1234 --cpu-trigger 10,25,60,1m --dump-dir ./profiles
+  go tool pprof -http=: 'http://127.0.0.1:7070/debug/pprof/profile?seconds=30&pid=1234'
+  profilerd run --mode continuous --pid 1234 --upload-interval 10s --dump-dir ./profiles
+  profilerd run --mode continuous --server http://pyroscope:4040 --tag region=eu-west-1 --tag env=prod
   PROFILERD_BEARER_TOKEN=... profilerd run --server https://profiles.example.com --tenant-id team-a")]
     Run(Box<RunArgs>),
     /// Check that profilerd can run here with these settings: kernel, privileges, perf events,
@@ -258,8 +266,8 @@ pub struct RunArgs {
     /// Stop after this long (default: run until SIGINT/SIGTERM).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Address of the HTTP listener with /metrics, /healthz and the page of kept profiles at /,
-    /// or `off`. Loopback by default; a public address only when given here.
+    /// Address of the HTTP listener with /metrics, /healthz, /debug/pprof/ and the page of kept
+    /// profiles at /, or `off`. Loopback by default; a public address only when given here.
     #[arg(long, default_value = "127.0.0.1:7070", value_parser = parse_listen, value_name = "ADDR:PORT|off")]
     pub listen: Listen,
     /// How far back the page at / lists kept profiles (at most the 500 newest).

@@ -5,5 +5,6 @@
 mod folded;
 mod measure;
 pub mod pprof;
+mod tables;
 
 pub use folded::{flame_graph_svg, folded_lines, EncodeError};

@@ -7,38 +7,14 @@ use flate2::{write::GzEncoder, Compression};
 use prost::Message;
 
 pub use super::measure::Measure;
+use super::tables::{main_mapping_first, Tables};
 use crate::{
     aggregate::{ProcessProfile, Window},
     pprof_proto as pb,
-    symbolize::{FrameKind, Location},
 };
 
 /// Name of the mapping that holds every kernel frame (the convention of perf and pprof).
 pub const KERNEL_MAPPING: &str = "[kernel.kallsyms]";
-
-#[derive(Default)]
-struct Strings {
-    table: Vec<String>,
-    index: FxHashMap<String, i64>,
-}
-
-impl Strings {
-    fn new() -> Self {
-        let mut strings = Self::default();
-        strings.get("");
-        strings
-    }
-
-    fn get(&mut self, s: &str) -> i64 {
-        if let Some(&i) = self.index.get(s) {
-            return i;
-        }
-        let i = self.table.len() as i64;
-        self.table.push(s.to_string());
-        self.index.insert(s.to_string(), i);
-        i
-    }
-}
 
 /// Most samples (distinct stacks) per profile the server accepts.
 pub const MAX_SAMPLES: usize = 16_000;
@@ -125,119 +101,13 @@ pub fn encode_split(
     done
 }
 
-/// String table, mappings, functions and locations, each created on first use so that a
-/// profile holds only what its samples reference.
-struct Tables {
-    strings: Strings,
-    mappings: Vec<pb::Mapping>,
-    mapping_ids: FxHashMap<(u32, u64), u64>,
-    kernel_mapping: Option<u64>,
-    functions: Vec<pb::Function>,
-    function_ids: FxHashMap<(i64, i64), u64>,
-    locations: Vec<pb::Location>,
-}
-
-impl Tables {
-    fn mapping(&mut self, pid: u32, location: &Location) -> u64 {
-        match (location.kind, &location.vma) {
-            (FrameKind::Kernel, _) if location.address != 0 => {
-                if let Some(id) = self.kernel_mapping {
-                    return id;
-                }
-                let id = self.mappings.len() as u64 + 1;
-                let filename = self.strings.get(KERNEL_MAPPING);
-                self.mappings.push(pb::Mapping {
-                    id,
-                    memory_start: 0,
-                    memory_limit: u64::MAX,
-                    filename,
-                    has_functions: true,
-                    ..Default::default()
-                });
-                self.kernel_mapping = Some(id);
-                id
-            }
-            (FrameKind::User, Some(vma)) => {
-                if let Some(&id) = self.mapping_ids.get(&(pid, vma.start)) {
-                    return id;
-                }
-                let id = self.mappings.len() as u64 + 1;
-                let filename = self.strings.get(&vma.path);
-                let build_id = self.strings.get(vma.build_id.as_deref().unwrap_or(""));
-                self.mappings.push(pb::Mapping {
-                    id,
-                    memory_start: vma.start,
-                    memory_limit: vma.end,
-                    file_offset: vma.file_offset,
-                    filename,
-                    build_id,
-                    has_functions: true,
-                    has_filenames: true,
-                    has_line_numbers: true,
-                    has_inline_frames: true,
-                });
-                self.mapping_ids.insert((pid, vma.start), id);
-                id
-            }
-            _ => 0,
-        }
-    }
-
-    fn function(&mut self, name: &str, file: &str) -> u64 {
-        let (name, file) = (self.strings.get(name), self.strings.get(file));
-        if let Some(&id) = self.function_ids.get(&(name, file)) {
-            return id;
-        }
-        let id = self.functions.len() as u64 + 1;
-        self.functions.push(pb::Function {
-            id,
-            name,
-            system_name: name,
-            filename: file,
-            start_line: 0,
-        });
-        self.function_ids.insert((name, file), id);
-        id
-    }
-
-    fn location(&mut self, pid: u32, location: &Location) -> u64 {
-        let mapping_id = self.mapping(pid, location);
-        let line = location
-            .lines
-            .iter()
-            .map(|line| pb::Line {
-                function_id: self.function(&line.function, line.file.as_deref().unwrap_or("")),
-                line: line.line as i64,
-                column: 0,
-            })
-            .collect();
-        let id = self.locations.len() as u64 + 1;
-        self.locations.push(pb::Location {
-            id,
-            mapping_id,
-            address: location.address,
-            line,
-            is_folded: false,
-        });
-        id
-    }
-}
-
 fn encode_parts(
     window: &Window,
     parts: &[Part<'_>],
     comments: &[String],
     measures: &[Measure],
 ) -> pb::Profile {
-    let mut tables = Tables {
-        strings: Strings::new(),
-        mappings: Vec::new(),
-        mapping_ids: FxHashMap::default(),
-        kernel_mapping: None,
-        functions: Vec::new(),
-        function_ids: FxHashMap::default(),
-        locations: Vec::new(),
-    };
+    let mut tables = Tables::new();
     let strings = &mut tables.strings;
     let mut sample_type = Vec::new();
     for measure in measures {
@@ -318,24 +188,6 @@ fn encode_parts(
     }
 }
 
-/// Creates the mapping of the first process's executable before any other: `go tool pprof`
-/// names a profile (its title, the file it saves a fetched one to) after its first mapping,
-/// which would otherwise be the kernel's whenever a stack begins in the kernel.
-fn main_mapping_first(tables: &mut Tables, process: &ProcessProfile, stacks: &[(&Vec<u32>, u64)]) {
-    let exe = process.info.exe.as_str();
-    if exe.is_empty() {
-        return;
-    }
-    let main = stacks
-        .iter()
-        .flat_map(|(stack, _)| stack.iter())
-        .filter_map(|&i| process.locations.get(i as usize))
-        .find(|l| l.kind == FrameKind::User && l.vma.as_ref().is_some_and(|v| v.path == exe));
-    if let Some(location) = main {
-        tables.mapping(process.info.pid, location);
-    }
-}
-
 /// A sample's values: `count` samples of source `source`, zero for every other source.
 fn values(measures: &[Measure], source: usize, count: u64) -> Vec<i64> {
     let mut values = Vec::new();
@@ -369,7 +221,7 @@ mod tests {
     use super::*;
     use crate::{
         process::{ProcessInfo, Vma},
-        symbolize::{Line, Location},
+        symbolize::{FrameKind, Line, Location},
     };
 
     fn line(name: &str) -> Line {
