@@ -5,7 +5,7 @@ use std::{
     io::IsTerminal,
     path::{Path, PathBuf},
     sync::atomic::AtomicBool,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
@@ -26,9 +26,9 @@ use crate::{
 
 /// Records for `--duration` (or until every `--pid` exited, or `stop`), then writes.
 pub(super) fn record(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
+    let (format, output) = args.resolved_output().map_err(anyhow::Error::msg)?;
     let sources = args.sources.sources(&args.profiles);
     let (config, _) = prepare(&args.target, &args.limits, &args.unwind, &[], sources)?;
-    let (format, output) = args.resolved_output();
     let outputs: Vec<(ProfileKind, PathBuf)> = kinds(&args.profiles)
         .into_iter()
         .enumerate()
@@ -66,19 +66,55 @@ pub(super) fn record(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
         let bytes = encode(args, &window, *kind, format)?;
         write_atomic(output, &bytes)?;
         let (profiles, _) = of_kind(&window, *kind);
+        let samples: u64 = profiles.iter().map(|p| p.samples).sum();
         tracing::info!(
             output = %output.display(),
             profile = kind.name(),
-            samples = profiles.iter().map(|p| p.samples).sum::<u64>(),
+            samples,
             processes = profiles.len(),
             "wrote profile"
         );
+        if samples == 0 {
+            tracing::warn!("{}", nothing_recorded(args, *kind, window.duration));
+        }
     }
     tracing::info!("sample accounting: {}", pipeline.accounting.summary());
     if let Some(unwind) = pipeline.unwind_stats() {
         tracing::info!("unwind tables: {}", unwind.summary());
     }
     Ok(())
+}
+
+/// Why a profile is empty, and what to try: a selected process that never ran on a CPU has
+/// no CPU profile, and an empty file without a word reads as a profiler fault.
+fn nothing_recorded(args: &RecordArgs, kind: ProfileKind, duration: Duration) -> String {
+    let seconds = duration.as_secs_f64();
+    let name = kind.name();
+    if args.target.pids.is_empty() && args.target.cgroups.is_empty() {
+        return format!("the {name} profile is empty: no process had samples in {seconds:.1} s");
+    }
+    let mut what: Vec<String> = args
+        .target
+        .pids
+        .iter()
+        .map(|p| format!("pid {p}"))
+        .collect();
+    what.extend(
+        args.target
+            .cgroups
+            .iter()
+            .map(|c| format!("cgroup {}", c.display())),
+    );
+    let hint = match kind {
+        ProfileKind::Cpu => "it did not run on a CPU (an idle or blocked process has no CPU profile: --profile offcpu shows where it waits)",
+        ProfileKind::Memory => "it touched no new memory pages",
+        ProfileKind::Offcpu => "none of its threads blocked for --offcpu-min-block or longer and ran again",
+        ProfileKind::Threads => "it started no thread",
+    };
+    format!(
+        "the {name} profile is empty: {} had no samples in {seconds:.1} s: {hint}",
+        what.join(", ")
+    )
 }
 
 /// `--profile`'s kinds, each once, in the order given.

@@ -4,7 +4,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use super::listener::ListenerArgs;
+use super::listener::parse_listen;
+pub use super::listener::{Listen, ListenerArgs};
 pub use super::server::ServerArgs;
 use crate::types::{parse_bytes, parse_duration, parse_rule, RuleSetting, Rules};
 
@@ -214,21 +215,33 @@ pub struct RecordArgs {
 }
 
 impl RecordArgs {
-    /// The format and file to write, resolving the defaults.
-    pub fn resolved_output(&self) -> (Format, PathBuf) {
-        let from_extension = self.output.as_ref().and_then(|p| {
-            let name = p.file_name()?.to_string_lossy().to_lowercase();
-            if name.ends_with(".svg") {
-                Some(Format::Svg)
-            } else if name.ends_with(".folded") || name.ends_with(".txt") {
-                Some(Format::Folded)
-            } else if name.ends_with(".pb.gz") || name.ends_with(".pprof") || name.ends_with(".pb")
-            {
-                Some(Format::Pprof)
-            } else {
-                None
+    /// The format and file to write, resolving the defaults. A name without an extension is
+    /// pprof (`curl -o profile`); an extension none of the formats has, without `--format`, is
+    /// an error rather than a pprof file named `.png`.
+    pub fn resolved_output(&self) -> Result<(Format, PathBuf), String> {
+        let from_extension = match self.output.as_ref().and_then(|p| p.file_name()) {
+            None => None,
+            Some(name) => {
+                let name = name.to_string_lossy().to_lowercase();
+                if name.ends_with(".svg") {
+                    Some(Format::Svg)
+                } else if name.ends_with(".folded") || name.ends_with(".txt") {
+                    Some(Format::Folded)
+                } else if [".pb.gz", ".pprof", ".pb", ".gz"]
+                    .iter()
+                    .any(|e| name.ends_with(e))
+                    || !name.contains('.')
+                {
+                    Some(Format::Pprof)
+                } else if self.format.is_none() {
+                    return Err(format!(
+                        "--output {name}: no format writes this extension: name the file .pb.gz, .pprof, .svg, .folded or .txt, or give --format pprof|folded|svg"
+                    ));
+                } else {
+                    None
+                }
             }
-        });
+        };
         let format = self.format.or(from_extension).unwrap_or(Format::Pprof);
         let output = self.output.clone().unwrap_or_else(|| {
             PathBuf::from(match format {
@@ -237,7 +250,7 @@ impl RecordArgs {
                 Format::Svg => "profile.svg",
             })
         });
-        (format, output)
+        Ok((format, output))
     }
 }
 
@@ -305,10 +318,6 @@ pub struct RunArgs {
     pub sections: Vec<crate::targets::SectionSpec>,
 }
 
-/// `--listen`: an address, or `off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Listen(pub Option<std::net::SocketAddr>);
-
 /// A duration that paces a loop: at least 100 ms, so that `0` cannot make it spin.
 pub(super) fn parse_interval(text: &str) -> Result<Duration, String> {
     at_least(text, Duration::from_millis(100), "100ms")
@@ -327,16 +336,6 @@ fn at_least(text: &str, min: Duration, shown: &str) -> Result<Duration, String> 
         ));
     }
     Ok(duration)
-}
-
-fn parse_listen(text: &str) -> Result<Listen, String> {
-    if text.trim() == "off" {
-        return Ok(Listen(None));
-    }
-    text.trim()
-        .parse()
-        .map(|addr| Listen(Some(addr)))
-        .map_err(|_| format!("{text:?} is not ADDR:PORT (e.g. 127.0.0.1:7070, [::1]:7070) or off"))
 }
 
 /// `--log-format`.
@@ -525,7 +524,7 @@ mod tests {
         assert_eq!(args.duration, Duration::from_secs(30));
         assert_eq!(
             args.resolved_output(),
-            (Format::Svg, PathBuf::from("x.svg"))
+            Ok((Format::Svg, PathBuf::from("x.svg")))
         );
         let cli = parse(&["record", "--format", "folded"]).unwrap();
         let Command::Record(args) = cli.command else {
@@ -533,7 +532,26 @@ mod tests {
         };
         assert_eq!(
             args.resolved_output(),
-            (Format::Folded, PathBuf::from("profile.folded"))
+            Ok((Format::Folded, PathBuf::from("profile.folded")))
+        );
+        let output = |args: &[&str]| {
+            let Command::Record(args) = parse(args).unwrap().command else {
+                panic!("record expected")
+            };
+            args.resolved_output()
+        };
+        let err = output(&["record", "-o", "x.png"]).unwrap_err();
+        assert!(
+            err.contains("--output x.png") && err.contains("--format"),
+            "{err}"
+        );
+        assert_eq!(
+            output(&["record", "-o", "x.png", "--format", "svg"]),
+            Ok((Format::Svg, PathBuf::from("x.png")))
+        );
+        assert_eq!(
+            output(&["record", "-o", "profile"]),
+            Ok((Format::Pprof, PathBuf::from("profile")))
         );
     }
 

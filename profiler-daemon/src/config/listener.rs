@@ -1,10 +1,47 @@
-//! The listener's bounds: what the connections of local users can take from the daemon.
+//! The listener: its address (`--listen`) and its bounds, what the connections of local users
+//! can take from the daemon.
 
 use std::time::Duration;
 
 use clap::Args;
 
 use crate::types::parse_duration;
+
+/// `--listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<std::net::SocketAddr>);
+
+/// `--listen`: an address, a host name and port, or `off`.
+pub(super) fn parse_listen(text: &str) -> Result<Listen, String> {
+    if text.trim() == "off" {
+        return Ok(Listen(None));
+    }
+    let text = text.trim();
+    if let Ok(addr) = text.parse() {
+        return Ok(Listen(Some(addr)));
+    }
+    // A host name (`localhost:7070`): its first IPv4 address, else its first address.
+    let bad = || {
+        format!(
+            "{text:?} is not ADDR:PORT (e.g. 127.0.0.1:7070, [::1]:7070, localhost:7070) or off"
+        )
+    };
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    let addrs: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|err| format!("{text:?}: cannot resolve {host:?} ({err}): give an address such as 127.0.0.1:{port}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .map(|addr| Listen(Some(*addr)))
+        .ok_or_else(|| {
+            format!("{text:?}: {host:?} has no address: give one such as 127.0.0.1:{port}")
+        })
+}
 
 /// `--listen-*`: sized at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
@@ -45,4 +82,22 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?} is out of range: use 100ms to 1h"));
     }
     Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_takes_an_address_a_host_name_or_off() {
+        let addr = |t: &str| parse_listen(t).map(|l| l.0.map(|a| a.to_string()));
+        assert_eq!(addr("127.0.0.1:7070"), Ok(Some("127.0.0.1:7070".into())));
+        assert_eq!(addr("[::1]:7070"), Ok(Some("[::1]:7070".into())));
+        assert_eq!(addr("localhost:7070"), Ok(Some("127.0.0.1:7070".into())));
+        assert_eq!(addr("off"), Ok(None));
+        for bad in ["localhost", "localhost:x", ":7070", "7070"] {
+            let err = parse_listen(bad).unwrap_err();
+            assert!(err.contains("localhost:7070"), "{bad}: {err}");
+        }
+    }
 }
