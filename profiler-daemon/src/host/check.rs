@@ -347,9 +347,15 @@ fn directory(kind: DirKind, dir: &Path) -> Item {
     let created = if existing == dir {
         String::new()
     } else {
+        // A relative dir is created in the working directory: say which, `.` says nothing.
+        let parent = std::env::current_dir()
+            .map(|cwd| cwd.join(existing))
+            .unwrap_or_else(|_| existing.to_path_buf());
+        let parent = parent.canonicalize().unwrap_or(parent);
+        let rest = dir.strip_prefix(existing).unwrap_or(dir);
         format!(
-            " (will be created with mode {PRIVATE_DIR_MODE:04o} under {})",
-            existing.display()
+            " (will be created as {}, mode {PRIVATE_DIR_MODE:04o})",
+            parent.join(rest).display()
         )
     };
     if writable {
@@ -638,8 +644,12 @@ mod tests {
         let dir = tempdir::Dir::new();
         let line = directory(DirKind::Dump, &dir.path().join("a/b"));
         assert_eq!(line.status, Status::Ok, "{line}");
+        let path = dir.path().canonicalize().unwrap().join("a/b");
         assert!(
-            line.detail.contains("will be created with mode 0750"),
+            line.detail.contains(&format!(
+                "will be created as {}, mode 0750)",
+                path.display()
+            )),
             "{line}"
         );
         fs::write(dir.path().join("file"), "").unwrap();
