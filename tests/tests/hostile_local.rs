@@ -1,7 +1,8 @@
 //! A local user against the daemon's HTTP listener and dump dir (issue 16, case 7, the
 //! serving parts of case 8 and the `GET /` item of case 11): idle connections at a 1024
 //! descriptor limit, a slowloris, a planted sidecar with a symlink to a secret, a hard link,
-//! another user's sidecar, a FIFO named like a sidecar, and 9000 planted sidecars.
+//! another user's sidecar, a FIFO named like a sidecar, and 9000 planted sidecars; a web page
+//! that rebinds its own name to 127.0.0.1 (DNS rebinding).
 
 use std::{
     fs,
@@ -392,4 +393,60 @@ fn nine_thousand_planted_sidecars_do_not_delay_healthz_while_the_page_is_read() 
     assert!(page.contains("id=\"truncated\""));
     daemon.terminate();
     drop(idler);
+}
+
+/// The status line of `GET path` sent with `Host: host` on a fresh connection.
+fn status_with_host(address: &str, path: &str, host: &str) -> String {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+#[test]
+fn a_rebound_host_name_gets_403_and_the_listeners_own_names_and_allowed_ones_get_through() {
+    let dir = scratch("hostile-rebinding");
+    let (daemon, _idler) = daemon_on(
+        &dir,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--listen-host",
+            "profiler.internal",
+        ],
+    );
+    let address = daemon.http_address(START);
+    let port = address.rsplit(':').next().unwrap();
+    // A page on evil.example pointed its name at 127.0.0.1: the browser sends its name.
+    let refused = status_with_host(&address, "/metrics", &format!("evil.example:{port}"));
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    assert!(refused.contains("--listen-host"), "{refused}");
+    let pprof = status_with_host(
+        &address,
+        "/debug/pprof/profile?seconds=1",
+        &format!("evil.example:{port}"),
+    );
+    assert!(pprof.starts_with("HTTP/1.1 403"), "{pprof}");
+    for host in [
+        address.clone(),
+        format!("localhost:{port}"),
+        format!("LOCALHOST:{port}"),
+        format!("profiler.internal:{port}"),
+    ] {
+        let answer = status_with_host(&address, "/metrics", &host);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
+    }
+    assert_eq!(
+        metric_at(&address, "profilerd_http_host_refused_total"),
+        2.0
+    );
+    drop(daemon);
 }

@@ -29,7 +29,7 @@ use crate::{
     export::Exporter,
     host::{descriptors, priority, privileges},
     serve::{
-        self,
+        self, hosts,
         listener::ListenerConfig,
         metrics::Metrics,
         ondemand::{self, Kind},
@@ -235,6 +235,9 @@ async fn start_run(
         heartbeat: AtomicU64::new(0),
         stall_after: (args.collect_interval * 5).max(Duration::from_secs(10)),
         address: bound.as_ref().map(|(_, address)| *address),
+        allowed_hosts: bound
+            .as_ref()
+            .and_then(|(_, address)| hosts::allowed_hosts(*address, &args.listen_host)),
         listener: listener_config(&args),
         file_workers: Default::default(),
         pprof: Some(PprofEndpoint::new(

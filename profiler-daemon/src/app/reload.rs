@@ -30,6 +30,7 @@ fn restart_only(old: &RunArgs, new: &RunArgs) -> Vec<&'static str> {
             dump(old) != dump(new),
         ),
         ("--listen", old.listen != new.listen),
+        ("--listen-host", old.listen_host != new.listen_host),
         ("--listen-* bounds", old.listener != new.listener),
         ("--page-window", old.page_window != new.page_window),
         ("--duration", old.duration != new.duration),

@@ -283,6 +283,11 @@ pub struct RunArgs {
     /// profiles at /, or `off`. Loopback by default; a public address only when given here.
     #[arg(long, default_value = "127.0.0.1:7070", value_parser = parse_listen, value_name = "ADDR:PORT|off")]
     pub listen: Listen,
+    /// A name a loopback listener also answers to in the `Host` header (`NAME` or
+    /// `NAME:PORT`), repeatable. Others get a 403: a web page cannot reach the listener through
+    /// a name of its own that it points at 127.0.0.1 (DNS rebinding).
+    #[arg(long, value_name = "NAME")]
+    pub listen_host: Vec<String>,
     /// How far back the page at / lists kept profiles (at most the 500 newest).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub page_window: Duration,

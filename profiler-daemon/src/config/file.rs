@@ -476,6 +476,7 @@ mod tests {
             ("bearer_token_file", "\"/etc/profilerd/token\""),
             ("tenant_id", "\"team-a\""),
             ("header", "[\"X-Env: prod\"]"),
+            ("listen_host", "[\"profiler.internal\"]"),
         ];
         let command = run_command();
         let mut covered = 0;

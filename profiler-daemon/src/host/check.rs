@@ -344,19 +344,15 @@ fn directory(kind: DirKind, dir: &Path) -> Item {
     };
     // SAFETY: access() only reads the NUL-terminated path.
     let writable = unsafe { libc::access(c_path.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
-    let created = if existing == dir {
-        String::new()
-    } else {
-        // A relative dir is created in the working directory: say which, `.` says nothing.
-        let parent = std::env::current_dir()
-            .map(|cwd| cwd.join(existing))
-            .unwrap_or_else(|_| existing.to_path_buf());
-        let parent = parent.canonicalize().unwrap_or(parent);
-        let rest = dir.strip_prefix(existing).unwrap_or(dir);
-        format!(
+    // A relative dir is created in the working directory: say which, `.` says nothing.
+    let parent = std::env::current_dir().map_or_else(|_| existing.into(), |cwd| cwd.join(existing));
+    let parent = parent.canonicalize().unwrap_or(parent);
+    let created = match dir.strip_prefix(existing) {
+        Ok(rest) if rest.as_os_str().is_empty() => String::new(),
+        rest => format!(
             " (will be created as {}, mode {PRIVATE_DIR_MODE:04o})",
-            parent.join(rest).display()
-        )
+            parent.join(rest.unwrap_or(dir)).display()
+        ),
     };
     if writable {
         item(
@@ -645,13 +641,8 @@ mod tests {
         let line = directory(DirKind::Dump, &dir.path().join("a/b"));
         assert_eq!(line.status, Status::Ok, "{line}");
         let path = dir.path().canonicalize().unwrap().join("a/b");
-        assert!(
-            line.detail.contains(&format!(
-                "will be created as {}, mode 0750)",
-                path.display()
-            )),
-            "{line}"
-        );
+        let created = format!("will be created as {}, mode 0750)", path.display());
+        assert!(line.detail.contains(&created), "{line}");
         fs::write(dir.path().join("file"), "").unwrap();
         let line = directory(DirKind::Dump, &dir.path().join("file/x"));
         assert_eq!(line.status, Status::Problem, "{line}");

@@ -58,6 +58,8 @@ pub struct ListenerStats {
     pub refused: AtomicU64,
     /// Of the evicted and refused, those for want of descriptors rather than the limit.
     pub short_of_descriptors: AtomicU64,
+    /// Requests to a loopback listener under a `Host` not its own (DNS rebinding).
+    pub host_refused: AtomicU64,
     pub header_timeouts: AtomicU64,
     pub idle_timeouts: AtomicU64,
     /// `accept` failures (EMFILE and the like).

@@ -14,6 +14,7 @@
 //! ([`listener`]).
 
 mod files;
+pub mod hosts;
 pub mod listener;
 pub mod metrics;
 pub mod ondemand;
@@ -76,6 +77,8 @@ pub struct WebState {
     pub file_workers: FileWorkers,
     /// `/debug/pprof/`, `None` where nothing samples for it.
     pub pprof: Option<pprof::PprofEndpoint>,
+    /// The `Host` values a loopback listener answers ([`hosts`]); `None`: any.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 impl WebState {
@@ -114,6 +117,10 @@ pub async fn serve(listener: TcpListener, state: Arc<WebState>, shutdown: watch:
         .route("/debug/pprof", get(pprof::index))
         .route("/debug/pprof/", get(pprof::index))
         .route("/debug/pprof/{kind}", get(pprof::profile))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            hosts::check_host,
+        ))
         .with_state(state);
     listener::serve(listener, app, config, stats, shutdown).await;
 }

@@ -161,6 +161,7 @@ struct Families {
     connections: Family<Event, Counter>,
     connections_open: U64Gauge,
     descriptor_reserve_hits: Counter,
+    host_refused: Counter,
     dump_files_refused: Family<Reason, Counter>,
     file_reads_refused: Counter,
     unwind: unwind::UnwindFamilies,
@@ -341,6 +342,11 @@ impl Families {
             self.descriptor_reserve_hits.clone(),
         );
         r.register(
+            "profilerd_http_host_refused",
+            "Requests to a loopback listener refused (403) because their Host was not one of its names or a --listen-host (DNS rebinding)",
+            self.host_refused.clone(),
+        );
+        r.register(
             "profilerd_dump_files_refused",
             "Dump-dir files the page and /profiles/ did not read, by reason: link, not_regular (FIFO, socket, device), not_ours (another owner or a hard link), too_large",
             self.dump_files_refused.clone(),
@@ -366,6 +372,7 @@ impl Families {
         }
         self.connections_open.set(load(&l.open));
         advance(&self.descriptor_reserve_hits, load(&l.short_of_descriptors));
+        advance(&self.host_refused, load(&l.host_refused));
         advance(&self.file_reads_refused, load(&files.queue_full));
         for why in Refusal::ALL {
             let labels = Reason { reason: why.name() };
