@@ -133,6 +133,16 @@ fn cpu_spike_keeps_one_profile_with_the_seconds_before_it() {
     );
     let top = go_pprof(&["-top"], &files[0]);
     assert!(top.contains("burn_cpu"), "{top}");
+    // Each sample says when it was taken: the seconds before the firing alone.
+    let tags = go_pprof(&["-tags"], &files[0]);
+    assert!(
+        ["phase", "before", "after", "offset"]
+            .iter()
+            .all(|t| tags.contains(t)),
+        "{tags}"
+    );
+    let before = go_pprof(&["-top", "-tagfocus=phase=before"], &files[0]);
+    assert!(before.contains("pre_spike_marker"), "{before}");
 }
 
 #[test]

@@ -40,6 +40,16 @@ impl Measure {
         ]
     }
 
+    /// The profiles of `window` whose samples this measures.
+    pub fn profiles_of(self, window: &Window) -> &[ProcessProfile] {
+        match self {
+            Measure::Cpu { .. } => &window.processes,
+            Measure::Memory { .. } => &window.memory,
+            Measure::OffCpu => &window.offcpu,
+            Measure::Threads => &window.threads,
+        }
+    }
+
     /// The page-fault samples of `window`.
     pub fn memory_of(window: &Window) -> Self {
         Measure::Memory {

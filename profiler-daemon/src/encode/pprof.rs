@@ -21,9 +21,18 @@ pub const MAX_SAMPLES: usize = 16_000;
 /// Largest decompressed profile the server accepts.
 pub const MAX_BYTES: usize = 4 << 20;
 
-/// The stacks of one process that go into a profile, with their counts, and the index of the
-/// measure they are values of.
-type Part<'a> = (&'a ProcessProfile, Vec<(&'a Vec<u32>, u64)>, usize);
+/// The stacks of one process that go into a profile, with their counts, the index of the
+/// measure they are values of, and when they were taken relative to a firing (ms).
+type Part<'a> = (
+    &'a ProcessProfile,
+    Vec<(&'a Vec<u32>, u64)>,
+    usize,
+    Option<i64>,
+);
+
+/// A process's samples of one collect interval, and when the interval ended relative to the
+/// firing, in milliseconds (0 or less: before it).
+pub type Timed<'a> = (&'a ProcessProfile, i64);
 
 /// Stacks sorted, so that the same window always encodes to the same bytes.
 fn sorted_stacks(process: &ProcessProfile) -> Vec<(&Vec<u32>, u64)> {
@@ -43,7 +52,7 @@ pub fn encode_measured(
 ) -> pb::Profile {
     let parts: Vec<Part<'_>> = processes
         .iter()
-        .map(|p| (*p, sorted_stacks(p), 0))
+        .map(|p| (*p, sorted_stacks(p), 0, None))
         .collect();
     encode_parts(window, &parts, comments, &[measure])
 }
@@ -58,7 +67,28 @@ pub fn encode_sources(
 ) -> pb::Profile {
     let mut parts: Vec<Part<'_>> = Vec::new();
     for (i, (_, processes)) in sources.iter().enumerate() {
-        parts.extend(processes.iter().map(|p| (*p, sorted_stacks(p), i)));
+        parts.extend(processes.iter().map(|p| (*p, sorted_stacks(p), i, None)));
+    }
+    let measures: Vec<Measure> = sources.iter().map(|(m, _)| *m).collect();
+    encode_parts(window, &parts, comments, &measures)
+}
+
+/// [`encode_sources`] of a kept profile kept per collect interval: each sample also carries a
+/// `phase` label, `before` or `after` the firing, and an `offset` label, when its interval
+/// ended relative to the firing in milliseconds, so `go tool pprof -tagfocus=phase=before`
+/// shows the seconds before the spike alone.
+pub fn encode_timed(
+    window: &Window,
+    sources: &[(Measure, Vec<Timed<'_>>)],
+    comments: &[String],
+) -> pb::Profile {
+    let mut parts: Vec<Part<'_>> = Vec::new();
+    for (i, (_, processes)) in sources.iter().enumerate() {
+        parts.extend(
+            processes
+                .iter()
+                .map(|(p, offset)| (*p, sorted_stacks(p), i, Some(*offset))),
+        );
     }
     let measures: Vec<Measure> = sources.iter().map(|(m, _)| *m).collect();
     encode_parts(window, &parts, comments, &measures)
@@ -86,7 +116,7 @@ pub fn encode_split(
         }
         let profile = encode_parts(
             window,
-            &[(process, chunk.to_vec(), 0)],
+            &[(process, chunk.to_vec(), 0, None)],
             comments,
             &[measure],
         );
@@ -129,14 +159,14 @@ fn encode_parts(
         unit: strings.get(period_unit),
     });
     let (pid_key, comm_key) = (strings.get("pid"), strings.get("comm"));
-    if let Some((process, stacks, _)) = parts.first() {
+    if let Some((process, stacks, _, _)) = parts.first() {
         main_mapping_first(&mut tables, process, stacks);
     }
 
     let mut samples = Vec::new();
-    for (process, stacks, source) in parts {
+    for (process, stacks, source, offset) in parts {
         let pid = process.info.pid;
-        let labels = vec![
+        let mut labels = vec![
             pb::Label {
                 key: pid_key,
                 str: tables.strings.get(&pid.to_string()),
@@ -148,6 +178,9 @@ fn encode_parts(
                 ..Default::default()
             },
         ];
+        if let Some(offset) = *offset {
+            labels.extend(time_labels(&mut tables.strings, offset));
+        }
         let mut location_ids: FxHashMap<u32, u64> = FxHashMap::default();
         for (stack, count) in stacks {
             let location_id = stack
@@ -186,6 +219,24 @@ fn encode_parts(
         comment,
         ..Default::default()
     }
+}
+
+/// `phase` (`before` the firing or `after` it) and `offset` (milliseconds from the firing).
+fn time_labels(strings: &mut super::tables::Strings, offset: i64) -> [pb::Label; 2] {
+    let phase = if offset <= 0 { "before" } else { "after" };
+    [
+        pb::Label {
+            key: strings.get("phase"),
+            str: strings.get(phase),
+            ..Default::default()
+        },
+        pb::Label {
+            key: strings.get("offset"),
+            num: offset,
+            num_unit: strings.get("milliseconds"),
+            ..Default::default()
+        },
+    ]
 }
 
 /// A sample's values: `count` samples of source `source`, zero for every other source.
@@ -230,6 +281,38 @@ mod tests {
             file: Some(Arc::from("src/x.c")),
             line: 3,
         }
+    }
+
+    #[test]
+    fn timed_parts_carry_phase_and_offset_and_share_their_locations() {
+        let window = window();
+        let process = &window.processes[0];
+        let cpu = Measure::cpu_of(&window);
+        let once = encode_measured(&window, &[process], &[], cpu);
+        let timed = encode_timed(
+            &window,
+            &[(cpu, vec![(process, -1500), (process, 500)])],
+            &[],
+        );
+        assert_valid(&timed);
+        assert_eq!(timed.location.len(), once.location.len());
+        assert_eq!(timed.sample.len(), 2 * once.sample.len());
+        let s = |i: i64| timed.string_table[i as usize].as_str();
+        let labels: Vec<(String, i64)> = timed
+            .sample
+            .iter()
+            .map(|sample| {
+                let phase = sample.label.iter().find(|l| s(l.key) == "phase").unwrap();
+                let offset = sample.label.iter().find(|l| s(l.key) == "offset").unwrap();
+                assert_eq!(s(offset.num_unit), "milliseconds");
+                (s(phase.str).to_string(), offset.num)
+            })
+            .collect();
+        assert!(
+            labels.contains(&("before".to_string(), -1500)),
+            "{labels:?}"
+        );
+        assert!(labels.contains(&("after".to_string(), 500)), "{labels:?}");
     }
 
     #[test]

@@ -9,6 +9,9 @@ use crate::{
     symbolize::{FrameKind, Location},
 };
 
+/// A location's mapping id, address, and (function id, line) of each of its lines.
+type LocationKey = (u64, u64, Vec<(u64, i64)>);
+
 #[derive(Default)]
 pub(super) struct Strings {
     pub(super) table: Vec<String>,
@@ -42,6 +45,9 @@ pub(super) struct Tables {
     kernel_mapping: Option<u64>,
     pub(super) functions: Vec<pb::Function>,
     function_ids: FxHashMap<(i64, i64), u64>,
+    /// Locations by mapping, address and lines: a process's samples of several intervals
+    /// (a kept profile's timeline) share them.
+    location_ids: FxHashMap<LocationKey, u64>,
     pub(super) locations: Vec<pb::Location>,
 }
 
@@ -54,6 +60,7 @@ impl Tables {
             kernel_mapping: None,
             functions: Vec::new(),
             function_ids: FxHashMap::default(),
+            location_ids: FxHashMap::default(),
             locations: Vec::new(),
         }
     }
@@ -122,7 +129,7 @@ impl Tables {
 
     pub(super) fn location(&mut self, pid: u32, location: &Location) -> u64 {
         let mapping_id = self.mapping(pid, location);
-        let line = location
+        let line: Vec<pb::Line> = location
             .lines
             .iter()
             .map(|line| pb::Line {
@@ -131,7 +138,16 @@ impl Tables {
                 column: 0,
             })
             .collect();
+        let key = (
+            mapping_id,
+            location.address,
+            line.iter().map(|l| (l.function_id, l.line)).collect(),
+        );
+        if let Some(&id) = self.location_ids.get(&key) {
+            return id;
+        }
         let id = self.locations.len() as u64 + 1;
+        self.location_ids.insert(key, id);
         self.locations.push(pb::Location {
             id,
             mapping_id,

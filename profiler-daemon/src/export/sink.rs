@@ -108,7 +108,29 @@ impl KeptProfile<'_> {
             .collect(),
             None => offcpu.into_iter().chain([cpu]).collect(),
         };
-        pprof::encode_sources(window, &sources, self.comments)
+        if self.kept.timeline.is_empty() {
+            return pprof::encode_sources(window, &sources, self.comments);
+        }
+        // The same sources, interval by interval, each labelled with when it was taken.
+        let fired = self.kept.fired_at;
+        let offset = |slice: &Window| -> i64 {
+            let end = slice.start + slice.duration;
+            match end.duration_since(fired) {
+                Ok(after) => after.as_millis() as i64,
+                Err(before) => -(before.duration().as_millis() as i64),
+            }
+        };
+        let timed: Vec<(Measure, Vec<pprof::Timed<'_>>)> = sources
+            .iter()
+            .map(|(measure, _)| {
+                let parts = self.kept.timeline.iter().flat_map(|slice| {
+                    let at = offset(slice);
+                    measure.profiles_of(slice).iter().map(move |p| (p, at))
+                });
+                (*measure, parts.collect())
+            })
+            .collect();
+        pprof::encode_timed(window, &timed, self.comments)
     }
 }
 

@@ -3,7 +3,7 @@
 //! one target share one capture, and no sample is kept twice for a target.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{HashMap, VecDeque},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -27,19 +27,16 @@ pub struct Kept {
     /// When the post-trigger window of the last firing merged into it ended: the capture was
     /// complete then, and is written at the first collect tick after.
     pub due: SystemTime,
+    /// Every sample of the capture, merged per process and kind.
     pub window: Window,
+    /// The same samples per collect interval, in order: when each was taken relative to the
+    /// firing (the pprof's `phase` and `offset` labels).
+    pub timeline: Vec<Window>,
 }
 
 struct Capture {
     kept: Kept,
     until: SystemTime,
-    processes: BTreeMap<u32, ProcessProfile>,
-    /// Memory-growth profiles of the same processes and window.
-    memory: BTreeMap<u32, ProcessProfile>,
-    /// Off-CPU profiles of the same processes and window.
-    offcpu: BTreeMap<u32, ProcessProfile>,
-    /// Thread-creation profiles of the same processes and window.
-    threads: BTreeMap<u32, ProcessProfile>,
 }
 
 /// Counters of the trigger stage.
@@ -112,21 +109,33 @@ impl Captures {
         if end <= capture.kept.window.start {
             return;
         }
-        for (profiles, into) in [
-            (&slice.processes, &mut capture.processes),
-            (&slice.memory, &mut capture.memory),
-            (&slice.offcpu, &mut capture.offcpu),
-            (&slice.threads, &mut capture.threads),
-        ] {
-            for process in profiles
+        let target = &capture.kept.target;
+        let select = |profiles: &[ProcessProfile]| -> Vec<ProcessProfile> {
+            profiles
                 .iter()
-                .filter(|p| self.selects(&capture.kept.target, p))
-            {
-                into.entry(process.info.pid).or_default().merge(process);
-            }
-        }
+                .filter(|p| self.selects(target, p))
+                .cloned()
+                .collect()
+        };
+        let part = Window {
+            start: slice.start,
+            duration: slice.duration,
+            frequency: slice.frequency,
+            processes: select(&slice.processes),
+            memory: select(&slice.memory),
+            offcpu: select(&slice.offcpu),
+            threads: select(&slice.threads),
+            fault_period: slice.fault_period,
+        };
         if slice.fault_period != 0 {
             capture.kept.window.fault_period = slice.fault_period;
+        }
+        let empty = part.processes.is_empty()
+            && part.memory.is_empty()
+            && part.offcpu.is_empty()
+            && part.threads.is_empty();
+        if !empty {
+            capture.kept.timeline.push(part);
         }
     }
 
@@ -172,12 +181,9 @@ impl Captures {
                     threads: Vec::new(),
                     fault_period: 0,
                 },
+                timeline: Vec::new(),
             },
             until: now + self.post,
-            processes: BTreeMap::new(),
-            memory: BTreeMap::new(),
-            offcpu: BTreeMap::new(),
-            threads: BTreeMap::new(),
         };
         for (slice, _) in &self.history {
             self.add(&mut capture, slice);
@@ -218,11 +224,19 @@ impl Captures {
             .map(|capture| {
                 let mut kept = capture.kept;
                 kept.due = capture.until;
+                for slice in &kept.timeline {
+                    kept.window.absorb(slice.clone());
+                }
+                let w = &mut kept.window;
+                for profiles in [
+                    &mut w.processes,
+                    &mut w.memory,
+                    &mut w.offcpu,
+                    &mut w.threads,
+                ] {
+                    profiles.sort_by_key(|p| p.info.pid);
+                }
                 kept.window.duration = now.duration_since(kept.window.start).unwrap_or_default();
-                kept.window.processes = capture.processes.into_values().collect();
-                kept.window.memory = capture.memory.into_values().collect();
-                kept.window.offcpu = capture.offcpu.into_values().collect();
-                kept.window.threads = capture.threads.into_values().collect();
                 self.kept_until.insert(kept.target.clone(), now);
                 self.stats.kept += 1;
                 kept
