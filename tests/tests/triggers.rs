@@ -109,6 +109,20 @@ fn cpu_spike_keeps_one_profile_with_the_seconds_before_it() {
             .find(|l| l.contains("kept profile written"))
             .unwrap()
     );
+    // On disk at the firing's own tick with the seconds before it, then completed.
+    let started = stderr
+        .lines()
+        .find(|l| l.contains("kept profile started"))
+        .unwrap_or_else(|| panic!("no early write:\n{stderr}"));
+    let after = started
+        .split("on_disk_after=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default();
+    assert!(
+        after.ends_with("ms") || after.ends_with("µs") || after.ends_with("ns"),
+        "the first write took {after}: {started}"
+    );
 
     let profile = read_pprof(&files[0]);
     let stacks = stacks(&profile);

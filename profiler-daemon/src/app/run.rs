@@ -316,7 +316,9 @@ impl<'a> RunLoop<'a> {
         if !running {
             kept.extend(captures.flush(SystemTime::now()));
         }
-        for kept in kept {
+        // On disk at the firing's own tick; replaced by the complete profile when it is due.
+        let started = captures.take_started(wall);
+        for kept in started.into_iter().chain(kept) {
             self.write_kept(&kept);
         }
         if let (true, Keeping::Triggers(watching)) = (report, &self.keeping) {
@@ -365,6 +367,18 @@ impl<'a> RunLoop<'a> {
         let written_at = SystemTime::now();
         let latency = written_at.duration_since(kept.fired_at).unwrap_or_default();
         let late = written_at.duration_since(kept.due).unwrap_or_default();
+        if !kept.complete {
+            tracing::info!(
+                target = %kept.name,
+                event = %kept.event_id,
+                file = %written.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
+                samples = kept.window.samples(),
+                window = ?kept.window.duration,
+                on_disk_after = ?latency,
+                "kept profile started: the history up to the firing, completed when the post-trigger window ends"
+            );
+            return;
+        }
         tracing::info!(
             target = %kept.name,
             event = %kept.event_id,

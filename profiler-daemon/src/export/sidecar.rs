@@ -25,4 +25,8 @@ pub struct KeptSummary {
     /// File names in the dump dir.
     pub pprof: String,
     pub svg: Option<String>,
+    /// Written at the firing, before the post-trigger window is over: the complete profile
+    /// replaces these files.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub capturing: bool,
 }

@@ -277,6 +277,7 @@ impl Sink for DumpSink {
             window_seconds: kept.window.duration.as_secs_f64(),
             pprof: format!("{base}.pb.gz"),
             svg: Some(format!("{base}.svg")),
+            capturing: !kept.complete,
         };
         let result = self
             .dir
@@ -379,6 +380,10 @@ impl ServerSink<'_> {
 
 impl Sink for ServerSink<'_> {
     fn kept(&mut self, profile: &KeptProfile<'_>) -> Option<PathBuf> {
+        // Sent once, complete: the first write at the firing is for the dump dir and the page.
+        if !profile.kept.complete {
+            return None;
+        }
         let window = &profile.kept.window;
         let until = window.start + window.duration;
         let reasons = profile.reasons().join("; ");

@@ -262,7 +262,12 @@ pub fn render_page(listing: &Listing, window: Duration, dir: Option<&Path>) -> S
                 html(&row.target),
                 html(&row.service),
                 html(&row.trigger),
-                html(&row.reasons.join("; ")),
+                html(&row.reasons.join("; "))
+                    + if row.capturing {
+                        " <em class=\"capturing\">(capturing: the seconds after the firing are still being recorded)</em>"
+                    } else {
+                        ""
+                    },
                 top.join("<br>"),
                 row.samples,
                 url_segment(&row.pprof),
@@ -335,6 +340,7 @@ mod tests {
             window_seconds: 13.0,
             pprof: format!("cpu.{fired_unix}.pb.gz"),
             svg: Some(format!("cpu.{fired_unix}.svg")),
+            capturing: false,
         }
     }
 
@@ -351,6 +357,15 @@ mod tests {
         assert!(html.contains("src=\"/profiles/cpu.1.svg\""));
         assert!(html.contains("last 6 h"));
         assert!(html.contains("id=\"truncated\""));
+        assert!(!html.contains("capturing"));
+        let mut capturing = row("spike-2", 2);
+        capturing.capturing = true;
+        let listing = Listing {
+            rows: vec![capturing],
+            truncated: false,
+        };
+        let html = render_page(&listing, Duration::from_secs(3600), None);
+        assert!(html.contains("class=\"capturing\""), "{html}");
         let empty = render_page(&Listing::default(), Duration::from_secs(3600), None);
         assert!(empty.contains("id=\"empty\""));
         assert!(!empty.contains("id=\"truncated\""));

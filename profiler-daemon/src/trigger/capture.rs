@@ -32,11 +32,37 @@ pub struct Kept {
     /// The same samples per collect interval, in order: when each was taken relative to the
     /// firing (the pprof's `phase` and `offset` labels).
     pub timeline: Vec<Window>,
+    /// False for the first write at the firing, which holds the history up to it; the
+    /// complete profile replaces it when the post-trigger window is over.
+    pub complete: bool,
 }
 
 struct Capture {
     kept: Kept,
     until: SystemTime,
+    /// Whether its first, incomplete profile was handed out ([`Captures::take_started`]).
+    started: bool,
+}
+
+/// A capture's profile as of `now`: its intervals merged per process and kind (in pid order),
+/// the window up to `now`.
+fn assemble(mut kept: Kept, until: SystemTime, now: SystemTime, complete: bool) -> Kept {
+    kept.due = until;
+    kept.complete = complete;
+    for slice in &kept.timeline {
+        kept.window.absorb(slice.clone());
+    }
+    let w = &mut kept.window;
+    for profiles in [
+        &mut w.processes,
+        &mut w.memory,
+        &mut w.offcpu,
+        &mut w.threads,
+    ] {
+        profiles.sort_by_key(|p| p.info.pid);
+    }
+    kept.window.duration = now.duration_since(kept.window.start).unwrap_or_default();
+    kept
 }
 
 /// Counters of the trigger stage.
@@ -182,8 +208,10 @@ impl Captures {
                     fault_period: 0,
                 },
                 timeline: Vec::new(),
+                complete: false,
             },
             until: now + self.post,
+            started: false,
         };
         for (slice, _) in &self.history {
             self.add(&mut capture, slice);
@@ -222,24 +250,24 @@ impl Captures {
 
         done.into_iter()
             .map(|capture| {
-                let mut kept = capture.kept;
-                kept.due = capture.until;
-                for slice in &kept.timeline {
-                    kept.window.absorb(slice.clone());
-                }
-                let w = &mut kept.window;
-                for profiles in [
-                    &mut w.processes,
-                    &mut w.memory,
-                    &mut w.offcpu,
-                    &mut w.threads,
-                ] {
-                    profiles.sort_by_key(|p| p.info.pid);
-                }
-                kept.window.duration = now.duration_since(kept.window.start).unwrap_or_default();
+                let kept = assemble(capture.kept, capture.until, now, true);
                 self.kept_until.insert(kept.target.clone(), now);
                 self.stats.kept += 1;
                 kept
+            })
+            .collect()
+    }
+
+    /// The captures started since the last call, each as an incomplete profile of what it
+    /// holds now (the history up to the firing and the interval that fired it), so that the
+    /// person paged does not wait for the post-trigger window to see it.
+    pub fn take_started(&mut self, now: SystemTime) -> Vec<Kept> {
+        self.captures
+            .iter_mut()
+            .filter(|c| !c.started)
+            .map(|capture| {
+                capture.started = true;
+                assemble(capture.kept.clone(), capture.until, now, false)
             })
             .collect()
     }
@@ -345,6 +373,16 @@ mod tests {
         assert!(captures
             .on_slice(slice(second(10), 7, "spike", 5), second(11))
             .is_empty());
+        // At the firing's tick: the history and the spike, incomplete, once.
+        let started = captures.take_started(second(11));
+        assert_eq!(started.len(), 1);
+        assert!(!started[0].complete);
+        assert_eq!(
+            functions(&started[0]),
+            [("before".to_string(), 3), ("spike".to_string(), 5)]
+        );
+        assert_eq!(started[0].timeline.len(), 4);
+        assert!(captures.take_started(second(11)).is_empty());
         // A second rule inside the capture joins it and extends the seconds after.
         captures.fire(firing(7, Metric::Mem), second(11));
         assert!(captures
@@ -353,6 +391,7 @@ mod tests {
         let kept = captures.on_slice(slice(second(12), 7, "after", 1), second(13));
         assert_eq!(kept.len(), 1, "one capture for both rules");
         let kept = &kept[0];
+        assert!(kept.complete);
         assert_eq!(
             kept.scenes.iter().map(|s| s.metric).collect::<Vec<_>>(),
             [Metric::Cpu, Metric::Mem]
