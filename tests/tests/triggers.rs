@@ -109,20 +109,7 @@ fn cpu_spike_keeps_one_profile_with_the_seconds_before_it() {
             .find(|l| l.contains("kept profile written"))
             .unwrap()
     );
-    // On disk at the firing's own tick with the seconds before it, then completed.
-    let started = stderr
-        .lines()
-        .find(|l| l.contains("kept profile started"))
-        .unwrap_or_else(|| panic!("no early write:\n{stderr}"));
-    let after = started
-        .split("on_disk_after=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_default();
-    assert!(
-        after.ends_with("ms") || after.ends_with("µs") || after.ends_with("ns"),
-        "the first write took {after}: {started}"
-    );
+    assert_written_early(&stderr);
 
     let profile = read_pprof(&files[0]);
     let stacks = stacks(&profile);
@@ -147,15 +134,38 @@ fn cpu_spike_keeps_one_profile_with_the_seconds_before_it() {
     );
     let top = go_pprof(&["-top"], &files[0]);
     assert!(top.contains("burn_cpu"), "{top}");
-    // Each sample says when it was taken: the seconds before the firing alone.
-    let tags = go_pprof(&["-tags"], &files[0]);
+    assert_time_labels(&files[0]);
+}
+
+/// The kept profile was on disk at the firing's own tick, within a second of it, before it
+/// was completed.
+fn assert_written_early(stderr: &str) {
+    let started = stderr
+        .lines()
+        .find(|l| l.contains("kept profile started"))
+        .unwrap_or_else(|| panic!("no early write:\n{stderr}"));
+    let after = started
+        .split("on_disk_after=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default();
+    assert!(
+        after.ends_with("ms") || after.ends_with("µs") || after.ends_with("ns"),
+        "the first write took {after}: {started}"
+    );
+}
+
+/// Each sample says when it was taken: `-tagfocus=phase=before` shows the seconds before the
+/// firing alone.
+fn assert_time_labels(file: &Path) {
+    let tags = go_pprof(&["-tags"], file);
     assert!(
         ["phase", "before", "after", "offset"]
             .iter()
             .all(|t| tags.contains(t)),
         "{tags}"
     );
-    let before = go_pprof(&["-top", "-tagfocus=phase=before"], &files[0]);
+    let before = go_pprof(&["-top", "-tagfocus=phase=before"], file);
     assert!(before.contains("pre_spike_marker"), "{before}");
 }
 
