@@ -247,6 +247,21 @@ pub fn http_get(address: &str, path: &str) -> (u16, String) {
     (status, response.text().unwrap_or_default())
 }
 
+/// The value of `key=` in the first log line containing `needle`, with that line; panics
+/// naming what is missing.
+pub fn log_field<'a>(stderr: &'a str, needle: &str, key: &str) -> (&'a str, &'a str) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no `{needle}` line:\n{stderr}"));
+    let value = line
+        .split(&format!("{key}="))
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {key}= in {line}"));
+    (value, line)
+}
+
 /// The value of one sample line (`name{labels}`, whole) of a Prometheus text exposition.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| {

@@ -65,15 +65,7 @@ fn run_args(pid: &str) -> Vec<&str> {
 /// How long after it was due (the post-trigger window of the last firing merged into it ended)
 /// the kept profile was on disk, from its log line.
 fn after_due(stderr: &str) -> Duration {
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("kept profile written"))
-        .unwrap_or_else(|| panic!("no kept profile:\n{stderr}"));
-    let value = line
-        .split("after_due=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no after_due in {line}"));
+    let (value, _) = log_field(stderr, "kept profile written", "after_due");
     // `Duration`'s Debug form: the unit depends on the size (`1.2s`, `850ms`, `12.3µs`, `7ns`).
     let (number, scale) = [("ns", 1e-9), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0)]
         .iter()

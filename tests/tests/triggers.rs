@@ -140,15 +140,7 @@ fn cpu_spike_keeps_one_profile_with_the_seconds_before_it() {
 /// The kept profile was on disk at the firing's own tick, within a second of it, before it
 /// was completed.
 fn assert_written_early(stderr: &str) {
-    let started = stderr
-        .lines()
-        .find(|l| l.contains("kept profile started"))
-        .unwrap_or_else(|| panic!("no early write:\n{stderr}"));
-    let after = started
-        .split("on_disk_after=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_default();
+    let (after, started) = log_field(stderr, "kept profile started", "on_disk_after");
     assert!(
         after.ends_with("ms") || after.ends_with("µs") || after.ends_with("ns"),
         "the first write took {after}: {started}"

@@ -400,6 +400,20 @@ pub(crate) mod tests {
         }
     }
 
+    /// A one-second window at 99 Hz from `start` holding the CPU profiles `processes`.
+    pub(crate) fn cpu_window(start: SystemTime, processes: Vec<ProcessProfile>) -> Window {
+        Window {
+            start,
+            duration: Duration::from_secs(1),
+            frequency: 99,
+            processes,
+            memory: Vec::new(),
+            offcpu: Vec::new(),
+            threads: Vec::new(),
+            fault_period: 0,
+        }
+    }
+
     /// `-EFAULT`: the task had no stack of that kind (kernel thread, or a sample taken in
     /// user mode for the kernel stack).
     const NO_STACK: i32 = -libc::EFAULT;

@@ -263,7 +263,7 @@ fn encode(active: &Active, wall: SystemTime) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::tests::one_frame_profile;
+    use crate::aggregate::tests::{cpu_window as slice, one_frame_profile};
     use prost::Message;
     use std::io::Read;
 
@@ -298,19 +298,6 @@ mod tests {
         assert!(!by(|s| s.cgroups = vec!["/system.sl".into()]));
         assert!(by(|s| s.services = vec!["nginx".into()]));
         assert!(!by(|s| s.services = vec!["other.service".into()]));
-    }
-
-    fn slice(start: SystemTime, processes: Vec<ProcessProfile>) -> Window {
-        Window {
-            start,
-            duration: Duration::from_secs(1),
-            frequency: 99,
-            processes,
-            memory: Vec::new(),
-            offcpu: Vec::new(),
-            threads: Vec::new(),
-            fault_period: 0,
-        }
     }
 
     #[test]

@@ -307,23 +307,13 @@ impl Captures {
 mod tests {
     use super::*;
     use crate::{
-        aggregate::tests::one_frame_profile,
+        aggregate::tests::{cpu_window, one_frame_profile},
         trigger::rules::Reason,
         types::{Metric, Rule},
     };
 
     fn slice(start: SystemTime, pid: u32, function: &str, samples: u64) -> Window {
-        let profile = one_frame_profile(pid, "p", function, samples);
-        Window {
-            start,
-            duration: Duration::from_secs(1),
-            frequency: 99,
-            processes: vec![profile],
-            memory: Vec::new(),
-            offcpu: Vec::new(),
-            threads: Vec::new(),
-            fault_period: 0,
-        }
+        cpu_window(start, vec![one_frame_profile(pid, "p", function, samples)])
     }
 
     fn firing(pid: u32, metric: Metric) -> Firing {

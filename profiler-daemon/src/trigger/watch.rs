@@ -520,16 +520,7 @@ mod tests {
             .iter()
             .map(|&pid| crate::aggregate::tests::one_frame_profile(pid, "p", "f", samples))
             .collect();
-        Window {
-            start: std::time::SystemTime::now(),
-            duration: Duration::from_secs(1),
-            frequency: 99,
-            processes,
-            memory: Vec::new(),
-            offcpu: Vec::new(),
-            threads: Vec::new(),
-            fault_period: 0,
-        }
+        crate::aggregate::tests::cpu_window(std::time::SystemTime::now(), processes)
     }
 
     fn config(processes: bool) -> WatchConfig {
