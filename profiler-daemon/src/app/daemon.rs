@@ -221,7 +221,11 @@ async fn start_run(
     // Requests wait in the queue until the next tick, also those whose client left meanwhile
     // (which already gave their place back): room for a few rounds of those.
     let queue = (args.listener.pprof_max_requests as usize * 4).max(16);
-    let (requests, ondemand) = ondemand::channel(queue);
+    let (requests, ondemand) = ondemand::channel(
+        queue,
+        args.limits.max_stacks as usize,
+        Arc::clone(&metrics.pprof),
+    );
     // Bound first, so that a taken port is a start-up error; served once the state
     // exists. `run` logs the address when the pipeline is up.
     let bound = match args.listen {
@@ -250,8 +254,7 @@ async fn start_run(
                 args.listener.pprof_max_seconds,
                 args.listener.pprof_max_requests as usize,
             ),
-            // A tick late, a slow drain, the encoding.
-            args.collect_interval * 3 + Duration::from_secs(10),
+            args.collect_interval,
             Arc::clone(&metrics.pprof),
         )),
     });

@@ -96,6 +96,9 @@ impl RunLoop<'_> {
         if intervals(&self.active) != intervals(&new) {
             self.active.collect_interval = new.collect_interval;
             self.active.upload_interval = new.upload_interval;
+            if let Some(pprof) = &self.web.pprof {
+                pprof.set_grace(new.collect_interval);
+            }
             applied.push("intervals");
         }
         if applied.is_empty() {

@@ -55,7 +55,7 @@ pub(super) struct RunLoop<'a> {
     pub exporter: Option<&'a Exporter>,
     dump: Option<DumpSink>,
     server: Option<ServerSink<'a>>,
-    web: &'a WebState,
+    pub web: &'a WebState,
     reloads: &'a Receiver<Box<RunArgs>>,
     stop: &'a AtomicBool,
     capacity: MapCapacity,

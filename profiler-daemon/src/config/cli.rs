@@ -187,7 +187,7 @@ pub struct RecordArgs {
     /// Output file (default: profile.pb.gz, profile.folded or profile.svg by --format).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Output format (default: from the --output extension, else pprof).
+    /// Output format (default: from the --output extension; one no format writes needs it).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// How often the kernel maps are drained while recording.
@@ -227,7 +227,7 @@ impl RecordArgs {
                     Some(Format::Svg)
                 } else if name.ends_with(".folded") || name.ends_with(".txt") {
                     Some(Format::Folded)
-                } else if [".pb.gz", ".pprof", ".pb", ".gz"]
+                } else if [".pb.gz", ".pprof", ".pb", ".gz", ".prof", ".out"]
                     .iter()
                     .any(|e| name.ends_with(e))
                     || !name.contains('.')
@@ -235,7 +235,7 @@ impl RecordArgs {
                     Some(Format::Pprof)
                 } else if self.format.is_none() {
                     return Err(format!(
-                        "--output {name}: no format writes this extension: name the file .pb.gz, .pprof, .svg, .folded or .txt, or give --format pprof|folded|svg"
+                        "--output {name}: no format writes this extension: name the file .pb.gz, .pprof, .prof, .svg, .folded or .txt, or give --format pprof|folded|svg"
                     ));
                 } else {
                     None

@@ -6,12 +6,17 @@
 
 use std::{
     collections::BTreeMap,
-    sync::mpsc::{self, Receiver, SyncSender},
+    sync::{
+        atomic::Ordering,
+        mpsc::{self, Receiver, SyncSender},
+        Arc,
+    },
     time::{Duration, Instant, SystemTime},
 };
 
 use tokio::sync::oneshot;
 
+use super::pprof::PprofStats;
 use crate::{
     aggregate::{ProcessProfile, Window},
     encode::pprof::{encode_measured, to_gzip, Measure},
@@ -146,6 +151,8 @@ struct Active {
     start: SystemTime,
     until: Instant,
     processes: BTreeMap<u32, ProcessProfile>,
+    /// Distinct stacks merged so far (at most: merging may find some equal).
+    stacks: usize,
     frequency: u64,
     fault_period: u64,
 }
@@ -153,18 +160,28 @@ struct Active {
 /// The pipeline's end: collects each request's processes tick by tick.
 pub struct OnDemand {
     incoming: Receiver<Request>,
+    /// Distinct stacks one request holds (`--max-stacks`, as a window): the samples of
+    /// processes beyond it are dropped and counted.
+    max_stacks: usize,
+    stats: Arc<PprofStats>,
     /// Arrived since the last tick: they start at the next slice.
     arrived: Vec<Request>,
     active: Vec<Active>,
 }
 
 /// A queue for `capacity` requests waiting for the next tick, and both its ends.
-pub fn channel(capacity: usize) -> (RequestSender, OnDemand) {
+pub fn channel(
+    capacity: usize,
+    max_stacks: usize,
+    stats: Arc<PprofStats>,
+) -> (RequestSender, OnDemand) {
     let (sender, incoming) = mpsc::sync_channel(capacity);
     (
         RequestSender(sender),
         OnDemand {
             incoming,
+            max_stacks,
+            stats,
             arrived: Vec::new(),
             active: Vec::new(),
         },
@@ -183,26 +200,38 @@ impl OnDemand {
     /// are over, drops those whose client went away, and starts the ones that arrived: they
     /// collect from the next slice on, which holds only samples taken after they arrived.
     pub fn on_slice(&mut self, slice: &Window, now: Instant, wall: SystemTime) {
+        // An abandoned request costs no merge.
+        self.active.retain(|a| !a.request.reply.is_closed());
         for active in &mut self.active {
             let selector = &active.request.selector;
             for process in active.request.kind.profiles(slice) {
-                if selector.matches(&process.info) {
-                    active
-                        .processes
-                        .entry(process.info.pid)
-                        .or_default()
-                        .merge(process);
+                if !selector.matches(&process.info) {
+                    continue;
                 }
+                if active.stacks >= self.max_stacks {
+                    self.stats
+                        .samples_dropped
+                        .fetch_add(process.samples, Ordering::Relaxed);
+                    continue;
+                }
+                active.stacks += process.stacks.len();
+                active
+                    .processes
+                    .entry(process.info.pid)
+                    .or_default()
+                    .merge(process);
             }
             active.frequency = slice.frequency;
             if slice.fault_period != 0 {
                 active.fault_period = slice.fault_period;
             }
         }
+        // Due within half an interval: a tick that drained faster than the one the request
+        // started at would otherwise add a whole interval.
+        let slack = slice.duration / 2;
         let (done, running): (Vec<Active>, Vec<Active>) = std::mem::take(&mut self.active)
             .into_iter()
-            .filter(|a| !a.request.reply.is_closed())
-            .partition(|a| now >= a.until);
+            .partition(|a| now + slack >= a.until);
         self.active = running;
         for active in done {
             let profile = encode(&active, wall);
@@ -211,11 +240,15 @@ impl OnDemand {
         }
         self.poll();
         for request in std::mem::take(&mut self.arrived) {
+            if request.reply.is_closed() {
+                continue;
+            }
             self.active.push(Active {
                 until: now + request.seconds,
                 request,
                 start: wall,
                 processes: BTreeMap::new(),
+                stacks: 0,
                 frequency: slice.frequency,
                 fault_period: slice.fault_period,
             });
@@ -302,7 +335,7 @@ mod tests {
 
     #[test]
     fn a_request_gets_the_selected_samples_of_the_ticks_after_it_arrived() {
-        let (sender, mut ondemand) = channel(2);
+        let (sender, mut ondemand) = channel(2, 1000, Arc::default());
         let (reply, mut answer) = oneshot::channel();
         let selector = Selector {
             pids: vec![1],
@@ -339,7 +372,7 @@ mod tests {
 
     #[test]
     fn a_request_whose_client_left_is_dropped() {
-        let (sender, mut ondemand) = channel(1);
+        let (sender, mut ondemand) = channel(1, 1000, Arc::default());
         let (reply, answer) = oneshot::channel();
         let request = Request {
             kind: Kind::Cpu,
@@ -357,8 +390,28 @@ mod tests {
     }
 
     #[test]
+    fn a_request_holds_at_most_max_stacks_and_counts_what_it_left_out() {
+        let stats = Arc::new(PprofStats::default());
+        let (sender, mut ondemand) = channel(1, 1, Arc::clone(&stats));
+        let (reply, mut answer) = oneshot::channel();
+        assert!(sender.send(Request {
+            kind: Kind::Cpu,
+            selector: Selector::default(),
+            seconds: Duration::from_secs(1),
+            reply,
+        }));
+        let (t0, wall) = (Instant::now(), SystemTime::now());
+        ondemand.on_slice(&slice(wall, Vec::new()), t0, wall);
+        let later = t0 + Duration::from_secs(1);
+        let processes = vec![profile_of(1, "kept", 3), profile_of(2, "left_out", 4)];
+        ondemand.on_slice(&slice(wall, processes), later, wall);
+        assert!(answer.try_recv().is_ok(), "answered after one interval");
+        assert_eq!(stats.samples_dropped.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
     fn a_full_queue_gives_the_request_back() {
-        let (sender, _ondemand) = channel(1);
+        let (sender, _ondemand) = channel(1, 1000, Arc::default());
         let request = || Request {
             kind: Kind::Cpu,
             selector: Selector::default(),

@@ -37,8 +37,9 @@ pub struct PprofEndpoint {
     pub max_seconds: u64,
     /// `--pprof-max-requests`: requests collected at once.
     pub max_requests: usize,
-    /// Longest a profile may take past its seconds (a slow tick, the encoding).
-    pub grace: Duration,
+    /// Longest a profile may take past its seconds (a slow tick, the encoding), in
+    /// milliseconds: a reload of `--collect-interval` changes it.
+    grace_ms: AtomicU64,
     in_flight: AtomicUsize,
     pub stats: Arc<PprofStats>,
 }
@@ -58,6 +59,8 @@ pub struct PprofStats {
     /// 503: the pipeline stopped or did not answer in time.
     pub failed: AtomicU64,
     pub in_flight: AtomicU64,
+    /// Samples of processes left out of a request that reached `--max-stacks`.
+    pub samples_dropped: AtomicU64,
 }
 
 impl PprofEndpoint {
@@ -65,18 +68,28 @@ impl PprofEndpoint {
         sender: RequestSender,
         kinds: Vec<Kind>,
         (max_seconds, max_requests): (u64, usize),
-        grace: Duration,
+        collect_interval: Duration,
         stats: Arc<PprofStats>,
     ) -> Self {
-        Self {
+        let endpoint = Self {
             sender,
             kinds,
             max_seconds,
             max_requests,
-            grace,
+            grace_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             stats,
-        }
+        };
+        endpoint.set_grace(collect_interval);
+        endpoint
+    }
+
+    /// The time a profile may take past its seconds, from the collect interval: a tick late,
+    /// a slow drain, the encoding.
+    pub fn set_grace(&self, collect_interval: Duration) {
+        let grace = collect_interval * 3 + Duration::from_secs(10);
+        self.grace_ms
+            .store(grace.as_millis() as u64, Ordering::Relaxed);
     }
 }
 
@@ -255,7 +268,8 @@ pub(super) async fn profile(
             "the profiler is not sampling (stopping, or its queue is full): retry in a moment",
         );
     }
-    let answer = tokio::time::timeout(seconds + endpoint.grace, answer).await;
+    let grace = Duration::from_millis(endpoint.grace_ms.load(Ordering::Relaxed));
+    let answer = tokio::time::timeout(seconds + grace, answer).await;
     slot.answered = true;
     match answer {
         Ok(Ok(profile)) => {

@@ -44,6 +44,9 @@ struct Capture {
     started: bool,
 }
 
+/// Intervals a capture keeps apart for the time labels.
+const MAX_TIMELINE: usize = 128;
+
 /// A capture's profile as of `now`: its intervals merged per process and kind (in pid order),
 /// the window up to `now`.
 fn assemble(mut kept: Kept, until: SystemTime, now: SystemTime, complete: bool) -> Kept {
@@ -161,7 +164,14 @@ impl Captures {
             && part.offcpu.is_empty()
             && part.threads.is_empty();
         if !empty {
-            capture.kept.timeline.push(part);
+            let timeline = &mut capture.kept.timeline;
+            timeline.push(part);
+            // A capture that firings keep extending: its oldest intervals are merged in pairs,
+            // coarser labels instead of a timeline without end.
+            if timeline.len() > MAX_TIMELINE {
+                let second = timeline.remove(1);
+                timeline[0].absorb(second);
+            }
         }
     }
 

@@ -15,6 +15,7 @@ use crate::serve::pprof::PprofStats;
 pub(super) struct PprofFamilies {
     requests: Family<Outcome, Counter>,
     in_flight: U64Gauge,
+    samples_dropped: Counter,
 }
 
 impl PprofFamilies {
@@ -28,6 +29,11 @@ impl PprofFamilies {
             "profilerd_pprof_requests_in_flight",
             "Profiles being collected for /debug/pprof/ (bounded by --pprof-max-requests)",
             self.in_flight.clone(),
+        );
+        r.register(
+            "profilerd_pprof_samples_dropped",
+            "Samples of processes left out of a /debug/pprof/ profile that already held --max-stacks distinct stacks",
+            self.samples_dropped.clone(),
         );
     }
 
@@ -44,5 +50,6 @@ impl PprofFamilies {
             advance(&self.requests.get_or_create(&Outcome { outcome }), total);
         }
         self.in_flight.set(load(&s.in_flight));
+        advance(&self.samples_dropped, load(&s.samples_dropped));
     }
 }
