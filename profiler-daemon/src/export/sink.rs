@@ -71,14 +71,15 @@ impl KeptProfile<'_> {
     fn answer(&self) -> Option<(Measure, &[ProcessProfile])> {
         let window = &self.kept.window;
         let metric = self.metric();
-        let (measure, profiles) = if metric == Metric::Mem.name() {
-            (Measure::memory_of(window), &window.memory)
+        let measure = if metric == Metric::Mem.name() {
+            Measure::memory_of(window)
         } else if metric == Metric::Thread.name() {
-            (Measure::Threads, &window.threads)
+            Measure::Threads
         } else {
             return None;
         };
-        (!profiles.is_empty()).then_some((measure, profiles.as_slice()))
+        let profiles = measure.profiles_of(window);
+        (!profiles.is_empty()).then_some((measure, profiles))
     }
 
     /// The profiles that answer the firing: [`KeptProfile::answer`]'s, else CPU.

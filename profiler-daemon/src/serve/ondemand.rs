@@ -64,13 +64,18 @@ impl Kind {
         }
     }
 
-    fn profiles(self, window: &Window) -> &[ProcessProfile] {
+    /// What the kind's samples in `window` measure.
+    fn measure(self, window: &Window) -> Measure {
         match self {
-            Kind::Cpu => &window.processes,
-            Kind::Memory => &window.memory,
-            Kind::OffCpu => &window.offcpu,
-            Kind::Threads => &window.threads,
+            Kind::Cpu => Measure::cpu_of(window),
+            Kind::Memory => Measure::memory_of(window),
+            Kind::OffCpu => Measure::OffCpu,
+            Kind::Threads => Measure::Threads,
         }
+    }
+
+    fn profiles(self, window: &Window) -> &[ProcessProfile] {
+        self.measure(window).profiles_of(window)
     }
 }
 
@@ -259,38 +264,31 @@ impl OnDemand {
 /// The gzipped pprof of a finished request.
 fn encode(active: &Active, wall: SystemTime) -> Vec<u8> {
     let kind = active.request.kind;
-    let profiles: Vec<ProcessProfile> = active.processes.values().cloned().collect();
-    let empty = Vec::new;
-    let mut window = Window {
+    // The window gives the profile its time, duration and rates; the samples are the
+    // request's own.
+    let window = Window {
         start: active.start,
         duration: wall.duration_since(active.start).unwrap_or_default(),
         frequency: active.frequency,
-        processes: empty(),
-        memory: empty(),
-        offcpu: empty(),
-        threads: empty(),
+        processes: Vec::new(),
+        memory: Vec::new(),
+        offcpu: Vec::new(),
+        threads: Vec::new(),
         fault_period: active.fault_period,
     };
-    let measure = match kind {
-        Kind::Cpu => Measure::cpu_of(&window),
-        Kind::Memory => Measure::memory_of(&window),
-        Kind::OffCpu => Measure::OffCpu,
-        Kind::Threads => Measure::Threads,
-    };
-    match kind {
-        Kind::Cpu => window.processes = profiles,
-        Kind::Memory => window.memory = profiles,
-        Kind::OffCpu => window.offcpu = profiles,
-        Kind::Threads => window.threads = profiles,
-    }
-    let refs: Vec<&ProcessProfile> = kind.profiles(&window).iter().collect();
+    let processes: Vec<&ProcessProfile> = active.processes.values().collect();
     let comment = format!(
         "profilerd on-demand {} profile of {} over {:.1} s",
         kind.path(),
         active.request.selector.describe(),
         window.duration.as_secs_f64()
     );
-    to_gzip(&encode_measured(&window, &refs, &[comment], measure))
+    to_gzip(&encode_measured(
+        &window,
+        &processes,
+        &[comment],
+        kind.measure(&window),
+    ))
 }
 
 #[cfg(test)]
