@@ -24,6 +24,7 @@ pub use profiler_testkit::{
     wait_until, Cgroup as TestCgroup, Frame, Running, Stack,
 };
 pub use profilerd::pprof_proto::Profile;
+pub mod browser;
 pub mod standin;
 
 use prost::Message;

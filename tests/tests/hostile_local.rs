@@ -66,7 +66,7 @@ fn sidecar(base: &str) -> Vec<u8> {
         window_seconds: 15.0,
         pprof: format!("{base}.pb.gz"),
         svg: Some(format!("{base}.svg")),
-        capturing: false,
+        ..KeptSummary::default()
     })
     .unwrap()
 }

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use profiler_tests::*;
+use profiler_tests::{browser::Browser, *};
 
 const START: Duration = Duration::from_secs(30);
 
@@ -124,6 +124,16 @@ fn metrics_parse_and_move_during_a_real_run() {
         let name = format!("profilerd_stack_problems_total{{reason=\"{reason}\"}}");
         assert_eq!(second[&name], 0.0, "{name}");
     }
+    // Continuous-mode windows are on the page, each file with its view.
+    let (status, page) = http_get(&address, "/?rule=continuous");
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!("<td>split-{pid}</td>")), "{page}");
+    let view = link_after(&page, "href=\"/view/").expect("a view link");
+    assert!(view.starts_with(&format!("split-{pid}.cpu.")), "{view}");
+    let (status, body) = http_get(&address, &format!("/view/{view}"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("id=\"flame-data\"") && body.contains("work_"), "{body}");
+    assert!(http_get(&address, "/?rule=cpu").1.contains("id=\"empty\""));
     drop(daemon);
     drop(busy);
 }
@@ -155,30 +165,203 @@ fn link_after(page: &str, prefix: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// A headless chromium screenshot of the daemon's page, in the artifacts directory.
-fn screenshot(address: &str, dir: &Path) -> PathBuf {
-    let shot = artifacts().join("local-page.png");
-    let _ = fs::remove_file(&shot);
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--window-size=1400,1100",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("http://{address}/"))
-        .env("HOME", dir)
-        .output()
-        .expect("chromium (cargo xtask setup installs it)");
-    assert!(
-        shot.exists(),
-        "chromium wrote no screenshot: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// The kept profile's sidecar in `dir/kept`, once the complete profile replaced the one
+/// written at the firing.
+fn complete_sidecar(dir: &Path) -> Option<String> {
+    fs::read_dir(dir.join("kept"))
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .filter_map(|e| fs::read_to_string(e.path()).ok())
+        .find(|text| !text.contains("\"capturing\""))
+}
+
+/// Numbers of a data attribute over the elements matching `css`, in document order.
+fn numbers(browser: &Browser, css: &str, attribute: &str) -> Vec<f64> {
+    browser
+        .script(
+            "return Array.from(document.querySelectorAll(arguments[0])).map(e => Number(e.getAttribute(arguments[1])));",
+            serde_json::json!([css, attribute]),
+        )
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
+/// Screenshot of the whole page (the window resized to its height), in the artifacts dir.
+fn full_screenshot(browser: &Browser, name: &str) -> PathBuf {
+    let height = browser
+        .script(
+            "return document.documentElement.scrollHeight;",
+            serde_json::json!([]),
+        )
+        .as_u64()
+        .unwrap_or(1100)
+        .clamp(600, 4000);
+    browser.resize(1400, height as u32 + 100);
+    let shot = artifacts().join(name);
+    browser.screenshot(&shot);
     shot
+}
+
+/// The list page: the kept profile, filters that keep and drop it.
+fn check_list(browser: &Browser, address: &str, pid: &str) {
+    browser.goto(&format!("http://{address}/"));
+    let rows = browser.find_all("table#kept tr.profile");
+    assert_eq!(rows.len(), 1);
+    assert!(browser.text(&rows[0]).contains(&format!("spike-{pid}")));
+    browser.goto(&format!("http://{address}/?rule={}", "continuous"));
+    assert!(browser
+        .text(&browser.find("#empty"))
+        .contains("No profile matches"));
+    browser.goto(&format!("http://{address}/?rule=cpu&target=SPIKE"));
+    assert_eq!(
+        browser.find_all("table#kept tr.profile").len(),
+        1,
+        "a part of the name, any case"
+    );
+    full_screenshot(browser, "page-list.png");
+    browser.click(&browser.find("a.view"));
+}
+
+/// The profile's page: why it fired, the timeline, the flame graph's search and zoom, the
+/// differential graph, the sortable top table.
+fn check_view(browser: &Browser) {
+    let rule = browser.find("table#rules tr[data-metric=cpu]");
+    let cells: Vec<f64> = ["td.cur", "td.avg"]
+        .iter()
+        .map(|c| {
+            browser
+                .text(&browser.find(&format!("table#rules tr[data-metric=cpu] {c}")))
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(cells[0] > cells[1], "cur over avg: {}", browser.text(&rule));
+    assert!(browser
+        .text(&browser.find("#window"))
+        .contains("around the firing"));
+    // The timeline: values each collect interval, the spike after the firing over the
+    // thresholds drawn.
+    let plot = "svg.timeline[data-metric=cpu]";
+    let values = numbers(browser, &format!("{plot} circle.value"), "data-value");
+    let at = numbers(browser, &format!("{plot} circle.value"), "data-at-ms");
+    assert!(
+        values.len() >= 8,
+        "one point per 500 ms interval: {values:?}"
+    );
+    let min = numbers(
+        browser,
+        &format!("{plot} line.threshold[data-rule=min]"),
+        "data-value",
+    );
+    assert_eq!(min, [10.0], "the cpu rule's min");
+    let before_peak = values
+        .iter()
+        .zip(&at)
+        .filter(|(_, t)| **t < 0.0)
+        .map(|(v, _)| *v)
+        .fold(0.0, f64::max);
+    let fired = values
+        .iter()
+        .zip(&at)
+        .filter(|(_, t)| **t >= 0.0)
+        .map(|(v, _)| *v)
+        .fold(0.0, f64::max);
+    assert!(
+        fired >= 10.0 && fired > before_peak,
+        "spike after the firing: {values:?} at {at:?}"
+    );
+    assert_eq!(browser.find_all(&format!("{plot} line.firing")).len(), 1);
+    check_flame_graph(browser);
+    check_diff_and_top(browser);
+}
+
+/// The flame graph: sized to its stacks, search, zoom and reset.
+fn check_flame_graph(browser: &Browser) {
+    // The flame graph, as tall as its stacks.
+    let flame = browser.find("#flame");
+    let frames: usize = browser
+        .attribute(&flame, "data-frames")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(frames >= 6, "{frames} frames drawn");
+    let height = browser.script(
+        "return document.getElementById('flame').clientHeight;",
+        serde_json::json!([]),
+    );
+    assert!(
+        (60..=600).contains(&height.as_u64().unwrap()),
+        "sized to the data: {height}"
+    );
+    // Search: the burn loop is most of the samples.
+    let search = browser.find("#search");
+    browser.type_text(&search, "spin_until");
+    let matched = browser.text(&browser.find("#matched"));
+    let share: f64 = matched
+        .strip_prefix("Matched: ")
+        .and_then(|m| m.split('%').next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("matched: {matched:?}"));
+    assert!(share > 50.0, "{matched}");
+    assert!(!browser.find_all("#flame div.match").is_empty());
+    // Zoom on burn_cpu, then reset.
+    browser.click(&browser.find("#flame div[data-name=burn_cpu]"));
+    assert_eq!(
+        browser.attribute(&flame, "data-zoomed").as_deref(),
+        Some("burn_cpu")
+    );
+    assert!(
+        !browser.find_all("#flame div.dim").is_empty(),
+        "callers greyed out"
+    );
+    browser.click(&browser.find("#reset"));
+    assert_eq!(
+        browser.attribute(&flame, "data-zoomed").as_deref(),
+        Some("all")
+    );
+    assert_eq!(browser.text(&browser.find("#matched")), "");
+}
+
+/// The differential graph and the top table's sorting.
+fn check_diff_and_top(browser: &Browser) {
+    // The differential graph: the burn grew against the quiet seconds before the firing.
+    let grew = browser.script(
+        "const d = document.querySelector('#diff div[data-name=burn_cpu]'); return d ? getComputedStyle(d).backgroundColor : null;",
+        serde_json::json!([]),
+    );
+    let grew = grew
+        .as_str()
+        .unwrap_or_else(|| panic!("no burn_cpu in the differential graph"));
+    let rgb: Vec<u32> = grew
+        .trim_start_matches("rgb(")
+        .trim_end_matches(')')
+        .split(", ")
+        .map(|c| c.parse().unwrap())
+        .collect();
+    assert!(rgb[0] == 255 && rgb[1] < 200, "red for growth: {grew}");
+
+    // The top table sorts by cumulative value, then the other way.
+    let flat = numbers(browser, "table#top tbody tr", "data-flat");
+    assert!(
+        flat.windows(2).all(|w| w[0] >= w[1]),
+        "by self first: {flat:?}"
+    );
+    let cum_heading = browser.find("table#top th[data-sort=cum]");
+    browser.click(&cum_heading);
+    let cum = numbers(browser, "table#top tbody tr", "data-cum");
+    assert!(cum.windows(2).all(|w| w[0] >= w[1]), "by cum: {cum:?}");
+    assert!(cum[0] > flat[0] || cum[0] == flat[0] && cum.len() == 1);
+    assert_eq!(
+        browser.attribute(&cum_heading, "aria-sort").as_deref(),
+        Some("descending")
+    );
+    browser.click(&cum_heading);
+    let cum = numbers(browser, "table#top tbody tr", "data-cum");
+    assert!(cum.windows(2).all(|w| w[0] <= w[1]), "ascending: {cum:?}");
 }
 
 #[test]
@@ -208,20 +391,11 @@ fn local_page_shows_a_real_trigger_and_its_flame_graph_in_chromium() {
         "daemon",
     );
     let address = daemon.http_address(START);
-    let kept_json = |dir: &Path| {
-        fs::read_dir(dir.join("kept"))
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .any(|e| e.file_name().to_string_lossy().ends_with(".json"))
-            })
-            .unwrap_or(false)
-    };
     assert!(
-        wait_until(Duration::from_secs(30), || kept_json(&dir)),
-        "no kept profile; stderr:\n{}",
+        wait_until(Duration::from_secs(40), || complete_sidecar(&dir).is_some()),
+        "no complete kept profile; stderr:\n{}",
         daemon.stderr()
     );
-
     let (status, page) = http_get(&address, "/");
     assert_eq!(status, 200);
     assert!(page.contains("<tr class=\"profile\">"), "{page}");
@@ -240,8 +414,13 @@ fn local_page_shows_a_real_trigger_and_its_flame_graph_in_chromium() {
             .any(|f| top_cell.contains(&format!("<code>{f}"))),
         "top functions: {top_cell}"
     );
-    let svg = link_after(&page, "src=\"/profiles/").expect("flame graph link");
+    let view = link_after(&page, "href=\"/view/").expect("view link");
     let pprof = link_after(&page, "<a href=\"/profiles/").expect("pprof link");
+    let svg = pprof.replace(".pb.gz", ".svg");
+    assert!(
+        page.contains(&format!("href=\"/profiles/{svg}\"")),
+        "{page}"
+    );
     let (status, body) = http_get(&address, &format!("/profiles/{svg}"));
     assert_eq!(status, 200);
     assert!(body.contains("<svg"), "not an SVG");
@@ -258,7 +437,18 @@ fn local_page_shows_a_real_trigger_and_its_flame_graph_in_chromium() {
     assert_eq!(http_get(&address, "/profiles/..%2Fdaemon.stderr").0, 404);
     assert_eq!(http_get(&address, "/profiles/daemon.stderr").0, 404);
 
-    let shot = screenshot(&address, &dir);
+    assert_eq!(view, pprof, "the view of the downloadable profile");
+    assert_eq!(
+        http_get(&address, &format!("/view/{view}?type=heap")).0,
+        400
+    );
+    assert_eq!(http_get(&address, "/view/daemon.stderr").0, 404);
+
+    let browser = Browser::start(&dir, 1400, 1100);
+    check_list(&browser, &address, &pid);
+    check_view(&browser);
+    let shot = full_screenshot(&browser, "page-view.png");
+    drop(browser);
     let flame = flame_pixels(&shot);
     assert!(
         flame > 5_000,

@@ -61,6 +61,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "headless browser that renders the local page in the tests",
     ),
     (
+        "chromium-driver",
+        "WebDriver for Chromium: the page tests click, type and read the DOM through it",
+    ),
+    (
         "qemu-system-x86",
         "boots the 6.1 and 6.12 kernels of the kernel matrix (test --kernels)",
     ),

@@ -120,7 +120,7 @@ impl<'a> RunLoop<'a> {
             args.sources.sources(&args.profiles),
         )?;
         let labels = super::server::base_labels(args)?.with_sections(targets.sections.clone())?;
-        let dump = dump.map(|dir| DumpSink { dir });
+        let dump = dump.map(DumpSink::new);
         let pipeline = Pipeline::start(BPF_OBJECT, &config)?;
         super::daemon::warn_priority();
         privileges::drop_after_attach();
@@ -309,6 +309,7 @@ impl<'a> RunLoop<'a> {
             log_firing(&firing, &mut self.triggers_fired);
             captures.fire(firing, wall);
         }
+        captures.note_values(wall, |target| watcher.last_values(target));
         for target in watcher.take_gone() {
             captures.forget(&target);
         }
@@ -407,6 +408,9 @@ impl<'a> RunLoop<'a> {
                     written += usize::from(sink.window(&mut profile).is_some());
                 }
             }
+        }
+        for sink in Self::sinks(&mut self.dump, &mut self.server) {
+            sink.window_done(window.start);
         }
         tracing::info!(
             processes = window.processes.len(),

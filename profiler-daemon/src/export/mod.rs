@@ -17,6 +17,8 @@ pub use pyroscope::{
     parse_header, parse_url, read_secret, Auth, Client, Protocol, RetryAfter, SendError,
     ServerConfig, ServerConfigError, Upload,
 };
-pub use sidecar::{KeptSummary, SIDECAR_SUFFIX};
+pub use sidecar::{
+    window_sidecar_for, FiredRule, KeptSummary, Sidecar, ValuePoint, CONTINUOUS, SIDECAR_SUFFIX,
+};
 pub use sink::{DumpSink, KeptProfile, ServerSink, Sink, WindowProfile};
 pub use spool::{Spool, SpoolCounts, SpoolError};

@@ -2,19 +2,14 @@
 //! one process's window and writes or sends it. Two sinks exist: [`DumpSink`] (files and
 //! sidecars in the dump dir) and [`ServerSink`] (uploads through the delivery queue).
 
-use std::{
-    cell::OnceCell,
-    collections::BTreeMap,
-    path::PathBuf,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{cell::OnceCell, path::PathBuf, time::SystemTime};
 
 use thiserror::Error;
 
 use super::{
     delivery::Exporter,
     dump::{DumpDir, DumpError},
-    sidecar::{KeptSummary, SIDECAR_SUFFIX},
+    sidecar::{window_sidecar_name, KeptSummary, SIDECAR_SUFFIX},
 };
 use crate::{
     aggregate::{ProcessProfile, Window},
@@ -26,7 +21,7 @@ use crate::{
     pprof_proto,
     targets::{truncate, LabelConfig, KIND_PROFILE_NAMES, MAX_VALUE_LEN},
     trigger::Kept,
-    types::{rfc3339, utc_timestamp, Metric},
+    types::{utc_timestamp, Metric},
 };
 
 /// Why a kept profile's files were not all written.
@@ -49,11 +44,11 @@ pub struct KeptProfile<'a> {
 
 impl KeptProfile<'_> {
     /// The metric of the first firing: it names the files and the `trigger` label.
-    fn metric(&self) -> &'static str {
+    pub(super) fn metric(&self) -> &'static str {
         self.kept.scenes[0].metric.name()
     }
 
-    fn reasons(&self) -> Vec<String> {
+    pub(super) fn reasons(&self) -> Vec<String> {
         self.kept
             .scenes
             .iter()
@@ -144,7 +139,7 @@ pub struct WindowProfile<'a> {
     pub comments: &'a [String],
     pub labels: &'a LabelConfig,
     /// What its samples measure.
-    measure: Measure,
+    pub(super) measure: Measure,
     parts: OnceCell<Vec<Vec<u8>>>,
 }
 
@@ -237,12 +232,25 @@ pub trait Sink {
     /// Writes or sends one process's window; returns the file written, if any. A sink may
     /// take the encoded parts, so the server's sink comes last.
     fn window(&mut self, profile: &mut WindowProfile<'_>) -> Option<PathBuf>;
+    /// Every process of the window starting at `start` went through [`Sink::window`].
+    fn window_done(&mut self, _start: SystemTime) {}
 }
 
 /// Files in the dump dir: `<metric>.<event>.<time>.pb.gz`, `.svg` and the sidecar for kept
 /// profiles, `<comm>-<pid>.cpu.<time>.pb.gz` for windows.
 pub struct DumpSink {
     pub dir: DumpDir,
+    /// The rows of the window being written, for its sidecar.
+    rows: Vec<KeptSummary>,
+}
+
+impl DumpSink {
+    pub fn new(dir: DumpDir) -> Self {
+        Self {
+            dir,
+            rows: Vec::new(),
+        }
+    }
 }
 
 impl Sink for DumpSink {
@@ -250,7 +258,6 @@ impl Sink for DumpSink {
         let kept = profile.kept;
         let processes = profile.answering();
         let metric = profile.metric();
-        let reasons = profile.reasons();
         let base = format!(
             "{metric}.{}.{}",
             kept.event_id,
@@ -262,24 +269,12 @@ impl Sink for DumpSink {
             Some((Measure::Threads, _)) => " (thread creation)",
             _ => "",
         };
-        let title = format!("profilerd: {}{what} — {}", kept.name, reasons.join("; "));
-        let summary = KeptSummary {
-            fired_at: rfc3339(kept.fired_at),
-            fired_unix: kept
-                .fired_at
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            target: kept.name.clone(),
-            service: service_name(kept, profile.labels),
-            trigger: metric.to_string(),
-            reasons,
-            top: top_functions(&processes, 3),
-            samples: processes.iter().map(|p| p.samples).sum(),
-            window_seconds: kept.window.duration.as_secs_f64(),
-            pprof: format!("{base}.pb.gz"),
-            svg: Some(format!("{base}.svg")),
-            capturing: !kept.complete,
-        };
+        let title = format!(
+            "profilerd: {}{what} — {}",
+            kept.name,
+            profile.reasons().join("; ")
+        );
+        let summary = profile.summary(&base, &processes);
         let result = self
             .dir
             .write(&format!("{base}.pb.gz"), &pprof_gz)
@@ -311,50 +306,31 @@ impl Sink for DumpSink {
             profile.window.start,
         );
         match self.dir.write(&name, &profile.whole()) {
-            Ok(path) => Some(path),
+            Ok(path) => {
+                self.rows.push(profile.summary(&name));
+                Some(path)
+            }
             Err(err) => {
                 tracing::error!("{err}");
                 None
             }
         }
     }
-}
 
-/// The `service_name` the labels give the kept profile's first process, else the target's name.
-fn service_name(kept: &Kept, labels: &LabelConfig) -> String {
-    kept.window.processes.first().map_or_else(
-        || kept.name.clone(),
-        |p| {
-            labels
-                .for_process(&p.info)
-                .into_iter()
-                .find(|(k, _)| k == "service_name")
-                .map_or_else(|| kept.name.clone(), |(_, v)| v)
-        },
-    )
-}
-
-/// The `n` functions with the most self samples (leaf frames, inlined callee first) over
-/// `processes`, with their share of all samples in percent.
-fn top_functions(processes: &[&ProcessProfile], n: usize) -> Vec<(String, f64)> {
-    let mut by_function: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut total = 0;
-    for process in processes {
-        for (stack, count) in &process.stacks {
-            total += count;
-            if let Some(&leaf) = stack.first() {
-                let name = process.locations[leaf as usize].function();
-                *by_function.entry(name).or_insert(0) += count;
-            }
+    /// One sidecar lists the window's files (one per process would double the files).
+    fn window_done(&mut self, start: SystemTime) {
+        let rows = std::mem::take(&mut self.rows);
+        if rows.is_empty() {
+            return;
+        }
+        let name = window_sidecar_name(start);
+        let written = serde_json::to_vec(&rows)
+            .map_err(KeptFileError::from)
+            .and_then(|bytes| Ok(self.dir.write(&name, &bytes)?));
+        if let Err(err) = written {
+            tracing::error!("{name} not written: {err}");
         }
     }
-    let mut ranked: Vec<(&str, u64)> = by_function.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    ranked
-        .into_iter()
-        .take(n)
-        .map(|(name, count)| (name.to_string(), count as f64 * 100.0 / total.max(1) as f64))
-        .collect()
 }
 
 /// Uploads to the Pyroscope server: one series per process, split within the server's limits.
@@ -423,7 +399,7 @@ impl Sink for ServerSink<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
     use crate::aggregate::tests::one_frame_profile;
@@ -481,6 +457,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("profilerd-sink-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut sink = DumpSink {
+            rows: Vec::new(),
             dir: DumpDir::open(&dir, 10, 1 << 20).unwrap(),
         };
         let window = window();

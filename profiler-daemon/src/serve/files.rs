@@ -10,6 +10,7 @@
 //! file system, so callers run it on the blocking pool.
 
 use std::{
+    collections::BTreeSet,
     fs,
     io::{self, Read},
     os::unix::fs::{MetadataExt, OpenOptionsExt},
@@ -21,12 +22,17 @@ use std::{
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
-use crate::export::{KeptSummary, SIDECAR_SUFFIX};
+use crate::export::{window_sidecar_for, KeptSummary, Sidecar, SIDECAR_SUFFIX};
 
-/// Rows the page shows at most: only the newest sidecars (by modification time) are read.
-pub const MAX_ROWS: usize = 500;
-/// Largest sidecar read (one is a few hundred bytes; long C++ names make it a few KiB).
-const MAX_SIDECAR_BYTES: u64 = 256 << 10;
+/// Sidecars read at most for the page, the newest first (by modification time).
+pub const MAX_SIDECARS: usize = 500;
+/// Rows the page's listing holds at most (those of the sidecars read that match its filter).
+pub const MAX_ROWS: usize = 2_000;
+/// Distinct services and targets the listing offers as filters.
+const MAX_FACETS: usize = 500;
+/// Largest sidecar read: a kept profile's is a few KiB, a continuous-mode window's lists
+/// every process written (a few hundred bytes each).
+const MAX_SIDECAR_BYTES: u64 = 1 << 20;
 /// Largest pprof or flame graph served: the daemon wrote each from memory in one piece, and at
 /// most [`FILE_WORKERS`] are read at once.
 pub const MAX_SERVED_BYTES: u64 = 64 << 20;
@@ -221,10 +227,13 @@ fn is_ours(dir: &Path, name: &str) -> bool {
 /// What the page lists.
 #[derive(Debug, Default)]
 pub struct Listing {
-    /// Newest first.
+    /// The rows that match the filter, newest first.
     pub rows: Vec<KeptSummary>,
-    /// Sidecars beyond [`MAX_ROWS`] were not read.
+    /// Sidecars beyond [`MAX_SIDECARS`], or rows beyond [`MAX_ROWS`], were not read.
     pub truncated: bool,
+    /// The services and targets of every row read, for the filters.
+    pub services: BTreeSet<String>,
+    pub targets: BTreeSet<String>,
 }
 
 fn oldest_unix(window: Duration, now: SystemTime) -> u64 {
@@ -233,9 +242,24 @@ fn oldest_unix(window: Duration, now: SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The kept profiles of the last `window`, from the [`MAX_ROWS`] newest sidecars the daemon
-/// wrote whose profile file is still there.
-pub fn list_kept(dir: &Path, window: Duration, now: SystemTime, stats: &FileStats) -> Listing {
+/// Reads a sidecar the daemon wrote: its rows (one for a kept profile, one per file for a
+/// continuous-mode window).
+fn read_sidecar(dir: &Path, name: &str, stats: &FileStats) -> Option<Vec<KeptSummary>> {
+    let bytes = read_ours(dir, name, MAX_SIDECAR_BYTES, stats).ok()?;
+    serde_json::from_slice::<Sidecar>(&bytes)
+        .ok()
+        .map(Sidecar::into_rows)
+}
+
+/// The profiles of the last `window` that `wanted` accepts, from the [`MAX_SIDECARS`] newest
+/// sidecars the daemon wrote, whose profile file is still there.
+pub fn list_kept(
+    dir: &Path,
+    window: Duration,
+    now: SystemTime,
+    stats: &FileStats,
+    wanted: impl Fn(&KeptSummary) -> bool,
+) -> Listing {
     let Ok(entries) = fs::read_dir(dir) else {
         return Listing::default();
     };
@@ -254,21 +278,62 @@ pub fn list_kept(dir: &Path, window: Duration, now: SystemTime, stats: &FileStat
         })
         .collect();
     sidecars.sort_unstable_by(|a, b| b.cmp(a));
-    let truncated = sidecars.len() > MAX_ROWS;
-    let mut rows: Vec<KeptSummary> = sidecars
-        .into_iter()
-        .take(MAX_ROWS)
-        .filter_map(|(_, name)| read_ours(dir, &name, MAX_SIDECAR_BYTES, stats).ok())
-        .filter_map(|bytes| serde_json::from_slice::<KeptSummary>(&bytes).ok())
-        .filter(|k| k.fired_unix >= oldest && is_ours(dir, &k.pprof))
-        .collect();
-    rows.sort_by(|a, b| b.fired_unix.cmp(&a.fired_unix).then(b.pprof.cmp(&a.pprof)));
-    Listing { rows, truncated }
+    let mut listing = Listing {
+        truncated: sidecars.len() > MAX_SIDECARS,
+        ..Listing::default()
+    };
+    for (_, name) in sidecars.into_iter().take(MAX_SIDECARS) {
+        let rows = read_sidecar(dir, &name, stats).unwrap_or_default();
+        for row in rows {
+            if row.fired_unix < oldest || !is_ours(dir, &row.pprof) {
+                continue;
+            }
+            for (set, value) in [
+                (&mut listing.services, &row.service),
+                (&mut listing.targets, &row.target),
+            ] {
+                if set.len() < MAX_FACETS && !value.is_empty() {
+                    set.insert(value.clone());
+                }
+            }
+            if wanted(&row) {
+                listing.rows.push(row);
+            }
+        }
+        if listing.rows.len() >= MAX_ROWS {
+            listing.truncated = true;
+            listing.rows.truncate(MAX_ROWS);
+            break;
+        }
+    }
+    listing
+        .rows
+        .sort_by(|a, b| b.fired_unix.cmp(&a.fired_unix).then(b.pprof.cmp(&a.pprof)));
+    listing
 }
 
-/// A kept profile's pprof or flame graph: only when the sidecar of the same base name (the
-/// daemon writes `<base>.pb.gz`, `<base>.svg`, `<base>.json`) is the daemon's, lists it and
-/// is within the page's window. One sidecar is read, not the whole directory.
+/// The row of the page's window that lists `name` (a pprof or flame graph the daemon wrote):
+/// from the sidecar of the same base name (`<base>.pb.gz`, `<base>.svg`, `<base>.json`), or
+/// the continuous-mode window's that names it. One sidecar is read, not the whole directory.
+pub fn find_listed(
+    dir: &Path,
+    name: &str,
+    window: Duration,
+    now: SystemTime,
+    stats: &FileStats,
+) -> Option<KeptSummary> {
+    let base = name
+        .strip_suffix(".pb.gz")
+        .or_else(|| name.strip_suffix(".svg"))?;
+    let rows = read_sidecar(dir, &format!("{base}{SIDECAR_SUFFIX}"), stats)
+        .or_else(|| read_sidecar(dir, &window_sidecar_for(name)?, stats))?;
+    let oldest = oldest_unix(window, now);
+    rows.into_iter().find(|row| {
+        (row.pprof == name || row.svg.as_deref() == Some(name)) && row.fired_unix >= oldest
+    })
+}
+
+/// A listed profile's pprof or flame graph ([`find_listed`]), if the daemon wrote it.
 pub fn read_kept_file(
     dir: &Path,
     name: &str,
@@ -276,21 +341,7 @@ pub fn read_kept_file(
     now: SystemTime,
     stats: &FileStats,
 ) -> Option<Vec<u8>> {
-    let base = name
-        .strip_suffix(".pb.gz")
-        .or_else(|| name.strip_suffix(".svg"))?;
-    let sidecar = read_ours(
-        dir,
-        &format!("{base}{SIDECAR_SUFFIX}"),
-        MAX_SIDECAR_BYTES,
-        stats,
-    )
-    .ok()?;
-    let kept: KeptSummary = serde_json::from_slice(&sidecar).ok()?;
-    let listed = kept.pprof == name || kept.svg.as_deref() == Some(name);
-    if !listed || kept.fired_unix < oldest_unix(window, now) {
-        return None;
-    }
+    find_listed(dir, name, window, now, stats)?;
     read_ours(dir, name, MAX_SERVED_BYTES, stats)
         .map_err(|err| tracing::debug!("/profiles/{name}: {err}"))
         .ok()

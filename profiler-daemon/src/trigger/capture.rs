@@ -10,7 +10,7 @@ use std::{
 use crate::{
     aggregate::{ProcessProfile, Window},
     trigger::{
-        rules::Scene,
+        rules::{Scene, Values},
         watch::{Firing, TargetId},
     },
 };
@@ -32,6 +32,9 @@ pub struct Kept {
     /// The same samples per collect interval, in order: when each was taken relative to the
     /// firing (the pprof's `phase` and `offset` labels).
     pub timeline: Vec<Window>,
+    /// The target's values per collection across the window (the page's plot): when each was
+    /// read relative to the firing (ms), at most [`MAX_TIMELINE`].
+    pub values: Vec<(i64, Values)>,
     /// False for the first write at the firing, which holds the history up to it; the
     /// complete profile replaces it when the post-trigger window is over.
     pub complete: bool,
@@ -44,7 +47,7 @@ struct Capture {
     started: bool,
 }
 
-/// Intervals a capture keeps apart for the time labels.
+/// Intervals a capture keeps apart for the time labels, and values it keeps for the plot.
 const MAX_TIMELINE: usize = 128;
 
 /// A capture's profile as of `now`: its intervals merged per process and kind (in pid order),
@@ -66,6 +69,26 @@ fn assemble(mut kept: Kept, until: SystemTime, now: SystemTime, complete: bool) 
     }
     kept.window.duration = now.duration_since(kept.window.start).unwrap_or_default();
     kept
+}
+
+/// Milliseconds from `fired` to `at`, negative before it.
+fn millis_after(at: SystemTime, fired: SystemTime) -> i64 {
+    match at.duration_since(fired) {
+        Ok(after) => after.as_millis() as i64,
+        Err(before) => -(before.duration().as_millis() as i64),
+    }
+}
+
+/// The rules' history at a firing as points of the plot: the last one read at the firing,
+/// the others one collect interval apart before it.
+fn history_values(recent: &[Values], interval: Duration) -> Vec<(i64, Values)> {
+    let step = interval.as_millis() as i64;
+    let last = recent.len().saturating_sub(1) as i64;
+    recent
+        .iter()
+        .enumerate()
+        .map(|(i, v)| ((i as i64 - last) * step, *v))
+        .collect()
 }
 
 /// Counters of the trigger stage.
@@ -218,6 +241,7 @@ impl Captures {
                     fault_period: 0,
                 },
                 timeline: Vec::new(),
+                values: history_values(&firing.recent, firing.interval),
                 complete: false,
             },
             until: now + self.post,
@@ -227,6 +251,26 @@ impl Captures {
             self.add(&mut capture, slice);
         }
         self.captures.push(capture);
+    }
+
+    /// Records the values of this collection for every capture started before it (one started
+    /// now has them from its firing): `values_of` gives a target's, `None` once it is gone.
+    pub fn note_values(
+        &mut self,
+        now: SystemTime,
+        values_of: impl Fn(&TargetId) -> Option<Values>,
+    ) {
+        for capture in &mut self.captures {
+            let kept = &mut capture.kept;
+            let at = millis_after(now, kept.fired_at);
+            let newer = kept.values.last().is_none_or(|(last, _)| at > *last);
+            if !newer || kept.values.len() >= MAX_TIMELINE {
+                continue;
+            }
+            if let Some(values) = values_of(&kept.target) {
+                kept.values.push((at, values));
+            }
+        }
     }
 
     /// Feeds one drained interval; returns the captures that are complete.
@@ -344,6 +388,14 @@ mod tests {
                 avg: 20,
                 rule,
             }],
+            recent: (1..=3)
+                .map(|cpu| Values {
+                    cpu,
+                    mem: 0,
+                    thread: 1,
+                })
+                .collect(),
+            interval: Duration::from_secs(1),
         }
     }
 
@@ -370,6 +422,7 @@ mod tests {
                 .is_empty());
         }
         captures.fire(firing(7, Metric::Cpu), second(10));
+        captures.note_values(second(10), |_| unreachable!("the firing brought them"));
         assert!(captures
             .on_slice(slice(second(10), 7, "spike", 5), second(11))
             .is_empty());
@@ -385,6 +438,14 @@ mod tests {
         assert!(captures.take_started(second(11)).is_empty());
         // A second rule inside the capture joins it and extends the seconds after.
         captures.fire(firing(7, Metric::Mem), second(11));
+        let later = Values {
+            cpu: 80,
+            mem: 5,
+            thread: 2,
+        };
+        captures.note_values(second(11), |t| {
+            (*t == TargetId::Process(7)).then_some(later)
+        });
         assert!(captures
             .on_slice(slice(second(11), 7, "after", 2), second(12))
             .is_empty());
@@ -397,6 +458,8 @@ mod tests {
             [Metric::Cpu, Metric::Mem]
         );
         assert_eq!(kept.window.start, second(7), "3 s before the firing");
+        let plotted: Vec<(i64, u64)> = kept.values.iter().map(|(t, v)| (*t, v.cpu)).collect();
+        assert_eq!(plotted, [(-2000, 1), (-1000, 2), (0, 3), (1000, 80)]);
         assert_eq!(kept.window.duration, Duration::from_secs(6));
         assert_eq!(
             functions(kept),

@@ -76,6 +76,12 @@ impl Ring {
         self.len
     }
 
+    /// The values held, oldest first.
+    pub fn values(&self) -> impl Iterator<Item = u64> + '_ {
+        let start = (self.next + RING - self.len) % RING;
+        (0..self.len).map(move |i| self.values[(start + i) % RING])
+    }
+
     /// Integer average of the values held.
     pub fn avg(&self) -> u64 {
         if self.len == 0 {
@@ -209,6 +215,17 @@ impl TargetState {
         self.collected >= WARM_UP
     }
 
+    /// The values the rings hold, oldest first, the current one last: what the averages were
+    /// made of, drawn on the page as the timeline before a firing.
+    pub fn recent(&self) -> Vec<Values> {
+        let [cpu, mem, thread] = &self.rings;
+        cpu.values()
+            .zip(mem.values())
+            .zip(thread.values())
+            .map(|((cpu, mem), thread)| Values { cpu, mem, thread })
+            .collect()
+    }
+
     /// The history `metric`'s rule compares with: its average and how many values it holds.
     pub fn history(&self, metric: Metric) -> (u64, usize) {
         let ring = &self.rings[Metric::ALL.iter().position(|m| *m == metric).unwrap_or(0)];
@@ -270,10 +287,15 @@ mod tests {
             ring.push(v);
         }
         assert_eq!(ring.avg(), 1, "3 / 2");
+        assert_eq!(ring.values().collect::<Vec<_>>(), [1, 2]);
         for v in 0..20 {
             ring.push(v);
         }
         assert_eq!(ring.avg(), (10..20).sum::<u64>() / 10);
+        assert_eq!(
+            ring.values().collect::<Vec<_>>(),
+            (10..20).collect::<Vec<_>>()
+        );
     }
 
     fn rules() -> Rules {

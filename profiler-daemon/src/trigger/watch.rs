@@ -119,6 +119,11 @@ pub struct Firing {
     pub target: TargetId,
     pub name: String,
     pub scenes: Vec<Scene>,
+    /// The target's values of the last collections (the rules' history), oldest first, the
+    /// firing one last.
+    pub recent: Vec<Values>,
+    /// The collect interval: how far apart `recent`'s values are.
+    pub interval: Duration,
 }
 
 pub struct Watcher {
@@ -251,6 +256,8 @@ impl Watcher {
                     target: target.clone(),
                     name: entry.name.clone(),
                     scenes,
+                    recent: entry.state.recent(),
+                    interval: slice.duration,
                 });
             }
         }
@@ -261,6 +268,11 @@ impl Watcher {
         self.collections += 1;
         firings.sort_by(|a, b| a.target.cmp(&b.target));
         firings
+    }
+
+    /// A target's values in the last collection, while it is watched.
+    pub fn last_values(&self, target: &TargetId) -> Option<Values> {
+        self.entries.get(target).map(|e| e.state.last)
     }
 
     /// Samples per target in `slice`, with each target's name and rules: every sampled

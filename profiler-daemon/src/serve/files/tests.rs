@@ -67,7 +67,13 @@ fn listing_reads_sidecars_newest_first_within_the_window() {
     )
     .unwrap();
     let stats = FileStats::default();
-    let listing = list_kept(&dir, Duration::from_secs(3600), SystemTime::now(), &stats);
+    let listing = list_kept(
+        &dir,
+        Duration::from_secs(3600),
+        SystemTime::now(),
+        &stats,
+        |_| true,
+    );
     let targets: Vec<&str> = listing.rows.iter().map(|r| r.target.as_str()).collect();
     assert_eq!(targets, vec!["new", "mid"]);
     assert!(!listing.truncated);
@@ -89,7 +95,7 @@ fn a_planted_sidecar_and_a_symlink_to_a_secret_serve_nothing() {
     assert_eq!(read, None);
     assert_eq!(stats.refused(Refusal::Link), 1);
     // And the page does not list it.
-    assert!(list_kept(&dir, DAY, SystemTime::now(), &stats)
+    assert!(list_kept(&dir, DAY, SystemTime::now(), &stats, |_| true)
         .rows
         .is_empty());
     // A sidecar that is itself a link to a sidecar elsewhere is not read either.
@@ -119,7 +125,7 @@ fn a_fifo_named_like_a_sidecar_does_not_block_the_listing() {
     let started = Instant::now();
     thread::spawn(move || {
         let stats = FileStats::default();
-        let listing = list_kept(&listed_dir, DAY, SystemTime::now(), &stats);
+        let listing = list_kept(&listed_dir, DAY, SystemTime::now(), &stats, |_| true);
         let fifo = read_ours(&listed_dir, "x.json", 1024, &stats);
         let _ = tx.send((listing.rows.len(), stats.refused(Refusal::NotRegular), fifo));
     });
@@ -140,7 +146,7 @@ fn other_users_files_hard_links_and_oversized_files_are_refused() {
     write_kept(&dir, "planted", now);
     chown_to_nobody(&dir.join("planted.json"));
     let stats = FileStats::default();
-    assert!(list_kept(&dir, DAY, SystemTime::now(), &stats)
+    assert!(list_kept(&dir, DAY, SystemTime::now(), &stats, |_| true)
         .rows
         .is_empty());
     assert_eq!(
@@ -165,7 +171,11 @@ fn other_users_files_hard_links_and_oversized_files_are_refused() {
         read_kept_file(&dir, "linked.pb.gz", DAY, SystemTime::now(), &stats).as_deref(),
         Some(&b"pprof"[..])
     );
-    fs::write(dir.join("big.json"), vec![b' '; 300 << 10]).unwrap();
+    fs::write(
+        dir.join("big.json"),
+        vec![b' '; MAX_SIDECAR_BYTES as usize + 1],
+    )
+    .unwrap();
     assert!(matches!(
         read_ours(&dir, "big.json", MAX_SIDECAR_BYTES, &stats),
         Err(ReadError::Refused(Refusal::TooLarge))
@@ -185,7 +195,7 @@ fn the_page_reads_only_the_newest_sidecars() {
     let dir = scratch("bound");
     let now = now_unix();
     let start = SystemTime::now() - Duration::from_secs(3600);
-    for i in 0..(MAX_ROWS + 20) {
+    for i in 0..(MAX_SIDECARS + 20) {
         let base = format!("p{i:04}");
         write_kept(&dir, &base, now - 3600 + i as u64);
         let sidecar = fs::File::options()
@@ -197,11 +207,67 @@ fn the_page_reads_only_the_newest_sidecars() {
             .unwrap();
     }
     let stats = FileStats::default();
-    let listing = list_kept(&dir, DAY, SystemTime::now(), &stats);
+    let listing = list_kept(&dir, DAY, SystemTime::now(), &stats, |_| true);
     assert!(listing.truncated);
-    assert_eq!(listing.rows.len(), MAX_ROWS);
-    assert_eq!(listing.rows[0].target, format!("p{:04}", MAX_ROWS + 19));
-    assert_eq!(listing.rows[MAX_ROWS - 1].target, "p0020");
+    assert_eq!(listing.rows.len(), MAX_SIDECARS);
+    assert_eq!(listing.rows[0].target, format!("p{:04}", MAX_SIDECARS + 19));
+    assert_eq!(listing.rows[MAX_SIDECARS - 1].target, "p0020");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn continuous_windows_are_listed_from_one_sidecar_and_filtered() {
+    let dir = scratch("continuous");
+    let now = now_unix();
+    let file = |comm: &str| format!("{comm}-1.cpu.20261206T174411.421Z.pb.gz");
+    let rows: Vec<KeptSummary> = ["api", "db", "api2"]
+        .iter()
+        .map(|comm| {
+            fs::write(dir.join(file(comm)), b"pprof").unwrap();
+            KeptSummary {
+                fired_unix: now - 5,
+                target: format!("{comm}-1"),
+                service: if comm.starts_with("api") { "api" } else { "db" }.into(),
+                trigger: crate::export::CONTINUOUS.into(),
+                pprof: file(comm),
+                ..KeptSummary::default()
+            }
+        })
+        .collect();
+    fs::write(
+        dir.join("continuous.20261206T174411.421Z.json"),
+        serde_json::to_vec(&rows).unwrap(),
+    )
+    .unwrap();
+    write_kept(&dir, "cpu.1.20261206T174500.000Z", now - 1);
+    let stats = FileStats::default();
+    let listing = list_kept(&dir, DAY, SystemTime::now(), &stats, |row| {
+        row.service == "api"
+    });
+    let targets: Vec<&str> = listing.rows.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(targets.len(), 2, "{targets:?}");
+    assert!(targets.contains(&"api-1") && targets.contains(&"api2-1"));
+    assert_eq!(
+        listing.services.len(),
+        2,
+        "every row read is a filter value"
+    );
+    assert_eq!(listing.targets.len(), 4);
+    // A continuous file is found through its window's sidecar.
+    let found = find_listed(&dir, &file("db"), DAY, SystemTime::now(), &stats).expect("listed");
+    assert_eq!(found.target, "db-1");
+    assert_eq!(
+        read_kept_file(&dir, &file("db"), DAY, SystemTime::now(), &stats).as_deref(),
+        Some(&b"pprof"[..])
+    );
+    assert!(find_listed(
+        &dir,
+        "other-1.cpu.20261206T174411.421Z.pb.gz",
+        DAY,
+        SystemTime::now(),
+        &stats
+    )
+    .is_none());
     fs::remove_dir_all(&dir).unwrap();
 }
 
