@@ -27,12 +27,34 @@ type Part<'a> = (
     &'a ProcessProfile,
     Vec<(&'a Vec<u32>, u64)>,
     usize,
-    Option<i64>,
+    Option<SliceTime>,
 );
 
-/// A process's samples of one collect interval, and when the interval ended relative to the
-/// firing, in milliseconds (0 or less: before it).
-pub type Timed<'a> = (&'a ProcessProfile, i64);
+/// When a collect interval was taken relative to a firing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SliceTime {
+    /// When it ended, in ms from the firing (negative: before it).
+    pub end_ms: i64,
+    pub duration_ms: i64,
+}
+
+impl SliceTime {
+    /// `before` the firing, `firing` (the interval whose values fired the rule: it ends at the
+    /// firing) or `after`: the first is the baseline, the others the spike.
+    pub fn phase(self) -> &'static str {
+        let half = self.duration_ms / 2;
+        if self.end_ms < -half {
+            "before"
+        } else if self.end_ms <= half {
+            "firing"
+        } else {
+            "after"
+        }
+    }
+}
+
+/// A process's samples of one collect interval, and when the interval was taken.
+pub type Timed<'a> = (&'a ProcessProfile, SliceTime);
 
 /// Stacks sorted, so that the same window always encodes to the same bytes.
 fn sorted_stacks(process: &ProcessProfile) -> Vec<(&Vec<u32>, u64)> {
@@ -74,9 +96,9 @@ pub fn encode_sources(
 }
 
 /// [`encode_sources`] of a kept profile kept per collect interval: each sample also carries a
-/// `phase` label, `before` or `after` the firing, and an `offset` label, when its interval
-/// ended relative to the firing in milliseconds, so `go tool pprof -tagfocus=phase=before`
-/// shows the seconds before the spike alone.
+/// `phase` label ([`SliceTime::phase`]: `before`, `firing` or `after`) and an `offset` label,
+/// when its interval ended relative to the firing in milliseconds, so `go tool pprof
+/// -tagfocus=phase=before` shows the seconds before the spike alone.
 pub fn encode_timed(
     window: &Window,
     sources: &[(Measure, Vec<Timed<'_>>)],
@@ -221,18 +243,18 @@ fn encode_parts(
     }
 }
 
-/// `phase` (`before` the firing or `after` it) and `offset` (milliseconds from the firing).
-fn time_labels(strings: &mut super::tables::Strings, offset: i64) -> [pb::Label; 2] {
-    let phase = if offset <= 0 { "before" } else { "after" };
+/// `phase` ([`SliceTime::phase`]) and `offset` (when the interval ended, in milliseconds
+/// from the firing).
+fn time_labels(strings: &mut super::tables::Strings, at: SliceTime) -> [pb::Label; 2] {
     [
         pb::Label {
             key: strings.get("phase"),
-            str: strings.get(phase),
+            str: strings.get(at.phase()),
             ..Default::default()
         },
         pb::Label {
             key: strings.get("offset"),
-            num: offset,
+            num: at.end_ms,
             num_unit: strings.get("milliseconds"),
             ..Default::default()
         },
@@ -285,18 +307,25 @@ mod tests {
 
     #[test]
     fn timed_parts_carry_phase_and_offset_and_share_their_locations() {
+        let at = |end_ms| SliceTime {
+            end_ms,
+            duration_ms: 500,
+        };
         let window = window();
         let process = &window.processes[0];
         let cpu = Measure::cpu_of(&window);
         let once = encode_measured(&window, &[process], &[], cpu);
         let timed = encode_timed(
             &window,
-            &[(cpu, vec![(process, -1500), (process, 500)])],
+            &[(
+                cpu,
+                vec![(process, at(-1500)), (process, at(-2)), (process, at(500))],
+            )],
             &[],
         );
         assert_valid(&timed);
         assert_eq!(timed.location.len(), once.location.len());
-        assert_eq!(timed.sample.len(), 2 * once.sample.len());
+        assert_eq!(timed.sample.len(), 3 * once.sample.len());
         let s = |i: i64| timed.string_table[i as usize].as_str();
         let labels: Vec<(String, i64)> = timed
             .sample
@@ -312,6 +341,7 @@ mod tests {
             labels.contains(&("before".to_string(), -1500)),
             "{labels:?}"
         );
+        assert!(labels.contains(&("firing".to_string(), -2)), "{labels:?}");
         assert!(labels.contains(&("after".to_string(), 500)), "{labels:?}");
     }
 

@@ -14,7 +14,7 @@ use crate::{
     aggregate::ProcessProfile,
     process::ProcessInfo,
     targets::LabelConfig,
-    types::{rfc3339, utc_timestamp},
+    types::{millis_after, rfc3339, utc_timestamp},
 };
 
 /// Suffix of a kept profile's metadata next to its `.pb.gz` and `.svg`.
@@ -129,14 +129,6 @@ pub fn window_sidecar_for(file: &str) -> Option<String> {
 /// Seconds since the epoch.
 fn unix_seconds(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// Milliseconds from `fired` to `at`, negative before it.
-fn millis_after(at: SystemTime, fired: SystemTime) -> i64 {
-    match at.duration_since(fired) {
-        Ok(after) => after.as_millis() as i64,
-        Err(before) => -(before.duration().as_millis() as i64),
-    }
 }
 
 impl KeptProfile<'_> {

@@ -21,7 +21,7 @@ use crate::{
     pprof_proto,
     targets::{truncate, LabelConfig, KIND_PROFILE_NAMES, MAX_VALUE_LEN},
     trigger::Kept,
-    types::{utc_timestamp, Metric},
+    types::{millis_after, utc_timestamp, Metric},
 };
 
 /// Why a kept profile's files were not all written.
@@ -109,12 +109,9 @@ impl KeptProfile<'_> {
         }
         // The same sources, interval by interval, each labelled with when it was taken.
         let fired = self.kept.fired_at;
-        let offset = |slice: &Window| -> i64 {
-            let end = slice.start + slice.duration;
-            match end.duration_since(fired) {
-                Ok(after) => after.as_millis() as i64,
-                Err(before) => -(before.duration().as_millis() as i64),
-            }
+        let offset = |slice: &Window| pprof::SliceTime {
+            end_ms: millis_after(slice.start + slice.duration, fired),
+            duration_ms: slice.duration.as_millis() as i64,
         };
         let timed: Vec<(Measure, Vec<pprof::Timed<'_>>)> = sources
             .iter()

@@ -13,6 +13,7 @@ use crate::{
         rules::{Scene, Values},
         watch::{Firing, TargetId},
     },
+    types::millis_after,
 };
 
 /// A kept profile, ready to be written and sent.
@@ -69,14 +70,6 @@ fn assemble(mut kept: Kept, until: SystemTime, now: SystemTime, complete: bool) 
     }
     kept.window.duration = now.duration_since(kept.window.start).unwrap_or_default();
     kept
-}
-
-/// Milliseconds from `fired` to `at`, negative before it.
-fn millis_after(at: SystemTime, fired: SystemTime) -> i64 {
-    match at.duration_since(fired) {
-        Ok(after) => after.as_millis() as i64,
-        Err(before) => -(before.duration().as_millis() as i64),
-    }
 }
 
 /// The rules' history at a firing as points of the plot: the last one read at the firing,

@@ -11,5 +11,5 @@ pub use cgroup::CgroupTarget;
 #[cfg(test)]
 pub(crate) use rule::TEST_RULE;
 pub use rule::{parse_rule, Metric, Rule, RuleSetting, Rules};
-pub use time::{rfc3339, utc_timestamp};
+pub use time::{millis_after, rfc3339, utc_timestamp};
 pub use units::{parse_bytes, parse_duration};

@@ -8,6 +8,14 @@ pub fn utc_timestamp(time: SystemTime) -> String {
     format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}.{ms:03}Z")
 }
 
+/// Milliseconds from `from` to `at`, negative when `at` is earlier.
+pub fn millis_after(at: SystemTime, from: SystemTime) -> i64 {
+    match at.duration_since(from) {
+        Ok(after) => after.as_millis() as i64,
+        Err(before) => -(before.duration().as_millis() as i64),
+    }
+}
+
 /// `2026-11-26T10:57:59Z` (RFC 3339, UTC, whole seconds).
 pub fn rfc3339(time: SystemTime) -> String {
     let (y, m, d, hh, mm, ss, _) = utc_parts(time);

@@ -293,6 +293,8 @@ impl Flame {
                     .find(|l| text(l.key) == key)
                     .map(|l| text(l.str))
             };
+            // The baseline is the seconds before the firing; the interval that fired the rule
+            // and those after it are the spike.
             let phase = label("phase").map(|p| p == "before");
             frames.clear();
             if by_process {

@@ -109,7 +109,7 @@ fn sample_types(out: &mut String, row: &KeptSummary, flame: &Flame) {
 fn top_table(out: &mut String, flame: &Flame) {
     let total = flame.total.max(1) as f64;
     out.push_str(
-        "<table id=\"top\"><thead><tr><th data-sort=\"name\">function</th>\
+        "<div class=\"table-scroll\"><table id=\"top\"><thead><tr><th data-sort=\"name\">function</th>\
          <th class=\"num\" data-sort=\"flat\" aria-sort=\"descending\">flat</th><th class=\"num\" data-sort=\"flat\">flat%</th>\
          <th class=\"num\" data-sort=\"cum\">cum</th><th class=\"num\" data-sort=\"cum\">cum%</th></tr></thead><tbody>\n",
     );
@@ -127,7 +127,7 @@ fn top_table(out: &mut String, flame: &Flame) {
             name = html(&row.name),
         );
     }
-    out.push_str("</tbody></table>\n");
+    out.push_str("</tbody></table></div>\n");
 }
 
 fn graphs(out: &mut String, row: &KeptSummary, flame: &Flame) {
@@ -146,8 +146,9 @@ fn graphs(out: &mut String, row: &KeptSummary, flame: &Flame) {
     if flame.has_phases() {
         let _ = writeln!(
             out,
-            "<h2>What changed: the seconds after the firing against those before</h2>\
-             <p class=\"legend\">Widths are the samples after the firing ({}); colours compare each function's share after with its share before ({}): \
+            "<h2>What changed: the spike against the seconds before it</h2>\
+             <p class=\"legend\">Widths are the samples of the spike, the interval that fired the rule and those after it ({}); \
+             colours compare each function's share there with its share in the seconds before ({}): \
              <span style=\"background:#f66\">grew</span><span style=\"background:#66f;color:#fff\">shrank</span>. Search and zoom apply here too.</p>\
              <div id=\"diff\" class=\"graph\"></div>",
             format_value(flame.after, &flame.unit),

@@ -117,7 +117,7 @@
       return d >= 0 ? "rgb(255," + shade + "," + shade + ")" : "rgb(" + shade + "," + shade + ",255)";
     }, function (n) {
       var d = 100 * share(n);
-      return n.name + ": " + percent(n.a, data.after) + " after, " + percent(n.b, data.before) + " before (" + (d >= 0 ? "+" : "") + d.toFixed(2) + " points)";
+      return n.name + ": " + percent(n.a, data.after) + " in the spike, " + percent(n.b, data.before) + " before (" + (d >= 0 ? "+" : "") + d.toFixed(2) + " points)";
     }));
   }
   graphs.forEach(function (g) { g.render(); });

@@ -105,7 +105,7 @@ fn spike() -> pb::Profile {
         &[20, 200],
         &[("phase", "after")],
     );
-    make.sample(&[&[]], &[1, 10], &[("phase", "after")]);
+    make.sample(&[&[]], &[1, 10], &[("phase", "firing")]);
     make.profile
 }
 
