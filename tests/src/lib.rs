@@ -411,7 +411,9 @@ impl Daemon {
         let mut found = None;
         wait_until(limit, || {
             found = self.stderr().lines().find_map(|l| {
-                let rest = l.split("HTTP listener on http://").nth(1)?;
+                let rest = l.split("HTTP listener on ").nth(1)?;
+                // https:// with the TLS of --web-config-file.
+                let rest = rest.split_once("://")?.1;
                 Some(rest.split('/').next()?.to_string())
             });
             found.is_some()

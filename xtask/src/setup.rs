@@ -29,6 +29,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("gcc", "compiles the C test fixtures"),
     (
+        "openssl",
+        "makes the CA and certificate of the TLS listener test (tests/web_auth.rs)",
+    ),
+    (
         "g++",
         "compiles the C++ fixture of the unwind tests (gcc does not pull it in)",
     ),

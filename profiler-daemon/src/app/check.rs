@@ -9,6 +9,7 @@ use crate::{
         dirs::DirKind,
         parse_kernel_version, Host,
     },
+    serve::auth::webconfig::WebConfig,
     targets::{resolve_targets, LabelConfig},
 };
 
@@ -30,6 +31,20 @@ pub(super) fn check(args: &RunArgs) -> bool {
     let mut items = report(&Host::real(), &wanted);
     items.push(targets_item(args));
     items.push(unwind_item(&args.unwind, &Host::real()));
+    if let Some(path) = &args.listener.web_config_file {
+        items.push(match WebConfig::load(path) {
+            Ok(config) => Item {
+                name: "web config",
+                status: Status::Ok,
+                detail: format!("{}: {}", path.display(), config.describe()),
+            },
+            Err(err) => Item {
+                name: "web config",
+                status: Status::Problem,
+                detail: err.to_string(),
+            },
+        });
+    }
     if args.server.url().is_some() {
         items.push(match server_client(args) {
             Ok(_) => Item {

@@ -29,7 +29,9 @@ use crate::{
     export::Exporter,
     host::{descriptors, priority, privileges},
     serve::{
-        self, hosts,
+        self,
+        auth::Security,
+        hosts,
         listener::ListenerConfig,
         metrics::Metrics,
         ondemand::{self, Kind},
@@ -162,6 +164,8 @@ impl Signals {
 struct Tasks {
     delivery: Option<JoinHandle<()>>,
     listener: Option<JoinHandle<()>>,
+    /// `--web-config-file`, re-read on SIGHUP.
+    security: Option<&'static Security>,
 }
 
 async fn serve_command(command: Command, argv: Vec<OsString>) -> anyhow::Result<()> {
@@ -190,7 +194,10 @@ async fn serve_command(command: Command, argv: Vec<OsString>) -> anyhow::Result<
             joined = &mut work => break Some(joined),
             _ = signals.interrupt.recv() => { tracing::info!("SIGINT: flushing the current window"); break None }
             _ = signals.terminate.recv() => { tracing::info!("SIGTERM: flushing the current window"); break None }
-            _ = signals.hangup.recv() => reload(&argv, reloadable, &reload_tx),
+            _ = signals.hangup.recv() => {
+                reload(&argv, reloadable, &reload_tx);
+                reload_web(tasks.security);
+            }
         }
     };
     stop.store(true, Ordering::Relaxed);
@@ -226,6 +233,7 @@ async fn start_run(
         args.limits.max_stacks as usize,
         Arc::clone(&metrics.pprof),
     );
+    tasks.security = web_security(&args)?;
     // Bound first, so that a taken port is a start-up error; served once the state
     // exists. `run` logs the address when the pipeline is up.
     let bound = match args.listen {
@@ -242,7 +250,7 @@ async fn start_run(
         allowed_hosts: bound
             .as_ref()
             .and_then(|(_, address)| hosts::allowed_hosts(*address, &args.listen_host)),
-        listener: listener_config(&args),
+        listener: listener_config(&args, tasks.security),
         file_workers: Default::default(),
         pprof: Some(PprofEndpoint::new(
             requests,
@@ -288,9 +296,42 @@ async fn start_run(
     }))
 }
 
-fn listener_config(args: &RunArgs) -> ListenerConfig {
+/// `--web-config-file`, read and checked before anything starts: a bad file is a one-line
+/// error naming it, the cause and the fix.
+fn web_security(args: &RunArgs) -> anyhow::Result<Option<&'static Security>> {
+    let Some(path) = &args.listener.web_config_file else {
+        return Ok(None);
+    };
+    if args.listen.0.is_none() {
+        tracing::warn!(
+            "--web-config-file {} is not used: the listener is off (--listen off)",
+            path.display()
+        );
+        return Ok(None);
+    }
+    Ok(Some(Security::load(path)?.leak()))
+}
+
+/// SIGHUP: re-reads `--web-config-file`; a file that no longer reads leaves the running one.
+fn reload_web(security: Option<&Security>) {
+    let Some(security) = security else {
+        return;
+    };
+    match security.reload() {
+        Ok(described) => tracing::info!(
+            "SIGHUP: web config {} re-read: {described}",
+            security.path().display()
+        ),
+        Err(err) => {
+            tracing::error!("SIGHUP: the web config file is invalid, the running one stays: {err}")
+        }
+    }
+}
+
+fn listener_config(args: &RunArgs, security: Option<&'static Security>) -> ListenerConfig {
     let l = &args.listener;
     ListenerConfig {
+        security,
         max_connections: l.listen_max_connections as usize,
         header_timeout: l.listen_header_timeout,
         idle_timeout: l.listen_idle_timeout,

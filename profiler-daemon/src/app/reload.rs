@@ -9,7 +9,7 @@ use super::{
     server::server_client,
 };
 use crate::{
-    config::{RunArgs, TargetArgs},
+    config::{ListenerArgs, RunArgs, TargetArgs},
     targets::{resolve_targets, LabelConfig},
 };
 
@@ -17,6 +17,10 @@ use crate::{
 /// files and sockets. A reload that changes them says so and leaves them as they are.
 fn restart_only(old: &RunArgs, new: &RunArgs) -> Vec<&'static str> {
     let dump = |a: &RunArgs| (a.files_dir(), a.dump_max_files, a.dump_max_bytes);
+    let bounds = |a: &RunArgs| ListenerArgs {
+        web_config_file: None,
+        ..a.listener.clone()
+    };
     [
         ("--frequency", old.target.frequency != new.target.frequency),
         (
@@ -31,7 +35,11 @@ fn restart_only(old: &RunArgs, new: &RunArgs) -> Vec<&'static str> {
         ),
         ("--listen", old.listen != new.listen),
         ("--listen-host", old.listen_host != new.listen_host),
-        ("--listen-* bounds", old.listener != new.listener),
+        ("--listen-* bounds", bounds(old) != bounds(new)),
+        (
+            "--web-config-file (the file itself is re-read at each SIGHUP)",
+            old.listener.web_config_file != new.listener.web_config_file,
+        ),
         ("--page-window", old.page_window != new.page_window),
         ("--duration", old.duration != new.duration),
         ("--nice", old.priority != new.priority),

@@ -125,8 +125,21 @@ impl<'a> RunLoop<'a> {
         super::daemon::warn_priority();
         privileges::drop_after_attach();
         if let Some(address) = web.address {
+            let (scheme, security) = match web.listener.security {
+                Some(security) => {
+                    let config = security.current();
+                    let scheme = if config.tls.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    };
+                    let path = security.path().display();
+                    (scheme, format!(" ({}; {path})", config.describe()))
+                }
+                None => ("http", String::new()),
+            };
             tracing::info!(
-                "HTTP listener on http://{address}/: kept profiles at /, /debug/pprof/, /metrics, /healthz"
+                "HTTP listener on {scheme}://{address}/{security}: kept profiles at /, /debug/pprof/, /metrics, /healthz"
             );
         }
         let started = Instant::now();

@@ -477,6 +477,7 @@ mod tests {
             ("tenant_id", "\"team-a\""),
             ("header", "[\"X-Env: prod\"]"),
             ("listen_host", "[\"profiler.internal\"]"),
+            ("web_config_file", "\"/etc/profilerd/web.yml\""),
         ];
         let command = run_command();
         let mut covered = 0;

@@ -1,7 +1,7 @@
-//! The listener: its address (`--listen`) and its bounds, what the connections of local users
-//! can take from the daemon.
+//! The listener: its address (`--listen`), its bounds, what the connections of local users
+//! can take from the daemon, and its TLS and credentials (`--web-config-file`).
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use clap::Args;
 
@@ -43,8 +43,8 @@ pub(super) fn parse_listen(text: &str) -> Result<Listen, String> {
         })
 }
 
-/// `--listen-*`: sized at start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
+/// `--listen-*`: sized at start; `--web-config-file`, re-read on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
 #[command(next_help_heading = "Listener")]
 pub struct ListenerArgs {
     /// Connections the listener holds at once. At the limit a new connection replaces the
@@ -73,6 +73,15 @@ pub struct ListenerArgs {
     /// samples of the processes it selected until it is answered.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64), value_name = "N")]
     pub pprof_max_requests: u64,
+    /// YAML file that turns on TLS and authentication for the listener, in the format of
+    /// Prometheus exporters' --web.config.file: `tls_server_config` (`cert_file`, `key_file`;
+    /// `client_ca_file` with `client_auth_type: RequireAndVerifyClientCert`),
+    /// `basic_auth_users` (user: bcrypt hash, e.g. from `htpasswd -nBC 10 USER`), and
+    /// `bearer_tokens_sha256` (SHA-256 hex digests of accepted bearer tokens). Relative paths
+    /// in it are relative to its directory. Every route but /healthz then needs credentials.
+    /// SIGHUP re-reads it (certificate rotation); a bad file stops the start.
+    #[arg(long, value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// A listener timeout: 100ms to 1h.
@@ -87,6 +96,27 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Cli, Command};
+
+    #[test]
+    fn listener_defaults() {
+        use clap::Parser;
+        let Command::Run(args) = Cli::try_parse_from(["profilerd", "run"]).unwrap().command else {
+            panic!("run expected")
+        };
+        assert_eq!(
+            args.listener,
+            ListenerArgs {
+                listen_max_connections: 128,
+                listen_header_timeout: Duration::from_secs(10),
+                listen_idle_timeout: Duration::from_secs(60),
+                listen_descriptor_reserve: 256,
+                pprof_max_seconds: 300,
+                pprof_max_requests: 4,
+                web_config_file: None,
+            }
+        );
+    }
 
     #[test]
     fn listen_takes_an_address_a_host_name_or_off() {

@@ -10,6 +10,10 @@
 //! by nothing, each of their connections lives only until the next one arrives, and a
 //! download in progress goes last. When every connection is handling a request the new one
 //! gets a 503 and is closed.
+//!
+//! With `tls_server_config` in `--web-config-file`, each connection first completes a TLS
+//! handshake ([`tls`]) within the header timeout, while it already holds its slot: every bound
+//! above applies to it, and a silent handshake is the first connection replaced.
 
 use std::{
     collections::HashMap,
@@ -36,9 +40,12 @@ use tokio::{
 use tokio_io_timeout::TimeoutStream;
 use tower_service::Service;
 
+use super::auth::{verify::Refusal, Security};
 use crate::host::descriptors;
 
-/// The listener's bounds (`--listen-*` flags).
+mod tls;
+
+/// The listener's bounds (`--listen-*` flags) and its TLS (`--web-config-file`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListenerConfig {
     pub max_connections: usize,
@@ -46,6 +53,8 @@ pub struct ListenerConfig {
     pub idle_timeout: Duration,
     /// Descriptors kept free for the daemon's own files.
     pub descriptor_reserve: u64,
+    /// `--web-config-file`: TLS for each connection (and the credentials the routes check).
+    pub security: Option<&'static Security>,
 }
 
 /// What happened to connections, totals since start (`/metrics`).
@@ -65,6 +74,12 @@ pub struct ListenerStats {
     /// `accept` failures (EMFILE and the like).
     pub accept_errors: AtomicU64,
     pub open: AtomicU64,
+    /// TLS handshakes that failed, plain HTTP sent to the TLS listener included.
+    pub tls_failed: AtomicU64,
+    /// TLS handshakes not done within the header timeout.
+    pub tls_timeouts: AtomicU64,
+    /// Requests refused for want of credentials, by [`Refusal::index`].
+    pub auth_refused: [AtomicU64; Refusal::ALL.len()],
 }
 
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
@@ -183,6 +198,12 @@ impl Listener {
         evicted
     }
 
+    /// Forgets a connection that ended.
+    fn close(&self, id: u64) {
+        self.table.lock().remove(&id);
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Answers a refused connection with a 503, then closes it.
     fn refuse(self: &Arc<Self>, mut stream: TcpStream) {
         if self.refusing.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
@@ -282,8 +303,23 @@ async fn connection(
     // also fire while a slow handler runs (hyper watches the socket for a close meanwhile).
     let mut stream = TimeoutStream::new(stream);
     stream.set_write_timeout(Some(listener.config.idle_timeout));
+    let io: Pin<Box<dyn Io>> = match listener.config.security.and_then(Security::tls) {
+        None => Box::pin(stream),
+        Some(config) => {
+            let (timeout, stats) = (listener.config.header_timeout, &listener.stats);
+            let secured = tokio::select! {
+                secured = tls::accept(stream, config, timeout, stats) => secured,
+                () = conn.evict.notified() => None,
+                _ = shutdown.changed() => None,
+            };
+            match secured {
+                Some(stream) => Box::pin(stream),
+                None => return listener.close(id),
+            }
+        }
+    };
     let io = TokioIo::new(Activity {
-        io: Box::pin(stream),
+        io,
         conn: Arc::clone(&conn),
         listener: Arc::clone(&listener),
     });
@@ -318,14 +354,18 @@ async fn connection(
     if let Err(err) = result {
         count_error(&listener.stats, &err);
     }
-    listener.table.lock().remove(&id);
-    listener.stats.open.fetch_sub(1, Ordering::Relaxed);
+    listener.close(id);
 }
+
+/// What a connection reads and writes: the socket, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Send> Io for T {}
 
 /// The socket of one connection: each byte read or written marks the connection active, so
 /// that a download in progress is the last to be replaced, an attacker's silent sockets first.
 struct Activity {
-    io: Pin<Box<TimeoutStream<TcpStream>>>,
+    io: Pin<Box<dyn Io>>,
     conn: Arc<Conn>,
     listener: Arc<Listener>,
 }

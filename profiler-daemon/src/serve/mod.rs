@@ -15,6 +15,7 @@
 //! only reads files the daemon wrote ([`files`]). The accept loop bounds connections
 //! ([`listener`]).
 
+pub mod auth;
 mod files;
 pub mod hosts;
 pub mod listener;
@@ -119,6 +120,10 @@ pub async fn serve(listener: TcpListener, state: Arc<WebState>, shutdown: watch:
         .route("/debug/pprof", get(pprof::index))
         .route("/debug/pprof/", get(pprof::index))
         .route("/debug/pprof/{kind}", get(pprof::profile))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::check_auth,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             hosts::check_host,

@@ -17,6 +17,7 @@ const CONFIG: ListenerConfig = ListenerConfig {
     header_timeout: Duration::from_millis(500),
     idle_timeout: Duration::from_millis(400),
     descriptor_reserve: 16,
+    security: None,
 };
 
 struct Running {
@@ -208,4 +209,119 @@ async fn a_download_in_progress_goes_after_the_silent_connections() {
     }
     assert!(received > 64 << 20, "{received} bytes");
     assert_eq!(load(&server.stats.evicted), 1);
+}
+
+/// A web config file with the test certificates (tests/data/web/), no credentials, and
+/// `extra` keys of `tls_server_config`.
+fn tls_security(extra: &str) -> &'static Security {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/web");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("web.yml");
+    let text = format!(
+        "tls_server_config:\n  cert_file: {0}/cert.pem\n  key_file: {0}/key.pem\n{extra}",
+        data.display()
+    );
+    std::fs::write(&file, text).unwrap();
+    Security::load(&file).unwrap().leak()
+}
+
+/// A TLS connection that trusts the test CA, with the test client certificate if `client`,
+/// that has sent `GET /ok`.
+async fn try_tls_connect(
+    address: std::net::SocketAddr,
+    client: bool,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/web");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(data.join("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = if client {
+        let chain = CertificateDer::pem_file_iter(data.join("client.pem")).unwrap();
+        let key = PrivateKeyDer::from_pem_file(data.join("client-key.pem")).unwrap();
+        builder
+            .with_client_auth_cert(chain.map(Result::unwrap).collect(), key)
+            .unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(address).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp).await?;
+    // Under TLS 1.3 a refused client certificate shows after the handshake, in the answer.
+    tls.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await?;
+    Ok(tls)
+}
+
+async fn tls_connect(address: std::net::SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
+    try_tls_connect(address, false).await.unwrap()
+}
+
+/// The whole answer on a TLS connection (a missing close_notify is no error here).
+async fn tls_answer(tls: &mut tokio_rustls::client::TlsStream<TcpStream>) -> String {
+    let mut answer = Vec::new();
+    let _ = timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn with_tls_each_connection_shakes_hands_within_the_header_timeout() {
+    let server = start(ListenerConfig {
+        security: Some(tls_security("")),
+        ..CONFIG
+    })
+    .await;
+    let answer = tls_answer(&mut tls_connect(server.address).await).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"),
+        "{answer}"
+    );
+
+    // Plain HTTP gets one line saying what to use, as from Go's net/http.
+    let answer = get_once(server.address, "/ok").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.ends_with("use https://\n"), "{answer}");
+
+    // A silent client, and one that stops within its ClientHello, hold their slot no longer
+    // than the header timeout (500 ms).
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(server.address).await.unwrap();
+    let mut stalled = TcpStream::connect(server.address).await.unwrap();
+    stalled.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(2)).await);
+    assert!(closed_within(&mut stalled, Duration::from_secs(2)).await);
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert_eq!(load(&server.stats.tls_failed), 1);
+    assert_eq!(load(&server.stats.tls_timeouts), 2);
+    sleep(Duration::from_millis(100)).await;
+    assert_eq!(load(&server.stats.open), 0);
+}
+
+#[tokio::test]
+async fn client_certificates_signed_by_the_ca_are_required_when_asked_for() {
+    let ca = format!("{}/tests/data/web/ca.pem", env!("CARGO_MANIFEST_DIR"));
+    let extra = format!("  client_ca_file: {ca}\n  client_auth_type: RequireAndVerifyClientCert\n");
+    let server = start(ListenerConfig {
+        security: Some(tls_security(&extra)),
+        ..CONFIG
+    })
+    .await;
+    let mut with = try_tls_connect(server.address, true).await.unwrap();
+    let answer = tls_answer(&mut with).await;
+    assert!(answer.ends_with("ok\n"), "{answer}");
+    let answer = match try_tls_connect(server.address, false).await {
+        Ok(mut without) => tls_answer(&mut without).await,
+        Err(_) => String::new(),
+    };
+    assert!(!answer.contains("ok"), "{answer}");
+    sleep(Duration::from_millis(100)).await;
+    assert_eq!(load(&server.stats.tls_failed), 1);
 }

@@ -33,10 +33,7 @@ use prometheus_client::{
 };
 use thiserror::Error;
 
-use super::{
-    files::{FileStats, Refusal, FILE_QUEUE, FILE_WORKERS},
-    listener::ListenerStats,
-};
+use super::{files::FileStats, listener::ListenerStats};
 use crate::{
     aggregate::Accounting,
     export::{DeliveryStats, SpoolCounts},
@@ -99,6 +96,7 @@ macro_rules! label_sets {
 label_sets!(Outcome { outcome }, Reason { reason }, Map { map });
 label_sets!(Lookup { result }, Cache { cache });
 label_sets!(Event { event }, Rule { rule }, DirLabel { dir });
+mod http;
 mod offcpu;
 mod pprof;
 mod unwind;
@@ -158,12 +156,7 @@ struct Families {
     server_responses: Family<Event, Counter>,
     spool_corrupt_files: Family<Unlabelled, U64Gauge>,
     leftovers: Family<DirLabel, Counter>,
-    connections: Family<Event, Counter>,
-    connections_open: U64Gauge,
-    descriptor_reserve_hits: Counter,
-    host_refused: Counter,
-    dump_files_refused: Family<Reason, Counter>,
-    file_reads_refused: Counter,
+    http: http::HttpFamilies,
     unwind: unwind::UnwindFamilies,
     offcpu: offcpu::OffCpuFamilies,
     pprof: pprof::PprofFamilies,
@@ -324,65 +317,6 @@ impl Families {
 }
 
 impl Families {
-    /// The listener's connections and the dump-dir files it refused to read.
-    fn register_listener(&self, r: &mut Registry) {
-        r.register(
-            "profilerd_http_connections",
-            "Listener connections by event: accepted; evicted (idle the longest, closed for a new one at --listen-max-connections or under --listen-descriptor-reserve); refused (503, every connection busy); header_timeout (--listen-header-timeout); idle_timeout (--listen-idle-timeout); accept_error",
-            self.connections.clone(),
-        );
-        r.register(
-            "profilerd_http_connections_open",
-            "Listener connections open (bounded by --listen-max-connections)",
-            self.connections_open.clone(),
-        );
-        r.register(
-            "profilerd_http_descriptor_reserve_hits",
-            "New connections that found fewer free file descriptors than --listen-descriptor-reserve",
-            self.descriptor_reserve_hits.clone(),
-        );
-        r.register(
-            "profilerd_http_host_refused",
-            "Requests to a loopback listener refused (403) because their Host was not one of its names or a --listen-host (DNS rebinding)",
-            self.host_refused.clone(),
-        );
-        r.register(
-            "profilerd_dump_files_refused",
-            "Dump-dir files the page and /profiles/ did not read, by reason: link, not_regular (FIFO, socket, device), not_ours (another owner or a hard link), too_large",
-            self.dump_files_refused.clone(),
-        );
-        r.register(
-            "profilerd_http_file_reads_refused",
-            format!("Requests for the page or /profiles/ answered 503: {FILE_QUEUE} were already waiting for the {FILE_WORKERS} threads that read the dump dir"),
-            self.file_reads_refused.clone(),
-        );
-    }
-
-    fn apply_listener(&self, l: &ListenerStats, files: &FileStats) {
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        for (event, total) in [
-            ("accepted", load(&l.accepted)),
-            ("evicted", load(&l.evicted)),
-            ("refused", load(&l.refused)),
-            ("header_timeout", load(&l.header_timeouts)),
-            ("idle_timeout", load(&l.idle_timeouts)),
-            ("accept_error", load(&l.accept_errors)),
-        ] {
-            advance(&self.connections.get_or_create(&Event { event }), total);
-        }
-        self.connections_open.set(load(&l.open));
-        advance(&self.descriptor_reserve_hits, load(&l.short_of_descriptors));
-        advance(&self.host_refused, load(&l.host_refused));
-        advance(&self.file_reads_refused, load(&files.queue_full));
-        for why in Refusal::ALL {
-            let labels = Reason { reason: why.name() };
-            advance(
-                &self.dump_files_refused.get_or_create(&labels),
-                files.refused(why),
-            );
-        }
-    }
-
     fn apply_samples(&self, s: &Snapshot) {
         let f = self;
         let acc = &s.accounting;
@@ -538,7 +472,7 @@ impl Default for Metrics {
         f.register_samples(&mut registry, &drain_duration);
         f.register_symbols(&mut registry);
         f.register_outputs(&mut registry);
-        f.register_listener(&mut registry);
+        f.http.register(&mut registry);
         f.unwind.register(&mut registry);
         f.offcpu.register(&mut registry);
         f.pprof.register(&mut registry);
@@ -553,7 +487,7 @@ impl Default for Metrics {
         // Every series that exists without a server shows 0 until the first drain.
         state.apply(&Snapshot::default());
         let (listener, files, pprof) = (Arc::default(), Arc::default(), Arc::default());
-        state.families.apply_listener(&listener, &files);
+        state.families.http.apply(&listener, &files);
         state.families.pprof.apply(&pprof);
         Self {
             registry,
@@ -604,7 +538,7 @@ impl Metrics {
                 advance(&responses.get_or_create(&Event { event }), total);
             }
         }
-        state.families.apply_listener(&self.listener, &self.files);
+        state.families.http.apply(&self.listener, &self.files);
         state.families.pprof.apply(&self.pprof);
         let mut out = String::with_capacity(8192);
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
