@@ -165,7 +165,7 @@ struct Tasks {
     delivery: Option<JoinHandle<()>>,
     listener: Option<JoinHandle<()>>,
     /// `--web-config-file`, re-read on SIGHUP.
-    security: Option<&'static Security>,
+    security: Option<Arc<Security>>,
 }
 
 async fn serve_command(command: Command, argv: Vec<OsString>) -> anyhow::Result<()> {
@@ -196,7 +196,7 @@ async fn serve_command(command: Command, argv: Vec<OsString>) -> anyhow::Result<
             _ = signals.terminate.recv() => { tracing::info!("SIGTERM: flushing the current window"); break None }
             _ = signals.hangup.recv() => {
                 reload(&argv, reloadable, &reload_tx);
-                reload_web(tasks.security);
+                reload_web(tasks.security.as_deref());
             }
         }
     };
@@ -250,7 +250,7 @@ async fn start_run(
         allowed_hosts: bound
             .as_ref()
             .and_then(|(_, address)| hosts::allowed_hosts(*address, &args.listen_host)),
-        listener: listener_config(&args, tasks.security),
+        listener: listener_config(&args, tasks.security.clone()),
         file_workers: Default::default(),
         pprof: Some(PprofEndpoint::new(
             requests,
@@ -298,7 +298,7 @@ async fn start_run(
 
 /// `--web-config-file`, read and checked before anything starts: a bad file is a one-line
 /// error naming it, the cause and the fix.
-fn web_security(args: &RunArgs) -> anyhow::Result<Option<&'static Security>> {
+fn web_security(args: &RunArgs) -> anyhow::Result<Option<Arc<Security>>> {
     let Some(path) = &args.listener.web_config_file else {
         return Ok(None);
     };
@@ -309,7 +309,7 @@ fn web_security(args: &RunArgs) -> anyhow::Result<Option<&'static Security>> {
         );
         return Ok(None);
     }
-    Ok(Some(Security::load(path)?.leak()))
+    Ok(Some(Arc::new(Security::load(path)?)))
 }
 
 /// SIGHUP: re-reads `--web-config-file`; a file that no longer reads leaves the running one.
@@ -328,7 +328,7 @@ fn reload_web(security: Option<&Security>) {
     }
 }
 
-fn listener_config(args: &RunArgs, security: Option<&'static Security>) -> ListenerConfig {
+fn listener_config(args: &RunArgs, security: Option<Arc<Security>>) -> ListenerConfig {
     let l = &args.listener;
     ListenerConfig {
         security,

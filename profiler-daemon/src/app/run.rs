@@ -125,7 +125,7 @@ impl<'a> RunLoop<'a> {
         super::daemon::warn_priority();
         privileges::drop_after_attach();
         if let Some(address) = web.address {
-            let (scheme, security) = match web.listener.security {
+            let (scheme, security) = match &web.listener.security {
                 Some(security) => {
                     let config = security.current();
                     let scheme = if config.tls.is_some() {
@@ -139,8 +139,13 @@ impl<'a> RunLoop<'a> {
                 None => ("http", String::new()),
             };
             tracing::info!(
-                "HTTP listener on {scheme}://{address}/{security}: kept profiles at /, /debug/pprof/, /metrics, /healthz"
+                "HTTP listener on {scheme}://{address}/{security}: profiles at /, /debug/pprof/, /metrics, /healthz"
             );
+            if web.listener.security.is_none() && !address.ip().is_loopback() {
+                tracing::warn!(
+                    "the listener on {address} has no TLS and no authentication: anyone who reaches it can read profiles and take new ones at /debug/pprof/; give --web-config-file, or listen on 127.0.0.1"
+                );
+            }
         }
         let started = Instant::now();
         let mut run = Self {

@@ -52,12 +52,6 @@ impl Security {
         })
     }
 
-    /// For the listener's configuration, which is copied into every connection: one per
-    /// `run`, made at start, lives as long as the daemon.
-    pub fn leak(self) -> &'static Self {
-        Box::leak(Box::new(self))
-    }
-
     /// Re-reads the file; on an error the running configuration stays. Says what is in force.
     pub fn reload(&self) -> Result<String, WebConfigError> {
         let config = WebConfig::load(&self.path)?;
@@ -105,7 +99,7 @@ pub(super) async fn check_auth(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(security) = state.listener.security else {
+    let Some(security) = &state.listener.security else {
         return next.run(request).await;
     };
     let config = security.current();
@@ -193,7 +187,7 @@ mod tests {
                 header_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(1),
                 descriptor_reserve: 16,
-                security: Some(Security::load(&file).unwrap().leak()),
+                security: Some(Arc::new(Security::load(&file).unwrap())),
             },
             file_workers: Default::default(),
             pprof: None,

@@ -46,7 +46,7 @@ use crate::host::descriptors;
 mod tls;
 
 /// The listener's bounds (`--listen-*` flags) and its TLS (`--web-config-file`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ListenerConfig {
     pub max_connections: usize,
     pub header_timeout: Duration,
@@ -54,7 +54,7 @@ pub struct ListenerConfig {
     /// Descriptors kept free for the daemon's own files.
     pub descriptor_reserve: u64,
     /// `--web-config-file`: TLS for each connection (and the credentials the routes check).
-    pub security: Option<&'static Security>,
+    pub security: Option<Arc<Security>>,
 }
 
 /// What happened to connections, totals since start (`/metrics`).
@@ -303,7 +303,7 @@ async fn connection(
     // also fire while a slow handler runs (hyper watches the socket for a close meanwhile).
     let mut stream = TimeoutStream::new(stream);
     stream.set_write_timeout(Some(listener.config.idle_timeout));
-    let io: Pin<Box<dyn Io>> = match listener.config.security.and_then(Security::tls) {
+    let io: Pin<Box<dyn Io>> = match listener.config.security.as_deref().and_then(Security::tls) {
         None => Box::pin(stream),
         Some(config) => {
             let (timeout, stats) = (listener.config.header_timeout, &listener.stats);

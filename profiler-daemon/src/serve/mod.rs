@@ -109,7 +109,7 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), WebErro
 
 /// Serves until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, state: Arc<WebState>, shutdown: watch::Receiver<bool>) {
-    let config = state.listener;
+    let config = state.listener.clone();
     let stats = Arc::clone(&state.metrics.listener);
     let app = Router::new()
         .route("/", get(page::list))

@@ -213,7 +213,7 @@ async fn a_download_in_progress_goes_after_the_silent_connections() {
 
 /// A web config file with the test certificates (tests/data/web/), no credentials, and
 /// `extra` keys of `tls_server_config`.
-fn tls_security(extra: &str) -> &'static Security {
+fn tls_security(extra: &str) -> Arc<Security> {
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/web");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("web.yml");
@@ -222,7 +222,7 @@ fn tls_security(extra: &str) -> &'static Security {
         data.display()
     );
     std::fs::write(&file, text).unwrap();
-    Security::load(&file).unwrap().leak()
+    Arc::new(Security::load(&file).unwrap())
 }
 
 /// A TLS connection that trusts the test CA, with the test client certificate if `client`,
