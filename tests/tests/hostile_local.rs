@@ -390,7 +390,9 @@ fn nine_thousand_planted_sidecars_do_not_delay_healthz_while_the_page_is_read() 
         .expect("a page")
         .expect("the page answered");
     assert_eq!(status, 200);
-    assert_eq!(page.matches("<tr class=\"profile\">").count(), 500);
+    // 500 sidecars read, the first page of them shown.
+    assert_eq!(page.matches("<tr class=\"profile\">").count(), 50);
+    assert!(page.contains("page 1 of 10"), "{page}");
     assert!(page.contains("id=\"truncated\""));
     daemon.terminate();
     drop(idler);

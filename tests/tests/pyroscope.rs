@@ -339,9 +339,11 @@ fn process_with_more_than_16000_stacks_is_split_and_every_sample_arrives() {
     ];
     let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
 
+    // The profile, and the window's sidecar for the page.
     let files: Vec<PathBuf> = fs::read_dir(dir.join("files"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".pb.gz"))
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let whole = read_pprof(&files[0]);

@@ -47,7 +47,7 @@ fn start_qemu(kernel: &Kernel, initramfs: &Path) -> std::io::Result<Child> {
 }
 
 /// Reads the guest's console to its end, echoing the driver's lines and logging every line.
-fn read_console(child: &mut Child, log_path: &Path) -> Vec<String> {
+fn read_console(child: &mut Child, log_path: &Path, label: &str) -> Vec<String> {
     let mut log = fs::File::create(log_path).ok();
     let mut lines = Vec::new();
     let Some(stdout) = child.stdout.take() else {
@@ -58,7 +58,7 @@ fn read_console(child: &mut Child, log_path: &Path) -> Vec<String> {
         // The serial console ends lines with \r\n and the firmware writes escape sequences.
         let line = line.replace('\r', "");
         if line.starts_with(DRIVER_PREFIX) {
-            eprintln!("  {line}");
+            eprintln!("  [{label}] {line}");
         }
         if let Some(log) = log.as_mut() {
             let _ = writeln!(log, "{line}");
@@ -102,7 +102,7 @@ pub(super) fn boot(dir: &Path, kernel: &Kernel, initramfs: &Path) -> Row {
         Err(err) => return Row::failed(label, format!("cannot start qemu-system-x86_64: {err}")),
     };
     let log_path = dir.join(format!("console-{label}.log"));
-    let lines = read_console(&mut child, &log_path);
+    let lines = read_console(&mut child, &log_path, &label);
     let status = child.wait();
     let mut stderr = String::new();
     if let Some(mut err) = child.stderr.take() {
