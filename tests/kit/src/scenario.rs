@@ -83,9 +83,10 @@ pub mod reader {
 /// The `spike` fixture under `run` in triggered mode: a light marker through the warm-up,
 /// then a burn; exactly one CPU profile is kept, with the burn and the seconds before it.
 pub mod spike {
-    /// 9 s light marker (the warm-up of 10 collections of 500 ms, after an attach of up to 4 s
-    /// in the slowest guest), 2 s burn, 2 s light, 2 s burn inside the cooldown.
-    pub const FIXTURE_ARGS: [&str; 4] = ["9", "2", "2", "2"];
+    /// 13 s light marker (the warm-up of 10 collections of 500 ms, after an attach of up to
+    /// 6.3 s in the slowest guest while both guests boot at once, and 1.5 s to spare), 2 s
+    /// burn, 2 s light, 2 s burn inside the cooldown.
+    pub const FIXTURE_ARGS: [&str; 4] = ["13", "2", "2", "2"];
 
     /// `profilerd run` arguments for the fixture's pid, keeping profiles in `./kept`.
     pub fn run_args(pid: &str) -> Vec<&str> {
@@ -104,7 +105,7 @@ pub mod spike {
             "--dump-dir",
             "kept",
             "--duration",
-            "16s",
+            "20s",
         ]
     }
 
