@@ -280,8 +280,9 @@ pub struct RunArgs {
     /// Stop after this long (default: run until SIGINT/SIGTERM).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Address of the HTTP listener with /metrics, /healthz, /debug/pprof/ and the page of kept
-    /// profiles at /, or `off`. Loopback by default; a public address only when given here.
+    /// Address of the HTTP listener with /metrics, /healthz, /debug/pprof/ and the page of
+    /// profiles (/ lists them, /view/FILE shows one with its timeline, flame graphs and top
+    /// table), or `off`. Loopback by default; a public address only when given here.
     #[arg(long, default_value = "127.0.0.1:7070", value_parser = parse_listen, value_name = "ADDR:PORT|off")]
     pub listen: Listen,
     /// A name a loopback listener also answers to in the `Host` header (`NAME` or
@@ -289,7 +290,7 @@ pub struct RunArgs {
     /// a name of its own that it points at 127.0.0.1 (DNS rebinding).
     #[arg(long, value_name = "NAME")]
     pub listen_host: Vec<String>,
-    /// How far back the page at / lists kept profiles (at most the 500 newest).
+    /// How far back the page at / lists profiles (at most the 500 newest sidecars, 2000 rows).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub page_window: Duration,
     /// Which profiles to take besides CPU (always taken: the triggers need it),
