@@ -53,8 +53,15 @@ impl Browser {
             .build()
             .unwrap();
         let root = format!("http://127.0.0.1:{port}");
+        // Made first, so that the driver is killed (on drop) whatever fails below.
+        let mut browser = Self {
+            driver,
+            base: root.clone(),
+            client,
+        };
         let ready = || {
-            client
+            browser
+                .client
                 .get(format!("{root}/status"))
                 .send()
                 .and_then(|r| r.json::<Value>())
@@ -66,11 +73,6 @@ impl Browser {
         );
         let profile = dir.join("chromium-profile");
         fs::create_dir_all(&profile).unwrap();
-        let mut browser = Self {
-            driver,
-            base: root.clone(),
-            client,
-        };
         let session = browser.call(
             "POST",
             "/session",

@@ -461,6 +461,17 @@ fn local_page_shows_a_real_trigger_and_its_flame_graph_in_chromium() {
     );
     assert_eq!(http_get(&address, "/view/daemon.stderr").0, 404);
 
+    // The browser runs the page's own script only (it must work under this policy below).
+    let answer = reqwest::blocking::get(format!("http://{address}/view/{view}")).unwrap();
+    let policy = answer.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        policy.contains("script-src 'sha256-") && policy.contains("default-src 'none'"),
+        "{policy}"
+    );
+
     let browser = Browser::start(&dir, 1400, 1100);
     check_list(&browser, &address, &pid);
     check_view(&browser);

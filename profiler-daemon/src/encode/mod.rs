@@ -4,6 +4,7 @@
 
 mod folded;
 mod measure;
+mod phase;
 pub mod pprof;
 mod tables;
 

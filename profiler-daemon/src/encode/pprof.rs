@@ -7,6 +7,7 @@ use flate2::{write::GzEncoder, Compression};
 use prost::Message;
 
 pub use super::measure::Measure;
+pub use super::phase::{Phase, SliceTime};
 use super::tables::{main_mapping_first, Tables};
 use crate::{
     aggregate::{ProcessProfile, Window},
@@ -29,29 +30,6 @@ type Part<'a> = (
     usize,
     Option<SliceTime>,
 );
-
-/// When a collect interval was taken relative to a firing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SliceTime {
-    /// When it ended, in ms from the firing (negative: before it).
-    pub end_ms: i64,
-    pub duration_ms: i64,
-}
-
-impl SliceTime {
-    /// `before` the firing, `firing` (the interval whose values fired the rule: it ends at the
-    /// firing) or `after`: the first is the baseline, the others the spike.
-    pub fn phase(self) -> &'static str {
-        let half = self.duration_ms / 2;
-        if self.end_ms < -half {
-            "before"
-        } else if self.end_ms <= half {
-            "firing"
-        } else {
-            "after"
-        }
-    }
-}
 
 /// A process's samples of one collect interval, and when the interval was taken.
 pub type Timed<'a> = (&'a ProcessProfile, SliceTime);
@@ -96,7 +74,7 @@ pub fn encode_sources(
 }
 
 /// [`encode_sources`] of a kept profile kept per collect interval: each sample also carries a
-/// `phase` label ([`SliceTime::phase`]: `before`, `firing` or `after`) and an `offset` label,
+/// `phase` label ([`Phase`]: `before`, `firing` or `after`) and an `offset` label,
 /// when its interval ended relative to the firing in milliseconds, so `go tool pprof
 /// -tagfocus=phase=before` shows the seconds before the spike alone.
 pub fn encode_timed(
@@ -243,13 +221,13 @@ fn encode_parts(
     }
 }
 
-/// `phase` ([`SliceTime::phase`]) and `offset` (when the interval ended, in milliseconds
+/// `phase` ([`Phase`]) and `offset` (when the interval ended, in milliseconds
 /// from the firing).
 fn time_labels(strings: &mut super::tables::Strings, at: SliceTime) -> [pb::Label; 2] {
     [
         pb::Label {
             key: strings.get("phase"),
-            str: strings.get(at.phase()),
+            str: strings.get(at.phase.name()),
             ..Default::default()
         },
         pb::Label {
@@ -307,9 +285,13 @@ mod tests {
 
     #[test]
     fn timed_parts_carry_phase_and_offset_and_share_their_locations() {
-        let at = |end_ms| SliceTime {
+        let at = |end_ms: i64| SliceTime {
             end_ms,
-            duration_ms: 500,
+            phase: match end_ms {
+                ..-1 => Phase::Before,
+                -1 => Phase::Firing,
+                _ => Phase::After,
+            },
         };
         let window = window();
         let process = &window.processes[0];
@@ -319,7 +301,7 @@ mod tests {
             &window,
             &[(
                 cpu,
-                vec![(process, at(-1500)), (process, at(-2)), (process, at(500))],
+                vec![(process, at(-1500)), (process, at(-1)), (process, at(500))],
             )],
             &[],
         );
@@ -341,7 +323,7 @@ mod tests {
             labels.contains(&("before".to_string(), -1500)),
             "{labels:?}"
         );
-        assert!(labels.contains(&("firing".to_string(), -2)), "{labels:?}");
+        assert!(labels.contains(&("firing".to_string(), -1)), "{labels:?}");
         assert!(labels.contains(&("after".to_string(), 500)), "{labels:?}");
     }
 

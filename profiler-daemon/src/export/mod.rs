@@ -18,7 +18,8 @@ pub use pyroscope::{
     ServerConfig, ServerConfigError, Upload,
 };
 pub use sidecar::{
-    window_sidecar_for, FiredRule, KeptSummary, Sidecar, ValuePoint, CONTINUOUS, SIDECAR_SUFFIX,
+    window_sidecar_name, window_sidecars_for, FiredRule, KeptSummary, Sidecar, ValuePoint,
+    CONTINUOUS, SIDECAR_SUFFIX,
 };
 pub use sink::{DumpSink, KeptProfile, ServerSink, Sink, WindowProfile};
 pub use spool::{Spool, SpoolCounts, SpoolError};

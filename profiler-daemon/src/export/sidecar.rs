@@ -13,7 +13,7 @@ use super::sink::{KeptProfile, WindowProfile};
 use crate::{
     aggregate::ProcessProfile,
     process::ProcessInfo,
-    targets::LabelConfig,
+    targets::{truncate, LabelConfig},
     types::{millis_after, rfc3339, utc_timestamp},
 };
 
@@ -110,20 +110,37 @@ impl Sidecar {
     }
 }
 
-/// The name of a continuous-mode window's sidecar: `continuous.<start>.json`.
-pub fn window_sidecar_name(start: SystemTime) -> String {
-    format!("{CONTINUOUS}.{}{SIDECAR_SUFFIX}", utc_timestamp(start))
+/// Rows of one continuous-mode window sidecar: each stays well under the page's 1 MiB read
+/// bound (a row is at most about 1 KiB: [`MAX_TOP_NAME`]).
+pub const WINDOW_SIDECAR_ROWS: usize = 512;
+/// Sidecars of one window at most: 16 of 512 rows hold `--max-processes`' 8192 processes.
+pub const MAX_WINDOW_SIDECARS: usize = 16;
+/// Longest function name a sidecar's top list keeps (C++ names run to kilobytes).
+const MAX_TOP_NAME: usize = 200;
+
+/// The name of part `part` of a continuous-mode window's sidecars: `continuous.<start>.json`,
+/// then `continuous.<start>.<part>.json`.
+pub fn window_sidecar_name(start: SystemTime, part: usize) -> String {
+    window_part(&format!("{CONTINUOUS}.{}", utc_timestamp(start)), part)
 }
 
-/// The window sidecar that lists a continuous-mode file `<comm>-<pid>.<kind>.<start>.pb.gz`
-/// (the start is the last two dot-separated parts, `20261206T174411.421Z`).
-pub fn window_sidecar_for(file: &str) -> Option<String> {
+fn window_part(stem: &str, part: usize) -> String {
+    match part {
+        0 => format!("{stem}{SIDECAR_SUFFIX}"),
+        n => format!("{stem}.{n}{SIDECAR_SUFFIX}"),
+    }
+}
+
+/// The window sidecars that may list a continuous-mode file `<comm>-<pid>.<kind>.<start>.pb.gz`
+/// (the start is the last two dot-separated parts, `20261206T174411.421Z`), in order.
+pub fn window_sidecars_for(file: &str) -> Option<impl Iterator<Item = String>> {
     let stem = file.strip_suffix(".pb.gz")?;
     let mut parts = stem.rsplitn(3, '.');
     let (millis, seconds) = (parts.next()?, parts.next()?);
     parts.next()?;
     let valid = seconds.len() == 15 && seconds.as_bytes()[8] == b'T' && millis.ends_with('Z');
-    valid.then(|| format!("{CONTINUOUS}.{seconds}.{millis}{SIDECAR_SUFFIX}"))
+    let stem = format!("{CONTINUOUS}.{seconds}.{millis}");
+    valid.then(move || (0..MAX_WINDOW_SIDECARS).map(move |part| window_part(&stem, part)))
 }
 
 /// Seconds since the epoch.
@@ -224,6 +241,7 @@ fn service_name(labels: &LabelConfig, process: Option<&ProcessInfo>, fallback: &
 /// The `n` functions with the most self samples (leaf frames, inlined callee first) over
 /// `processes`, with their share of all samples in percent.
 fn top_functions(processes: &[&ProcessProfile], n: usize) -> Vec<(String, f64)> {
+    // Names cut to MAX_TOP_NAME bytes, so that a row's size is bounded.
     let mut by_function: BTreeMap<&str, u64> = BTreeMap::new();
     let mut total = 0;
     for process in processes {
@@ -240,6 +258,11 @@ fn top_functions(processes: &[&ProcessProfile], n: usize) -> Vec<(String, f64)> 
     ranked
         .into_iter()
         .take(n)
-        .map(|(name, count)| (name.to_string(), count as f64 * 100.0 / total.max(1) as f64))
+        .map(|(name, count)| {
+            (
+                truncate(name, MAX_TOP_NAME).to_string(),
+                count as f64 * 100.0 / total.max(1) as f64,
+            )
+        })
         .collect()
 }

@@ -9,7 +9,9 @@ use thiserror::Error;
 use super::{
     delivery::Exporter,
     dump::{DumpDir, DumpError},
-    sidecar::{window_sidecar_name, KeptSummary, SIDECAR_SUFFIX},
+    sidecar::{
+        window_sidecar_name, KeptSummary, MAX_WINDOW_SIDECARS, SIDECAR_SUFFIX, WINDOW_SIDECAR_ROWS,
+    },
 };
 use crate::{
     aggregate::{ProcessProfile, Window},
@@ -109,9 +111,13 @@ impl KeptProfile<'_> {
         }
         // The same sources, interval by interval, each labelled with when it was taken.
         let fired = self.kept.fired_at;
-        let offset = |slice: &Window| pprof::SliceTime {
-            end_ms: millis_after(slice.start + slice.duration, fired),
-            duration_ms: slice.duration.as_millis() as i64,
+        let fired_end = self.kept.fired_slice_end;
+        let offset = |slice: &Window| {
+            let end = slice.start + slice.duration;
+            pprof::SliceTime {
+                end_ms: millis_after(end, fired),
+                phase: pprof::Phase::of(end, fired_end),
+            }
         };
         let timed: Vec<(Measure, Vec<pprof::Timed<'_>>)> = sources
             .iter()
@@ -314,18 +320,26 @@ impl Sink for DumpSink {
         }
     }
 
-    /// One sidecar lists the window's files (one per process would double the files).
+    /// A few sidecars list the window's files, [`WINDOW_SIDECAR_ROWS`] each (one per process
+    /// would double the files, one per window could grow past what the page reads).
     fn window_done(&mut self, start: SystemTime) {
         let rows = std::mem::take(&mut self.rows);
-        if rows.is_empty() {
-            return;
+        let parts = rows.chunks(WINDOW_SIDECAR_ROWS);
+        if parts.len() > MAX_WINDOW_SIDECARS {
+            tracing::warn!(
+                "{} processes in one window: the page lists the first {}",
+                rows.len(),
+                MAX_WINDOW_SIDECARS * WINDOW_SIDECAR_ROWS
+            );
         }
-        let name = window_sidecar_name(start);
-        let written = serde_json::to_vec(&rows)
-            .map_err(KeptFileError::from)
-            .and_then(|bytes| Ok(self.dir.write(&name, &bytes)?));
-        if let Err(err) = written {
-            tracing::error!("{name} not written: {err}");
+        for (part, rows) in parts.take(MAX_WINDOW_SIDECARS).enumerate() {
+            let name = window_sidecar_name(start, part);
+            let written = serde_json::to_vec(rows)
+                .map_err(KeptFileError::from)
+                .and_then(|bytes| Ok(self.dir.write(&name, &bytes)?));
+            if let Err(err) = written {
+                tracing::error!("{name} not written: {err}");
+            }
         }
     }
 }
@@ -475,6 +489,22 @@ mod tests {
             .unwrap()
             .to_string_lossy()
             .starts_with("app-7.cpu."));
+        // The window's sidecar lists the file for the page, and is found from its name.
+        sink.window_done(profile.window.start);
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        let sidecar = super::super::window_sidecars_for(&file)
+            .expect("a continuous-mode name")
+            .next()
+            .unwrap();
+        assert_eq!(sidecar, window_sidecar_name(profile.window.start, 0));
+        let rows: Vec<KeptSummary> =
+            serde_json::from_slice(&std::fs::read(dir.join(&sidecar)).unwrap()).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].pprof.as_str(), rows[0].target.as_str()),
+            (file.as_str(), "app-7")
+        );
+        assert_eq!(rows[0].trigger, super::super::CONTINUOUS);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

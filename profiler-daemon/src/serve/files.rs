@@ -22,12 +22,14 @@ use std::{
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
-use crate::export::{window_sidecar_for, KeptSummary, Sidecar, SIDECAR_SUFFIX};
+use crate::export::{window_sidecars_for, KeptSummary, Sidecar, SIDECAR_SUFFIX};
 
 /// Sidecars read at most for the page, the newest first (by modification time).
 pub const MAX_SIDECARS: usize = 500;
 /// Rows the page's listing holds at most (those of the sidecars read that match its filter).
 pub const MAX_ROWS: usize = 2_000;
+/// Rows a listing reads at most, matching or not (at most about 1 KiB each: about 20 MiB).
+const MAX_ROWS_READ: usize = 20_000;
 /// Distinct services and targets the listing offers as filters.
 const MAX_FACETS: usize = 500;
 /// Largest sidecar read: a kept profile's is a few KiB, a continuous-mode window's lists
@@ -264,8 +266,9 @@ pub fn list_kept(
         return Listing::default();
     };
     let oldest = oldest_unix(window, now);
+    let oldest_time = UNIX_EPOCH + Duration::from_secs(oldest);
     // The directory entry's own time (lstat: no link followed, nothing opened) picks the
-    // newest sidecars before any is read.
+    // newest sidecars of the window before any is read.
     let mut sidecars: Vec<(SystemTime, String)> = entries
         .filter_map(Result::ok)
         .filter_map(|e| {
@@ -274,7 +277,7 @@ pub fn list_kept(
                 return None;
             }
             let modified = e.metadata().ok()?.modified().ok()?;
-            Some((modified, name))
+            (modified >= oldest_time).then_some((modified, name))
         })
         .collect();
     sidecars.sort_unstable_by(|a, b| b.cmp(a));
@@ -282,8 +285,15 @@ pub fn list_kept(
         truncated: sidecars.len() > MAX_SIDECARS,
         ..Listing::default()
     };
+    let mut read = 0;
     for (_, name) in sidecars.into_iter().take(MAX_SIDECARS) {
+        // Rows read, matching or not: a narrow filter does not make a listing read more.
+        if read >= MAX_ROWS_READ || listing.rows.len() >= MAX_ROWS {
+            listing.truncated = true;
+            break;
+        }
         let rows = read_sidecar(dir, &name, stats).unwrap_or_default();
+        read += rows.len();
         for row in rows {
             if row.fired_unix < oldest || !is_ours(dir, &row.pprof) {
                 continue;
@@ -296,14 +306,14 @@ pub fn list_kept(
                     set.insert(value.clone());
                 }
             }
-            if wanted(&row) {
-                listing.rows.push(row);
+            if !wanted(&row) {
+                continue;
             }
-        }
-        if listing.rows.len() >= MAX_ROWS {
-            listing.truncated = true;
-            listing.rows.truncate(MAX_ROWS);
-            break;
+            if listing.rows.len() < MAX_ROWS {
+                listing.rows.push(row);
+            } else {
+                listing.truncated = true;
+            }
         }
     }
     listing
@@ -325,12 +335,19 @@ pub fn find_listed(
     let base = name
         .strip_suffix(".pb.gz")
         .or_else(|| name.strip_suffix(".svg"))?;
-    let rows = read_sidecar(dir, &format!("{base}{SIDECAR_SUFFIX}"), stats)
-        .or_else(|| read_sidecar(dir, &window_sidecar_for(name)?, stats))?;
     let oldest = oldest_unix(window, now);
-    rows.into_iter().find(|row| {
-        (row.pprof == name || row.svg.as_deref() == Some(name)) && row.fired_unix >= oldest
-    })
+    let listed = |rows: Vec<KeptSummary>| {
+        rows.into_iter().find(|row| {
+            (row.pprof == name || row.svg.as_deref() == Some(name)) && row.fired_unix >= oldest
+        })
+    };
+    if let Some(rows) = read_sidecar(dir, &format!("{base}{SIDECAR_SUFFIX}"), stats) {
+        return listed(rows);
+    }
+    // A continuous-mode file: the parts of its window's sidecar, up to the first missing.
+    window_sidecars_for(name)?
+        .map_while(|sidecar| read_sidecar(dir, &sidecar, stats))
+        .find_map(listed)
 }
 
 /// A listed profile's pprof or flame graph ([`find_listed`]), if the daemon wrote it.

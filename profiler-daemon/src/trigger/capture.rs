@@ -25,6 +25,9 @@ pub struct Kept {
     /// In firing order; the first names the file.
     pub scenes: Vec<Scene>,
     pub fired_at: SystemTime,
+    /// The end of the collect interval whose values fired the first rule: intervals ending
+    /// before it are the baseline (`phase=before`), it is `firing`, later ones `after`.
+    pub fired_slice_end: SystemTime,
     /// When the post-trigger window of the last firing merged into it ended: the capture was
     /// complete then, and is written at the first collect tick after.
     pub due: SystemTime,
@@ -70,6 +73,37 @@ fn assemble(mut kept: Kept, until: SystemTime, now: SystemTime, complete: bool) 
     }
     kept.window.duration = now.duration_since(kept.window.start).unwrap_or_default();
     kept
+}
+
+/// Halves a capture's plotted values (every other one stays, and the firing's), so that a
+/// capture firings keep extending is plotted over its whole window at a coarser step.
+fn thin(values: &mut Vec<(i64, Values)>) {
+    let mut i = 0;
+    values.retain(|(at, _)| {
+        i += 1;
+        i % 2 == 1 || *at == 0
+    });
+}
+
+/// Merges the two neighbouring intervals of `timeline` that span the least time together,
+/// both ending before `fired_end` or both after it.
+fn merge_narrowest(timeline: &mut Vec<Window>, fired_end: SystemTime) {
+    let end = |w: &Window| w.start + w.duration;
+    let side = |w: &Window| end(w).cmp(&fired_end);
+    let narrowest = (0..timeline.len().saturating_sub(1))
+        .filter(|&i| {
+            let (a, b) = (&timeline[i], &timeline[i + 1]);
+            side(a) == side(b) && side(a) != std::cmp::Ordering::Equal
+        })
+        .min_by_key(|&i| {
+            end(&timeline[i + 1])
+                .duration_since(timeline[i].start)
+                .unwrap_or_default()
+        });
+    if let Some(i) = narrowest {
+        let next = timeline.remove(i + 1);
+        timeline[i].absorb(next);
+    }
 }
 
 /// The rules' history at a firing as points of the plot: the last one read at the firing,
@@ -182,11 +216,11 @@ impl Captures {
         if !empty {
             let timeline = &mut capture.kept.timeline;
             timeline.push(part);
-            // A capture that firings keep extending: its oldest intervals are merged in pairs,
-            // coarser labels instead of a timeline without end.
+            // A capture that firings keep extending: the two neighbours spanning the least
+            // time on one side of the firing merge, so the labels coarsen evenly instead of
+            // the timeline growing without end, and no interval straddles the firing.
             if timeline.len() > MAX_TIMELINE {
-                let second = timeline.remove(1);
-                timeline[0].absorb(second);
+                merge_narrowest(timeline, capture.kept.fired_slice_end);
             }
         }
     }
@@ -222,6 +256,7 @@ impl Captures {
                 event_id,
                 scenes: firing.scenes,
                 fired_at: now,
+                fired_slice_end: firing.slice_end,
                 due: now + self.post,
                 window: Window {
                     start,
@@ -257,10 +292,13 @@ impl Captures {
             let kept = &mut capture.kept;
             let at = millis_after(now, kept.fired_at);
             let newer = kept.values.last().is_none_or(|(last, _)| at > *last);
-            if !newer || kept.values.len() >= MAX_TIMELINE {
+            if !newer {
                 continue;
             }
             if let Some(values) = values_of(&kept.target) {
+                if kept.values.len() >= MAX_TIMELINE {
+                    thin(&mut kept.values);
+                }
                 kept.values.push((at, values));
             }
         }
@@ -389,6 +427,7 @@ mod tests {
                 })
                 .collect(),
             interval: Duration::from_secs(1),
+            slice_end: UNIX_EPOCH,
         }
     }
 
@@ -469,6 +508,38 @@ mod tests {
         assert_eq!(functions(&kept[0]), [("later".to_string(), 1)]);
         assert_eq!(captures.stats.kept, 2);
         assert_eq!(captures.stats.merged, 1);
+    }
+
+    #[test]
+    fn long_timelines_merge_on_one_side_of_the_firing_and_values_thin() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |n: u64| t0 + Duration::from_secs(n);
+        let mut timeline: Vec<Window> = (0..6).map(|n| slice(at(n), 7, "f", 1)).collect();
+        // The interval [3, 4) fired. Intervals are 1 s; [0, 2) merges first (the earliest of
+        // the narrowest pairs), and never with [3, 4).
+        merge_narrowest(&mut timeline, at(4));
+        let spans: Vec<(u64, u64)> = timeline
+            .iter()
+            .map(|w| {
+                let from = w.start.duration_since(t0).unwrap().as_secs();
+                (from, from + w.duration.as_secs())
+            })
+            .collect();
+        assert_eq!(spans, [(0, 2), (2, 3), (3, 4), (4, 5), (5, 6)]);
+        for _ in 0..3 {
+            merge_narrowest(&mut timeline, at(4));
+        }
+        assert!(
+            timeline
+                .iter()
+                .any(|w| w.start == at(3) && w.duration == Duration::from_secs(1)),
+            "the firing interval stays whole"
+        );
+        let mut values: Vec<(i64, Values)> =
+            (-3..=3).map(|i| (i * 1000, Values::default())).collect();
+        thin(&mut values);
+        let kept: Vec<i64> = values.iter().map(|v| v.0).collect();
+        assert_eq!(kept, [-3000, -1000, 0, 1000, 3000]);
     }
 
     #[test]

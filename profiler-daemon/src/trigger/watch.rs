@@ -11,7 +11,7 @@ use std::{
     collections::{BTreeSet, HashMap},
     fs,
     path::PathBuf,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use crate::{
@@ -124,6 +124,8 @@ pub struct Firing {
     pub recent: Vec<Values>,
     /// The collect interval: how far apart `recent`'s values are.
     pub interval: Duration,
+    /// The end of the interval whose values fired the rules.
+    pub slice_end: SystemTime,
 }
 
 pub struct Watcher {
@@ -258,6 +260,7 @@ impl Watcher {
                     scenes,
                     recent: entry.state.recent(),
                     interval: slice.duration,
+                    slice_end: slice.start + slice.duration,
                 });
             }
         }

@@ -15,9 +15,13 @@ use thiserror::Error;
 
 use crate::pprof_proto as pb;
 
-/// Largest decompressed profile read (a file is at most 64 MiB compressed; a hostile one
-/// could decompress without end).
-const MAX_DECOMPRESSED: u64 = 256 << 20;
+/// Largest decompressed profile read: the daemon's own kept profiles are a few MiB; this
+/// bounds what two page workers hold at once, decoded, whatever a file holds.
+const MAX_DECOMPRESSED: u64 = 64 << 20;
+/// Deepest stack put in the tree (frames beyond count at the node reached, in
+/// [`Flame::truncated`]): two walks of 127 frames with inlined functions stay under it, and
+/// the serializers and the page's script recurse this deep at most.
+const MAX_DEPTH: usize = 512;
 /// Most nodes of the tree built; deeper frames of the samples beyond it count at the node
 /// reached (counted in [`Flame::truncated`]).
 const MAX_NODES: usize = 200_000;
@@ -36,8 +40,8 @@ pub enum FlameError {
     TooLarge,
     #[error("not a pprof profile: {0}")]
     Decode(#[from] prost::DecodeError),
-    #[error("the profile has no sample type {0:?}")]
-    NoSuchType(String),
+    #[error("the profile has no sample type {0:?}: use ?type= with one of {1}")]
+    NoSuchType(String, String),
     #[error("the profile has no sample types")]
     NoTypes,
 }
@@ -91,7 +95,7 @@ pub struct Flame {
     pub before: u64,
     pub after: u64,
     pub top: Vec<TopRow>,
-    /// Samples whose stack went past [`MAX_NODES`].
+    /// Samples whose stack went past [`MAX_NODES`] or [`MAX_DEPTH`].
     pub truncated: u64,
 }
 
@@ -135,13 +139,25 @@ impl Builder {
         id
     }
 
-    /// Adds one sample: `frames` root first, `phase` whether it was before (`Some(true)`) or
-    /// after the firing.
-    fn add(&mut self, frames: &[u32], value: u64, phase: Option<bool>) {
-        let mut node = 0u32;
+    /// Adds one sample: `frames` root first, the first `pseudo` of them not functions (a
+    /// process's frame), `phase` whether it was before (`Some(true)`) or after the firing.
+    fn add(&mut self, frames: &[u32], pseudo: usize, value: u64, phase: Option<bool>) {
+        let functions = frames.get(pseudo..).unwrap_or_default();
         let mut seen = HashSet::new();
+        for &name in functions {
+            if seen.insert(name) {
+                *self.cum.entry(name).or_default() += value;
+            }
+        }
+        if let Some(&leaf) = functions.last() {
+            *self.flat.entry(leaf).or_default() += value;
+        }
+        let mut node = 0u32;
         self.count(0, value, phase);
-        for &name in frames {
+        if frames.len() > MAX_DEPTH {
+            self.truncated += 1;
+        }
+        for &name in frames.iter().take(MAX_DEPTH) {
             let next = match self.children.get(&(node, name)) {
                 Some(&child) => child,
                 None if self.nodes.len() >= MAX_NODES => {
@@ -161,12 +177,6 @@ impl Builder {
             };
             node = next;
             self.count(node, value, phase);
-            if seen.insert(name) {
-                *self.cum.entry(name).or_default() += value;
-            }
-        }
-        if let Some(&leaf) = frames.last() {
-            *self.flat.entry(leaf).or_default() += value;
         }
     }
 
@@ -257,7 +267,7 @@ impl Flame {
             Some(name) => types
                 .iter()
                 .position(|t| t == name)
-                .ok_or_else(|| FlameError::NoSuchType(name.to_string()))?,
+                .ok_or_else(|| FlameError::NoSuchType(name.to_string(), types.join(", ")))?,
             None => types
                 .iter()
                 .position(|t| {
@@ -308,7 +318,7 @@ impl Flame {
             for id in sample.location_id.iter().rev() {
                 frames.extend(frames_of.get(id).into_iter().flatten());
             }
-            builder.add(&frames, value, phase);
+            builder.add(&frames, usize::from(by_process), value, phase);
             total += value;
             match phase {
                 Some(true) => before += value,
@@ -341,7 +351,7 @@ impl Flame {
     }
 
     /// The least value a node needs to be sent to the page, so that at most [`MAX_SHOWN`]
-    /// are: a node narrower than its share of the whole graph's width, or of the after-part
+    /// are (at the last step, at most 32 a level of [`MAX_DEPTH`]: 16,384): a node narrower than its share of the whole graph's width, or of the after-part
     /// (the differential graph's), is left out with everything above it.
     fn cutoff(&self) -> (u64, u64) {
         let mut share = MIN_SHARE;
@@ -359,27 +369,59 @@ impl Flame {
         node.value > cut || (self.after > 0 && node.after > after_cut)
     }
 
-    /// The tree as JSON for the page's script: `{"names": [...], "tree": NODE}` where a node
-    /// is `[name index, value, before, after, [children]]`, children widest first. `<` is
-    /// escaped so that the text can sit in a `<script>` element.
+    /// The tree as JSON for the page's script: `{"names": [...], "tree": NODE, ...}` where a
+    /// node is `[name index, value, before, after, [children]]`, children widest first, and
+    /// `names` holds only the names of the nodes sent. `<` is escaped so that the text can sit
+    /// in a `<script>` element.
     pub fn to_json(&self) -> String {
         let cut = self.cutoff();
-        let tree = Shown {
-            flame: self,
-            node: 0,
-            cut,
+        // The names of the nodes sent, renumbered in the order they are met.
+        let mut index: HashMap<u32, u32> = HashMap::new();
+        let mut names: Vec<&str> = Vec::new();
+        let mut pending = vec![0u32];
+        while let Some(node) = pending.pop() {
+            let node = &self.nodes[node as usize];
+            index.entry(node.name).or_insert_with(|| {
+                names.push(&self.names[node.name as usize]);
+                names.len() as u32 - 1
+            });
+            pending.extend(
+                node.children
+                    .iter()
+                    .filter(|&&c| self.shown(&self.nodes[c as usize], cut)),
+            );
+        }
+        let page = PageData {
+            names,
+            tree: Shown {
+                flame: self,
+                node: 0,
+                cut,
+                index: &index,
+            },
+            unit: &self.unit,
+            kind: &self.chosen,
+            total: self.total,
+            before: self.before,
+            after: self.after,
         };
-        let json = serde_json::json!({
-            "names": self.names,
-            "tree": tree,
-            "unit": self.unit,
-            "type": self.chosen,
-            "total": self.total,
-            "before": self.before,
-            "after": self.after,
-        });
-        json.to_string().replace('<', "\\u003c")
+        serde_json::to_string(&page)
+            .unwrap_or_default()
+            .replace('<', "\\u003c")
     }
+}
+
+/// What the page's script reads.
+#[derive(serde::Serialize)]
+struct PageData<'a> {
+    names: Vec<&'a str>,
+    tree: Shown<'a>,
+    unit: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    total: u64,
+    before: u64,
+    after: u64,
 }
 
 /// A node of the tree with its children above the cut-off, serialized as an array.
@@ -387,6 +429,8 @@ struct Shown<'a> {
     flame: &'a Flame,
     node: u32,
     cut: (u64, u64),
+    /// The node names' indexes in the names sent.
+    index: &'a HashMap<u32, u32>,
 }
 
 impl Serialize for Shown<'_> {
@@ -401,14 +445,10 @@ impl Serialize for Shown<'_> {
         children.sort_by_key(|&c| std::cmp::Reverse(self.flame.nodes[c as usize].value));
         let children: Vec<Shown<'_>> = children
             .into_iter()
-            .map(|node| Shown {
-                flame: self.flame,
-                node,
-                cut: self.cut,
-            })
+            .map(|node| Shown { node, ..*self })
             .collect();
         let mut seq = serializer.serialize_seq(Some(5))?;
-        seq.serialize_element(&node.name)?;
+        seq.serialize_element(&self.index.get(&node.name).copied().unwrap_or(0))?;
         seq.serialize_element(&node.value)?;
         seq.serialize_element(&node.before)?;
         seq.serialize_element(&node.after)?;

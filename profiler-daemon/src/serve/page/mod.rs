@@ -45,13 +45,13 @@ pub async fn list(State(state): State<Arc<WebState>>, Query(query): Query<ListQu
         }
         None => Listing::default(),
     };
-    Html(render_list(
+    let page = render_list(
         &listing,
         &query,
         state.page_window,
         state.dump_dir.as_deref(),
-    ))
-    .into_response()
+    );
+    (html::page_headers(), Html(page)).into_response()
 }
 
 /// Why a profile's page was not made.
@@ -83,13 +83,13 @@ pub async fn view(
     });
     match read.await {
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, BUSY).into_response(),
-        Ok(Ok(page)) => Html(page).into_response(),
+        Ok(Ok(page)) => (html::page_headers(), Html(page)).into_response(),
         Ok(Err(ViewError::NotListed)) => (
             StatusCode::NOT_FOUND,
             "not a listed profile: the page's list at / links to each\n",
         )
             .into_response(),
-        Ok(Err(ViewError::Flame(err @ FlameError::NoSuchType(_)))) => {
+        Ok(Err(ViewError::Flame(err @ FlameError::NoSuchType(..)))) => {
             (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response()
         }
         Ok(Err(ViewError::Flame(err))) => {

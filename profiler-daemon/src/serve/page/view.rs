@@ -10,13 +10,10 @@ use serde::Deserialize;
 
 use super::{
     flame::{format_value, Flame},
-    html::{head, html, url_segment},
+    html::{head, html, url_segment, SCRIPT},
     plot::timelines,
 };
 use crate::export::{KeptSummary, CONTINUOUS};
-
-/// The script of the graphs and the table, embedded: the page works offline.
-const SCRIPT: &str = include_str!("assets/page.js");
 
 /// `/view/<file>?type=`: the sample type shown (`go tool pprof -sample_index`).
 #[derive(Debug, Default, Deserialize)]

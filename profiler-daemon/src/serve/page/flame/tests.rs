@@ -159,7 +159,7 @@ fn a_sample_type_is_chosen_by_name_and_an_unknown_one_refused() {
     assert_eq!((flame.chosen.as_str(), flame.total), ("samples", 36));
     assert!(matches!(
         Flame::build(&spike(), Some("heap")),
-        Err(FlameError::NoSuchType(t)) if t == "heap"
+        Err(FlameError::NoSuchType(t, known)) if t == "heap" && known == "samples, cpu"
     ));
     let mut untyped = spike();
     untyped.sample_type.clear();
@@ -177,10 +177,24 @@ fn processes_get_a_root_frame_each_when_there_are_several() {
     let flame = Flame::build(&make.profile, None).unwrap();
     assert_eq!(flame.chosen, "cpu", "the last type without a default");
     assert!(!flame.has_phases());
+    // The process frames are in the graph, not in the table of functions.
     let names: Vec<&str> = flame.top.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["a"]);
+    let value: serde_json::Value = serde_json::from_str(&flame.to_json()).unwrap();
+    let roots: Vec<&str> = value["tree"][4]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            value["names"][c[0].as_u64().unwrap() as usize]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(roots.len(), 2);
     assert!(
-        names.contains(&"one (1)") && names.contains(&"two (2)"),
-        "{names:?}"
+        roots.contains(&"one (1)") && roots.contains(&"two (2)"),
+        "{roots:?}"
     );
 }
 
@@ -194,6 +208,37 @@ fn narrow_nodes_stay_off_the_page() {
     let json = Flame::build(&make.profile, None).unwrap().to_json();
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(value["tree"][4].as_array().unwrap().len(), 1, "only `wide`");
+    assert_eq!(
+        value["names"],
+        serde_json::json!(["all", "wide"]),
+        "only names sent"
+    );
+}
+
+#[test]
+fn stacks_deeper_than_the_bound_are_cut_and_counted() {
+    let mut make = Make::new(CPU);
+    let names: Vec<String> = (0..MAX_DEPTH + 10).map(|i| format!("f{i}")).collect();
+    let stack: Vec<Vec<&str>> = names.iter().rev().map(|n| vec![n.as_str()]).collect();
+    let stack: Vec<&[&str]> = stack.iter().map(Vec::as_slice).collect();
+    make.sample(&stack, &[1, 10], &[]);
+    let flame = Flame::build(&make.profile, None).unwrap();
+    assert_eq!(flame.truncated, 1);
+    assert_eq!(
+        flame.nodes.len(),
+        MAX_DEPTH + 1,
+        "the root and MAX_DEPTH frames"
+    );
+    let leaf = flame
+        .top
+        .iter()
+        .find(|r| r.name == format!("f{}", MAX_DEPTH + 9))
+        .unwrap();
+    assert_eq!(
+        (leaf.flat, leaf.cum),
+        (10, 10),
+        "the table counts the whole stack"
+    );
 }
 
 #[test]
