@@ -387,6 +387,38 @@ fn check_diff_and_top(browser: &Browser) {
     );
 }
 
+/// The listing's links: the SVG, the pprof (read by go tool pprof), the view; names outside
+/// the listing are not served. Returns the view's file name.
+fn check_files(address: &str, page: &str, dir: &Path) -> String {
+    let view = link_after(page, "href=\"/view/").expect("view link");
+    let pprof = link_after(page, "<a href=\"/profiles/").expect("pprof link");
+    let svg = pprof.replace(".pb.gz", ".svg");
+    assert!(
+        page.contains(&format!("href=\"/profiles/{svg}\"")),
+        "{page}"
+    );
+    let (status, body) = http_get(address, &format!("/profiles/{svg}"));
+    assert_eq!(status, 200);
+    assert!(body.contains("<svg"), "not an SVG");
+    // The download is the pprof the daemon wrote, readable by go tool pprof.
+    let bytes = reqwest::blocking::get(format!("http://{address}/profiles/{pprof}"))
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let downloaded = dir.join("downloaded.pb.gz");
+    fs::write(&downloaded, &bytes).unwrap();
+    let top = go_pprof(&["-top"], &downloaded);
+    assert!(top.contains("main.FlowAdv"), "{top}");
+    // Names outside the kept list are not served.
+    assert_eq!(http_get(address, "/profiles/..%2Fdaemon.stderr").0, 404);
+    assert_eq!(http_get(address, "/profiles/daemon.stderr").0, 404);
+
+    assert_eq!(view, pprof, "the view of the downloadable profile");
+    assert_eq!(http_get(address, &format!("/view/{view}?type=heap")).0, 400);
+    assert_eq!(http_get(address, "/view/daemon.stderr").0, 404);
+    view
+}
+
 #[test]
 fn local_page_shows_a_real_trigger_and_its_flame_graph_in_chromium() {
     // 6 s light (past the rules' warm-up of 10 collections of 500 ms), 3 s burn: the CPU rule
@@ -431,35 +463,7 @@ fn local_page_shows_a_real_trigger_and_its_flame_graph_in_chromium() {
         .expect("a row")
         .to_string();
     assert!(top_cell.contains("<code>"), "top functions: {top_cell}");
-    let view = link_after(&page, "href=\"/view/").expect("view link");
-    let pprof = link_after(&page, "<a href=\"/profiles/").expect("pprof link");
-    let svg = pprof.replace(".pb.gz", ".svg");
-    assert!(
-        page.contains(&format!("href=\"/profiles/{svg}\"")),
-        "{page}"
-    );
-    let (status, body) = http_get(&address, &format!("/profiles/{svg}"));
-    assert_eq!(status, 200);
-    assert!(body.contains("<svg"), "not an SVG");
-    // The download is the pprof the daemon wrote, readable by go tool pprof.
-    let bytes = reqwest::blocking::get(format!("http://{address}/profiles/{pprof}"))
-        .unwrap()
-        .bytes()
-        .unwrap();
-    let downloaded = dir.join("downloaded.pb.gz");
-    fs::write(&downloaded, &bytes).unwrap();
-    let top = go_pprof(&["-top"], &downloaded);
-    assert!(top.contains("main.FlowAdv"), "{top}");
-    // Names outside the kept list are not served.
-    assert_eq!(http_get(&address, "/profiles/..%2Fdaemon.stderr").0, 404);
-    assert_eq!(http_get(&address, "/profiles/daemon.stderr").0, 404);
-
-    assert_eq!(view, pprof, "the view of the downloadable profile");
-    assert_eq!(
-        http_get(&address, &format!("/view/{view}?type=heap")).0,
-        400
-    );
-    assert_eq!(http_get(&address, "/view/daemon.stderr").0, 404);
+    let view = check_files(&address, &page, &dir);
 
     // The browser runs the page's own script only (it must work under this policy below).
     let answer = reqwest::blocking::get(format!("http://{address}/view/{view}")).unwrap();
