@@ -29,6 +29,20 @@ pub mod standin;
 
 use prost::Message;
 
+/// Runs `command` with `input` on its stdin and its stdout and stderr captured; panics naming
+/// `what` (the package that installs it) when it cannot start.
+pub fn run_with_input(command: &mut Command, input: &[u8], what: &str) -> Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("{what}: {err}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// The workspace's target directory, found from this test binary (target/<profile>/deps/x).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");

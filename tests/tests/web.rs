@@ -6,7 +6,7 @@ use std::{
     collections::HashMap,
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
@@ -27,21 +27,11 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
         print(f"{s.name}{{{labels}}}\t{s.value}")
 "#;
-    let mut child = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (cargo xtask setup installs python3-prometheus-client)");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_input(
+        Command::new("/usr/bin/python3").args(["-c", script]),
+        text.as_bytes(),
+        "python3 (cargo xtask setup installs python3-prometheus-client)",
+    );
     assert!(
         out.status.success(),
         "the Prometheus parser rejected /metrics: {}\n{text}",

@@ -8,7 +8,7 @@ use std::{
     io::{Read, Write},
     net::TcpStream,
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
@@ -77,18 +77,11 @@ fn make_certificates(dir: &Path) {
 
 /// The SHA-256 of `text` in hex, as `sha256sum` writes it.
 fn sha256_hex(text: &str) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = run_with_input(
+        &mut Command::new("sha256sum"),
+        text.as_bytes(),
+        "sha256sum (coreutils)",
+    );
     String::from_utf8_lossy(&output.stdout)[..64].to_string()
 }
 
