@@ -55,11 +55,11 @@ fn one_kept(args: &[&str], dir: &Path, metric: &str) -> (PathBuf, String) {
 #[test]
 fn cpu_spike_keeps_one_profile_with_the_seconds_before_it() {
     let _host = beside_others();
-    // 13 s light marker (warm-up), 2 s burn, 2 s light, 2 s burn inside the cooldown.
-    let fixture = Running::spawn(&fixture("spike"), &spike::FIXTURE_ARGS);
+    // 9 s light marker (warm-up), 2 s burn, 2 s light, 2 s burn inside the cooldown.
+    let fixture = Running::spawn(&fixture("spike"), &spike::HOST.fixture_args());
     let dir = scratch("trigger-cpu");
     let pid = fixture.pid().to_string();
-    let args = spike::run_args(&pid);
+    let args = spike::run_args(&pid, spike::HOST);
     let stderr = Daemon::start(&args, &dir, "daemon").wait_exit(EXIT);
 
     assert!(

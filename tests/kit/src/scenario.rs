@@ -83,13 +83,36 @@ pub mod reader {
 /// The `spike` fixture under `run` in triggered mode: a light marker through the warm-up,
 /// then a burn; exactly one CPU profile is kept, with the burn and the seconds before it.
 pub mod spike {
-    /// 13 s light marker (the warm-up of 10 collections of 500 ms, after an attach of up to
-    /// 6.3 s in the slowest guest while both guests boot at once, and 1.5 s to spare), 2 s
-    /// burn, 2 s light, 2 s burn inside the cooldown.
-    pub const FIXTURE_ARGS: [&str; 4] = ["13", "2", "2", "2"];
+    /// How long the light marker runs: through the warm-up of 10 collections of 500 ms after
+    /// the daemon's attach, with the daemon stopping 7 s later (2 s burn, 2 s light, 2 s burn
+    /// inside the cooldown, 1 s to spare).
+    #[derive(Clone, Copy, Debug)]
+    pub struct Timing {
+        marker: &'static str,
+        duration: &'static str,
+    }
+
+    /// The kernel matrix: the first attach of a run took up to 10.3 s in a guest while both
+    /// guests boot at once on a busy host.
+    pub const GUEST: Timing = Timing {
+        marker: "16",
+        duration: "23s",
+    };
+    /// The tests on the host, where the attach takes under a second.
+    pub const HOST: Timing = Timing {
+        marker: "9",
+        duration: "16s",
+    };
+
+    impl Timing {
+        /// The fixture's arguments: marker, burn, light, burn (seconds).
+        pub fn fixture_args(self) -> [&'static str; 4] {
+            [self.marker, "2", "2", "2"]
+        }
+    }
 
     /// `profilerd run` arguments for the fixture's pid, keeping profiles in `./kept`.
-    pub fn run_args(pid: &str) -> Vec<&str> {
+    pub fn run_args(pid: &str, timing: Timing) -> Vec<&str> {
         vec![
             "run",
             "--pid",
@@ -105,7 +128,7 @@ pub mod spike {
             "--dump-dir",
             "kept",
             "--duration",
-            "20s",
+            timing.duration,
         ]
     }
 

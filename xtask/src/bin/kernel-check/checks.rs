@@ -284,9 +284,10 @@ pub(super) fn cgroup_filter(paths: &Paths, figures: &mut super::Figures) -> Resu
 /// `run` (triggered mode) over the `spike` fixture: a light marker through the warm-up, then
 /// a burn. Exactly one CPU profile is kept, with the burn and the seconds before it.
 pub(super) fn triggered_profile(paths: &Paths, figures: &mut super::Figures) -> Result<Outcome> {
-    let fixture = Running::start(&paths.fixtures.join("spike"), &spike::FIXTURE_ARGS)?;
+    let timing = spike::GUEST;
+    let fixture = Running::start(&paths.fixtures.join("spike"), &timing.fixture_args())?;
     let pid = fixture.pid().to_string();
-    let mut args = spike::run_args(&pid);
+    let mut args = spike::run_args(&pid, timing);
     args.extend(["--listen", "off"]);
     let run = profilerd(paths, "trigger", &args, "triggered mode")?;
     drop(fixture);
